@@ -1,0 +1,27 @@
+//! The typed events every state change goes through. The core publishes them on one
+//! `tokio::sync::broadcast` channel; the tray, notifications, the SSE stream and the timeline are
+//! subscribers. The JSON form (`{"type": "...", ...}`) is what `/api/events` sends.
+
+use super::model::{Instance, State, ZombieReason};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An instance was seen for the first time.
+    InstanceAdded { instance: Instance },
+    /// Its state (or zombie reason) changed.
+    StateChanged {
+        pid: u32,
+        from: State,
+        to: State,
+        reason: Option<ZombieReason>,
+        instance: Instance,
+    },
+    /// Something shown about it changed (project, port, modes, ...), not its state.
+    InstanceUpdated { instance: Instance },
+    /// It exited (seen live) or its registry entry was pruned.
+    InstanceRemoved { pid: u32, started_at: f64 },
+    /// The registry file did not parse and was moved aside.
+    RegistryRecovered { moved_to: String },
+}

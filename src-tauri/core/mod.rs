@@ -1,0 +1,19 @@
+//! The core: everything that is not GUI. It finds and classifies Serena instances, keeps the
+//! shared registry, and publishes typed events. It never imports tauri: the tray shell, the
+//! daemon, the CLI and the tests all drive it through one cloneable [`Core`] handle.
+
+pub mod classify;
+pub mod cmdline;
+pub mod config;
+pub mod engine;
+pub mod events;
+pub mod model;
+pub mod probe;
+pub mod procs;
+pub mod registry;
+pub mod sockets;
+
+pub use config::Config;
+pub use engine::{Core, CoreError};
+pub use events::Event;
+pub use model::{Instance, State, Transport, ZombieReason};

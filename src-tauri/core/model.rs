@@ -1,0 +1,265 @@
+//! The instance model: what one Serena MCP server is, how it is identified and which state it is
+//! in. Plain data with serde, no I/O. Deliberately not here: how the data is gathered
+//! (`discovery`, `probe`) and how states are decided (`classify`).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch, as a float (the registry's unit for times).
+pub type Epoch = f64;
+
+/// Now as [`Epoch`].
+pub fn now() -> Epoch {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A process identity: a PID alone is not enough, because PIDs are reused. Two processes with the
+/// same PID and different start times are different processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessId {
+    pub pid: u32,
+    /// Process start time, whole seconds since the epoch, as the OS reports it.
+    pub start_time: u64,
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.pid, self.start_time)
+    }
+}
+
+/// How far a recorded `started_at` may lie *before* the process start time and still name the
+/// same process. Writers record `started_at` at or after exec (Serena itself records it once it
+/// has started), so a process that started later than this is a reused PID.
+pub const START_TIME_TOLERANCE_SECS: f64 = 2.0;
+
+/// Whether a registry record (`pid`, `started_at`) can describe the process that now holds `pid`.
+/// An unknown `started_at` cannot be checked and is taken as matching.
+pub fn same_process(recorded_started_at: Option<Epoch>, process_start: u64) -> bool {
+    match recorded_started_at {
+        Some(t) if t > 0.0 => (process_start as f64) <= t + START_TIME_TOLERANCE_SECS,
+        _ => true,
+    }
+}
+
+/// The colour-coded state of an instance (see DESIGN "Instance model and states").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A session being launched that does not answer yet (grey).
+    Starting,
+    /// Alive, not orphaned, active project known (green).
+    LiveWithProject,
+    /// Alive, not orphaned, no active project (yellow).
+    LiveNoProject,
+    /// Red: see [`ZombieReason`].
+    Zombie,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::LiveWithProject => "live_with_project",
+            State::LiveNoProject => "live_no_project",
+            State::Zombie => "zombie",
+        }
+    }
+
+    /// The colour word the UI and the CLI show.
+    pub fn colour(self) -> &'static str {
+        match self {
+            State::Starting => "grey",
+            State::LiveWithProject => "green",
+            State::LiveNoProject => "yellow",
+            State::Zombie => "red",
+        }
+    }
+
+    pub fn is_live(self) -> bool {
+        matches!(self, State::LiveWithProject | State::LiveNoProject)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an instance is a zombie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZombieReason {
+    /// A stdio instance whose client (parent) is gone.
+    Orphaned,
+    /// Its dashboard stopped answering for longer than the grace.
+    Unresponsive,
+    /// Registered, but its process is gone (or its PID now belongs to another process).
+    Dead,
+}
+
+impl ZombieReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZombieReason::Orphaned => "orphaned",
+            ZombieReason::Unresponsive => "unresponsive",
+            ZombieReason::Dead => "dead",
+        }
+    }
+}
+
+impl fmt::Display for ZombieReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The MCP transport the instance serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    #[default]
+    Stdio,
+    Sse,
+    StreamableHttp,
+}
+
+impl Transport {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stdio" => Some(Transport::Stdio),
+            "sse" => Some(Transport::Sse),
+            "streamable-http" => Some(Transport::StreamableHttp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Stdio => "stdio",
+            Transport::Sse => "sse",
+            Transport::StreamableHttp => "streamable-http",
+        }
+    }
+
+    /// The path of the MCP endpoint on the MCP port, for HTTP transports.
+    pub fn endpoint_path(self) -> Option<&'static str> {
+        match self {
+            Transport::Stdio => None,
+            Transport::Sse => Some("/sse"),
+            Transport::StreamableHttp => Some("/mcp"),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where this program learnt of the instance. When several apply, the most specific wins
+/// (session > tray protocol > discovery > registry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Registry,
+    Discovery,
+    TrayProtocol,
+    Session,
+}
+
+/// The MCP client that started an instance, as seen the first time the instance was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub pid: u32,
+    pub name: String,
+    pub start_time: u64,
+}
+
+/// Everything known about one Serena instance. This is also the JSON shape of `list --json` and of
+/// the HTTP API (field names are a documented contract).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub pid: u32,
+    pub state: State,
+    pub state_reason: Option<ZombieReason>,
+    /// Dashboard port (the one that answers `/heartbeat`), `None` if it has none.
+    pub port: Option<u16>,
+    pub project_name: Option<String>,
+    pub project_path: Option<String>,
+    pub context: Option<String>,
+    pub modes: Vec<String>,
+    pub transport: Transport,
+    pub mcp_port: Option<u16>,
+    pub mcp_url: Option<String>,
+    /// Process start time (epoch seconds).
+    pub started_at: Epoch,
+    pub client_pid: Option<u32>,
+    pub client_name: Option<String>,
+    pub source: Source,
+    pub cmdline: Vec<String>,
+    pub first_seen: Epoch,
+    /// Last time the dashboard answered.
+    pub last_heartbeat: Option<Epoch>,
+    /// Last time the instance's log index moved (it did something).
+    pub last_activity: Option<Epoch>,
+    /// Since when the instance has been in its current state.
+    pub state_since: Epoch,
+    /// False when the PID was only registered (registry, tray protocol) and its command line does
+    /// not look like Serena: shown, never killed.
+    pub verified_serena: bool,
+}
+
+impl Instance {
+    pub fn process_id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.started_at as u64,
+        }
+    }
+
+    /// The tab label the UI shows: `<pid> - <PROJECT>` or `<pid> - NO PROJECT`.
+    pub fn label(&self) -> String {
+        match &self.project_name {
+            Some(p) => format!("{} - {}", self.pid, p),
+            None => format!("{} - NO PROJECT", self.pid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_process_rejects_a_later_start() {
+        assert!(same_process(Some(1000.0), 1000));
+        assert!(same_process(Some(1000.5), 1002));
+        assert!(same_process(Some(1000.0), 900), "registered late is fine");
+        assert!(
+            !same_process(Some(1000.0), 1010),
+            "a later process is a reused PID"
+        );
+        assert!(same_process(None, 5));
+        assert!(same_process(Some(0.0), 5));
+    }
+
+    #[test]
+    fn state_words() {
+        assert_eq!(State::LiveNoProject.colour(), "yellow");
+        assert_eq!(
+            serde_json::to_string(&State::LiveWithProject).unwrap_or_default(),
+            "\"live_with_project\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Transport::StreamableHttp).unwrap_or_default(),
+            "\"streamable-http\""
+        );
+    }
+}

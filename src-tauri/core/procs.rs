@@ -1,0 +1,187 @@
+//! A snapshot of the process table (through `sysinfo`): PID, parent, start time, name, command
+//! line and working directory of every process, plus tree helpers. Read-only: signalling
+//! processes is the reaper's business, not this module's.
+
+use super::model::ProcessId;
+use std::collections::HashMap;
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+
+/// One process as seen in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub start_time: u64,
+    pub name: String,
+    pub cmdline: Vec<String>,
+    pub cwd: Option<String>,
+}
+
+impl Proc {
+    pub fn id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+}
+
+/// Processes by PID at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    procs: HashMap<u32, Proc>,
+}
+
+/// Names of processes that adopt orphans (init and the usual subreapers). A stdio Serena whose
+/// parent is one of these has lost its client.
+const ADOPTERS: [&str; 8] = [
+    "init",
+    "systemd",
+    "launchd",
+    "tini",
+    "dumb-init",
+    "catatonit",
+    "s6-svscan",
+    "runsvdir",
+];
+
+impl Snapshot {
+    /// Reads the whole process table. Blocking (a few ms); call from `spawn_blocking` in async code.
+    pub fn capture(sys: &mut System) -> Snapshot {
+        let kind = ProcessRefreshKind::nothing()
+            .with_cmd(UpdateKind::OnlyIfNotSet)
+            .with_cwd(UpdateKind::OnlyIfNotSet);
+        sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+        let procs = sys
+            .processes()
+            .iter()
+            .filter(|(_, p)| p.thread_kind().is_none())
+            .map(|(pid, p)| {
+                let pid = pid.as_u32();
+                let proc = Proc {
+                    pid,
+                    ppid: p.parent().map(|pp| pp.as_u32()),
+                    start_time: p.start_time(),
+                    name: p.name().to_string_lossy().into_owned(),
+                    cmdline: p
+                        .cmd()
+                        .iter()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .collect(),
+                    cwd: p.cwd().map(|c| c.to_string_lossy().into_owned()),
+                };
+                (pid, proc)
+            })
+            .collect();
+        Snapshot { procs }
+    }
+
+    /// Builds a snapshot from given processes (tests, other platforms' adapters).
+    pub fn from_procs(procs: impl IntoIterator<Item = Proc>) -> Snapshot {
+        Snapshot {
+            procs: procs.into_iter().map(|p| (p.pid, p)).collect(),
+        }
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Proc> {
+        self.procs.get(&pid)
+    }
+
+    /// The process with this identity, if it is still the same process.
+    pub fn get_id(&self, id: ProcessId) -> Option<&Proc> {
+        self.get(id.pid).filter(|p| p.start_time == id.start_time)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.values()
+    }
+
+    /// Every descendant of `pid` (children, grandchildren, ...), parents before children.
+    pub fn descendants(&self, pid: u32) -> Vec<&Proc> {
+        let mut children: HashMap<u32, Vec<&Proc>> = HashMap::new();
+        for p in self.procs.values() {
+            if let Some(pp) = p.ppid {
+                children.entry(pp).or_default().push(p);
+            }
+        }
+        let mut out = Vec::new();
+        let mut stack = vec![pid];
+        while let Some(cur) = stack.pop() {
+            for c in children.get(&cur).into_iter().flatten() {
+                // A PID cycle cannot happen in a real table; guard anyway.
+                if c.pid != pid && !out.iter().any(|o: &&Proc| o.pid == c.pid) {
+                    out.push(*c);
+                    stack.push(c.pid);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the parent of `p` is not a plausible client: none, init, a known subreaper, or a
+    /// process younger than `p` (its real parent died and the PID was reused).
+    pub fn parent_is_adopter(&self, p: &Proc) -> bool {
+        let Some(ppid) = p.ppid else { return true };
+        if ppid <= 1 {
+            return true;
+        }
+        match self.get(ppid) {
+            None => true,
+            Some(parent) => {
+                parent.start_time > p.start_time || ADOPTERS.contains(&parent.name.as_str())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, ppid: u32, start: u64, name: &str) -> Proc {
+        Proc {
+            pid,
+            ppid: Some(ppid),
+            start_time: start,
+            name: name.into(),
+            cmdline: vec![],
+            cwd: None,
+        }
+    }
+
+    #[test]
+    fn descendants_walks_the_tree() {
+        let s = Snapshot::from_procs([
+            proc(10, 1, 5, "client"),
+            proc(11, 10, 6, "serena"),
+            proc(12, 11, 7, "ls"),
+            proc(13, 12, 8, "ls-child"),
+            proc(14, 1, 8, "other"),
+        ]);
+        let mut d: Vec<u32> = s.descendants(10).iter().map(|p| p.pid).collect();
+        d.sort();
+        assert_eq!(d, vec![11, 12, 13]);
+        assert!(s.descendants(14).is_empty());
+    }
+
+    #[test]
+    fn adopters() {
+        let s = Snapshot::from_procs([
+            proc(1, 0, 0, "init"),
+            proc(10, 1, 5, "systemd"),
+            proc(20, 1, 5, "code"),
+            proc(30, 10, 6, "python3"),
+            proc(31, 20, 6, "python3"),
+            proc(32, 1, 6, "python3"),
+            proc(33, 99, 6, "python3"),
+            proc(40, 1, 50, "bash"),
+            proc(34, 40, 6, "python3"),
+        ]);
+        let is = |pid| s.get(pid).map(|p| s.parent_is_adopter(p));
+        assert_eq!(is(30), Some(true), "systemd --user subreaper");
+        assert_eq!(is(31), Some(false), "live client");
+        assert_eq!(is(32), Some(true), "init");
+        assert_eq!(is(33), Some(true), "parent gone");
+        assert_eq!(is(34), Some(true), "parent PID reused by a younger process");
+    }
+}

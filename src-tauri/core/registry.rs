@@ -1,0 +1,310 @@
+//! The shared registry file `$SERENA_HOME/instances.json`: a JSON array of entries in exactly the
+//! seed's schema (`pid`, `port`, `started_at`, `last_heartbeat`, `context`, `modes`,
+//! `project_name`, `state`), readable and writable by other tools.
+//!
+//! Cross-process safety: every read-modify-write holds an exclusive advisory lock on the sidecar
+//! `instances.json.lock` and replaces the file by writing a temporary file and renaming it, so a
+//! reader never sees half a file and concurrent writers lose nothing. A file that does not parse
+//! is moved aside to `instances.json.corrupt-<millis>` (never deleted) and a fresh one started.
+//! Entries written by others are tolerated: missing fields take defaults, unknown keys are kept as
+//! they were, and an entry that cannot be read at all is kept verbatim. This module never adds a
+//! key of its own. Deliberately not here: deciding what the entries mean (`engine`).
+
+use super::model::Epoch;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a JSON array of instances: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+/// One entry, in the seed's schema. `extra` holds keys other writers added; they are written back
+/// untouched and never added by this program.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    pub pid: u32,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub started_at: Epoch,
+    #[serde(default)]
+    pub last_heartbeat: Epoch,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub modes: Vec<String>,
+    #[serde(default)]
+    pub project_name: Option<String>,
+    #[serde(default = "unknown_state")]
+    pub state: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn unknown_state() -> String {
+    "unknown".to_string()
+}
+
+impl RegistryEntry {
+    /// A new entry with the given identity and everything else unknown.
+    pub fn new(pid: u32, started_at: Epoch) -> RegistryEntry {
+        RegistryEntry {
+            pid,
+            port: None,
+            started_at,
+            last_heartbeat: 0.0,
+            context: None,
+            modes: Vec::new(),
+            project_name: None,
+            state: unknown_state(),
+            extra: Map::new(),
+        }
+    }
+
+    /// `started_at` as an option (0 means "not recorded").
+    pub fn started_at(&self) -> Option<Epoch> {
+        (self.started_at > 0.0).then_some(self.started_at)
+    }
+}
+
+/// The file's contents: entries this program can read, and those it cannot (kept verbatim).
+#[derive(Debug, Default)]
+struct Contents {
+    entries: Vec<RegistryEntry>,
+    unreadable: Vec<Value>,
+}
+
+fn parse(path: &Path, text: &str) -> Result<Contents> {
+    if text.trim().is_empty() {
+        return Ok(Contents::default());
+    }
+    let corrupt = |message: String| RegistryError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    let value: Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let Value::Array(items) = value else {
+        return Err(corrupt("the top level is not an array".into()));
+    };
+    let mut out = Contents::default();
+    for item in items {
+        match serde_json::from_value::<RegistryEntry>(item.clone()) {
+            Ok(e) => out.entries.push(e),
+            Err(err) => {
+                tracing::warn!(
+                    "{}: keeping an entry it cannot read ({err})",
+                    path.display()
+                );
+                out.unreadable.push(item);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Handle on one registry file.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    path: PathBuf,
+}
+
+impl Registry {
+    /// The registry of a Serena home directory.
+    pub fn new(serena_home: &Path) -> Registry {
+        Registry {
+            path: serena_home.join("instances.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> RegistryError {
+        let path = path.to_path_buf();
+        move |source| RegistryError::Io {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    fn read_text(&self) -> Result<String> {
+        match fs::read_to_string(&self.path) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(self.io(&self.path)(e)),
+        }
+    }
+
+    /// The readable entries, without locking (writers replace the file atomically). A corrupt
+    /// file is an error here; [`Registry::update`] is what moves it aside.
+    pub fn load(&self) -> Result<Vec<RegistryEntry>> {
+        Ok(parse(&self.path, &self.read_text()?)?.entries)
+    }
+
+    /// Read-modify-write under the lock. `f` may change the readable entries in place; the file
+    /// is rewritten only if they changed. Returns `f`'s result and, if a corrupt file was moved
+    /// aside, where it went.
+    pub fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<RegistryEntry>) -> T,
+    ) -> Result<(T, Option<PathBuf>)> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(self.io(dir))?;
+        let lock_path = self.path.with_file_name("instances.json.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(self.io(&lock_path))?;
+        lock.lock().map_err(self.io(&lock_path))?;
+        // The lock is released when `lock` is dropped, on every path out of here.
+
+        let text = self.read_text()?;
+        let (mut contents, moved) = match parse(&self.path, &text) {
+            Ok(c) => (c, None),
+            Err(err) => {
+                let aside = self.move_aside()?;
+                tracing::warn!("{err}; moved it to {} and started afresh", aside.display());
+                (Contents::default(), Some(aside))
+            }
+        };
+        let before = contents.entries.clone();
+        let result = f(&mut contents.entries);
+        if contents.entries != before || moved.is_some() || !self.path.exists() {
+            self.write(&contents)?;
+        }
+        drop(lock);
+        Ok((result, moved))
+    }
+
+    fn move_aside(&self) -> Result<PathBuf> {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let mut aside = self
+            .path
+            .with_file_name(format!("instances.json.corrupt-{millis}"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = self
+                .path
+                .with_file_name(format!("instances.json.corrupt-{millis}-{n}"));
+            n += 1;
+        }
+        fs::rename(&self.path, &aside).map_err(self.io(&self.path))?;
+        Ok(aside)
+    }
+
+    fn write(&self, contents: &Contents) -> Result<()> {
+        let mut items: Vec<Value> = Vec::with_capacity(contents.entries.len());
+        for e in &contents.entries {
+            items.push(serde_json::to_value(e).unwrap_or(Value::Null));
+        }
+        items.extend(contents.unreadable.iter().cloned());
+        let mut text = serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".into());
+        text.push('\n');
+        let tmp = self.path.with_file_name(format!(
+            ".instances.json.{}.{}.tmp",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map_err(self.io(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerates_missing_and_unknown_fields_and_keeps_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        fs::write(
+            reg.path(),
+            r#"[{"pid": 5, "color": "blue"}, {"pid": "x"}, {"pid": 6, "port": 24282, "started_at": 1.5,
+               "last_heartbeat": 2.0, "context": "ide", "modes": ["a"], "project_name": "p", "state": "zombie"}]"#,
+        )
+        .expect("write");
+        let entries = reg.load().expect("load");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].state, "unknown");
+        assert_eq!(entries[0].extra.get("color"), Some(&Value::from("blue")));
+        assert_eq!(entries[1].project_name.as_deref(), Some("p"));
+
+        reg.update(|es| es[1].state = "live_with_project".into())
+            .expect("update");
+        let raw: Value =
+            serde_json::from_str(&fs::read_to_string(reg.path()).expect("read")).expect("json");
+        let items = raw.as_array().expect("array");
+        assert_eq!(items.len(), 3, "the unreadable entry is kept");
+        assert_eq!(items[0]["color"], "blue", "unknown keys are kept");
+        assert_eq!(items[2]["pid"], "x");
+        assert_eq!(items[1]["state"], "live_with_project");
+        let keys: Vec<&String> = items[1].as_object().expect("object").keys().collect();
+        assert_eq!(
+            keys.len(),
+            8,
+            "exactly the seed's keys for our entries: {keys:?}"
+        );
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside_and_recovered_from() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        fs::write(reg.path(), "{not json").expect("write");
+        assert!(matches!(reg.load(), Err(RegistryError::Corrupt { .. })));
+        let ((), moved) = reg
+            .update(|es| es.push(RegistryEntry::new(7, 1.0)))
+            .expect("update");
+        let moved = moved.expect("moved aside");
+        assert_eq!(fs::read_to_string(&moved).expect("aside"), "{not json");
+        assert_eq!(reg.load().expect("load").len(), 1);
+    }
+
+    #[test]
+    fn unchanged_update_does_not_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        reg.update(|es| es.push(RegistryEntry::new(1, 1.0)))
+            .expect("update");
+        let before = fs::metadata(reg.path())
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        reg.update(|_| ()).expect("update");
+        let after = fs::metadata(reg.path())
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert_eq!(before, after);
+    }
+}

@@ -1,0 +1,9 @@
+//! Serena Tray: one tray icon and one dashboard for every Serena MCP server on the machine.
+//!
+//! `core` is the library everything else drives and never imports tauri; `cli` is the
+//! command-line front end; `shell` (feature `gui`) is the Tauri tray app, thin adapters only.
+
+pub mod cli;
+pub mod core;
+#[cfg(feature = "gui")]
+pub mod shell;
