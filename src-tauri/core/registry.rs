@@ -230,7 +230,8 @@ impl Registry {
         let written = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(text.as_bytes())?;
-            f.sync_all()?;
+            // No fsync: the rename is what makes the update atomic for readers, and a record of
+            // running processes has nothing worth keeping across a power loss.
             fs::rename(&tmp, &self.path)
         })();
         if written.is_err() {

@@ -1,0 +1,294 @@
+//! Helpers shared by the integration tests: a hermetic home, real Serena and the fake Serena as
+//! child processes that are killed (with their whole tree) when the test ends, the
+//! `serena-tray` binary, and waiting for a condition.
+#![allow(dead_code)]
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use serena_tray::core::procs::Snapshot;
+use serena_tray::core::{Config, Core};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use sysinfo::System;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv with serena-agent 2.1.0 and jedi-language-server that the test command creates.
+pub fn venv() -> PathBuf {
+    let dir = std::env::var_os("SERENA_TRAY_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".test-env/venv"));
+    assert!(
+        dir.join("bin/serena").exists(),
+        "no Serena venv at {} (the README's test command creates it; or set SERENA_TRAY_TEST_VENV)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn serena_exe() -> PathBuf {
+    venv().join("bin/serena")
+}
+
+pub fn fake_serena_script() -> PathBuf {
+    repo().join("tests/fake-serena/serena")
+}
+
+pub fn tray_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_serena-tray"))
+}
+
+/// A temporary HOME with its own `.serena`.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::Builder::new()
+                .prefix("serena-tray-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn serena_home(&self) -> PathBuf {
+        self.path().join(".serena")
+    }
+
+    pub fn registry_path(&self) -> PathBuf {
+        self.serena_home().join("instances.json")
+    }
+
+    /// The hermetic environment for a child: no network look-ups, no browser, no usage reports.
+    pub fn env(&self, cmd: &mut Command) {
+        cmd.env("HOME", self.path())
+            .env("SERENA_HOME", self.serena_home())
+            .env("SERENA_USAGE_REPORTING", "false")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("http_proxy", "http://127.0.0.1:9")
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+    }
+
+    /// A small Python project registered with the offline jedi language server.
+    pub fn jedi_project(&self, name: &str) -> PathBuf {
+        let dir = self.path().join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("app.py"), "def hello():\n    return 1\n").expect("write");
+        let mut cmd = Command::new(serena_exe());
+        self.env(&mut cmd);
+        let out = cmd
+            .args(["project", "create", "--ls", "python_jedi"])
+            .arg(&dir)
+            .output()
+            .expect("serena project create");
+        assert!(
+            out.status.success(),
+            "serena project create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    }
+
+    /// A core on this home with the given grace.
+    pub fn core(&self, grace_secs: f64) -> Core {
+        let mut cfg = Config::new(self.serena_home())
+            .with_grace_secs(grace_secs)
+            .expect("grace");
+        cfg.probe_timeout = Duration::from_millis(700);
+        Core::new(cfg)
+    }
+
+    /// Runs `serena-tray --serena-home <home> ARGS`.
+    pub fn tray(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(tray_exe());
+        self.env(&mut cmd);
+        cmd.arg("--serena-home")
+            .arg(self.serena_home())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run serena-tray")
+    }
+
+    /// `serena-tray list --json`, parsed.
+    pub fn list_json(&self) -> Vec<Value> {
+        let out = self.tray(&["list", "--json"]);
+        assert!(
+            out.status.success(),
+            "list --json failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("list --json prints JSON")
+    }
+
+    pub fn registry(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.registry_path()).expect("registry");
+        serde_json::from_str(&text).expect("registry JSON")
+    }
+}
+
+/// Kills every process of `pid`'s tree (snapshot first: children get re-parented once it dies).
+pub fn kill_tree(pid: u32) {
+    let snap = Snapshot::capture(&mut System::new());
+    let mut pids: Vec<u32> = snap.descendants(pid).iter().map(|p| p.pid).collect();
+    pids.push(pid);
+    for p in pids {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
+}
+
+/// Processes started by a test; their trees are killed when it is dropped, pass or fail.
+#[derive(Default)]
+pub struct Reaper {
+    pids: Vec<u32>,
+    children: Vec<Child>,
+}
+
+impl Reaper {
+    pub fn adopt(&mut self, child: Child) -> u32 {
+        let pid = child.id();
+        self.pids.push(pid);
+        self.children.push(child);
+        pid
+    }
+
+    /// Also kill this PID's tree at the end (e.g. an orphan that left our tree).
+    pub fn watch(&mut self, pid: u32) {
+        self.pids.push(pid);
+    }
+
+    pub fn child(&mut self, pid: u32) -> Option<&mut Child> {
+        self.children.iter_mut().find(|c| c.id() == pid)
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in self.pids.iter().rev() {
+            kill_tree(*pid);
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A real Serena, stdio transport, its stdin held open by the test (as an MCP client would).
+pub fn spawn_serena(home: &Home, args: &[&str]) -> (Child, ChildStdin) {
+    spawn_serena_with(home, args, &[])
+}
+
+/// [`spawn_serena`] with extra environment.
+pub fn spawn_serena_with(
+    home: &Home,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Child, ChildStdin) {
+    let mut cmd = Command::new(serena_exe());
+    home.env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let log = std::fs::File::create(home.path().join(format!("serena-{}.log", rand_suffix())))
+        .expect("log file");
+    let mut child = cmd
+        .arg("start-mcp-server")
+        .args(["--open-web-dashboard", "False"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn serena");
+    let stdin = child.stdin.take().expect("stdin");
+    (child, stdin)
+}
+
+/// The fake Serena (see tests/fake-serena/serena) with extra environment.
+pub fn spawn_fake(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new("python3");
+    home.env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.arg(fake_serena_script())
+        .arg("start-mcp-server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fake serena")
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The `list --json` object for `pid` (the live one, if a dead record shares the PID).
+pub fn find_pid(list: &[Value], pid: u32) -> Option<Value> {
+    let mut rows = list.iter().filter(|v| v["pid"] == pid);
+    let first = rows.next()?.clone();
+    Some(
+        rows.find(|v| v["state_reason"] != "dead")
+            .cloned()
+            .filter(|_| first["state_reason"] == "dead")
+            .unwrap_or(first),
+    )
+}
+
+/// Whether a process with this PID exists (and is not a zombie waiting to be reaped).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}

@@ -1,0 +1,339 @@
+//! Discovery and classification against REAL Serena 2.1.0 processes (stdio, hermetic HOME, the
+//! offline jedi language server): green with a project, yellow without, red `orphaned` after the
+//! grace when the client is SIGKILLed but stdin stays open, and the right dashboard port when
+//! several instances race for the same one.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use serena_tray::core::model::{State, ZombieReason};
+use serena_tray::core::procs::Snapshot;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use sysinfo::System;
+
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// The instance row once its dashboard has answered (`last_heartbeat` set).
+fn answered(home: &Home, pid: u32) -> Option<Value> {
+    find_pid(&home.list_json(), pid).filter(|v| !v["last_heartbeat"].is_null())
+}
+
+#[test]
+fn project_instance_is_green_and_projectless_is_yellow() {
+    let home = Home::new();
+    let project = home.jedi_project("greenproj");
+    let mut reaper = Reaper::default();
+    let (with, _stdin1) = spawn_serena(&home, &["--project", project.to_str().expect("utf8")]);
+    let with = reaper.adopt(with);
+    let (without, _stdin2) = spawn_serena(&home, &[]);
+    let without = reaper.adopt(without);
+
+    let green = wait_for("the project instance to answer", STARTUP, || {
+        answered(&home, with).filter(|v| v["state"] == "live_with_project")
+    });
+    assert_eq!(green["project_name"], "greenproj");
+    assert_eq!(green["project_path"], project.to_str().expect("utf8"));
+    assert_eq!(green["state_reason"], Value::Null);
+    assert_eq!(green["transport"], "stdio");
+    assert_eq!(green["source"], "discovery");
+    assert_eq!(green["context"], "desktop-app");
+    assert_eq!(green["client_pid"], std::process::id());
+    let port = green["port"].as_u64().expect("a dashboard port") as u16;
+    let hb: Value = reqwest_get(port, "/heartbeat");
+    assert_eq!(hb["status"], "alive");
+
+    let yellow = wait_for("the project-less instance to answer", STARTUP, || {
+        answered(&home, without)
+    });
+    assert_eq!(yellow["state"], "live_no_project");
+    assert_eq!(yellow["project_name"], Value::Null);
+    assert_ne!(yellow["port"], green["port"]);
+
+    // The human table says the same, with colour words.
+    let table = String::from_utf8(home.tray(&["list"]).stdout).expect("utf8");
+    let line = |pid: u32| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&pid.to_string()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line(with).contains("green live_with_project"), "{table}");
+    assert!(line(with).contains("greenproj"), "{table}");
+    assert!(line(without).contains("yellow live_no_project"), "{table}");
+    assert!(line(without).contains("NO PROJECT"), "{table}");
+
+    // What `list` learnt is in the shared registry, in the seed's schema.
+    let reg = home.registry();
+    let entry = reg
+        .iter()
+        .find(|e| e["pid"] == with)
+        .expect("registry entry");
+    assert_eq!(entry["project_name"], "greenproj");
+    assert_eq!(entry["state"], "live_with_project");
+    assert_eq!(entry["port"], port);
+    let mut keys: Vec<&str> = entry
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "context",
+            "last_heartbeat",
+            "modes",
+            "pid",
+            "port",
+            "project_name",
+            "started_at",
+            "state"
+        ]
+    );
+}
+
+fn reqwest_get(port: u16, route: &str) -> Value {
+    block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(format!("http://127.0.0.1:{port}{route}"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON")
+    })
+}
+
+/// A client (a Python process) that starts Serena with the client's own stdin, then waits.
+fn spawn_client(
+    home: &Home,
+    serena_args: &[&str],
+) -> (std::process::Child, std::process::ChildStdin) {
+    let mut cmd = Command::new(venv().join("bin/python3"));
+    home.env(&mut cmd);
+    let mut child = cmd
+        .args([
+            "-c",
+            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
+        ])
+        .arg(serena_exe())
+        .arg("start-mcp-server")
+        .args(["--open-web-dashboard", "False"])
+        .args(serena_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn client");
+    let stdin = child.stdin.take().expect("stdin");
+    (child, stdin)
+}
+
+#[test]
+fn client_killed_with_stdin_held_open_turns_red_orphaned_after_the_grace() {
+    let home = Home::new();
+    let project = home.jedi_project("orphanproj");
+    let mut reaper = Reaper::default();
+    // The test keeps the write end of Serena's stdin: killing the client closes nothing.
+    let (client, _held_stdin) =
+        spawn_client(&home, &["--project", project.to_str().expect("utf8")]);
+    let client_pid = reaper.adopt(client);
+    let serena_pid = wait_for("Serena under the client", STARTUP, || {
+        let snap = Snapshot::capture(&mut System::new());
+        let found = snap
+            .iter()
+            .find(|p| {
+                p.ppid == Some(client_pid) && p.cmdline.iter().any(|a| a == "start-mcp-server")
+            })
+            .map(|p| p.pid);
+        found
+    });
+    reaper.watch(serena_pid);
+
+    let grace = 4.0;
+    let core = home.core(grace);
+    let seen = wait_for("the instance to be green", STARTUP, || {
+        block_on(core.refresh())
+            .expect("refresh")
+            .into_iter()
+            .find(|i| i.pid == serena_pid && i.state == State::LiveWithProject)
+    });
+    assert_eq!(seen.client_pid, Some(client_pid));
+    assert_eq!(seen.project_name.as_deref(), Some("orphanproj"));
+    let mut events = core.subscribe();
+
+    kill(Pid::from_raw(client_pid as i32), Signal::SIGKILL).expect("kill client");
+    if let Some(c) = reaper.child(client_pid) {
+        let _ = c.wait();
+    }
+    let killed_at = Instant::now();
+    assert!(alive(serena_pid), "Serena must outlive its client here");
+
+    // Within the grace it is still live (the grace delays what is seen live)...
+    let right_after = block_on(core.refresh()).expect("refresh");
+    let i = right_after
+        .iter()
+        .find(|i| i.pid == serena_pid)
+        .expect("still listed");
+    if killed_at.elapsed().as_secs_f64() < grace {
+        assert!(i.state.is_live(), "zombie before the grace: {i:?}");
+    }
+    // ...and red with reason `orphaned` once it has passed.
+    let red = wait_for("the orphan to turn red", Duration::from_secs(30), || {
+        block_on(core.refresh())
+            .expect("refresh")
+            .into_iter()
+            .find(|i| i.pid == serena_pid && i.state == State::Zombie)
+    });
+    assert!(killed_at.elapsed().as_secs_f64() >= grace - 0.5);
+    assert_eq!(red.state_reason, Some(ZombieReason::Orphaned));
+    assert!(alive(serena_pid), "classifying must not kill anything");
+
+    // The change went out as a typed event.
+    let mut saw_event = false;
+    while let Ok(e) = events.try_recv() {
+        if let serena_tray::core::Event::StateChanged {
+            pid, to, reason, ..
+        } = e
+        {
+            if pid == serena_pid && to == State::Zombie {
+                assert_eq!(reason, Some(ZombieReason::Orphaned));
+                saw_event = true;
+            }
+        }
+    }
+    assert!(saw_event, "no StateChanged event for the orphan");
+
+    // A one-shot `list` sees an instance that is already orphaned as a zombie at once.
+    let row = find_pid(&home.list_json(), serena_pid).expect("listed");
+    assert_eq!(row["state"], "zombie");
+    assert_eq!(row["state_reason"], "orphaned");
+    assert_eq!(row["client_pid"], Value::Null);
+}
+
+/// Serena picks its dashboard port by test-binding from 24282 up and binds it for real a moment
+/// later; instances started together can pick the same port and the loser runs with no
+/// dashboard. That window is a few milliseconds, so the test widens it: a `sitecustomize` on
+/// PYTHONPATH sleeps one second before every bind in the dashboard range. Serena's own code
+/// then loses the race for real, on demand.
+const RACE_HOOK: &str = "\
+import socket, time
+_bind = socket.socket.bind
+def _slow_bind(self, address):
+    if isinstance(address, tuple) and len(address) >= 2 and 24282 <= address[1] < 24482:
+        time.sleep(1.0)
+    return _bind(self, address)
+socket.socket.bind = _slow_bind
+";
+
+#[test]
+fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
+    let home = Home::new();
+    let hook = home.path().join("race-hook");
+    std::fs::create_dir_all(&hook).expect("mkdir");
+    std::fs::write(hook.join("sitecustomize.py"), RACE_HOOK).expect("hook");
+    let mut reaper = Reaper::default();
+    let mut stdins = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let (c, s) = spawn_serena_with(&home, &[], &[("PYTHONPATH", hook.as_os_str())]);
+        pids.push(reaper.adopt(c));
+        stdins.push(s);
+    }
+    // Wait until every one has passed its dashboard start-up (won or lost), then look.
+    wait_for("all three to start their MCP servers", STARTUP, || {
+        pids.iter()
+            .all(|p| log_says(&home, *p, "Starting MCP server with"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let list = home.list_json();
+    let rows: Vec<Value> = pids
+        .iter()
+        .map(|p| find_pid(&list, *p).expect("every instance is listed"))
+        .collect();
+
+    let ss = Command::new("ss").arg("-ltnpH").output().expect("ss");
+    let ss = String::from_utf8_lossy(&ss.stdout).to_string();
+    let mut ports = Vec::new();
+    let mut losers = 0;
+    for r in &rows {
+        let pid = r["pid"].as_u64().expect("pid");
+        match r["port"].as_u64() {
+            Some(port) => {
+                // The port is one this very PID listens on (independent check with ss).
+                let owned = ss.lines().any(|l| {
+                    l.contains(&format!(":{port} ")) && l.contains(&format!("pid={pid},"))
+                });
+                assert!(
+                    owned,
+                    "pid {pid} was given port {port} it does not own:\n{ss}"
+                );
+                assert_eq!(reqwest_get(port as u16, "/heartbeat")["status"], "alive");
+                ports.push(port);
+            }
+            None => {
+                losers += 1;
+                assert!(
+                    !ss.lines().any(|l| l.contains(&format!("pid={pid},"))),
+                    "pid {pid} listens but was given no port"
+                );
+                assert!(
+                    r["state"] == "live_no_project",
+                    "a loser is still live: {r}"
+                );
+            }
+        }
+    }
+    let mut unique = ports.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ports.len(),
+        "two instances share a port: {ports:?}"
+    );
+    eprintln!(
+        "port race: {} instances, {} with a dashboard, {} lost the race",
+        rows.len(),
+        ports.len(),
+        losers
+    );
+    assert!(losers >= 1, "the race did not happen: {rows:?}");
+    // The losers' own logs claim a port they do not have: never trust them.
+    for r in rows.iter().filter(|r| r["port"].is_null()) {
+        let pid = r["pid"].as_u64().expect("pid") as u32;
+        assert!(log_says(&home, pid, "Serena web dashboard started at"));
+    }
+}
+
+/// Whether the Serena log of `pid` (in the test's home) contains `needle`.
+fn log_says(home: &Home, pid: u32, needle: &str) -> bool {
+    let logs = home.serena_home().join("logs");
+    let Ok(days) = std::fs::read_dir(&logs) else {
+        return false;
+    };
+    let suffix = format!("_{pid}.txt");
+    days.flatten().any(|day| {
+        std::fs::read_dir(day.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().ends_with(&suffix))
+            .any(|f| {
+                std::fs::read_to_string(f.path())
+                    .map(|t| t.contains(needle))
+                    .unwrap_or(false)
+            })
+    })
+}
