@@ -380,7 +380,8 @@ impl Core {
 
 impl Inner {
     fn scan(&self) -> Scan {
-        let snap = Snapshot::capture(&mut lock(&self.sys));
+        let mut sys = lock(&self.sys);
+        let mut snap = Snapshot::capture(&mut sys);
         let mut candidates: Vec<(Proc, SerenaArgs)> = snap
             .iter()
             .filter_map(|p| cmdline::parse(&p.cmdline).map(|a| (p.clone(), a)))
@@ -390,6 +391,9 @@ impl Inner {
             candidates.iter().filter_map(|(p, _)| p.ppid).collect();
         candidates.retain(|(p, _)| !parents_of_candidates.contains(&p.pid));
         candidates.sort_by_key(|(p, _)| p.pid);
+        let pids: Vec<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
+        snap.fill_cwd(&mut sys, &pids);
+        drop(sys);
 
         let registry = match self.registry.load() {
             Ok(r) => r,

@@ -46,11 +46,12 @@ const ADOPTERS: [&str; 8] = [
 ];
 
 impl Snapshot {
-    /// Reads the whole process table. Blocking (a few ms); call from `spawn_blocking` in async code.
+    /// Reads the whole process table (without working directories, see [`Snapshot::fill_cwd`]).
+    /// Blocking (a few ms); call from `spawn_blocking` in async code.
     pub fn capture(sys: &mut System) -> Snapshot {
-        let kind = ProcessRefreshKind::nothing()
-            .with_cmd(UpdateKind::OnlyIfNotSet)
-            .with_cwd(UpdateKind::OnlyIfNotSet);
+        // Command lines are re-read every time: a PID caught between fork and exec would
+        // otherwise keep its parent's command line forever.
+        let kind = ProcessRefreshKind::nothing().with_cmd(UpdateKind::Always);
         sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
         let procs = sys
             .processes()
@@ -68,12 +69,28 @@ impl Snapshot {
                         .iter()
                         .map(|s| s.to_string_lossy().into_owned())
                         .collect(),
-                    cwd: p.cwd().map(|c| c.to_string_lossy().into_owned()),
+                    cwd: None,
                 };
                 (pid, proc)
             })
             .collect();
         Snapshot { procs }
+    }
+
+    /// Reads the working directory of just these processes (it is only needed for a few).
+    pub fn fill_cwd(&mut self, sys: &mut System, pids: &[u32]) {
+        let ids: Vec<sysinfo::Pid> = pids.iter().map(|p| sysinfo::Pid::from_u32(*p)).collect();
+        let kind = ProcessRefreshKind::nothing().with_cwd(UpdateKind::Always);
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), false, kind);
+        for pid in pids {
+            let cwd = sys
+                .process(sysinfo::Pid::from_u32(*pid))
+                .and_then(|p| p.cwd())
+                .map(|c| c.to_string_lossy().into_owned());
+            if let Some(p) = self.procs.get_mut(pid) {
+                p.cwd = cwd;
+            }
+        }
     }
 
     /// Builds a snapshot from given processes (tests, other platforms' adapters).

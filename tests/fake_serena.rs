@@ -1,0 +1,231 @@
+//! Faults real Serena will not produce on demand, with the fake Serena of tests/fake-serena:
+//! a dashboard that hangs (`unresponsive`, and it must not stall the others), a process that is
+//! gone while its registry entry stays (`dead`), and PID reuse (a new process holding a recorded
+//! PID is not the old instance).
+
+mod common;
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use serena_tray::core::model::{State, ZombieReason};
+use std::time::{Duration, Instant};
+
+const STARTUP: Duration = Duration::from_secs(20);
+
+fn project_dir(home: &Home, name: &str) -> String {
+    let dir = home.path().join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir.to_str().expect("utf8").to_string()
+}
+
+#[test]
+fn a_hung_dashboard_turns_unresponsive_after_the_grace_and_stalls_nobody() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let hung_dir = project_dir(&home, "hangs");
+    let fine_dir = project_dir(&home, "fine");
+    let hung = reaper.adopt(spawn_fake(&home, &["--project", &hung_dir], &[]));
+    let fine = reaper.adopt(spawn_fake(&home, &["--project", &fine_dir], &[]));
+
+    let grace = 3.0;
+    let core = home.core(grace);
+    wait_for("both fakes green", STARTUP, || {
+        let all = block_on(core.refresh()).expect("refresh");
+        let green = |pid| {
+            all.iter()
+                .any(|i| i.pid == pid && i.state == State::LiveWithProject && i.port.is_some())
+        };
+        (green(hung) && green(fine)).then_some(())
+    });
+
+    kill(Pid::from_raw(hung as i32), Signal::SIGUSR1).expect("make it hang");
+    let hung_at = Instant::now();
+    let red = wait_for("the hung one to turn red", Duration::from_secs(30), || {
+        let started = Instant::now();
+        let all = block_on(core.refresh()).expect("refresh");
+        // One refresh waits for the hung dashboard at most about one probe timeout, never
+        // for the hang itself (the fake hangs forever).
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let fine_row = all.iter().find(|i| i.pid == fine).expect("fine listed");
+        assert_eq!(fine_row.state, State::LiveWithProject, "{fine_row:?}");
+        all.into_iter()
+            .find(|i| i.pid == hung && i.state == State::Zombie)
+    });
+    assert_eq!(red.state_reason, Some(ZombieReason::Unresponsive));
+    assert!(hung_at.elapsed().as_secs_f64() >= grace - 1.0);
+    assert_eq!(
+        red.project_name.as_deref(),
+        Some("hangs"),
+        "last known project kept"
+    );
+
+    // It answers again: live again.
+    kill(Pid::from_raw(hung as i32), Signal::SIGUSR2).expect("end the hang");
+    wait_for("it to come back", Duration::from_secs(20), || {
+        block_on(core.refresh())
+            .expect("refresh")
+            .into_iter()
+            .find(|i| i.pid == hung && i.state == State::LiveWithProject)
+    });
+}
+
+#[test]
+fn a_gone_process_with_a_registry_entry_is_dead() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let dir = project_dir(&home, "shortlived");
+    let pid = reaper.adopt(spawn_fake(&home, &["--project", &dir], &[]));
+    let row = wait_for("the fake to answer", STARTUP, || {
+        find_pid(&home.list_json(), pid).filter(|r| !r["port"].is_null())
+    });
+    assert_eq!(row["state"], "live_with_project");
+    assert!(home.registry().iter().any(|e| e["pid"] == pid));
+
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill");
+    if let Some(c) = reaper.child(pid) {
+        let _ = c.wait();
+    }
+    let row = find_pid(&home.list_json(), pid).expect("still listed from the registry");
+    assert_eq!(row["state"], "zombie");
+    assert_eq!(row["state_reason"], "dead");
+    assert_eq!(row["source"], "registry");
+    assert_eq!(row["project_name"], "shortlived");
+    let entry = home
+        .registry()
+        .into_iter()
+        .find(|e| e["pid"] == pid)
+        .expect("entry kept until pruned");
+    assert_eq!(entry["state"], "zombie");
+}
+
+#[test]
+fn a_reused_pid_is_not_the_recorded_instance() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let dir = project_dir(&home, "newcomer");
+    // A live Serena (fake) and a live non-Serena process, both holding PIDs that the registry
+    // recorded for instances that started long before them.
+    let serena = reaper.adopt(spawn_fake(&home, &["--project", &dir], &[]));
+    let sleeper = reaper.adopt(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("sleep"),
+    );
+    let long_ago = serena_tray::core::model::now() - 3600.0;
+    std::fs::create_dir_all(home.serena_home()).expect("mkdir");
+    let seeded = json!([
+        {"pid": serena, "port": 24299, "started_at": long_ago, "last_heartbeat": long_ago + 5.0,
+         "context": "ide", "modes": [], "project_name": "oldproj", "state": "live_with_project"},
+        {"pid": sleeper, "port": 24298, "started_at": long_ago, "last_heartbeat": long_ago + 5.0,
+         "context": null, "modes": [], "project_name": "older", "state": "live_no_project"},
+    ]);
+    std::fs::write(home.registry_path(), seeded.to_string()).expect("seed");
+
+    let list = wait_for("the fake to answer", STARTUP, || {
+        let list = home.list_json();
+        list.iter()
+            .any(|r| r["pid"] == serena && r["state"] == "live_with_project")
+            .then_some(list)
+    });
+    let rows_for = |pid: u32| -> Vec<&Value> { list.iter().filter(|r| r["pid"] == pid).collect() };
+
+    // The recorded instance is dead; the newcomer with its PID is a different, live instance.
+    let serena_rows = rows_for(serena);
+    assert_eq!(serena_rows.len(), 2, "{serena_rows:?}");
+    let old = serena_rows
+        .iter()
+        .find(|r| r["state_reason"] == "dead")
+        .expect("old record dead");
+    assert_eq!(old["project_name"], "oldproj");
+    let new = serena_rows
+        .iter()
+        .find(|r| r["state"] == "live_with_project")
+        .expect("newcomer live");
+    assert_eq!(new["project_name"], "newcomer");
+    assert!(new["started_at"].as_f64().expect("f64") > long_ago + 60.0);
+    assert_ne!(new["port"], 24299);
+
+    // A non-Serena process that took a recorded PID: the record is dead, the sleeper is nobody.
+    let sleeper_rows = rows_for(sleeper);
+    assert_eq!(sleeper_rows.len(), 1, "{sleeper_rows:?}");
+    assert_eq!(sleeper_rows[0]["state"], "zombie");
+    assert_eq!(sleeper_rows[0]["state_reason"], "dead");
+    assert!(alive(sleeper) && alive(serena), "nothing was signalled");
+
+    // The registry keeps both records apart.
+    let reg = home.registry();
+    let for_serena: Vec<&Value> = reg.iter().filter(|e| e["pid"] == serena).collect();
+    assert_eq!(for_serena.len(), 2);
+    assert!(for_serena
+        .iter()
+        .any(|e| e["state"] == "zombie" && e["project_name"] == "oldproj"));
+    assert!(for_serena
+        .iter()
+        .any(|e| e["state"] == "live_with_project" && e["project_name"] == "newcomer"));
+}
+
+#[test]
+fn an_instance_without_a_dashboard_is_live_with_its_command_line_project() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let dir = project_dir(&home, "nodash");
+    let pid = reaper.adopt(spawn_fake(
+        &home,
+        &["--project", &dir, "--context", "ide", "--mode", "planning"],
+        &[("FAKE_SERENA_NO_DASHBOARD", "1")],
+    ));
+    let row = wait_for("the fake to be listed", STARTUP, || {
+        find_pid(&home.list_json(), pid)
+    });
+    assert_eq!(row["state"], "live_with_project");
+    assert_eq!(row["port"], Value::Null);
+    assert_eq!(row["project_name"], "nodash");
+    assert_eq!(row["project_path"], dir.as_str());
+    assert_eq!(row["context"], "ide");
+    assert_eq!(row["modes"], json!(["planning"]));
+}
+
+#[test]
+fn http_transport_instances_report_their_mcp_port_apart_from_the_dashboard() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    // The fake listens on its dashboard and on the MCP port (which answers 404 everywhere).
+    let mcp_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let pid = reaper.adopt(spawn_fake(
+        &home,
+        &[
+            "--transport",
+            "streamable-http",
+            "--port",
+            &mcp_port.to_string(),
+        ],
+        &[],
+    ));
+    let row = wait_for("the fake to answer", STARTUP, || {
+        find_pid(&home.list_json(), pid).filter(|r| !r["port"].is_null())
+    });
+    let ss = std::process::Command::new("ss")
+        .arg("-ltnpH")
+        .output()
+        .expect("ss");
+    let ss = String::from_utf8_lossy(&ss.stdout).to_string();
+    assert!(
+        ss.lines()
+            .any(|l| l.contains(&format!(":{mcp_port} ")) && l.contains(&format!("pid={pid},"))),
+        "the fake listens on its MCP port: {ss}"
+    );
+    assert_eq!(row["transport"], "streamable-http");
+    assert_eq!(row["mcp_port"], mcp_port);
+    assert_eq!(
+        row["mcp_url"],
+        format!("http://127.0.0.1:{mcp_port}/mcp").as_str()
+    );
+    assert_ne!(row["port"], mcp_port);
+    assert_eq!(row["state"], "live_no_project");
+}
