@@ -118,7 +118,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
 
 #[cfg(feature = "gui")]
 fn default_verb(config: Config) -> Result<(), CliError> {
+    if !has_display() {
+        return Err(CliError::Other(
+            "no display (DISPLAY and WAYLAND_DISPLAY are unset): the tray app needs a desktop \
+             session; `serena-tray list` works anywhere"
+                .into(),
+        ));
+    }
     crate::shell::run(Core::new(config)).map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// Whether a desktop session is there to show a tray in (always, outside X11/Wayland systems).
+#[cfg(feature = "gui")]
+fn has_display() -> bool {
+    if cfg!(any(target_os = "windows", target_os = "macos")) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
 #[cfg(not(feature = "gui"))]

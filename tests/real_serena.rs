@@ -250,13 +250,23 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
         pids.push(reaper.adopt(c));
         stdins.push(s);
     }
-    // Wait until every one has passed its dashboard start-up (won or lost), then look.
-    wait_for("all three to start their MCP servers", STARTUP, || {
-        pids.iter()
-            .all(|p| log_says(&home, *p, "Starting MCP server with"))
-            .then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(1500));
+    // Wait until every one has picked its port (the log line follows the test-bind) and had
+    // time for the real bind (the hook's one second, and margin), then look.
+    let started = Instant::now();
+    while !pids
+        .iter()
+        .all(|p| log_says(&home, *p, "Starting dashboard (listen_address"))
+    {
+        if started.elapsed() > Duration::from_secs(120) {
+            let tails: Vec<String> = pids.iter().map(|p| log_tail(&home, *p)).collect();
+            panic!(
+                "not all three picked a port in 120 s; their logs:\n{}",
+                tails.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
     let list = home.list_json();
     let rows: Vec<Value> = pids
         .iter()
@@ -317,23 +327,29 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
     }
 }
 
+/// The last lines of the Serena log of `pid`, for failure messages.
+fn log_tail(home: &Home, pid: u32) -> String {
+    let text = log_text(home, pid).unwrap_or_else(|| format!("(no log for {pid})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
 /// Whether the Serena log of `pid` (in the test's home) contains `needle`.
 fn log_says(home: &Home, pid: u32, needle: &str) -> bool {
-    let logs = home.serena_home().join("logs");
-    let Ok(days) = std::fs::read_dir(&logs) else {
-        return false;
-    };
+    log_text(home, pid).is_some_and(|t| t.contains(needle))
+}
+
+/// The Serena log of `pid` (in the test's home).
+fn log_text(home: &Home, pid: u32) -> Option<String> {
     let suffix = format!("_{pid}.txt");
-    days.flatten().any(|day| {
-        std::fs::read_dir(day.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|f| f.file_name().to_string_lossy().ends_with(&suffix))
-            .any(|f| {
-                std::fs::read_to_string(f.path())
-                    .map(|t| t.contains(needle))
-                    .unwrap_or(false)
-            })
-    })
+    let days = std::fs::read_dir(home.serena_home().join("logs")).ok()?;
+    days.flatten()
+        .flat_map(|day| {
+            std::fs::read_dir(day.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .find(|f| f.file_name().to_string_lossy().ends_with(&suffix))
+        .and_then(|f| std::fs::read_to_string(f.path()).ok())
 }

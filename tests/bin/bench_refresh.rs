@@ -1,0 +1,129 @@
+//! Benchmark: what one refresh of the core costs, idle and with N instances, and what the
+//! process holds in memory. Prints a table of measured figures (medians over many runs on a
+//! shared, noisy machine), never asserts.
+//!
+//! Usage: cargo run --release --example bench-refresh [-- INSTANCES RUNS]
+//! (defaults: 10 fake Serena instances from tests/fake-serena, 50 refreshes each).
+
+use serena_tray::core::{Config, Core};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn measure(rt: &tokio::runtime::Runtime, core: &Core, runs: usize) -> (Vec<f64>, usize) {
+    let mut times = Vec::with_capacity(runs);
+    let mut seen = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        seen = rt.block_on(core.refresh()).map(|v| v.len()).unwrap_or(0);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (times, seen)
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let n = args.first().copied().unwrap_or(10);
+    let runs = args.get(1).copied().unwrap_or(50).max(1);
+    let home = tempfile::tempdir().expect("tempdir");
+    let serena_home = home.path().join(".serena");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let core = Core::new(Config::new(serena_home.clone()));
+    let (idle, _) = measure(&rt, &core, runs);
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake-serena/serena");
+    let mut fakes: Vec<Child> = (0..n)
+        .map(|_| {
+            Command::new("python3")
+                .arg(&script)
+                .arg("start-mcp-server")
+                .env("SERENA_HOME", &serena_home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("fake serena")
+        })
+        .collect();
+    // Wait until all answer.
+    let core = Core::new(Config::new(serena_home.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let all = rt.block_on(core.refresh()).unwrap_or_default();
+        if all.iter().filter(|i| i.last_heartbeat.is_some()).count() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (busy, seen) = measure(&rt, &core, runs);
+
+    // One-shot `list` as a user runs it: a new core each time (first sight: overview fetches).
+    let mut first = Vec::new();
+    for _ in 0..runs.min(20) {
+        let fresh = Core::new(Config::new(serena_home.clone()));
+        let t = Instant::now();
+        let _ = rt.block_on(fresh.refresh());
+        first.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    for f in &mut fakes {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+
+    println!("refresh cost ({runs} runs each; ms)");
+    println!("{:<34} {:>9} {:>9}", "case", "median", "p90");
+    println!(
+        "{:<34} {:>9.2} {:>9.2}",
+        "steady, no Serena instance",
+        median(idle.clone()),
+        percentile(idle.clone(), 0.9)
+    );
+    println!(
+        "{:<34} {:>9.2} {:>9.2}",
+        format!("steady, {seen} instances"),
+        median(busy.clone()),
+        percentile(busy.clone(), 0.9)
+    );
+    println!(
+        "{:<34} {:>9.2} {:>9.2}",
+        format!("first sight (list), {seen} instances"),
+        median(first.clone()),
+        percentile(first, 0.9)
+    );
+    println!(
+        "per-instance steady cost: {:.2} ms; RSS of this process: {} KiB",
+        (median(busy) - median(idle)) / n.max(1) as f64,
+        rss_kib()
+    );
+}
