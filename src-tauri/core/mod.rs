@@ -10,7 +10,9 @@ pub mod events;
 pub mod model;
 pub mod probe;
 pub mod procs;
+pub mod reaper;
 pub mod registry;
+pub mod settings;
 pub mod sockets;
 
 pub use config::Config;

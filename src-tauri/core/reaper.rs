@@ -1,0 +1,1 @@
+//! The reaper (being written).
