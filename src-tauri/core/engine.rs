@@ -16,10 +16,12 @@ use super::model::{
 };
 use super::probe::{ConfigSummary, LogStatus, Prober};
 use super::procs::{Proc, Snapshot};
+use super::reaper::{self, KillReport, ReapError, Timings};
 use super::registry::{Registry, RegistryEntry, RegistryError};
 use super::sockets::{self, ListenerSource, PortMap};
 use futures::future::join_all;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use sysinfo::System;
@@ -54,11 +56,29 @@ struct Inner {
     model: Mutex<Model>,
     refreshing: tokio::sync::Mutex<()>,
     events: broadcast::Sender<Event>,
+    timings: Timings,
 }
 
 #[derive(Default)]
 struct Model {
     tracked: BTreeMap<ProcessId, Tracked>,
+    /// What instances told us over Serena's tray protocol, by dashboard port.
+    registrations: BTreeMap<u16, Registration>,
+    /// Instances this program launched (sessions), with their session IDs.
+    sessions: HashMap<ProcessId, String>,
+    /// Sessions being launched that do not answer yet (state `starting`).
+    launching: HashSet<ProcessId>,
+}
+
+/// One instance's registration over Serena's tray protocol (information, never authority).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub pid: u32,
+    pub port: u16,
+    pub dashboard_url: Option<String>,
+    pub project: Option<String>,
+    pub started_at: Option<String>,
+    pub registered_at: Epoch,
 }
 
 /// One instance and the bookkeeping behind its state.
@@ -76,6 +96,8 @@ struct Tracked {
     overview: Option<ConfigSummary>,
     /// The active project the overview was fetched for.
     overview_for: Option<Option<String>>,
+    /// The project its tray-protocol registration names, if it registered.
+    registered_project: Option<Option<String>>,
 }
 
 /// What one scan of the machine found (blocking work, done off the async threads).
@@ -123,6 +145,7 @@ impl Core {
                 model: Mutex::new(Model::default()),
                 refreshing: tokio::sync::Mutex::new(()),
                 events,
+                timings: Timings::default(),
                 config,
             }),
         }
@@ -259,6 +282,44 @@ impl Core {
             }
         }
 
+        // Tray-protocol registrations: a registered Serena gets the registration's project as a
+        // fallback; a registered PID that is not a Serena process is shown, never trusted.
+        let Model {
+            tracked,
+            registrations,
+            sessions,
+            ..
+        } = &mut *model;
+        registrations.retain(|_, r| scan.snap.get(r.pid).is_some());
+        for r in registrations.values() {
+            let Some(proc) = scan.snap.get(r.pid) else {
+                continue;
+            };
+            let key = proc.id();
+            present.insert(key);
+            let t = tracked.entry(key).or_insert_with(|| {
+                let mut t = first_sight(
+                    &scan.snap,
+                    proc,
+                    SerenaArgs::default(),
+                    Source::TrayProtocol,
+                    false,
+                    None,
+                    now,
+                );
+                t.inst.port = Some(r.port);
+                t.inst.project_name = r.project.clone();
+                t
+            });
+            t.registered_project = Some(r.project.clone());
+            t.inst.source = t.inst.source.max(Source::TrayProtocol);
+        }
+        for (key, _) in sessions.iter() {
+            if let Some(t) = tracked.get_mut(key) {
+                t.inst.source = Source::Session;
+            }
+        }
+
         // Anything tracked but not present any more exited (or its entry was pruned).
         for t in model.tracked.values_mut() {
             if !present.contains(&t.inst.process_id()) && t.alive {
@@ -303,6 +364,7 @@ impl Core {
         let mut writes = RegistryWrites::default();
         let mut results: BTreeMap<ProcessId, ProbeResult> = results.into_iter().collect();
 
+        let launching = model.launching.clone();
         let keys: Vec<ProcessId> = model.tracked.keys().copied().collect();
         for key in keys {
             let Some(t) = model.tracked.get_mut(&key) else {
@@ -345,7 +407,10 @@ impl Core {
                 silent_since: t.silent_since,
                 has_project: t.inst.project_name.is_some(),
             };
-            let (state, reason) = classify::classify(&obs, now, grace);
+            let (mut state, reason) = classify::classify(&obs, now, grace);
+            if launching.contains(&key) && state.is_live() {
+                state = State::Starting;
+            }
             if (state, reason) != (before.state, before.state_reason) {
                 t.inst.state = state;
                 t.inst.state_reason = reason;
@@ -375,6 +440,230 @@ impl Core {
             });
         }
         (events, writes)
+    }
+}
+
+/// Why a kill was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("no Serena instance with PID {0}")]
+    UnknownPid(u32),
+    #[error("PID {0} is registered but is not a Serena process: it is never killed")]
+    NotSerena(u32),
+    #[error(transparent)]
+    Reap(#[from] ReapError),
+}
+
+/// What "kill all zombies" did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZombieSweep {
+    pub killed: Vec<KillReport>,
+    pub failed: Vec<SweepFailure>,
+    /// Dead registry entries removed.
+    pub pruned: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepFailure {
+    pub pid: u32,
+    pub error: String,
+}
+
+impl Core {
+    /// The dashboard client (short timeouts, no proxy).
+    pub fn prober(&self) -> &Prober {
+        &self.inner.prober
+    }
+
+    /// The instance with this PID (the live one if a dead record shares the PID).
+    pub fn instance(&self, pid: u32) -> Option<Instance> {
+        let model = lock(&self.inner.model);
+        let mut found: Vec<&Tracked> = model
+            .tracked
+            .values()
+            .filter(|t| t.inst.pid == pid)
+            .collect();
+        found.sort_by_key(|t| !t.alive);
+        found.first().map(|t| t.inst.clone())
+    }
+
+    fn tracked_id(&self, pid: u32) -> Option<(ProcessId, bool, bool, Option<u16>)> {
+        let model = lock(&self.inner.model);
+        let mut found: Vec<(&ProcessId, &Tracked)> = model
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.inst.pid == pid)
+            .collect();
+        found.sort_by_key(|(_, t)| !t.alive);
+        found
+            .first()
+            .map(|(k, t)| (**k, t.alive, t.inst.verified_serena, t.inst.port))
+    }
+
+    /// Kills one instance with its whole process tree (see `reaper`), or prunes its registry
+    /// entry if it is a dead record. Refuses anything that is not verifiably Serena.
+    pub async fn kill(&self, pid: u32) -> std::result::Result<KillReport, KillError> {
+        if self.tracked_id(pid).is_none() {
+            // Maybe it started since the last look.
+            let _ = self.refresh().await;
+        }
+        let (key, alive, verified, port) =
+            self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        if !alive {
+            self.forget(key, true).await;
+            return Ok(KillReport::already_gone(pid));
+        }
+        if !verified {
+            return Err(KillError::NotSerena(pid));
+        }
+        let report = reaper::reap(key, port, &self.inner.prober, &self.inner.timings).await?;
+        self.forget(key, false).await;
+        let _ = self.inner.events.send(Event::InstanceKilled {
+            pid,
+            outcome: report.outcome,
+        });
+        Ok(report)
+    }
+
+    /// Kills every zombie concurrently and prunes dead registry entries.
+    pub async fn kill_zombies(&self) -> ZombieSweep {
+        let _ = self.refresh().await;
+        let zombies: Vec<Instance> = self
+            .instances()
+            .into_iter()
+            .filter(|i| i.state == State::Zombie)
+            .collect();
+        let results = join_all(zombies.iter().map(|z| async move {
+            if z.state_reason == Some(ZombieReason::Dead) {
+                self.forget(z.process_id(), true).await;
+                return (z.pid, true, Ok(KillReport::already_gone(z.pid)));
+            }
+            (z.pid, false, self.kill(z.pid).await)
+        }))
+        .await;
+        let mut sweep = ZombieSweep {
+            killed: Vec::new(),
+            failed: Vec::new(),
+            pruned: Vec::new(),
+        };
+        for (pid, pruned, r) in results {
+            match r {
+                Ok(_) if pruned => sweep.pruned.push(pid),
+                Ok(report) => sweep.killed.push(report),
+                Err(e) => sweep.failed.push(SweepFailure {
+                    pid,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        sweep
+    }
+
+    /// Asks an instance to stop through its own dashboard (`PUT /shutdown`), nothing more.
+    pub async fn shutdown(&self, pid: u32) -> std::result::Result<(), KillError> {
+        let (_, alive, _, port) = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        match port {
+            Some(port) if alive => {
+                let _ = self.inner.prober.shutdown(port).await;
+                Ok(())
+            }
+            _ => Err(KillError::UnknownPid(pid)),
+        }
+    }
+
+    /// Drops an instance from the model and the registry (after a kill, or a pruned record).
+    async fn forget(&self, key: ProcessId, dead_record: bool) {
+        let exact = {
+            let mut model = lock(&self.inner.model);
+            let exact = model
+                .tracked
+                .remove(&key)
+                .and_then(|t| t.registry_started_at);
+            model.sessions.remove(&key);
+            model.launching.remove(&key);
+            model.registrations.retain(|_, r| r.pid != key.pid);
+            exact
+        };
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            inner.registry.update(|entries| {
+                entries.retain(|e| {
+                    let same = match exact {
+                        Some(t) if dead_record => e.started_at == t,
+                        _ => same_process(e.started_at(), key.start_time),
+                    };
+                    !(e.pid == key.pid && same)
+                })
+            })
+        })
+        .await;
+        let _ = self.inner.events.send(Event::InstanceRemoved {
+            pid: key.pid,
+            started_at: key.start_time as Epoch,
+        });
+    }
+
+    /// Records a tray-protocol registration (keyed by dashboard port, as Serena does).
+    pub fn register(&self, r: Registration) {
+        lock(&self.inner.model).registrations.insert(r.port, r);
+    }
+
+    /// A registered instance activated another project. False if the port is not registered.
+    pub fn update_registered_project(&self, port: u16, project: Option<String>) -> bool {
+        let mut model = lock(&self.inner.model);
+        match model.registrations.get_mut(&port) {
+            Some(r) => {
+                r.project = project;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A registered instance is exiting cleanly.
+    pub fn unregister(&self, port: u16) -> bool {
+        lock(&self.inner.model)
+            .registrations
+            .remove(&port)
+            .is_some()
+    }
+
+    /// Current tray-protocol registrations.
+    pub fn registrations(&self) -> Vec<Registration> {
+        lock(&self.inner.model)
+            .registrations
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Marks a launched process as a session (source `session`), `starting` until `ready`.
+    pub fn mark_session(&self, id: ProcessId, session_id: &str, starting: bool) {
+        let mut model = lock(&self.inner.model);
+        model.sessions.insert(id, session_id.to_string());
+        if starting {
+            model.launching.insert(id);
+        } else {
+            model.launching.remove(&id);
+        }
+    }
+
+    /// Forgets that a process is a session (released or failed).
+    pub fn unmark_session(&self, id: ProcessId) {
+        let mut model = lock(&self.inner.model);
+        model.sessions.remove(&id);
+        model.launching.remove(&id);
+    }
+
+    /// Kill timings (tests shorten them).
+    pub fn set_timings(&mut self, timings: Timings) -> bool {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                inner.timings = timings;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -482,6 +771,7 @@ fn first_sight(
         log_max_idx: None,
         overview: None,
         overview_for: None,
+        registered_project: None,
     }
 }
 
@@ -522,6 +812,7 @@ fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         log_max_idx: None,
         overview: None,
         overview_for: None,
+        registered_project: None,
     }
 }
 
@@ -582,6 +873,11 @@ fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
             }
         }
         (None, None) => t.silent_since = None,
+    }
+    if result.status.is_none() && t.last_ok.is_none() {
+        if let Some(p) = &t.registered_project {
+            t.inst.project_name = p.clone();
+        }
     }
     t.inst.last_heartbeat = t.last_ok;
     if let (Some(ov), Some(status)) = (result.overview, &result.status) {

@@ -22,6 +22,11 @@ pub enum Event {
     InstanceUpdated { instance: Instance },
     /// It exited (seen live) or its registry entry was pruned.
     InstanceRemoved { pid: u32, started_at: f64 },
+    /// This program killed it (with its tree).
+    InstanceKilled {
+        pid: u32,
+        outcome: crate::core::reaper::Outcome,
+    },
     /// The registry file did not parse and was moved aside.
     RegistryRecovered { moved_to: String },
 }

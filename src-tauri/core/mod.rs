@@ -2,9 +2,11 @@
 //! shared registry, and publishes typed events. It never imports tauri: the tray shell, the
 //! daemon, the CLI and the tests all drive it through one cloneable [`Core`] handle.
 
+pub mod api;
 pub mod classify;
 pub mod cmdline;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod model;
@@ -12,8 +14,11 @@ pub mod probe;
 pub mod procs;
 pub mod reaper;
 pub mod registry;
+pub mod sessions;
 pub mod settings;
 pub mod sockets;
+pub mod token;
+pub mod tray_protocol;
 
 pub use config::Config;
 pub use engine::{Core, CoreError};

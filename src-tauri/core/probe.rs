@@ -1,7 +1,7 @@
 //! Talking to a Serena instance's own dashboard (Flask, on 127.0.0.1): is it alive, which project
 //! is active, how far its log has moved, what its configuration says. Every call has a short
-//! timeout so that one hung dashboard never stalls the rest. Deliberately read-only: no route that
-//! changes an instance is called from here (shutdown belongs to the reaper).
+//! timeout so that one hung dashboard never stalls the rest. Read-only but for one call,
+//! [`Prober::shutdown`], which only the reaper uses (deciding to stop an instance is its business).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -101,6 +101,17 @@ impl Prober {
             .map_err(|_| ProbeError::NotADashboard { port })
     }
 
+    /// GET an allow-listed dashboard route as JSON (callers pass only fixed routes).
+    pub async fn get_json(&self, port: u16, route: &'static str) -> Result<Value> {
+        self.json(port, self.http.get(Self::url(port, route))).await
+    }
+
+    /// POST a JSON body to an allow-listed dashboard route.
+    pub async fn post_json(&self, port: u16, route: &'static str, body: &Value) -> Result<Value> {
+        self.json(port, self.http.post(Self::url(port, route)).json(body))
+            .await
+    }
+
     /// GET `/heartbeat`: `Ok(())` only for Serena's `{"status":"alive"}`.
     pub async fn heartbeat(&self, port: u16) -> Result<()> {
         let v = self
@@ -132,6 +143,29 @@ impl Prober {
             return Err(ProbeError::NotADashboard { port });
         }
         Ok(ConfigSummary::from_overview(&v))
+    }
+
+    /// PUT `/shutdown`: asks the instance to exit. A stdio Serena exits without answering, so a
+    /// connection closed without a reply is `Ok` too; a failed connection or a timeout is not.
+    pub async fn shutdown(&self, port: u16) -> Result<()> {
+        let sent = self
+            .http
+            .put(Self::url(port, "/shutdown"))
+            .timeout(self.timeout)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) => Err(ProbeError::Status {
+                port,
+                status: resp.status().as_u16(),
+            }),
+            Err(source) if source.is_connect() || source.is_timeout() => {
+                Err(ProbeError::Http { port, source })
+            }
+            // The request went out and the connection closed before an answer.
+            Err(_) => Ok(()),
+        }
     }
 }
 

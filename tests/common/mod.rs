@@ -292,3 +292,137 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .expect("runtime")
         .block_on(f)
 }
+
+/// A free TCP port on loopback (bound and released: a race is possible but rare).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A `serena-tray daemon` process on its own ports, killed at the end of the test.
+pub struct Daemon {
+    pub port: u16,
+    pub tray_port: u16,
+    pub token: String,
+    pub pid: u32,
+    child: Option<Child>,
+}
+
+impl Home {
+    /// Starts `serena-tray daemon` on free ports and waits until it answers.
+    pub fn daemon(&self) -> Daemon {
+        self.daemon_on(free_port(), free_port())
+    }
+
+    pub fn daemon_on(&self, port: u16, tray_port: u16) -> Daemon {
+        let mut cmd = Command::new(tray_exe());
+        self.env(&mut cmd);
+        let log = std::fs::File::create(self.path().join(format!("daemon-{port}.log")))
+            .expect("daemon log");
+        let child = cmd
+            .arg("--serena-home")
+            .arg(self.serena_home())
+            .args(["daemon", "--port", &port.to_string()])
+            .args(["--tray-protocol-port", &tray_port.to_string()])
+            .env("SERENA_TRAY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        let pid = child.id();
+        let mut d = Daemon {
+            port,
+            tray_port,
+            token: String::new(),
+            pid,
+            child: Some(child),
+        };
+        wait_for("the daemon to answer", Duration::from_secs(30), || {
+            (d.call("GET", "/api/health", None).0 == 200).then_some(())
+        });
+        d.token = std::fs::read_to_string(self.serena_home().join("tray/token"))
+            .expect("token file")
+            .trim()
+            .to_string();
+        d
+    }
+}
+
+impl Daemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// An authorised call: (status, JSON body or Null).
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut headers = vec![];
+        let auth = format!("Bearer {}", self.token);
+        if !self.token.is_empty() {
+            headers.push(("authorization", auth.as_str()));
+        }
+        self.raw(method, path, body.map(|b| b.to_string()), &headers)
+    }
+
+    /// A call with exactly these headers and this raw body (JSON content type if a body).
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let url = self.url(path);
+        block_on(async {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(200))
+                .build()
+                .expect("client");
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let mut req = client.request(method, &url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(b) = body {
+                req = req.header("content-type", "application/json").body(b);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let text = resp.text().await.unwrap_or_default();
+                    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+                }
+                // Not listening (yet): status 0.
+                Err(e) if e.is_connect() => (0, Value::Null),
+                Err(e) => panic!("{url}: {e}"),
+            }
+        })
+    }
+
+    /// Stops it with SIGTERM and waits; returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! A small client of the running daemon's API for the CLI verbs: finds it by `/api/health` on
+//! its port, authenticates with the token file, and turns `{"error":{...}}` answers into one
+//! clear line.
+
+use super::CliError;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    port: u16,
+}
+
+impl Client {
+    /// The daemon on `port`, if Serena Tray answers there and its token is readable.
+    pub async fn connect(serena_home: &Path, port: u16) -> Option<Client> {
+        if !crate::core::daemon::is_running(port).await {
+            return None;
+        }
+        let token = crate::core::token::read(serena_home)?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            // Launching a session waits for Serena to answer (up to the daemon's timeout).
+            .timeout(Duration::from_secs(180))
+            .build()
+            .ok()?;
+        Some(Client {
+            http,
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+            port,
+        })
+    }
+
+    pub fn login_url(&self) -> String {
+        format!("http://127.0.0.1:{}/?token={}", self.port, self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| CliError::Other(format!("the daemon did not answer: {e}")))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"]["message"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| format!("the daemon answered {status}"));
+        Err(CliError::Other(message))
+    }
+}

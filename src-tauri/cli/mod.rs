@@ -1,0 +1,503 @@
+//! The command line: parsing (clap) and one function per verb. Output for people (tables) and for
+//! scripts (`--json`, JSON bodies). Errors are one line on stderr and a non-zero exit. Verbs that
+//! act (`kill`, `session`) go through the running daemon's API when there is one, so that the
+//! daemon's view stays the truth; `list` and `kill` also work without one, on the core directly.
+
+mod client;
+mod output;
+
+use crate::core::config::{resolve_serena_home, Config};
+use crate::core::daemon::{self, Options, Started};
+use crate::core::settings::{self, Settings};
+use crate::core::Core;
+use clap::{Args, Parser, Subcommand};
+use client::Client;
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "serena-tray",
+    version,
+    about = "One tray and one dashboard for every Serena MCP server; finds and reaps zombies."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Serena's home directory [default: $SERENA_HOME, else ~/.serena]
+    #[arg(long, global = true, value_name = "DIR")]
+    serena_home: Option<PathBuf>,
+    /// Seconds an instance may be orphaned or unresponsive before it is a zombie [default: 10,
+    /// or zombie_grace in tray/config.toml]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    zombie_grace: Option<f64>,
+    /// Port of the dashboard and API [default: web_dashboard_global_port in serena_config.yml, else 25282]
+    #[arg(long, global = true, value_name = "N")]
+    port: Option<u16>,
+    /// Port of the receiver for Serena's tray protocol [default: 24224]
+    #[arg(long, global = true, value_name = "N")]
+    tray_protocol_port: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every Serena instance on this machine, with its state (works without a daemon)
+    List {
+        /// Print a JSON array (the documented, stable format) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run headless (for servers, SSH, WSL): the API, the dashboard, the tray protocol
+    Daemon,
+    /// Kill instances with their whole process tree (through the daemon if one runs)
+    Kill {
+        /// PIDs of the instances to kill
+        #[arg(
+            value_name = "PID",
+            required_unless_present = "zombies",
+            conflicts_with = "zombies"
+        )]
+        pids: Vec<u32>,
+        /// Kill every zombie and prune dead registry entries
+        #[arg(long)]
+        zombies: bool,
+    },
+    /// Launch, release and list dedicated Serena sessions (needs a running daemon)
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Print the dashboard URL (it logs the browser in)
+    Open,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// Launch a dedicated Serena for a project; prints the session as JSON
+    Request {
+        /// The project directory
+        path: PathBuf,
+        #[arg(long)]
+        context: Option<String>,
+        /// A mode (repeatable)
+        #[arg(long = "mode", value_name = "MODE")]
+        modes: Vec<String>,
+        /// streamable-http (default) or sse
+        #[arg(long)]
+        transport: Option<String>,
+        /// Reuse the live session already serving this project and context
+        #[arg(long)]
+        shared: bool,
+    },
+    /// Stop a session and its whole process tree
+    Release { id: String },
+    /// List the sessions
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure of a verb: printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::core::config::ConfigError),
+    #[error(transparent)]
+    Core(#[from] crate::core::CoreError),
+    #[error(transparent)]
+    Daemon(#[from] crate::core::daemon::DaemonError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Entry point of the `serena-tray` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!("serena-tray: {}", msg.lines().next().unwrap_or(""));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go to stdout as clap writes them; a usage error is one line on stderr.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("serena-tray: {first} (see serena-tray --help)");
+    ExitCode::from(2)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SERENA_TRAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+/// Everything a verb needs: the resolved configuration, the settings files, the overrides.
+pub(crate) struct Context {
+    pub config: Config,
+    pub settings: Settings,
+    pub options: Options,
+}
+
+impl Context {
+    fn port(&self) -> u16 {
+        daemon::http_port(&self.settings, &self.options)
+    }
+}
+
+fn context(g: &Global) -> Result<Context, CliError> {
+    let home = resolve_serena_home(g.serena_home.as_deref())?;
+    let settings = settings::load(&home);
+    for w in &settings.warnings {
+        eprintln!("serena-tray: warning: {w}");
+    }
+    let grace = g
+        .zombie_grace
+        .unwrap_or(settings.tray.zombie_grace.as_secs_f64());
+    let mut config = Config::new(home).with_grace_secs(grace)?;
+    config.probe_timeout = settings.tray.probe_timeout;
+    Ok(Context {
+        config,
+        settings,
+        options: Options {
+            port: g.port,
+            tray_protocol_port: g.tray_protocol_port,
+        },
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let ctx = context(&cli.global)?;
+    match cli.command {
+        Some(Command::List { json }) => list(ctx, json).map(|()| ExitCode::SUCCESS),
+        Some(Command::Daemon) => run_daemon(ctx).map(|()| ExitCode::SUCCESS),
+        Some(Command::Kill { pids, zombies }) => kill(ctx, pids, zombies),
+        Some(Command::Session(cmd)) => session(ctx, cmd).map(|()| ExitCode::SUCCESS),
+        Some(Command::Open) => open(ctx).map(|()| ExitCode::SUCCESS),
+        None => default_verb(ctx).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn print(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)
+}
+
+fn print_json(v: &Value) -> Result<(), CliError> {
+    let mut s = serde_json::to_string_pretty(v).map_err(|e| CliError::Other(e.to_string()))?;
+    s.push('\n');
+    print(&s)
+}
+
+#[cfg(feature = "gui")]
+fn default_verb(ctx: Context) -> Result<(), CliError> {
+    if !has_display() {
+        eprintln!("serena-tray: no display (DISPLAY and WAYLAND_DISPLAY are unset): running as the daemon");
+        return run_daemon(ctx);
+    }
+    crate::shell::run(ctx.config, ctx.settings, ctx.options)
+        .map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// Whether a desktop session is there to show a tray in (always, outside X11/Wayland systems).
+#[cfg(feature = "gui")]
+fn has_display() -> bool {
+    if cfg!(any(target_os = "windows", target_os = "macos")) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+#[cfg(not(feature = "gui"))]
+fn default_verb(ctx: Context) -> Result<(), CliError> {
+    run_daemon(ctx)
+}
+
+fn list(ctx: Context, json: bool) -> Result<(), CliError> {
+    let core = Core::new(ctx.config);
+    let instances = runtime()?.block_on(core.refresh())?;
+    if json {
+        print_json(&json!(instances))
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print(&output::render_table(
+            &instances,
+            crate::core::model::now(),
+            colour,
+        ))
+    }
+}
+
+fn run_daemon(ctx: Context) -> Result<(), CliError> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match daemon::start(ctx.config, &ctx.settings, &ctx.options).await? {
+            Started::AlreadyRunning { url } => {
+                println!("serena-tray is already running: {url}");
+                Ok(())
+            }
+            Started::Running(running) => {
+                println!(
+                    "Serena Tray daemon listening on http://127.0.0.1:{}/",
+                    running.port
+                );
+                println!("Dashboard: {}", running.login_url());
+                let _ = std::io::stdout().flush();
+                wait_for_signal().await;
+                eprintln!("serena-tray: stopping");
+                running.stop().await;
+                Ok(())
+            }
+        }
+    })
+}
+
+/// SIGINT or SIGTERM (Ctrl+C on Windows).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn kill(ctx: Context, pids: Vec<u32>, zombies: bool) -> Result<ExitCode, CliError> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let client = Client::connect(&ctx.config.serena_home, ctx.port()).await;
+        let core = match client {
+            Some(_) => None,
+            None => Some(Core::new(ctx.config.clone())),
+        };
+        if zombies {
+            let sweep = match (&client, &core) {
+                (Some(c), _) => c.post("/api/zombies/kill", &json!({})).await?,
+                (None, Some(core)) => json!(core.kill_zombies().await),
+                (None, None) => return Err(CliError::Other("no core".into())),
+            };
+            let killed = sweep["killed"].as_array().map_or(0, Vec::len);
+            let pruned = sweep["pruned"].as_array().map_or(0, Vec::len);
+            let failed = sweep["failed"].as_array().cloned().unwrap_or_default();
+            println!("killed {killed} zombie(s), pruned {pruned} dead registry entr(y/ies)");
+            for f in &failed {
+                eprintln!(
+                    "serena-tray: {}: {}",
+                    f["pid"],
+                    f["error"].as_str().unwrap_or("")
+                );
+            }
+            return Ok(if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        let mut ok = true;
+        for pid in pids {
+            let result = match (&client, &core) {
+                (Some(c), _) => c
+                    .post(&format!("/api/instances/{pid}/kill"), &json!({}))
+                    .await
+                    .map_err(|e| e.to_string()),
+                (None, Some(core)) => core
+                    .kill(pid)
+                    .await
+                    .map(|r| json!(r))
+                    .map_err(|e| e.to_string()),
+                (None, None) => Err("no core".into()),
+            };
+            match result {
+                Ok(r) => println!(
+                    "{pid}: {} ({} process(es))",
+                    r["outcome"].as_str().unwrap_or("done"),
+                    r["tree"].as_array().map_or(0, Vec::len)
+                ),
+                Err(e) => {
+                    ok = false;
+                    eprintln!("serena-tray: {pid}: {e}");
+                }
+            }
+        }
+        Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}
+
+async fn need_daemon(ctx: &Context) -> Result<Client, CliError> {
+    Client::connect(&ctx.config.serena_home, ctx.port())
+        .await
+        .ok_or_else(|| {
+            CliError::Other(format!(
+                "no Serena Tray is running on port {}: start one with `serena-tray daemon` (or `serena-tray` on a desktop)",
+                ctx.port()
+            ))
+        })
+}
+
+fn session(ctx: Context, cmd: SessionCommand) -> Result<(), CliError> {
+    runtime()?.block_on(async move {
+        let client = need_daemon(&ctx).await?;
+        match cmd {
+            SessionCommand::Request {
+                path,
+                context,
+                modes,
+                transport,
+                shared,
+            } => {
+                let abs = absolute(&path)?;
+                let mut body = json!({"project_path": abs});
+                if let Some(c) = context {
+                    body["context"] = json!(c);
+                }
+                if !modes.is_empty() {
+                    body["modes"] = json!(modes);
+                }
+                if let Some(t) = transport {
+                    body["transport"] = json!(t);
+                }
+                if shared {
+                    body["shared"] = json!(true);
+                }
+                print_json(&client.post("/request-session", &body).await?)
+            }
+            SessionCommand::Release { id } => {
+                let r = client
+                    .post("/release-session", &json!({"session_id": id}))
+                    .await?;
+                println!("{}: {}", id, r["status"].as_str().unwrap_or("released"));
+                Ok(())
+            }
+            SessionCommand::List { json } => {
+                let list = client.get("/api/sessions").await?;
+                if json {
+                    print_json(&list)
+                } else {
+                    print(&output::render_sessions(
+                        list.as_array().map(Vec::as_slice).unwrap_or(&[]),
+                    ))
+                }
+            }
+        }
+    })
+}
+
+fn absolute(path: &Path) -> Result<String, CliError> {
+    std::path::absolute(path)
+        .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))
+        .map(|p| p.display().to_string())
+}
+
+fn open(ctx: Context) -> Result<(), CliError> {
+    runtime()?.block_on(async move {
+        let client = need_daemon(&ctx).await?;
+        println!("{}", client.login_url());
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for args in [
+            vec!["serena-tray", "list", "--bogus"],
+            vec!["serena-tray", "frobnicate"],
+            vec!["serena-tray", "--zombie-grace", "soon", "list"],
+            vec!["serena-tray", "kill"],
+            vec!["serena-tray", "kill", "12", "--zombies"],
+            vec!["serena-tray", "kill", "abc"],
+            vec!["serena-tray", "session", "request"],
+            vec!["serena-tray", "--port", "70000", "daemon"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
+        }
+        for args in [
+            vec!["serena-tray", "list", "--json", "--serena-home", "/tmp"],
+            vec!["serena-tray", "kill", "1", "2"],
+            vec!["serena-tray", "kill", "--zombies"],
+            vec![
+                "serena-tray",
+                "session",
+                "request",
+                ".",
+                "--mode",
+                "a",
+                "--mode",
+                "b",
+            ],
+            vec!["serena-tray", "daemon", "--port", "0"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_ok(), "{args:?}");
+        }
+    }
+}

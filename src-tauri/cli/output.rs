@@ -1,0 +1,142 @@
+//! What the CLI prints for people: the instance table (with colour words, ANSI colour on a
+//! terminal) and the sessions table.
+
+use crate::core::{Instance, State};
+
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn paint(word: &str, state: State, colour: bool) -> String {
+    if !colour {
+        return word.to_string();
+    }
+    let code = match state {
+        State::LiveWithProject => "32",
+        State::LiveNoProject => "33",
+        State::Zombie => "31",
+        State::Starting => "90",
+    };
+    format!("\x1b[{code}m{word}\x1b[0m")
+}
+
+/// The human table of `list`.
+pub fn render_table(instances: &[Instance], now: f64, colour: bool) -> String {
+    if instances.is_empty() {
+        return "No Serena instances found.\n".to_string();
+    }
+    let header = [
+        "PID",
+        "STATE",
+        "REASON",
+        "PROJECT",
+        "PORT",
+        "TRANSPORT",
+        "CLIENT",
+        "AGE",
+    ];
+    let dash = || "-".to_string();
+    let rows: Vec<(State, [String; 8])> = instances
+        .iter()
+        .map(|i| {
+            let client = match (&i.client_name, i.client_pid) {
+                (Some(n), Some(p)) => format!("{n} ({p})"),
+                _ => dash(),
+            };
+            let state = format!("{} {}", i.state.colour(), i.state);
+            (
+                i.state,
+                [
+                    i.pid.to_string(),
+                    state,
+                    i.state_reason.map(|r| r.to_string()).unwrap_or_else(dash),
+                    i.project_name
+                        .clone()
+                        .unwrap_or_else(|| "NO PROJECT".into()),
+                    i.port.map(|p| p.to_string()).unwrap_or_else(dash),
+                    i.transport.to_string(),
+                    client,
+                    age(now - i.started_at),
+                ],
+            )
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for (_, r) in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (k, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if k + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let visible = strip_ansi_len(c);
+                s.push_str(c);
+                s.push_str(&" ".repeat(w.saturating_sub(visible) + 2));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for (state, mut r) in rows {
+        r[1] = paint(&r[1], state, colour);
+        out.push_str(&line(r.to_vec()));
+    }
+    out
+}
+
+fn strip_ansi_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut in_esc = false;
+    for ch in s.chars() {
+        match (in_esc, ch) {
+            (false, '\x1b') => in_esc = true,
+            (true, 'm') => in_esc = false,
+            (true, _) => {}
+            (false, _) => n += 1,
+        }
+    }
+    n
+}
+
+/// The human table of `session list`.
+pub fn render_sessions(sessions: &[serde_json::Value]) -> String {
+    if sessions.is_empty() {
+        return "No sessions.\n".to_string();
+    }
+    let mut out = String::from(
+        "SESSION                           PID      URL                              PROJECT\n",
+    );
+    for s in sessions {
+        out.push_str(&format!(
+            "{:<33} {:<8} {:<32} {}\n",
+            s["session_id"].as_str().unwrap_or("-"),
+            s["pid"],
+            s["url"].as_str().unwrap_or("-"),
+            s["project_path"].as_str().unwrap_or("-"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age(5.2), "5s");
+        assert_eq!(age(125.0), "2m");
+        assert_eq!(age(3.0 * 3600.0 + 65.0), "3h01m");
+        assert_eq!(age(-4.0), "0s");
+    }
+}

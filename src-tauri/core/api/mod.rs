@@ -1,0 +1,324 @@
+//! The HTTP API and the web UI on 127.0.0.1 (axum): instances, their overview and logs, kill and
+//! shutdown, kill all zombies, server-sent events, and the instance manager's
+//! `/request-session` and `/release-session`. `router(state)` builds it, `serve(listener,
+//! state, shutdown)` runs it: production binds the configured port, tests bind port 0.
+//!
+//! Every handler is a thin adapter over the core (`Core`, `Sessions`); the security layer
+//! (`security`) runs in front of all of them. Errors are `{"error":{"code","message"}}`.
+
+pub mod error;
+pub mod overview;
+pub mod security;
+
+use crate::core::engine::{Core, KillError};
+use crate::core::reaper::ReapError;
+use crate::core::sessions::{SessionError, SessionRequest, Sessions};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::{ApiError, ApiJson};
+use futures::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// Largest request body accepted (DESIGN: 64 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The web UI, embedded so the binary runs from any directory.
+const INDEX_HTML: &str = include_str!("../../../ui/index.html");
+
+/// What every handler gets. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub core: Core,
+    pub sessions: Sessions,
+    pub token: Arc<String>,
+    /// The port this server listens on (for the Host and Origin checks).
+    pub port: u16,
+}
+
+/// The whole app: routes, the security layer, the body limit.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/api/health", get(health))
+        .route("/api/instances", get(instances))
+        .route("/api/instances/{pid}", get(instance))
+        .route("/api/instances/{pid}/overview", get(instance_overview))
+        .route("/api/instances/{pid}/logs", get(instance_logs))
+        .route("/api/instances/{pid}/kill", post(kill))
+        .route("/api/instances/{pid}/shutdown", post(shutdown))
+        .route("/api/zombies/kill", post(kill_zombies))
+        .route("/api/events", get(events))
+        .route("/api/sessions", get(sessions))
+        .route("/request-session", post(request_session))
+        .route("/release-session", post(release_session))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::guard,
+        ))
+        .with_state(state)
+}
+
+/// Serves the app on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
+
+#[derive(Deserialize)]
+struct IndexQuery {
+    token: Option<String>,
+}
+
+/// `/` serves the page; `/?token=T` sets the token cookie and redirects to `/` (so the token
+/// leaves the address bar and the history).
+async fn index(State(state): State<ApiState>, Query(q): Query<IndexQuery>) -> Response {
+    match q.token {
+        None => Html(INDEX_HTML).into_response(),
+        Some(t) if crate::core::token::constant_time_eq(&t, &state.token) => {
+            let cookie = format!(
+                "{}={}; HttpOnly; SameSite=Strict; Path=/",
+                security::COOKIE,
+                state.token
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Some(_) => ApiError::forbidden("bad_token", "the token is wrong").into_response(),
+    }
+}
+
+async fn health(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({
+        "status": "ok",
+        "app": "serena-tray",
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "port": state.port,
+    }))
+}
+
+async fn instances(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!(state.core.instances()))
+}
+
+fn parse_pid(raw: &str) -> Result<u32, ApiError> {
+    raw.parse::<u32>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::bad_request("bad_pid", format!("{raw:?} is not a PID")))
+}
+
+fn unknown_pid(pid: u32) -> ApiError {
+    ApiError::not_found("unknown_pid", format!("no Serena instance with PID {pid}"))
+}
+
+async fn instance(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw)?;
+    state
+        .core
+        .instance(pid)
+        .map(|i| Json(json!(i)))
+        .ok_or_else(|| unknown_pid(pid))
+}
+
+/// The dashboard port of a live instance, or why there is none.
+fn dashboard_port(state: &ApiState, pid: u32) -> Result<u16, ApiError> {
+    let inst = state.core.instance(pid).ok_or_else(|| unknown_pid(pid))?;
+    if inst.state_reason == Some(crate::core::ZombieReason::Dead) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "instance_dead",
+            format!("instance {pid} is gone"),
+        ));
+    }
+    inst.port.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_dashboard",
+            format!("instance {pid} has no dashboard (it may have lost Serena's port race)"),
+        )
+    })
+}
+
+async fn instance_overview(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw)?;
+    let port = dashboard_port(&state, pid)?;
+    let sections = overview::sections(state.core.prober(), port).await;
+    Ok(Json(
+        json!({"pid": pid, "port": port, "sections": sections}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    since: Option<String>,
+}
+
+async fn instance_logs(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw)?;
+    let since = match q.since.as_deref() {
+        None | Some("") => 0,
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request("bad_since", "since must be a log index (an integer >= 0)")
+        })?,
+    };
+    let port = dashboard_port(&state, pid)?;
+    overview::logs(state.core.prober(), port, since)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))
+}
+
+fn kill_error(e: KillError) -> ApiError {
+    match e {
+        KillError::UnknownPid(pid) => unknown_pid(pid),
+        KillError::NotSerena(_) | KillError::Reap(ReapError::NotSerena { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "not_serena", e.to_string())
+        }
+        KillError::Reap(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "kill_failed",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn kill(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw)?;
+    let report = state.core.kill(pid).await.map_err(kill_error)?;
+    Ok(Json(json!(report)))
+}
+
+async fn shutdown(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw)?;
+    state.core.shutdown(pid).await.map_err(kill_error)?;
+    Ok(Json(json!({"status": "asked", "pid": pid})))
+}
+
+async fn kill_zombies(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!(state.core.kill_zombies().await))
+}
+
+/// Server-sent events: first a `snapshot` of every instance, then every core event as it
+/// happens (`event:` is the event's type, `data:` its JSON).
+async fn events(
+    State(state): State<ApiState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = state.core.subscribe();
+    let snapshot = SseEvent::default()
+        .event("snapshot")
+        .json_data(json!({"instances": state.core.instances()}))
+        .unwrap_or_default();
+    let live = BroadcastStream::new(rx).filter_map(|item| async move {
+        match item {
+            Ok(event) => {
+                let v = serde_json::to_value(&event).unwrap_or(Value::Null);
+                let kind = v
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("event")
+                    .to_string();
+                SseEvent::default().event(kind).json_data(v).ok().map(Ok)
+            }
+            // A slow reader missed events: tell it to reload the list.
+            Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
+        }
+    });
+    Sse::new(stream::once(async move { Ok(snapshot) }).chain(live)).keep_alive(KeepAlive::default())
+}
+
+async fn sessions(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!(state.sessions.list().await))
+}
+
+fn session_error(e: SessionError) -> ApiError {
+    let msg = e.to_string();
+    let (status, code) = match e {
+        SessionError::RelativePath(_) => (StatusCode::BAD_REQUEST, "relative_path"),
+        SessionError::MissingPath(_) => (StatusCode::BAD_REQUEST, "missing_path"),
+        SessionError::NotADirectory(_) => (StatusCode::BAD_REQUEST, "not_a_directory"),
+        SessionError::BadTransport(_) => (StatusCode::BAD_REQUEST, "bad_transport"),
+        SessionError::BadName(..) => (StatusCode::BAD_REQUEST, "bad_name"),
+        SessionError::SerenaMissing(_) => (StatusCode::FAILED_DEPENDENCY, "serena_not_found"),
+        SessionError::LaunchFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "launch_failed"),
+        SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "launch_timeout"),
+        SessionError::UnknownSession(_) => (StatusCode::NOT_FOUND, "unknown_session"),
+        SessionError::ReleaseFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "release_failed"),
+        SessionError::Store { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
+    };
+    ApiError::new(status, code, msg)
+}
+
+async fn request_session(
+    State(state): State<ApiState>,
+    ApiJson(req): ApiJson<SessionRequest>,
+) -> Result<Response, ApiError> {
+    let (session, existing) = state.sessions.request(req).await.map_err(session_error)?;
+    let status = if existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut body = json!(session);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("shared".into(), Value::Bool(existing));
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseRequest {
+    session_id: String,
+}
+
+async fn release_session(
+    State(state): State<ApiState>,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let status = state
+        .sessions
+        .release(&req.session_id)
+        .await
+        .map_err(session_error)?;
+    Ok(Json(
+        json!({"status": status, "session_id": req.session_id}),
+    ))
+}

@@ -1,0 +1,511 @@
+//! The instance manager: launches a dedicated Serena for a project (`request`) and releases it
+//! (`release`), records sessions in `$SERENA_HOME/tray/sessions.json` so that they are re-adopted
+//! after a restart. A launched Serena runs in its own process group, with stdout and stderr in a
+//! log file under `tray/logs/` (a full pipe would block it), on a port picked here; the request
+//! returns only once its MCP endpoint and its dashboard answer, and leaves nothing running when it
+//! fails. Deliberately not here: HTTP (the API maps these errors to statuses) and killing (the
+//! reaper, through the core).
+
+use super::engine::Core;
+use super::model::{now, Epoch, ProcessId, Transport};
+use super::procs::Snapshot;
+use super::reaper;
+use super::settings::SerenaCommandError;
+use super::token::random_hex;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// How long a launched Serena may take to answer before the request fails.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Serena's exit status when its MCP port is taken (SERENA.md).
+const EXIT_PORT_TAKEN: i32 = 3;
+/// Attempts on fresh ports when the picked one is lost to a race.
+const PORT_ATTEMPTS: usize = 3;
+
+/// The body of `POST /request-session`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub project_path: String,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub modes: Option<Vec<String>>,
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// Return the live session already serving the same project and context, if any.
+    #[serde(default)]
+    pub shared: Option<bool>,
+}
+
+/// One launched session, as persisted and as returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: String,
+    pub host: String,
+    /// The MCP port.
+    pub port: u16,
+    pub url: String,
+    pub pid: u32,
+    /// Process start time (identity), epoch seconds.
+    pub start_time: u64,
+    pub dashboard_url: Option<String>,
+    pub dashboard_port: Option<u16>,
+    pub project_path: String,
+    pub context: Option<String>,
+    pub modes: Vec<String>,
+    pub transport: Transport,
+    pub created_at: Epoch,
+    pub log_path: String,
+}
+
+impl Session {
+    fn process_id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("project_path must be an absolute path, got {0:?}")]
+    RelativePath(String),
+    #[error("project_path {0:?} does not exist")]
+    MissingPath(String),
+    #[error("project_path {0:?} is not a directory")]
+    NotADirectory(String),
+    #[error("transport must be \"streamable-http\" or \"sse\", got {0:?}")]
+    BadTransport(String),
+    #[error("{0:?} is not a valid {1}: use letters, digits, '-', '_', '.' or a path")]
+    BadName(String, &'static str),
+    #[error(transparent)]
+    SerenaMissing(#[from] SerenaCommandError),
+    #[error("Serena did not start: {message}\n--- last lines of {log} ---\n{tail}")]
+    LaunchFailed {
+        message: String,
+        log: String,
+        tail: String,
+    },
+    #[error("Serena did not answer within {secs} s (MCP on port {port}, dashboard {dashboard})\n--- last lines of {log} ---\n{tail}")]
+    Timeout {
+        secs: u64,
+        port: u16,
+        dashboard: String,
+        log: String,
+        tail: String,
+    },
+    #[error("no session {0:?}")]
+    UnknownSession(String),
+    #[error("cannot release session {id}: {message}")]
+    ReleaseFailed { id: String, message: String },
+    #[error("{path}: {message}")]
+    Store { path: String, message: String },
+}
+
+/// What `release` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    Terminated,
+    AlreadyGone,
+}
+
+/// The instance manager. Cloneable; one per running daemon.
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<SessionsInner>,
+}
+
+struct SessionsInner {
+    core: Core,
+    store: PathBuf,
+    logs: PathBuf,
+    serena_command: std::result::Result<Vec<String>, SerenaCommandError>,
+    ready_timeout: Duration,
+    sessions: Mutex<BTreeMap<String, Session>>,
+}
+
+impl Sessions {
+    /// Loads `sessions.json` (a missing or unreadable file means none) and re-adopts every
+    /// recorded session whose process is still the same one.
+    pub fn load(
+        core: Core,
+        serena_command: std::result::Result<Vec<String>, SerenaCommandError>,
+        ready_timeout: Duration,
+    ) -> Sessions {
+        let tray = core.config().tray_dir();
+        let store = tray.join("sessions.json");
+        let sessions: BTreeMap<String, Session> = std::fs::read_to_string(&store)
+            .ok()
+            .and_then(|t| match serde_json::from_str::<Vec<Session>>(&t) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!("{}: {e}; starting without sessions", store.display());
+                    None
+                }
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.session_id.clone(), s))
+            .collect();
+        for s in sessions.values() {
+            core.mark_session(s.process_id(), &s.session_id, false);
+        }
+        Sessions {
+            inner: Arc::new(SessionsInner {
+                core,
+                store,
+                logs: tray.join("logs"),
+                serena_command,
+                ready_timeout,
+                sessions: Mutex::new(sessions),
+            }),
+        }
+    }
+
+    pub async fn list(&self) -> Vec<Session> {
+        self.inner.sessions.lock().await.values().cloned().collect()
+    }
+
+    /// Launches (or, with `shared`, reuses) a Serena for a project. Returns the session and
+    /// whether it was an existing one.
+    pub async fn request(
+        &self,
+        req: SessionRequest,
+    ) -> std::result::Result<(Session, bool), SessionError> {
+        let project = validate_project(&req.project_path)?;
+        let transport = match req.transport.as_deref() {
+            None | Some("streamable-http") => Transport::StreamableHttp,
+            Some("sse") => Transport::Sse,
+            Some(other) => return Err(SessionError::BadTransport(other.to_string())),
+        };
+        if let Some(c) = &req.context {
+            check_name(c, "context")?;
+        }
+        let modes = req.modes.clone().unwrap_or_default();
+        for m in &modes {
+            check_name(m, "mode")?;
+        }
+        if req.shared == Some(true) {
+            let snap = snapshot().await;
+            let sessions = self.inner.sessions.lock().await;
+            let existing = sessions.values().find(|s| {
+                s.project_path == project
+                    && s.context == req.context
+                    && s.transport == transport
+                    && snap.get_id(s.process_id()).is_some()
+            });
+            if let Some(s) = existing {
+                return Ok((s.clone(), true));
+            }
+        }
+        let command = self.inner.serena_command.clone()?;
+        std::fs::create_dir_all(&self.inner.logs).map_err(|e| SessionError::Store {
+            path: self.inner.logs.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let session_id = random_hex(16).map_err(|e| SessionError::Store {
+            path: "random".into(),
+            message: e.to_string(),
+        })?;
+        let log = self.inner.logs.join(format!("session-{session_id}.log"));
+        for _ in 0..PORT_ATTEMPTS {
+            match self
+                .launch(
+                    &command,
+                    &session_id,
+                    &project,
+                    &req.context,
+                    &modes,
+                    transport,
+                    &log,
+                )
+                .await
+            {
+                Ok(session) => {
+                    let mut sessions = self.inner.sessions.lock().await;
+                    sessions.insert(session_id.clone(), session.clone());
+                    self.persist(&sessions)?;
+                    return Ok((session, false));
+                }
+                Err(Launch::PortTaken) => continue,
+                Err(Launch::Failed(e)) => return Err(e),
+            }
+        }
+        Err(SessionError::LaunchFailed {
+            message: format!("the MCP port was taken {PORT_ATTEMPTS} times in a row"),
+            log: log.display().to_string(),
+            tail: tail(&log),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn launch(
+        &self,
+        command: &[String],
+        session_id: &str,
+        project: &str,
+        context: &Option<String>,
+        modes: &[String],
+        transport: Transport,
+        log: &Path,
+    ) -> std::result::Result<Session, Launch> {
+        let failed = |message: String| {
+            Launch::Failed(SessionError::LaunchFailed {
+                message,
+                log: log.display().to_string(),
+                tail: tail(log),
+            })
+        };
+        let port = free_port().map_err(|e| failed(format!("no free port: {e}")))?;
+        let (program, prefix) = command
+            .split_first()
+            .ok_or_else(|| failed("the Serena command is empty".into()))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(prefix)
+            .arg("start-mcp-server")
+            .args(["--project", project])
+            .args(["--transport", transport.as_str()])
+            .args(["--host", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(["--open-web-dashboard", "False"]);
+        if let Some(c) = context {
+            cmd.args(["--context", c]);
+        }
+        for m in modes {
+            cmd.args(["--mode", m]);
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| failed(format!("cannot open {}: {e}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| failed(format!("cannot open {}: {e}", log.display())))?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(false);
+        #[cfg(unix)]
+        cmd.process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| failed(format!("cannot run {program}: {e}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| failed("the process vanished at once".into()))?;
+        let start_time = snapshot().await.get(pid).map(|p| p.start_time).unwrap_or(0);
+        let id = ProcessId { pid, start_time };
+        let core = &self.inner.core;
+        core.mark_session(id, session_id, true);
+
+        let deadline = Instant::now() + self.inner.ready_timeout;
+        let ready = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                core.unmark_session(id);
+                if status.code() == Some(EXIT_PORT_TAKEN) {
+                    return Err(Launch::PortTaken);
+                }
+                return Err(failed(format!("it exited with {status}")));
+            }
+            let mcp_up = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok();
+            let dashboard = core
+                .refresh()
+                .await
+                .ok()
+                .and_then(|all| all.into_iter().find(|i| i.pid == pid))
+                .filter(|i| i.last_heartbeat.is_some())
+                .and_then(|i| i.port);
+            if let (true, Some(d)) = (mcp_up, dashboard) {
+                break d;
+            }
+            if Instant::now() >= deadline {
+                let _ = reaper::reap(id, dashboard, core.prober(), &Default::default()).await;
+                let _ = child.wait().await;
+                core.unmark_session(id);
+                return Err(Launch::Failed(SessionError::Timeout {
+                    secs: self.inner.ready_timeout.as_secs(),
+                    port,
+                    dashboard: dashboard
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "not found".into()),
+                    log: log.display().to_string(),
+                    tail: tail(log),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        // Reap the child when it exits, so it never lingers as a defunct process.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        core.mark_session(id, session_id, false);
+        let _ = core.refresh().await;
+        let path = transport.endpoint_path().unwrap_or("/mcp");
+        Ok(Session {
+            session_id: session_id.to_string(),
+            host: "127.0.0.1".into(),
+            port,
+            url: format!("http://127.0.0.1:{port}{path}"),
+            pid,
+            start_time,
+            dashboard_url: Some(format!("http://127.0.0.1:{ready}/dashboard/index.html")),
+            dashboard_port: Some(ready),
+            project_path: project.to_string(),
+            context: context.clone(),
+            modes: modes.to_vec(),
+            transport,
+            created_at: now(),
+            log_path: log.display().to_string(),
+        })
+    }
+
+    /// Releases a session: reaps its whole tree. `AlreadyGone` if its process had ended.
+    pub async fn release(&self, id: &str) -> std::result::Result<ReleaseStatus, SessionError> {
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = sessions
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SessionError::UnknownSession(id.to_string()))?;
+        let pid = session.process_id();
+        let report = reaper::reap(
+            pid,
+            session.dashboard_port,
+            self.inner.core.prober(),
+            &Default::default(),
+        )
+        .await
+        .map_err(|e| SessionError::ReleaseFailed {
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
+        sessions.remove(id);
+        self.persist(&sessions)?;
+        drop(sessions);
+        self.inner.core.unmark_session(pid);
+        let _ = self.inner.core.refresh().await;
+        Ok(match report.outcome {
+            reaper::Outcome::AlreadyGone => ReleaseStatus::AlreadyGone,
+            _ => ReleaseStatus::Terminated,
+        })
+    }
+
+    fn persist(
+        &self,
+        sessions: &BTreeMap<String, Session>,
+    ) -> std::result::Result<(), SessionError> {
+        let list: Vec<&Session> = sessions.values().collect();
+        let store_err = |e: String| SessionError::Store {
+            path: self.inner.store.display().to_string(),
+            message: e,
+        };
+        let text = serde_json::to_string_pretty(&list).map_err(|e| store_err(e.to_string()))?;
+        if let Some(dir) = self.inner.store.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| store_err(e.to_string()))?;
+        }
+        let tmp = self.inner.store.with_extension("json.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.inner.store))
+            .map_err(|e| store_err(e.to_string()))
+    }
+}
+
+enum Launch {
+    PortTaken,
+    Failed(SessionError),
+}
+
+async fn snapshot() -> Snapshot {
+    tokio::task::spawn_blocking(|| Snapshot::capture(&mut sysinfo::System::new()))
+        .await
+        .unwrap_or_default()
+}
+
+/// Absolute, existing directory, canonicalised.
+fn validate_project(raw: &str) -> std::result::Result<String, SessionError> {
+    let path = Path::new(raw);
+    if raw.is_empty() || !path.is_absolute() {
+        return Err(SessionError::RelativePath(raw.to_string()));
+    }
+    let canon = path
+        .canonicalize()
+        .map_err(|_| SessionError::MissingPath(raw.to_string()))?;
+    if !canon.is_dir() {
+        return Err(SessionError::NotADirectory(raw.to_string()));
+    }
+    canon
+        .to_str()
+        .map(String::from)
+        .ok_or_else(|| SessionError::MissingPath(raw.to_string()))
+}
+
+/// Context and mode names go on Serena's command line as values: no option look-alikes.
+fn check_name(v: &str, what: &'static str) -> std::result::Result<(), SessionError> {
+    let ok = !v.is_empty()
+        && !v.starts_with('-')
+        && v.len() <= 4096
+        && !v.chars().any(|c| c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::BadName(v.to_string(), what))
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr().map(|a| a.port()))
+}
+
+/// The last lines of a log file (for error messages).
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_paths_are_checked() {
+        assert!(matches!(
+            validate_project("relative/dir"),
+            Err(SessionError::RelativePath(_))
+        ));
+        assert!(matches!(
+            validate_project(""),
+            Err(SessionError::RelativePath(_))
+        ));
+        assert!(matches!(
+            validate_project("/no/such/dir/anywhere"),
+            Err(SessionError::MissingPath(_))
+        ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").expect("write");
+        assert!(matches!(
+            validate_project(file.to_str().unwrap_or_default()),
+            Err(SessionError::NotADirectory(_))
+        ));
+        let ok = validate_project(dir.path().to_str().unwrap_or_default()).expect("ok");
+        assert_eq!(Path::new(&ok), dir.path().canonicalize().expect("canon"));
+    }
+
+    #[test]
+    fn names_cannot_smuggle_options() {
+        assert!(check_name("ide", "context").is_ok());
+        assert!(check_name("--help", "context").is_err());
+        assert!(check_name("", "mode").is_err());
+        assert!(check_name("a\nb", "mode").is_err());
+    }
+}
