@@ -139,7 +139,9 @@ pub async fn start(
     let core = Core::new(config);
     let sessions = Sessions::load(
         core.clone(),
-        settings.tray.resolve_serena_command(),
+        settings
+            .tray
+            .resolve_serena_command_in(&core.config().serena_home),
         DEFAULT_READY_TIMEOUT,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
