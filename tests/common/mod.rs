@@ -69,9 +69,16 @@ impl Home {
         self.serena_home().join("instances.json")
     }
 
-    /// The hermetic environment for a child: no network look-ups, no browser, no usage reports.
+    /// The hermetic environment for a child: no network look-ups, no browser, no usage reports,
+    /// and the venv first on PATH (Serena starts `jedi-language-server` by name, as an activated
+    /// venv would provide it).
     pub fn env(&self, cmd: &mut Command) {
-        cmd.env("HOME", self.path())
+        let mut path = vec![venv().join("bin")];
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        cmd.env("PATH", std::env::join_paths(path).expect("PATH"))
+            .env("HOME", self.path())
             .env("SERENA_HOME", self.serena_home())
             .env("SERENA_USAGE_REPORTING", "false")
             .env("no_proxy", "127.0.0.1,localhost")

@@ -1,0 +1,286 @@
+//! The instance manager against REAL Serena 2.1.0: request a session for a temp project (jedi),
+//! speak MCP to it (initialize, tools/list), release it and prove Serena and its language server
+//! are gone; the daemon restarted between request and release still releases it; `shared`
+//! returns the same session. Also: an orphaned real Serena reaped by `POST /api/zombies/kill`
+//! with its language server.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use serena_tray::core::procs::Snapshot;
+use std::time::Duration;
+use sysinfo::System;
+
+/// A home whose tray config points at the test venv's Serena.
+fn home_with_serena() -> Home {
+    let home = Home::new();
+    let tray = home.serena_home().join("tray");
+    std::fs::create_dir_all(&tray).expect("mkdir");
+    std::fs::write(
+        tray.join("config.toml"),
+        format!(
+            "serena_command = [{:?}]\n",
+            serena_exe().to_str().expect("utf8")
+        ),
+    )
+    .expect("config");
+    home
+}
+
+/// One MCP JSON-RPC call over streamable HTTP; returns (session header, JSON reply or Null).
+async fn mcp(
+    client: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (Option<String>, u16, Value) {
+    let mut req = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .json(&body);
+    if let Some(s) = session {
+        req = req
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-03-26");
+    }
+    let resp = req.send().await.expect("MCP request");
+    let status = resp.status().as_u16();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let text = resp.text().await.unwrap_or_default();
+    // The reply is JSON or one server-sent event carrying it.
+    let json = serde_json::from_str(&text).ok().or_else(|| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find_map(|d| serde_json::from_str(d.trim()).ok())
+    });
+    (sid, status, json.unwrap_or(Value::Null))
+}
+
+fn tools_over_mcp(url: &str) -> Vec<String> {
+    block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let (sid, status, init) = mcp(
+            &client,
+            url,
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-03-26", "capabilities": {},
+                "clientInfo": {"name": "serena-tray-test", "version": "1"}}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{init:?}");
+        assert!(init["result"]["serverInfo"].is_object(), "{init:?}");
+        let sid = sid.expect("mcp-session-id");
+        let (_, status, _) = mcp(
+            &client,
+            url,
+            Some(&sid),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+        assert_eq!(status, 202);
+        let (_, status, list) = mcp(
+            &client,
+            url,
+            Some(&sid),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{list:?}");
+        list["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(String::from))
+            .collect()
+    })
+}
+
+/// The process tree under `pid` once its language server has started.
+fn tree_with_language_server(pid: u32) -> Vec<u32> {
+    wait_for(
+        "the language server under Serena",
+        Duration::from_secs(90),
+        || {
+            let snap = Snapshot::capture(&mut System::new());
+            let d: Vec<u32> = snap
+                .descendants(pid)
+                .iter()
+                .filter(|p| p.cmdline.iter().any(|a| a.contains("jedi-language-server")))
+                .map(|p| p.pid)
+                .collect();
+            (!d.is_empty()).then(|| {
+                let mut all: Vec<u32> = snap.descendants(pid).iter().map(|p| p.pid).collect();
+                all.push(pid);
+                all
+            })
+        },
+    )
+}
+
+#[test]
+fn a_session_is_requested_spoken_to_over_mcp_survives_a_daemon_restart_and_is_released() {
+    let home = home_with_serena();
+    let project = home.jedi_project("sessionproj");
+    let mut d = home.daemon();
+    let port = d.port;
+    let tray_port = d.tray_port;
+
+    let (status, s) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": project.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 201, "{s:?}");
+    let id = s["session_id"].as_str().expect("session_id").to_string();
+    let pid = s["pid"].as_u64().expect("pid") as u32;
+    assert_ne!(id, pid.to_string(), "the session id is not the PID");
+    assert!(id.len() >= 32);
+    assert_eq!(s["host"], "127.0.0.1");
+    let url = s["url"].as_str().expect("url").to_string();
+    assert_eq!(url, format!("http://127.0.0.1:{}/mcp", s["port"]));
+    assert!(s["dashboard_url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("http://127.0.0.1:")));
+
+    let tools = tools_over_mcp(&url);
+    assert!(tools.iter().any(|t| t == "activate_project"), "{tools:?}");
+
+    // It is listed as a session, green, with its project.
+    let row = wait_for("the session in the list", Duration::from_secs(20), || {
+        let (_, list) = d.call("GET", "/api/instances", None);
+        list.as_array()?
+            .iter()
+            .find(|i| i["pid"] == pid && i["state"] == "live_with_project")
+            .cloned()
+    });
+    assert_eq!(row["source"], "session");
+    assert_eq!(row["project_name"], "sessionproj");
+    assert_eq!(row["transport"], "streamable-http");
+
+    // `shared` gives back the same session instead of a duplicate.
+    let (status, again) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": project.to_str().expect("utf8"), "shared": true})),
+    );
+    assert_eq!(status, 200, "{again:?}");
+    assert_eq!(again["session_id"], id.as_str());
+    assert_eq!(again["shared"], true);
+
+    let tree = tree_with_language_server(pid);
+
+    // Restart the daemon: the session is re-adopted from sessions.json.
+    assert!(d.stop().expect("stopped").success());
+    assert!(alive(pid), "a session outlives the daemon");
+    let d = home.daemon_on(port, tray_port);
+    let (_, sessions) = d.call("GET", "/api/sessions", None);
+    assert!(
+        sessions
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["session_id"] == id.as_str())),
+        "{sessions:?}"
+    );
+
+    let (status, r) = d.call("POST", "/release-session", Some(json!({"session_id": id})));
+    assert_eq!(status, 200, "{r:?}");
+    assert_eq!(r["status"], "terminated");
+    assert_eq!(r["session_id"], id.as_str());
+    for p in &tree {
+        assert!(!alive(*p), "{p} of the session's tree {tree:?} survived");
+    }
+    // Released: unknown from now on.
+    let (status, _) = d.call("POST", "/release-session", Some(json!({"session_id": id})));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn an_orphaned_real_serena_is_reaped_by_kill_all_zombies_with_its_language_server() {
+    let home = home_with_serena();
+    let project = home.jedi_project("orphan");
+    let mut reaper = Reaper::default();
+    // A client that starts Serena with its own stdin (held open by the test), then dies.
+    let mut cmd = std::process::Command::new(venv().join("bin/python3"));
+    home.env(&mut cmd);
+    let client = cmd
+        .args([
+            "-c",
+            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
+        ])
+        .arg(serena_exe())
+        .args([
+            "start-mcp-server",
+            "--open-web-dashboard",
+            "False",
+            "--project",
+        ])
+        .arg(&project)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("client");
+    let client_pid = reaper.adopt(client);
+    let _held = reaper.child(client_pid).and_then(|c| c.stdin.take());
+    let serena = wait_for("Serena under the client", Duration::from_secs(60), || {
+        let snap = Snapshot::capture(&mut System::new());
+        let found = snap
+            .iter()
+            .find(|p| {
+                p.ppid == Some(client_pid) && p.cmdline.iter().any(|a| a == "start-mcp-server")
+            })
+            .map(|p| p.pid);
+        found
+    });
+    reaper.watch(serena);
+    let tree = tree_with_language_server(serena);
+    for p in &tree {
+        reaper.watch(*p);
+    }
+
+    let d = home.daemon();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(client_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill client");
+    if let Some(c) = reaper.child(client_pid) {
+        let _ = c.wait();
+    }
+    wait_for("the orphan to turn red", Duration::from_secs(40), || {
+        let (_, list) = d.call("GET", "/api/instances", None);
+        list.as_array()?
+            .iter()
+            .find(|i| i["pid"] == serena && i["state"] == "zombie")
+            .cloned()
+    });
+    let (status, sweep) = d.call("POST", "/api/zombies/kill", Some(json!({})));
+    assert_eq!(status, 200, "{sweep:?}");
+    let killed: Vec<u64> = sweep["killed"]
+        .as_array()
+        .expect("killed")
+        .iter()
+        .filter_map(|r| r["pid"].as_u64())
+        .collect();
+    assert!(killed.contains(&(serena as u64)), "{sweep:?}");
+    for p in &tree {
+        assert!(!alive(*p), "{p} of {tree:?} survived the reaper");
+    }
+    let (_, list) = d.call("GET", "/api/instances", None);
+    assert!(
+        !list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|i| i["pid"] == serena)),
+        "{list:?}"
+    );
+}
