@@ -98,6 +98,8 @@ struct Tracked {
     overview_for: Option<Option<String>>,
     /// The project its tray-protocol registration names, if it registered.
     registered_project: Option<Option<String>>,
+    /// Where it was first learnt of (the shown source adds registrations and sessions).
+    base_source: Source,
 }
 
 /// What one scan of the machine found (blocking work, done off the async threads).
@@ -291,6 +293,11 @@ impl Core {
             ..
         } = &mut *model;
         registrations.retain(|_, r| scan.snap.get(r.pid).is_some());
+        // Sources are recomputed each time: a registration or a session can end.
+        for t in tracked.values_mut() {
+            t.registered_project = None;
+            t.inst.source = t.base_source;
+        }
         for r in registrations.values() {
             let Some(proc) = scan.snap.get(r.pid) else {
                 continue;
@@ -772,6 +779,7 @@ fn first_sight(
         overview: None,
         overview_for: None,
         registered_project: None,
+        base_source: source,
     }
 }
 
@@ -813,6 +821,7 @@ fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         overview: None,
         overview_for: None,
         registered_project: None,
+        base_source: Source::Registry,
     }
 }
 
@@ -875,9 +884,15 @@ fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
         (None, None) => t.silent_since = None,
     }
     if result.status.is_none() && t.last_ok.is_none() {
-        if let Some(p) = &t.registered_project {
-            t.inst.project_name = p.clone();
-        }
+        // Never heard from its dashboard: its registration's word, else its command line.
+        t.inst.project_name = match &t.registered_project {
+            Some(p) => p.clone(),
+            None => t
+                .args
+                .project
+                .as_deref()
+                .map(cmdline::project_name_from_arg),
+        };
     }
     t.inst.last_heartbeat = t.last_ok;
     if let (Some(ov), Some(status)) = (result.overview, &result.status) {
