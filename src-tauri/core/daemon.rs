@@ -11,7 +11,7 @@ use crate::core::config::Config;
 use crate::core::engine::Core;
 use crate::core::events::Event;
 use crate::core::model::{now, State};
-use crate::core::sessions::{Sessions, DEFAULT_READY_TIMEOUT};
+use crate::core::sessions::Sessions;
 use crate::core::settings::Settings;
 use crate::core::token;
 use crate::core::tray_protocol;
@@ -142,7 +142,7 @@ pub async fn start(
         settings
             .tray
             .resolve_serena_command_in(&core.config().serena_home),
-        DEFAULT_READY_TIMEOUT,
+        settings.tray.session_start_timeout,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

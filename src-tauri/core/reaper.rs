@@ -189,9 +189,10 @@ pub async fn reap(
         if left.is_empty() {
             break;
         }
+        let left_pids: Vec<u32> = left.iter().map(|p| p.pid).collect();
         let round = on_table(&mut sys, move |s| signal_all(s, target, &left, sig))
             .await
-            .ok_or_else(|| not_confirmed(vec![target.pid]))?
+            .ok_or_else(|| not_confirmed(left_pids))?
             .map_err(|NotSerenaAnyMore| ReapError::NotSerena { pid: target.pid })?;
         report.signalled_term.extend(round.term);
         report.signalled_kill.extend(round.kill);

@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// How long a launched Serena may take to answer before the request fails.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Serena's exit status when its MCP port is taken (SERENA.md).
 const EXIT_PORT_TAKEN: i32 = 3;
 /// Attempts on fresh ports when the picked one is lost to a race.

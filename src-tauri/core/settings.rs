@@ -36,10 +36,14 @@ const KEY_GLOBAL: &str = "web_dashboard_global";
 const KEY_OPEN_ON_LAUNCH: &str = "web_dashboard_global_open_on_launch";
 const KEY_PORT: &str = "web_dashboard_global_port";
 
+/// The default of `session_start_timeout`.
+pub const DEFAULT_SESSION_START_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The keys `tray/config.toml` knows.
-const TRAY_KEYS: [&str; 6] = [
+const TRAY_KEYS: [&str; 7] = [
     "zombie_grace",
     "probe_timeout",
+    "session_start_timeout",
     "serena_command",
     "notifications",
     "auto_kill_zombies",
@@ -91,6 +95,8 @@ pub struct TraySettings {
     pub notifications: bool,
     /// `auto_kill_zombies` (default false).
     pub auto_kill_zombies: bool,
+    /// `session_start_timeout`: how long a launched session may take to answer (default 90 s).
+    pub session_start_timeout: Duration,
     /// `tray_protocol_port` (default 24224).
     pub tray_protocol_port: u16,
 }
@@ -103,6 +109,7 @@ impl Default for TraySettings {
             serena_command: None,
             notifications: true,
             auto_kill_zombies: false,
+            session_start_timeout: DEFAULT_SESSION_START_TIMEOUT,
             tray_protocol_port: DEFAULT_TRAY_PROTOCOL_PORT,
         }
     }
@@ -475,6 +482,16 @@ fn load_tray(path: &Path, warnings: &mut Vec<String>) -> TraySettings {
                     "a number of seconds > 0",
                     &got(),
                     &secs_text(DEFAULT_PROBE_TIMEOUT),
+                )),
+            },
+            "session_start_timeout" => match toml_seconds(value).filter(|d| !d.is_zero()) {
+                Some(d) => out.session_start_timeout = d,
+                None => warnings.push(key_warning(
+                    &at,
+                    key,
+                    "a number of seconds > 0",
+                    &got(),
+                    &secs_text(DEFAULT_SESSION_START_TIMEOUT),
                 )),
             },
             "serena_command" => match toml_command(value) {
@@ -1277,6 +1294,7 @@ serena_command = ["uvx", "--from", "git+https://github.com/oraios/serena", "sere
 notifications = false
 auto_kill_zombies = true
 tray_protocol_port = 24300
+session_start_timeout = 30
 "#,
         );
         let s = load(dir.path());
@@ -1295,6 +1313,7 @@ tray_protocol_port = 24300
                 notifications: false,
                 auto_kill_zombies: true,
                 tray_protocol_port: 24300,
+                session_start_timeout: Duration::from_secs(30),
             }
         );
         assert_eq!(s.dashboard, GlobalDashboard::default());

@@ -91,6 +91,18 @@ impl Home {
             .env_remove("WAYLAND_DISPLAY");
     }
 
+    /// Where the daemon on `port` writes its stdout and stderr.
+    pub fn daemon_log(&self, port: u16) -> PathBuf {
+        self.path().join(format!("daemon-{port}.log"))
+    }
+
+    /// Writes `$SERENA_HOME/tray/config.toml`.
+    pub fn tray_config(&self, text: &str) {
+        let tray = self.serena_home().join("tray");
+        std::fs::create_dir_all(&tray).expect("mkdir");
+        std::fs::write(tray.join("config.toml"), text).expect("config.toml");
+    }
+
     /// A small Python project registered with the offline jedi language server.
     pub fn jedi_project(&self, name: &str) -> PathBuf {
         let dir = self.path().join(name);
@@ -324,10 +336,17 @@ impl Home {
     }
 
     pub fn daemon_on(&self, port: u16, tray_port: u16) -> Daemon {
+        self.daemon_with(port, tray_port, &[])
+    }
+
+    /// A daemon with extra environment (inherited by the sessions it launches).
+    pub fn daemon_with(&self, port: u16, tray_port: u16, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(tray_exe());
         self.env(&mut cmd);
-        let log = std::fs::File::create(self.path().join(format!("daemon-{port}.log")))
-            .expect("daemon log");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(self.daemon_log(port)).expect("daemon log");
         let child = cmd
             .arg("--serena-home")
             .arg(self.serena_home())
@@ -359,6 +378,17 @@ impl Home {
 }
 
 impl Daemon {
+    /// A handle on a daemon started some other way (not owned: not killed on drop).
+    pub fn attach(port: u16, pid: u32) -> Daemon {
+        Daemon {
+            port,
+            tray_port: 0,
+            token: String::new(),
+            pid,
+            child: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

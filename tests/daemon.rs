@@ -1,0 +1,360 @@
+//! The daemon as a user runs it: server-sent events push every change (a death is seen through
+//! the exit watcher, not the next poll), the overview's eight sections and incremental logs come
+//! from the instance's own dashboard with per-section errors when it hangs, ports come from
+//! Serena's config file, bad settings files warn with file and line and never stop it, and a
+//! launch that fails answers with the log's last lines and leaves nothing running.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Reads `/api/events` on a thread; yields (event type, data) pairs.
+fn events(d: &Daemon) -> mpsc::Receiver<(String, Value)> {
+    let (tx, rx) = mpsc::channel();
+    let url = d.url("/api/events");
+    let token = d.token.clone();
+    std::thread::spawn(move || {
+        block_on(async move {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client");
+            let mut resp = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("events");
+            let mut buf = String::new();
+            let mut kind = String::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(i) = buf.find('\n') {
+                    let line = buf[..i].trim_end_matches('\r').to_string();
+                    buf.drain(..=i);
+                    if let Some(k) = line.strip_prefix("event:") {
+                        kind = k.trim().to_string();
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        let v = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                        if tx.send((kind.clone(), v)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    });
+    rx
+}
+
+fn next_matching(
+    rx: &mpsc::Receiver<(String, Value)>,
+    timeout: Duration,
+    mut f: impl FnMut(&str, &Value) -> bool,
+) -> Option<(String, Value)> {
+    let end = Instant::now() + timeout;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok((k, v)) if f(&k, &v) => return Some((k, v)),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
+    let home = Home::new();
+    let d = home.daemon();
+    let rx = events(&d);
+    let (kind, snap) = next_matching(&rx, Duration::from_secs(10), |_, _| true).expect("snapshot");
+    assert_eq!(kind, "snapshot");
+    assert!(snap["instances"].is_array());
+
+    let mut reaper = Reaper::default();
+    let dir = home.path().join("evproj");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let pid = reaper.adopt(spawn_fake(
+        &home,
+        &["--project", dir.to_str().expect("utf8")],
+        &[],
+    ));
+    let (_, added) = next_matching(&rx, Duration::from_secs(20), |k, v| {
+        k == "instance_added" && v["instance"]["pid"] == pid
+    })
+    .expect("instance_added");
+    assert_eq!(added["type"], "instance_added");
+    // Once its dashboard answers, the project arrives as an update or a state change.
+    next_matching(&rx, Duration::from_secs(20), |_, v| {
+        v["instance"]["pid"] == pid && v["instance"]["project_name"] == "evproj"
+    })
+    .or_else(|| {
+        (added["instance"]["project_name"] == "evproj").then(|| (String::new(), Value::Null))
+    })
+    .expect("the project");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let killed = Instant::now();
+    if let Some(c) = reaper.child(pid) {
+        let _ = c.wait();
+    }
+    next_matching(&rx, Duration::from_secs(10), |k, v| {
+        k == "instance_removed" && v["pid"] == pid
+    })
+    .expect("instance_removed");
+    eprintln!(
+        "death seen after {} ms (the refresh timer alone would take up to 1000 ms)",
+        killed.elapsed().as_millis()
+    );
+    // The timeline recorded it.
+    let timeline = std::fs::read_to_string(home.serena_home().join("tray/events.jsonl"))
+        .expect("events.jsonl");
+    assert!(timeline
+        .lines()
+        .any(|l| l.contains("instance_removed") && l.contains(&format!("\"pid\":{pid}"))));
+}
+
+#[test]
+fn the_overview_has_eight_sections_logs_are_incremental_and_a_hang_is_a_section_error() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let dir = home.path().join("ovproj");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let pid = reaper.adopt(spawn_fake(
+        &home,
+        &["--project", dir.to_str().expect("utf8")],
+        &[],
+    ));
+    let d = home.daemon();
+    wait_for("the fake to answer", Duration::from_secs(20), || {
+        let (_, i) = d.call("GET", &format!("/api/instances/{pid}"), None);
+        (!i["last_heartbeat"].is_null()).then_some(())
+    });
+    let (status, ov) = d.call("GET", &format!("/api/instances/{pid}/overview"), None);
+    assert_eq!(status, 200, "{ov:?}");
+    let sections = ov["sections"].as_object().expect("sections");
+    let names: Vec<&str> = sections.keys().map(String::as_str).collect();
+    for name in serena_tray::core::api::overview::SECTIONS {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+        assert_eq!(sections[name]["ok"], true, "{name}: {:?}", sections[name]);
+    }
+    assert_eq!(
+        sections["current_configuration"]["data"]["active_project"]["name"],
+        "ovproj"
+    );
+    assert_eq!(
+        sections["executions_queue"]["data"]["queued_executions"],
+        json!([])
+    );
+
+    let (status, logs) = d.call("GET", &format!("/api/instances/{pid}/logs?since=0"), None);
+    assert_eq!(status, 200);
+    let first = logs["messages"].as_array().expect("messages").len();
+    assert!(first >= 1, "{logs:?}");
+    let next = logs["max_idx"].as_i64().expect("max_idx") + 1;
+    let (_, more) = d.call(
+        "GET",
+        &format!("/api/instances/{pid}/logs?since={next}"),
+        None,
+    );
+    assert_eq!(more["messages"], json!([]), "only what is new");
+    let (status, bad) = d.call("GET", &format!("/api/instances/{pid}/logs?since=-4"), None);
+    assert_eq!(status, 400, "{bad:?}");
+
+    // Its dashboard hangs: the page still answers, every section says why it is empty.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .expect("hang");
+    let started = Instant::now();
+    let (status, ov) = d.call("GET", &format!("/api/instances/{pid}/overview"), None);
+    assert_eq!(status, 200);
+    eprintln!(
+        "overview of a hung dashboard took {} ms",
+        started.elapsed().as_millis()
+    );
+    for name in serena_tray::core::api::overview::SECTIONS {
+        let s = &ov["sections"][name];
+        assert_eq!(s["ok"], false, "{name}: {s:?}");
+        assert!(s["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+}
+
+#[test]
+fn ports_come_from_serena_config_and_bad_settings_files_warn_with_file_and_line() {
+    let home = Home::new();
+    let port = free_port();
+    std::fs::create_dir_all(home.serena_home()).expect("mkdir");
+    std::fs::write(
+        home.serena_home().join("serena_config.yml"),
+        format!(
+            "# Serena's config\nweb_dashboard: true\nweb_dashboard_global: true\nweb_dashboard_global_port: {port}\n"
+        ),
+    )
+    .expect("yml");
+    home.tray_config("zombie_grace = 3\nprobe_timeout = [oops\n");
+    let log = home.path().join("daemon.log");
+    let mut cmd = Command::new(tray_exe());
+    home.env(&mut cmd);
+    let mut child = cmd
+        .arg("--serena-home")
+        .arg(home.serena_home())
+        .args(["daemon", "--tray-protocol-port", &free_port().to_string()])
+        .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut reaper = Reaper::default();
+    let pid = reaper.adopt(child);
+    let warning = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("config.toml"))
+        .expect("a warning about config.toml");
+    assert!(
+        warning.contains("config.toml:2"),
+        "names file and line: {warning}"
+    );
+    assert!(warning.contains("defaults"), "{warning}");
+    let d = Daemon::attach(port, pid);
+    wait_for(
+        "the daemon on the configured port",
+        Duration::from_secs(20),
+        || (d.raw("GET", "/api/health", None, &[]).0 == 200).then_some(()),
+    );
+    let stdout = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{port}/")),
+        "{stdout}"
+    );
+}
+
+/// The fake Serena as the configured Serena command.
+fn fake_command_config(extra: &str) -> String {
+    format!(
+        "serena_command = [\"python3\", {:?}]\n{extra}",
+        fake_serena_script().to_str().expect("utf8")
+    )
+}
+
+fn fakes_for(dir: &std::path::Path) -> Vec<u32> {
+    let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let d = dir.to_str().unwrap_or_default();
+    snap.iter()
+        .filter(|p| {
+            p.cmdline.iter().any(|a| a == d)
+                && p.cmdline.iter().any(|a| a.ends_with("fake-serena/serena"))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
+#[test]
+fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
+    let home = Home::new();
+    let dir = home.path().join("dies");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&fake_command_config("session_start_timeout = 4\n"));
+    let d = home.daemon_with(
+        free_port(),
+        free_port(),
+        &[("FAKE_SERENA_DIE_AT_START", "1")],
+    );
+    let (status, v) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": dir.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 500, "{v:?}");
+    assert_eq!(v["error"]["code"], "launch_failed");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("dying at start-up as asked"),
+        "the log's last lines: {msg}"
+    );
+    assert!(fakes_for(&dir).is_empty());
+    let (_, sessions) = d.call("GET", "/api/sessions", None);
+    assert_eq!(sessions, json!([]));
+}
+
+#[test]
+fn a_launch_that_never_answers_times_out_and_leaves_nothing_running() {
+    let home = Home::new();
+    let dir = home.path().join("silent");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&fake_command_config("session_start_timeout = 3\n"));
+    // Its MCP port opens but it never serves a dashboard.
+    let d = home.daemon_with(
+        free_port(),
+        free_port(),
+        &[("FAKE_SERENA_NO_DASHBOARD", "1")],
+    );
+    let (status, v) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": dir.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 504, "{v:?}");
+    assert_eq!(v["error"]["code"], "launch_timeout");
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("did not answer within 3 s")));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        fakes_for(&dir).is_empty(),
+        "the failed launch left {:?}",
+        fakes_for(&dir)
+    );
+}
+
+#[test]
+fn a_fake_session_launches_through_the_configured_command_and_is_released() {
+    let home = Home::new();
+    let dir = home.path().join("fakesession");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&fake_command_config(""));
+    let d = home.daemon();
+    let (status, s) = d.call(
+        "POST",
+        "/request-session",
+        Some(
+            json!({"project_path": dir.to_str().expect("utf8"), "transport": "sse",
+                    "context": "ide", "modes": ["planning", "one-shot"]}),
+        ),
+    );
+    assert_eq!(status, 201, "{s:?}");
+    assert!(s["url"].as_str().is_some_and(|u| u.ends_with("/sse")));
+    let pid = s["pid"].as_u64().expect("pid") as u32;
+    let (_, row) = d.call("GET", &format!("/api/instances/{pid}"), None);
+    assert_eq!(row["source"], "session");
+    assert_eq!(row["context"], "ide");
+    assert_eq!(row["transport"], "sse");
+    let out = home.tray(&["--port", &d.port.to_string(), "session", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(s["session_id"].as_str().expect("id")));
+    let out = home.tray(&[
+        "--port",
+        &d.port.to_string(),
+        "session",
+        "release",
+        s["session_id"].as_str().expect("id"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("terminated"));
+    assert!(!alive(pid));
+}
