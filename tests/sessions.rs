@@ -168,6 +168,27 @@ fn a_session_is_requested_spoken_to_over_mcp_survives_a_daemon_restart_and_is_re
     assert_eq!(row["project_name"], "sessionproj");
     assert_eq!(row["transport"], "streamable-http");
 
+    // Its tab's eight sections come from its own dashboard.
+    let (status, ov) = d.call("GET", &format!("/api/instances/{pid}/overview"), None);
+    assert_eq!(status, 200, "{ov:?}");
+    for name in serena_tray::core::api::overview::SECTIONS {
+        assert_eq!(
+            ov["sections"][name]["ok"], true,
+            "{name}: {:?}",
+            ov["sections"][name]
+        );
+    }
+    assert_eq!(
+        ov["sections"]["current_configuration"]["data"]["active_project"]["name"],
+        "sessionproj"
+    );
+    assert!(ov["sections"]["available_tools"]["data"]["available_tools"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
+    let (status, logs) = d.call("GET", &format!("/api/instances/{pid}/logs?since=0"), None);
+    assert_eq!(status, 200);
+    assert!(logs["messages"].as_array().is_some_and(|m| !m.is_empty()));
+
     // `shared` gives back the same session instead of a duplicate.
     let (status, again) = d.call(
         "POST",
