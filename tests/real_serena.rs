@@ -10,10 +10,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use serena_tray::core::model::{State, ZombieReason};
-use serena_tray::core::procs::Snapshot;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use sysinfo::System;
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -114,31 +112,6 @@ fn reqwest_get(port: u16, route: &str) -> Value {
     })
 }
 
-/// A client (a Python process) that starts Serena with the client's own stdin, then waits.
-fn spawn_client(
-    home: &Home,
-    serena_args: &[&str],
-) -> (std::process::Child, std::process::ChildStdin) {
-    let mut cmd = Command::new(venv().join("bin/python3"));
-    home.env(&mut cmd);
-    let mut child = cmd
-        .args([
-            "-c",
-            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
-        ])
-        .arg(serena_exe())
-        .arg("start-mcp-server")
-        .args(["--open-web-dashboard", "False"])
-        .args(serena_args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn client");
-    let stdin = child.stdin.take().expect("stdin");
-    (child, stdin)
-}
-
 #[test]
 fn client_killed_with_stdin_held_open_turns_red_orphaned_after_the_grace() {
     let home = Home::new();
@@ -148,16 +121,7 @@ fn client_killed_with_stdin_held_open_turns_red_orphaned_after_the_grace() {
     let (client, _held_stdin) =
         spawn_client(&home, &["--project", project.to_str().expect("utf8")]);
     let client_pid = reaper.adopt(client);
-    let serena_pid = wait_for("Serena under the client", STARTUP, || {
-        let snap = Snapshot::capture(&mut System::new());
-        let found = snap
-            .iter()
-            .find(|p| {
-                p.ppid == Some(client_pid) && p.cmdline.iter().any(|a| a == "start-mcp-server")
-            })
-            .map(|p| p.pid);
-        found
-    });
+    let serena_pid = serena_under(client_pid);
     reaper.watch(serena_pid);
 
     let grace = 4.0;

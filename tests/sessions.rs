@@ -230,39 +230,9 @@ fn an_orphaned_real_serena_is_reaped_by_kill_all_zombies_with_its_language_serve
     let home = home_with_serena();
     let project = home.jedi_project("orphan");
     let mut reaper = Reaper::default();
-    // A client that starts Serena with its own stdin (held open by the test), then dies.
-    let mut cmd = std::process::Command::new(venv().join("bin/python3"));
-    home.env(&mut cmd);
-    let client = cmd
-        .args([
-            "-c",
-            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
-        ])
-        .arg(serena_exe())
-        .args([
-            "start-mcp-server",
-            "--open-web-dashboard",
-            "False",
-            "--project",
-        ])
-        .arg(&project)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("client");
+    let (client, _held) = spawn_client(&home, &["--project", project.to_str().expect("utf8")]);
     let client_pid = reaper.adopt(client);
-    let _held = reaper.child(client_pid).and_then(|c| c.stdin.take());
-    let serena = wait_for("Serena under the client", Duration::from_secs(60), || {
-        let snap = Snapshot::capture(&mut System::new());
-        let found = snap
-            .iter()
-            .find(|p| {
-                p.ppid == Some(client_pid) && p.cmdline.iter().any(|a| a == "start-mcp-server")
-            })
-            .map(|p| p.pid);
-        found
-    });
+    let serena = serena_under(client_pid);
     reaper.watch(serena);
     let tree = tree_with_language_server(serena);
     for p in &tree {

@@ -238,6 +238,43 @@ pub fn spawn_serena_with(
     (child, stdin)
 }
 
+/// A client (a Python process) that starts a real Serena with the client's own stdin, then
+/// waits, as an MCP client does. The test holds the stdin, so killing the client closes nothing.
+pub fn spawn_client(home: &Home, serena_args: &[&str]) -> (Child, ChildStdin) {
+    let mut cmd = Command::new(venv().join("bin/python3"));
+    home.env(&mut cmd);
+    let mut child = cmd
+        .args([
+            "-c",
+            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
+        ])
+        .arg(serena_exe())
+        .arg("start-mcp-server")
+        .args(["--open-web-dashboard", "False"])
+        .args(serena_args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn client");
+    let stdin = child.stdin.take().expect("stdin");
+    (child, stdin)
+}
+
+/// The Serena process a client started, once it runs.
+pub fn serena_under(client_pid: u32) -> u32 {
+    wait_for("Serena under its client", Duration::from_secs(60), || {
+        let snap = Snapshot::capture(&mut System::new());
+        let found = snap
+            .iter()
+            .find(|p| {
+                p.ppid == Some(client_pid) && p.cmdline.iter().any(|a| a == "start-mcp-server")
+            })
+            .map(|p| p.pid);
+        found
+    })
+}
+
 /// The fake Serena (see tests/fake-serena/serena) with extra environment.
 pub fn spawn_fake(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new("python3");
