@@ -358,3 +358,36 @@ fn a_fake_session_launches_through_the_configured_command_and_is_released() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("terminated"));
     assert!(!alive(pid));
 }
+
+#[test]
+fn a_taken_tray_protocol_port_is_taken_over_when_it_frees() {
+    let home = Home::new();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let tp = squatter.local_addr().expect("addr").port();
+    let d = home.daemon_on(free_port(), tp);
+    // It works on without the receiver, and says why.
+    assert_eq!(d.call("GET", "/api/instances", None).0, 200);
+    let log = wait_for("the warning", Duration::from_secs(10), || {
+        std::fs::read_to_string(home.daemon_log(d.port))
+            .ok()
+            .filter(|l| l.contains("tray-protocol port"))
+    });
+    assert!(log.contains(&format!("127.0.0.1:{tp} is taken")), "{log}");
+    drop(squatter);
+    wait_for("the receiver on the freed port", Duration::from_secs(20), || {
+        block_on(async {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .ok()?
+                .get(format!("http://127.0.0.1:{tp}/health"))
+                .send()
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()
+        })
+        .filter(|v| v["status"] == "alive")
+    });
+}
