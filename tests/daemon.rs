@@ -374,20 +374,60 @@ fn a_taken_tray_protocol_port_is_taken_over_when_it_frees() {
     });
     assert!(log.contains(&format!("127.0.0.1:{tp} is taken")), "{log}");
     drop(squatter);
-    wait_for("the receiver on the freed port", Duration::from_secs(20), || {
-        block_on(async {
-            reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .ok()?
-                .get(format!("http://127.0.0.1:{tp}/health"))
-                .send()
-                .await
-                .ok()?
-                .json::<Value>()
-                .await
-                .ok()
-        })
-        .filter(|v| v["status"] == "alive")
+    wait_for(
+        "the receiver on the freed port",
+        Duration::from_secs(20),
+        || {
+            block_on(async {
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .ok()?
+                    .get(format!("http://127.0.0.1:{tp}/health"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json::<Value>()
+                    .await
+                    .ok()
+            })
+            .filter(|v| v["status"] == "alive")
+        },
+    );
+}
+
+#[test]
+fn with_auto_kill_a_zombie_is_killed_as_it_appears() {
+    let home = Home::new();
+    home.tray_config("auto_kill_zombies = true\nzombie_grace = 1\nprobe_timeout = 0.5\n");
+    let mut reaper = Reaper::default();
+    let hangs = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let fine = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let d = home.daemon();
+    wait_for("both to answer", Duration::from_secs(20), || {
+        let (_, list) = d.call("GET", "/api/instances", None);
+        let answered = |pid: u32| {
+            list.as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|i| i["pid"] == pid && !i["last_heartbeat"].is_null())
+            })
+        };
+        (answered(hangs) && answered(fine)).then_some(())
     });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hangs as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .expect("hang");
+    wait_for(
+        "the unresponsive one to be killed",
+        Duration::from_secs(30),
+        || (!alive(hangs)).then_some(()),
+    );
+    assert!(alive(fine), "only the zombie was killed");
+    let timeline =
+        std::fs::read_to_string(home.serena_home().join("tray/events.jsonl")).unwrap_or_default();
+    assert!(timeline
+        .lines()
+        .any(|l| l.contains("instance_killed") && l.contains(&format!("\"pid\":{hangs}"))));
 }

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// How often the outside world is looked at when nothing wakes the loop earlier.
@@ -151,19 +151,21 @@ pub async fn start(
 
     let wake = Arc::new(Notify::new());
     let mut tasks = Vec::new();
-    // Subscribe before the first refresh so that no event is missed.
+    // Subscribed here, before the first refresh runs, so that no event is missed.
     tasks.push(tokio::spawn(timeline(
-        core.clone(),
+        core.config().tray_dir().join("events.jsonl"),
+        core.subscribe(),
         stopped(stop_rx.clone()),
     )));
     tasks.push(tokio::spawn(watch_exits(
-        core.clone(),
+        core.subscribe(),
         wake.clone(),
         stopped(stop_rx.clone()),
     )));
     if settings.tray.auto_kill_zombies {
         tasks.push(tokio::spawn(auto_kill(
             core.clone(),
+            core.subscribe(),
             stopped(stop_rx.clone()),
         )));
     }
@@ -216,9 +218,16 @@ async fn refresh_loop(core: Core, wake: Arc<Notify>, stop: impl std::future::Fut
     }
 }
 
-/// Wakes the refresh loop the moment a known instance's process exits.
-async fn watch_exits(core: Core, wake: Arc<Notify>, stop: impl std::future::Future<Output = ()>) {
-    let mut rx = core.subscribe();
+/// Runs `handle` for every core event from `rx` until `stop`; a subscriber that lagged skips
+/// what it missed (the next refresh brings the list up to date anyway).
+async fn on_events<F, Fut>(
+    mut rx: broadcast::Receiver<Event>,
+    stop: impl std::future::Future<Output = ()>,
+    mut handle: F,
+) where
+    F: FnMut(Event) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     tokio::pin!(stop);
     loop {
         let event = tokio::select! {
@@ -226,7 +235,22 @@ async fn watch_exits(core: Core, wake: Arc<Notify>, stop: impl std::future::Futu
             e = rx.recv() => e,
         };
         match event {
-            Ok(Event::InstanceAdded { instance }) if instance.state != State::Zombie => {
+            Ok(e) => handle(e).await,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Wakes the refresh loop the moment a known instance's process exits.
+async fn watch_exits(
+    rx: broadcast::Receiver<Event>,
+    wake: Arc<Notify>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    on_events(rx, stop, |event| {
+        if let Event::InstanceAdded { instance } = event {
+            if instance.state != State::Zombie {
                 let wake = wake.clone();
                 tokio::spawn(async move {
                     if exited(instance.pid).await {
@@ -234,10 +258,10 @@ async fn watch_exits(core: Core, wake: Arc<Notify>, stop: impl std::future::Futu
                     }
                 });
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            _ => {}
         }
-    }
+        async {}
+    })
+    .await
 }
 
 /// Waits for the process to exit; false where the platform cannot tell (the timer covers it).
@@ -268,20 +292,12 @@ async fn exited(_pid: u32) -> bool {
 }
 
 /// Appends every event to `tray/events.jsonl` (the timeline), with a timestamp.
-async fn timeline(core: Core, stop: impl std::future::Future<Output = ()>) {
-    let path = core.config().tray_dir().join("events.jsonl");
-    let mut rx = core.subscribe();
-    tokio::pin!(stop);
-    loop {
-        let event = tokio::select! {
-            _ = &mut stop => return,
-            e = rx.recv() => e,
-        };
-        let event = match event {
-            Ok(e) => e,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        };
+async fn timeline(
+    path: std::path::PathBuf,
+    rx: broadcast::Receiver<Event>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    on_events(rx, stop, |event| {
         let mut v = serde_json::to_value(&event).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             o.insert("at".into(), serde_json::json!(now()));
@@ -296,48 +312,52 @@ async fn timeline(core: Core, stop: impl std::future::Future<Output = ()>) {
         }
         let line = format!("{v}\n");
         let path = path.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(line.as_bytes()))
-        })
-        .await;
-    }
+        async move {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(line.as_bytes()))
+            })
+            .await;
+        }
+    })
+    .await
 }
 
 /// With `auto_kill_zombies`, kills each instance as it turns into a zombie.
-async fn auto_kill(core: Core, stop: impl std::future::Future<Output = ()>) {
-    let mut rx = core.subscribe();
-    tokio::pin!(stop);
-    loop {
-        let event = tokio::select! {
-            _ = &mut stop => return,
-            e = rx.recv() => e,
-        };
+async fn auto_kill(
+    core: Core,
+    rx: broadcast::Receiver<Event>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    on_events(rx, stop, |event| {
         let pid = match event {
-            Ok(Event::StateChanged {
+            Event::StateChanged {
                 pid,
                 to: State::Zombie,
                 ..
-            }) => pid,
-            Ok(Event::InstanceAdded { instance }) if instance.state == State::Zombie => {
-                instance.pid
+            } => Some(pid),
+            Event::InstanceAdded { instance } if instance.state == State::Zombie => {
+                Some(instance.pid)
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            _ => continue,
+            _ => None,
         };
-        let core = core.clone();
-        tokio::spawn(async move {
-            if let Err(e) = core.kill(pid).await {
-                tracing::warn!("auto-kill of zombie {pid} failed: {e}");
-            }
-        });
-    }
+        if let Some(pid) = pid {
+            let core = core.clone();
+            tokio::spawn(async move {
+                if let Err(e) = core.kill(pid).await {
+                    tracing::warn!("auto-kill of zombie {pid} failed: {e}");
+                }
+            });
+        }
+        async {}
+    })
+    .await
 }
 
 /// Serves Serena's tray protocol; if the port is taken (Serena's own tray manager runs), says so

@@ -464,36 +464,21 @@ fn load_tray(path: &Path, warnings: &mut Vec<String>) -> TraySettings {
         let value = value.get_ref();
         let got = || toml_describe(value);
         match key {
-            "zombie_grace" => match toml_seconds(value) {
-                Some(d) => out.zombie_grace = d,
-                None => warnings.push(key_warning(
-                    &at,
-                    key,
-                    "a number of seconds >= 0",
-                    &got(),
-                    &secs_text(DEFAULT_ZOMBIE_GRACE),
-                )),
+            // On a bad value the field keeps its default (`out` starts from the defaults).
+            "zombie_grace" => match seconds(value, false, DEFAULT_ZOMBIE_GRACE, &at, key) {
+                Ok(d) => out.zombie_grace = d,
+                Err(w) => warnings.push(w),
             },
-            "probe_timeout" => match toml_seconds(value).filter(|d| !d.is_zero()) {
-                Some(d) => out.probe_timeout = d,
-                None => warnings.push(key_warning(
-                    &at,
-                    key,
-                    "a number of seconds > 0",
-                    &got(),
-                    &secs_text(DEFAULT_PROBE_TIMEOUT),
-                )),
+            "probe_timeout" => match seconds(value, true, DEFAULT_PROBE_TIMEOUT, &at, key) {
+                Ok(d) => out.probe_timeout = d,
+                Err(w) => warnings.push(w),
             },
-            "session_start_timeout" => match toml_seconds(value).filter(|d| !d.is_zero()) {
-                Some(d) => out.session_start_timeout = d,
-                None => warnings.push(key_warning(
-                    &at,
-                    key,
-                    "a number of seconds > 0",
-                    &got(),
-                    &secs_text(DEFAULT_SESSION_START_TIMEOUT),
-                )),
-            },
+            "session_start_timeout" => {
+                match seconds(value, true, DEFAULT_SESSION_START_TIMEOUT, &at, key) {
+                    Ok(d) => out.session_start_timeout = d,
+                    Err(w) => warnings.push(w),
+                }
+            }
             "serena_command" => match toml_command(value) {
                 Ok(argv) => out.serena_command = Some(argv),
                 Err(expected) => warnings.push(key_warning(
@@ -545,6 +530,32 @@ fn load_tray(path: &Path, warnings: &mut Vec<String>) -> TraySettings {
 }
 
 /// A non-negative, finite number of seconds (integer or float) as a duration.
+/// A seconds key: its value, or the warning that says why the default is used instead.
+fn seconds(
+    value: &toml::Value,
+    positive: bool,
+    default: Duration,
+    at: &str,
+    key: &str,
+) -> Result<Duration, String> {
+    let expected = if positive {
+        "a number of seconds > 0"
+    } else {
+        "a number of seconds >= 0"
+    };
+    toml_seconds(value)
+        .filter(|d| !(positive && d.is_zero()))
+        .ok_or_else(|| {
+            key_warning(
+                at,
+                key,
+                expected,
+                &toml_describe(value),
+                &secs_text(default),
+            )
+        })
+}
+
 fn toml_seconds(value: &toml::Value) -> Option<Duration> {
     let secs = match value {
         toml::Value::Integer(i) => *i as f64,
