@@ -431,3 +431,42 @@ fn with_auto_kill_a_zombie_is_killed_as_it_appears() {
         .lines()
         .any(|l| l.contains("instance_killed") && l.contains(&format!("\"pid\":{hangs}"))));
 }
+
+#[test]
+fn a_launch_whose_port_is_lost_to_a_race_is_retried_on_another() {
+    let home = Home::new();
+    let dir = home.path().join("raced");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&fake_command_config(""));
+    // The fake exits with Serena's "port taken" status 3 on its first run only.
+    let marker = home.path().join("port-taken-once");
+    let d = home.daemon_with(
+        free_port(),
+        free_port(),
+        &[(
+            "FAKE_SERENA_PORT_TAKEN_ONCE",
+            marker.to_str().expect("utf8"),
+        )],
+    );
+    let (status, s) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": dir.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 201, "{s:?}");
+    assert!(marker.exists(), "the first attempt lost its port");
+    let log = std::fs::read_to_string(s["log_path"].as_str().expect("log_path")).expect("log");
+    assert_eq!(
+        log.matches("MCP port taken (simulated)").count(),
+        1,
+        "{log}"
+    );
+    let pid = s["pid"].as_u64().expect("pid") as u32;
+    assert!(alive(pid));
+    let (status, _) = d.call(
+        "POST",
+        "/release-session",
+        Some(json!({"session_id": s["session_id"]})),
+    );
+    assert_eq!(status, 200);
+}
