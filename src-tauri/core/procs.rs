@@ -4,7 +4,7 @@
 
 use super::model::ProcessId;
 use std::collections::HashMap;
-use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
+use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
 /// One process as seen in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,9 @@ impl Snapshot {
         let procs = sys
             .processes()
             .iter()
-            .filter(|(_, p)| p.thread_kind().is_none())
+            // Threads are not processes; an exited process its parent has not reaped yet
+            // (a "zombie" in the kernel's sense) is gone for every purpose here.
+            .filter(|(_, p)| p.thread_kind().is_none() && p.status() != ProcessStatus::Zombie)
             .map(|(pid, p)| {
                 let pid = pid.as_u32();
                 let proc = Proc {
@@ -179,6 +181,25 @@ mod tests {
         d.sort();
         assert_eq!(d, vec![11, 12, 13]);
         assert!(s.descendants(14).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_exited_unreaped_child_is_not_in_the_snapshot() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        // Not waited for yet: it lingers as a defunct entry in the process table.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let snap = Snapshot::capture(&mut System::new());
+        let _ = child.wait();
+        if cfg!(target_os = "linux") {
+            assert!(stat.contains(") Z"), "the child is defunct: {stat}");
+        }
+        assert!(snap.get(pid).is_none(), "a defunct process counts as gone");
+        assert!(snap.get(std::process::id()).is_some(), "we are in it");
     }
 
     #[test]

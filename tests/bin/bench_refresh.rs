@@ -101,6 +101,9 @@ fn main() {
         let _ = f.wait();
     }
 
+    // How soon the running daemon sees an instance exit (pidfd on Linux vs the 1 s timer).
+    let exits = rt.block_on(exit_latencies(&serena_home, &script, runs.min(15)));
+
     println!("refresh cost ({runs} runs each; ms)");
     println!("{:<34} {:>9} {:>9}", "case", "median", "p90");
     println!(
@@ -121,9 +124,88 @@ fn main() {
         median(first.clone()),
         percentile(first, 0.9)
     );
+    if !exits.is_empty() {
+        println!(
+            "{:<34} {:>9.2} {:>9.2}",
+            format!("exit seen by the daemon ({} runs)", exits.len()),
+            median(exits.clone()),
+            percentile(exits, 0.9)
+        );
+    }
     println!(
         "per-instance steady cost: {:.2} ms; RSS of this process: {} KiB",
         (median(busy) - median(idle)) / n.max(1) as f64,
         rss_kib()
     );
+}
+
+/// Starts the daemon in-process and measures, for `runs` fake instances, the time from SIGKILL
+/// to the `instance_removed` event.
+async fn exit_latencies(
+    serena_home: &std::path::Path,
+    script: &std::path::Path,
+    runs: usize,
+) -> Vec<f64> {
+    use serena_tray::core::daemon::{self, Options, Started};
+    use serena_tray::core::Event;
+    let settings = serena_tray::core::settings::load(serena_home);
+    let opts = Options {
+        port: Some(0),
+        tray_protocol_port: Some(0),
+    };
+    let Ok(Started::Running(running)) =
+        daemon::start(Config::new(serena_home.to_path_buf()), &settings, &opts).await
+    else {
+        eprintln!("the daemon did not start; no exit figures");
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let mut rx = running.core.subscribe();
+        let Ok(mut child) = tokio::process::Command::new("python3")
+            .arg(script)
+            .arg("start-mcp-server")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            break;
+        };
+        let pid = child.id().unwrap_or(0);
+        // Wait until the daemon has seen it (and its exit watcher is armed).
+        let seen = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match rx.recv().await {
+                    Ok(Event::InstanceAdded { instance }) if instance.pid == pid => return true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if !matches!(seen, Ok(true)) {
+            let _ = child.kill().await;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let _ = child.start_kill();
+        let removed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match rx.recv().await {
+                    Ok(Event::InstanceRemoved { pid: p, .. }) if p == pid => return true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        let _ = child.wait().await;
+        if matches!(removed, Ok(true)) {
+            out.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    running.stop().await;
+    out
 }
