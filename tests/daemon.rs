@@ -470,3 +470,28 @@ fn a_launch_whose_port_is_lost_to_a_race_is_retried_on_another() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn shutdown_asks_the_instance_through_its_own_dashboard() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let pid = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let d = home.daemon();
+    wait_for("the fake to answer", Duration::from_secs(20), || {
+        let (_, i) = d.call("GET", &format!("/api/instances/{pid}"), None);
+        (!i["last_heartbeat"].is_null()).then_some(())
+    });
+    let (status, v) = d.call(
+        "POST",
+        &format!("/api/instances/{pid}/shutdown"),
+        Some(json!({})),
+    );
+    assert_eq!((status, v), (200, json!({"status": "asked", "pid": pid})));
+    // The fake exits on PUT /shutdown, as an HTTP-transport Serena does.
+    wait_for("it to exit", Duration::from_secs(10), || {
+        if let Some(c) = reaper.child(pid) {
+            let _ = c.try_wait();
+        }
+        (!alive(pid)).then_some(())
+    });
+}
