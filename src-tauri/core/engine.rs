@@ -157,13 +157,7 @@ impl Core {
         &self.inner.config
     }
 
-    pub fn serena_home(&self) -> &Path {
-        &self.inner.config.serena_home
-    }
 
-    pub fn registry(&self) -> &Registry {
-        &self.inner.registry
-    }
 
     /// Every state change, as it happens.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -635,14 +629,6 @@ impl Core {
             .is_some()
     }
 
-    /// Current tray-protocol registrations.
-    pub fn registrations(&self) -> Vec<Registration> {
-        lock(&self.inner.model)
-            .registrations
-            .values()
-            .cloned()
-            .collect()
-    }
 
     /// Marks a launched process as a session (source `session`), `starting` until `ready`.
     pub fn mark_session(&self, id: ProcessId, session_id: &str, starting: bool) {
@@ -662,16 +648,6 @@ impl Core {
         model.launching.remove(&id);
     }
 
-    /// Kill timings (tests shorten them).
-    pub fn set_timings(&mut self, timings: Timings) -> bool {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => {
-                inner.timings = timings;
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 impl Inner {
