@@ -57,7 +57,25 @@ struct Inner {
     refreshing: tokio::sync::Mutex<()>,
     events: broadcast::Sender<Event>,
     timings: Timings,
+    ports: Mutex<PortCache>,
 }
+
+/// Mapping sockets to PIDs reads the kernel's TCP tables, which costs milliseconds whatever
+/// their size; the answer rarely changes. It is reused while the set of PIDs is the same, for
+/// at most [`PORT_RESCAN`], unless the last refresh asked for a fresh look (an instance without
+/// a known dashboard yet, or one that stopped answering).
+#[derive(Default)]
+struct PortCache {
+    at: Option<std::time::Instant>,
+    pids: Vec<u32>,
+    map: PortMap,
+    stale: bool,
+}
+
+/// The longest a port mapping is reused.
+const PORT_RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a new instance without a dashboard port keeps the mapping fresh every refresh.
+const NEW_INSTANCE_WINDOW: Epoch = 60.0;
 
 #[derive(Default)]
 struct Model {
@@ -148,6 +166,7 @@ impl Core {
                 refreshing: tokio::sync::Mutex::new(()),
                 events,
                 timings: Timings::default(),
+                ports: Mutex::new(PortCache::default()),
                 config,
             }),
         }
@@ -440,6 +459,14 @@ impl Core {
                 inst: t.inst.clone(),
             });
         }
+        // Look at the sockets again next time if a young instance has no dashboard yet or one
+        // stopped answering (its port may have moved).
+        let rescan = model.tracked.values().any(|t| {
+            t.alive
+                && (t.silent_since.is_some()
+                    || (t.inst.port.is_none() && now - t.inst.started_at < NEW_INSTANCE_WINDOW))
+        });
+        lock(&self.inner.ports).stale = rescan;
         (events, writes)
     }
 }
@@ -682,7 +709,18 @@ impl Inner {
                 .map(|e| e.pid),
         );
         let pids: Vec<u32> = pids.into_iter().collect();
-        let ports = self.listeners.listening_ports(&pids);
+        let ports = {
+            let mut cache = lock(&self.ports);
+            let fresh = !cache.stale
+                && cache.pids == pids
+                && cache.at.is_some_and(|t| t.elapsed() < PORT_RESCAN);
+            if !fresh {
+                cache.map = self.listeners.listening_ports(&pids);
+                cache.pids = pids;
+                cache.at = Some(std::time::Instant::now());
+            }
+            cache.map.clone()
+        };
         Scan {
             snap,
             candidates,

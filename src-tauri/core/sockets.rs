@@ -65,16 +65,8 @@ mod linux {
 
     impl ListenerSource for ProcNet {
         fn listening_ports(&self, pids: &[u32]) -> PortMap {
-            let mut by_inode = HashMap::new();
-            for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-                if let Ok(text) = fs::read_to_string(table) {
-                    parse_tcp_table(&text, &mut by_inode);
-                }
-            }
-            let mut out = PortMap::new();
-            if by_inode.is_empty() {
-                return out;
-            }
+            // The sockets each PID owns first (cheap): no socket, no need for the tables.
+            let mut owned: Vec<(u32, u64)> = Vec::new();
             for &pid in pids {
                 let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
                     continue;
@@ -88,9 +80,24 @@ mod linux {
                         .strip_prefix("socket:[")
                         .and_then(|t| t.strip_suffix(']'))
                         .and_then(|t| t.parse::<u64>().ok());
-                    if let Some(port) = inode.and_then(|i| by_inode.get(&i)) {
-                        out.entry(pid).or_default().insert(*port);
+                    if let Some(inode) = inode {
+                        owned.push((pid, inode));
                     }
+                }
+            }
+            let mut out = PortMap::new();
+            if owned.is_empty() {
+                return out;
+            }
+            let mut by_inode = HashMap::new();
+            for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                if let Ok(text) = fs::read_to_string(table) {
+                    parse_tcp_table(&text, &mut by_inode);
+                }
+            }
+            for (pid, inode) in owned {
+                if let Some(port) = by_inode.get(&inode) {
+                    out.entry(pid).or_default().insert(*port);
                 }
             }
             out
