@@ -403,6 +403,16 @@ fn with_auto_kill_a_zombie_is_killed_as_it_appears() {
     let mut reaper = Reaper::default();
     let hangs = reaper.adopt(spawn_fake(&home, &[], &[]));
     let fine = reaper.adopt(spawn_fake(&home, &[], &[]));
+    // A stale record (from before a reboot, say) names the healthy one's PID: it is a dead
+    // zombie to prune, and must never get the live process killed.
+    let long_ago = serena_tray::core::model::now() - 7200.0;
+    std::fs::write(
+        home.registry_path(),
+        json!([{"pid": fine, "port": 24001, "started_at": long_ago, "last_heartbeat": long_ago,
+                "context": null, "modes": [], "project_name": "old", "state": "live_no_project"}])
+        .to_string(),
+    )
+    .expect("seed");
     let d = home.daemon();
     wait_for("both to answer", Duration::from_secs(20), || {
         let (_, list) = d.call("GET", "/api/instances", None);
@@ -425,6 +435,14 @@ fn with_auto_kill_a_zombie_is_killed_as_it_appears() {
         || (!alive(hangs)).then_some(()),
     );
     assert!(alive(fine), "only the zombie was killed");
+    wait_for("the stale record to be pruned", Duration::from_secs(10), || {
+        let reg: Vec<Value> = serde_json::from_str(
+            &std::fs::read_to_string(home.registry_path()).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        (!reg.iter().any(|e| e["project_name"] == "old")).then_some(())
+    });
+    assert!(alive(fine), "pruning a dead record signals nothing");
     let timeline =
         std::fs::read_to_string(home.serena_home().join("tray/events.jsonl")).unwrap_or_default();
     assert!(timeline

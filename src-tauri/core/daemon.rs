@@ -336,22 +336,24 @@ async fn auto_kill(
     stop: impl std::future::Future<Output = ()>,
 ) {
     on_events(rx, stop, |event| {
-        let pid = match event {
+        // Exactly the instance that turned red: never whatever holds its PID now.
+        let zombie = match event {
             Event::StateChanged {
-                pid,
                 to: State::Zombie,
+                instance,
                 ..
-            } => Some(pid),
+            } => Some(instance),
             Event::InstanceAdded { instance } if instance.state == State::Zombie => {
-                Some(instance.pid)
+                Some(instance)
             }
             _ => None,
         };
-        if let Some(pid) = pid {
+        if let Some(instance) = zombie {
             let core = core.clone();
             tokio::spawn(async move {
-                if let Err(e) = core.kill(pid).await {
-                    tracing::warn!("auto-kill of zombie {pid} failed: {e}");
+                let key = core.key_of(&instance);
+                if let Err(e) = core.kill_process(key).await {
+                    tracing::warn!("auto-kill of zombie {} failed: {e}", instance.pid);
                 }
             });
         }

@@ -210,21 +210,28 @@ impl Core {
         let (mut events, writes) = self.apply(&scan, results, now);
 
         let inner = self.inner.clone();
-        let (_, moved) = tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             inner
                 .registry
                 .update(|entries| write_entries(entries, &writes))
         })
         .await
-        .map_err(|e| CoreError::Task(e.to_string()))??;
-        if let Some(moved) = moved {
+        .map_err(|e| CoreError::Task(e.to_string()));
+        if let Ok(Ok((_, Some(moved)))) = &written {
             events.push(Event::RegistryRecovered {
                 moved_to: moved.display().to_string(),
             });
         }
+        // The model has changed: what changed goes out even if the registry could not be
+        // written (the next refresh tries the write again).
         for e in events {
             // No subscriber is fine: nobody is listening yet.
             let _ = self.inner.events.send(e);
+        }
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("cannot update the registry: {e}"),
+            Err(e) => tracing::warn!("cannot update the registry: {e}"),
         }
         Ok(self.instances())
     }
@@ -478,6 +485,8 @@ pub enum KillError {
     UnknownPid(u32),
     #[error("PID {0} is registered but is not a Serena process: it is never killed")]
     NotSerena(u32),
+    #[error("instance {0} has no dashboard to ask (it may have lost Serena's port race)")]
+    NoDashboard(u32),
     #[error(transparent)]
     Reap(#[from] ReapError),
 }
@@ -515,7 +524,8 @@ impl Core {
         found.first().map(|t| t.inst.clone())
     }
 
-    fn tracked_id(&self, pid: u32) -> Option<(ProcessId, bool, bool, Option<u16>)> {
+    /// The record for a PID: the live one if a dead record shares the PID.
+    fn tracked_id(&self, pid: u32) -> Option<ProcessId> {
         let model = lock(&self.inner.model);
         let mut found: Vec<(&ProcessId, &Tracked)> = model
             .tracked
@@ -523,31 +533,46 @@ impl Core {
             .filter(|(_, t)| t.inst.pid == pid)
             .collect();
         found.sort_by_key(|(_, t)| !t.alive);
-        found
-            .first()
-            .map(|(k, t)| (**k, t.alive, t.inst.verified_serena, t.inst.port))
+        found.first().map(|(k, _)| **k)
     }
 
-    /// Kills one instance with its whole process tree (see `reaper`), or prunes its registry
-    /// entry if it is a dead record. Refuses anything that is not verifiably Serena.
+    /// Kills the instance with this PID (the live one if a dead record shares the PID): what a
+    /// user asks for by PID. See [`Core::kill_process`].
     pub async fn kill(&self, pid: u32) -> std::result::Result<KillReport, KillError> {
         if self.tracked_id(pid).is_none() {
             // Maybe it started since the last look.
             let _ = self.refresh().await;
         }
-        let (key, alive, verified, port) =
-            self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        self.kill_process(key).await
+    }
+
+    /// Kills exactly this instance with its whole process tree (see `reaper`); a dead record is
+    /// only pruned from the registry, never signalled. Refuses anything that is not verifiably
+    /// Serena.
+    pub async fn kill_process(
+        &self,
+        key: ProcessId,
+    ) -> std::result::Result<KillReport, KillError> {
+        let found = {
+            let model = lock(&self.inner.model);
+            model
+                .tracked
+                .get(&key)
+                .map(|t| (t.alive, t.inst.verified_serena, t.inst.port))
+        };
+        let (alive, verified, port) = found.ok_or(KillError::UnknownPid(key.pid))?;
         if !alive {
             self.forget(key, true).await;
-            return Ok(KillReport::already_gone(pid));
+            return Ok(KillReport::already_gone(key.pid));
         }
         if !verified {
-            return Err(KillError::NotSerena(pid));
+            return Err(KillError::NotSerena(key.pid));
         }
         let report = reaper::reap(key, port, &self.inner.prober, &self.inner.timings).await?;
         self.forget(key, false).await;
         let _ = self.inner.events.send(Event::InstanceKilled {
-            pid,
+            pid: key.pid,
             outcome: report.outcome,
         });
         Ok(report)
@@ -562,11 +587,8 @@ impl Core {
             .filter(|i| i.state == State::Zombie)
             .collect();
         let results = join_all(zombies.iter().map(|z| async move {
-            if z.state_reason == Some(ZombieReason::Dead) {
-                self.forget(z.process_id(), true).await;
-                return (z.pid, true, Ok(KillReport::already_gone(z.pid)));
-            }
-            (z.pid, false, self.kill(z.pid).await)
+            let dead = z.state_reason == Some(ZombieReason::Dead);
+            (z.pid, dead, self.kill_process(self.key_of(z)).await)
         }))
         .await;
         let mut sweep = ZombieSweep {
@@ -587,16 +609,45 @@ impl Core {
         sweep
     }
 
-    /// Asks an instance to stop through its own dashboard (`PUT /shutdown`), nothing more.
-    pub async fn shutdown(&self, pid: u32) -> std::result::Result<(), KillError> {
-        let (_, alive, _, port) = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
-        match port {
-            Some(port) if alive => {
-                let _ = self.inner.prober.shutdown(port).await;
-                Ok(())
-            }
-            _ => Err(KillError::UnknownPid(pid)),
+    /// The model key of an instance as shown (dead records are keyed by their recorded start).
+    pub fn key_of(&self, inst: &Instance) -> ProcessId {
+        ProcessId {
+            pid: inst.pid,
+            start_time: inst.started_at.max(0.0) as u64,
         }
+    }
+
+    /// Asks an instance to stop through its own dashboard (`PUT /shutdown`), nothing more; only
+    /// after checking that the process still listens on that port.
+    pub async fn shutdown(&self, pid: u32) -> std::result::Result<(), KillError> {
+        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        let (alive, port) = {
+            let model = lock(&self.inner.model);
+            let t = model.tracked.get(&key);
+            (
+                t.is_some_and(|t| t.alive),
+                t.and_then(|t| t.inst.port),
+            )
+        };
+        if !alive {
+            return Err(KillError::UnknownPid(pid));
+        }
+        let port = port.ok_or(KillError::NoDashboard(pid))?;
+        let inner = self.inner.clone();
+        let owns = tokio::task::spawn_blocking(move || {
+            inner
+                .listeners
+                .listening_ports(&[pid])
+                .get(&pid)
+                .is_some_and(|ports| ports.contains(&port))
+        })
+        .await
+        .unwrap_or(false);
+        if !owns {
+            return Err(KillError::NoDashboard(pid));
+        }
+        let _ = self.inner.prober.shutdown(port).await;
+        Ok(())
     }
 
     /// Drops an instance from the model and the registry (after a kill, or a pruned record).

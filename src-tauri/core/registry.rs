@@ -141,18 +141,24 @@ impl Registry {
         }
     }
 
-    fn read_text(&self) -> Result<String> {
-        match fs::read_to_string(&self.path) {
-            Ok(t) => Ok(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(self.io(&self.path)(e)),
-        }
+    /// The file's contents; bytes that are not UTF-8 make it corrupt, like bad JSON.
+    fn read_contents(&self) -> Result<Contents> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(self.io(&self.path)(e)),
+        };
+        let text = String::from_utf8(bytes).map_err(|e| RegistryError::Corrupt {
+            path: self.path.clone(),
+            message: format!("not UTF-8 text ({e})"),
+        })?;
+        parse(&self.path, &text)
     }
 
     /// The readable entries, without locking (writers replace the file atomically). A corrupt
     /// file is an error here; [`Registry::update`] is what moves it aside.
     pub fn load(&self) -> Result<Vec<RegistryEntry>> {
-        Ok(parse(&self.path, &self.read_text()?)?.entries)
+        Ok(self.read_contents()?.entries)
     }
 
     /// Read-modify-write under the lock. `f` may change the readable entries in place; the file
@@ -174,9 +180,9 @@ impl Registry {
         lock.lock().map_err(self.io(&lock_path))?;
         // The lock is released when `lock` is dropped, on every path out of here.
 
-        let text = self.read_text()?;
-        let (mut contents, moved) = match parse(&self.path, &text) {
+        let (mut contents, moved) = match self.read_contents() {
             Ok(c) => (c, None),
+            Err(err @ RegistryError::Io { .. }) => return Err(err),
             Err(err) => {
                 let aside = self.move_aside()?;
                 tracing::warn!("{err}; moved it to {} and started afresh", aside.display());
@@ -290,6 +296,17 @@ mod tests {
         let moved = moved.expect("moved aside");
         assert_eq!(fs::read_to_string(&moved).expect("aside"), "{not json");
         assert_eq!(reg.load().expect("load").len(), 1);
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_corrupt_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        fs::write(reg.path(), b"[{\"pid\": 1}\xff\xfe]").expect("write");
+        assert!(matches!(reg.load(), Err(RegistryError::Corrupt { .. })));
+        let ((), moved) = reg.update(|_| ()).expect("update recovers");
+        assert!(moved.is_some());
+        assert!(reg.load().expect("load").is_empty());
     }
 
     #[test]

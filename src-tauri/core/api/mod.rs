@@ -206,6 +206,9 @@ fn kill_error(e: KillError) -> ApiError {
         KillError::NotSerena(_) | KillError::Reap(ReapError::NotSerena { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "not_serena", e.to_string())
         }
+        KillError::NoDashboard(_) => {
+            ApiError::new(StatusCode::CONFLICT, "no_dashboard", e.to_string())
+        }
         KillError::Reap(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "kill_failed",
