@@ -435,13 +435,17 @@ fn with_auto_kill_a_zombie_is_killed_as_it_appears() {
         || (!alive(hangs)).then_some(()),
     );
     assert!(alive(fine), "only the zombie was killed");
-    wait_for("the stale record to be pruned", Duration::from_secs(10), || {
-        let reg: Vec<Value> = serde_json::from_str(
-            &std::fs::read_to_string(home.registry_path()).unwrap_or_default(),
-        )
-        .unwrap_or_default();
-        (!reg.iter().any(|e| e["project_name"] == "old")).then_some(())
-    });
+    wait_for(
+        "the stale record to be pruned",
+        Duration::from_secs(10),
+        || {
+            let reg: Vec<Value> = serde_json::from_str(
+                &std::fs::read_to_string(home.registry_path()).unwrap_or_default(),
+            )
+            .unwrap_or_default();
+            (!reg.iter().any(|e| e["project_name"] == "old")).then_some(())
+        },
+    );
     assert!(alive(fine), "pruning a dead record signals nothing");
     let timeline =
         std::fs::read_to_string(home.serena_home().join("tray/events.jsonl")).unwrap_or_default();
@@ -512,4 +516,93 @@ fn shutdown_asks_the_instance_through_its_own_dashboard() {
         }
         (!alive(pid)).then_some(())
     });
+}
+
+/// A wrapper that stays the parent of the Serena it runs (as `uvx` does).
+fn wrapper_config(home: &Home, extra: &str) -> String {
+    let wrapper = home.path().join("wrap.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# not exec: the shell stays the parent\npython3 {:?} \"$@\"\n",
+            fake_serena_script().to_str().expect("utf8")
+        ),
+    )
+    .expect("wrapper");
+    format!(
+        "serena_command = [\"/bin/sh\", {:?}]\n{extra}",
+        wrapper.to_str().expect("utf8")
+    )
+}
+
+#[test]
+fn a_session_behind_a_wrapper_is_its_serena_and_is_released_with_the_wrapper() {
+    let home = Home::new();
+    let dir = home.path().join("wrapped");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&wrapper_config(&home, ""));
+    let d = home.daemon();
+    let (status, s) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": dir.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 201, "{s:?}");
+    let pid = s["pid"].as_u64().expect("pid") as u32;
+    let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let serena = snap.get(pid).expect("the session's process");
+    assert!(
+        serena
+            .cmdline
+            .iter()
+            .any(|a| a.ends_with("fake-serena/serena")),
+        "the session is the Serena behind the wrapper: {:?}",
+        serena.cmdline
+    );
+    let wrapper = serena.ppid.expect("its parent");
+    let (status, r) = d.call(
+        "POST",
+        "/release-session",
+        Some(json!({"session_id": s["session_id"]})),
+    );
+    assert_eq!((status, &r["status"]), (200, &json!("terminated")), "{r:?}");
+    assert!(!alive(pid));
+    wait_for("the wrapper to go with it", Duration::from_secs(10), || {
+        (!alive(wrapper)).then_some(())
+    });
+}
+
+#[test]
+fn a_wrapped_launch_that_never_answers_leaves_neither_wrapper_nor_serena() {
+    let home = Home::new();
+    let dir = home.path().join("wrapsilent");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&wrapper_config(&home, "session_start_timeout = 3\n"));
+    let d = home.daemon_with(
+        free_port(),
+        free_port(),
+        &[("FAKE_SERENA_NO_DASHBOARD", "1")],
+    );
+    let started = Instant::now();
+    let (status, v) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": dir.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 504, "{v:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the request came back"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(fakes_for(&dir).is_empty(), "left {:?}", fakes_for(&dir));
+    let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let wrap = home.path().join("wrap.sh");
+    assert!(
+        !snap.iter().any(|p| p
+            .cmdline
+            .iter()
+            .any(|a| a == wrap.to_str().unwrap_or_default())),
+        "the wrapper is gone too"
+    );
 }

@@ -220,9 +220,12 @@ fn a_session_is_requested_spoken_to_over_mcp_survives_a_daemon_restart_and_is_re
     for p in &tree {
         assert!(!alive(*p), "{p} of the session's tree {tree:?} survived");
     }
-    // Released: unknown from now on.
-    let (status, _) = d.call("POST", "/release-session", Some(json!({"session_id": id})));
-    assert_eq!(status, 404);
+    // Released: the ID was issued, so it answers `already_gone` (404 is for IDs never issued).
+    let (status, again) = d.call("POST", "/release-session", Some(json!({"session_id": id})));
+    assert_eq!(status, 200, "{again:?}");
+    assert_eq!(again["status"], "already_gone");
+    let (_, sessions) = d.call("GET", "/api/sessions", None);
+    assert_eq!(sessions, json!([]), "a released session is not listed");
 }
 
 #[test]

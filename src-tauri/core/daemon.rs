@@ -343,9 +343,7 @@ async fn auto_kill(
                 instance,
                 ..
             } => Some(instance),
-            Event::InstanceAdded { instance } if instance.state == State::Zombie => {
-                Some(instance)
-            }
+            Event::InstanceAdded { instance } if instance.state == State::Zombie => Some(instance),
             _ => None,
         };
         if let Some(instance) = zombie {

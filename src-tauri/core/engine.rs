@@ -176,8 +176,6 @@ impl Core {
         &self.inner.config
     }
 
-
-
     /// Every state change, as it happens.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
@@ -550,10 +548,7 @@ impl Core {
     /// Kills exactly this instance with its whole process tree (see `reaper`); a dead record is
     /// only pruned from the registry, never signalled. Refuses anything that is not verifiably
     /// Serena.
-    pub async fn kill_process(
-        &self,
-        key: ProcessId,
-    ) -> std::result::Result<KillReport, KillError> {
+    pub async fn kill_process(&self, key: ProcessId) -> std::result::Result<KillReport, KillError> {
         let found = {
             let model = lock(&self.inner.model);
             model
@@ -624,10 +619,7 @@ impl Core {
         let (alive, port) = {
             let model = lock(&self.inner.model);
             let t = model.tracked.get(&key);
-            (
-                t.is_some_and(|t| t.alive),
-                t.and_then(|t| t.inst.port),
-            )
+            (t.is_some_and(|t| t.alive), t.and_then(|t| t.inst.port))
         };
         if !alive {
             return Err(KillError::UnknownPid(pid));
@@ -707,7 +699,6 @@ impl Core {
             .is_some()
     }
 
-
     /// Marks a launched process as a session (source `session`), `starting` until `ready`.
     pub fn mark_session(&self, id: ProcessId, session_id: &str, starting: bool) {
         let mut model = lock(&self.inner.model);
@@ -725,7 +716,6 @@ impl Core {
         model.sessions.remove(&id);
         model.launching.remove(&id);
     }
-
 }
 
 impl Inner {

@@ -221,6 +221,50 @@ pub async fn reap(
     }
 }
 
+/// Kills a process this program launched itself (a session that failed to start, possibly
+/// behind a wrapper such as `uvx`) with its whole tree: SIGTERM, then SIGKILL, each PID
+/// re-checked first. No Serena check: the caller owns the child, so `root` is verifiably the
+/// process it started. Returns the PIDs still alive at the end.
+pub async fn kill_own_tree(root: ProcessId, timings: &Timings) -> Vec<u32> {
+    let mut sys = System::new();
+    let Some(snap) = on_table(&mut sys, Snapshot::capture).await else {
+        return vec![root.pid];
+    };
+    let Some(r) = snap.get_id(root) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut tree = vec![r.id()];
+    tree.extend(
+        snap.descendants(r.pid)
+            .into_iter()
+            .filter(|p| p.pid != me)
+            .map(|p| p.id()),
+    );
+    drop(snap);
+    for (sig, wait) in [
+        (Sig::Term, timings.term_wait),
+        (Sig::Kill, timings.verify_wait),
+    ] {
+        let left = wait_gone(&mut sys, &tree, Duration::ZERO).await;
+        if left.is_empty() {
+            break;
+        }
+        let _ = on_table(&mut sys, move |s| {
+            for id in &left {
+                signal(s, *id, sig);
+            }
+        })
+        .await;
+        wait_gone(&mut sys, &tree, wait).await;
+    }
+    wait_gone(&mut sys, &tree, Duration::ZERO)
+        .await
+        .iter()
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Runs `f` on the process table off the async threads. `None` if the task failed (then `sys`
 /// is a fresh table).
 async fn on_table<T, F>(sys: &mut System, f: F) -> Option<T>

@@ -21,6 +21,8 @@ use tokio::sync::Mutex;
 
 /// Serena's exit status when its MCP port is taken (SERENA.md).
 const EXIT_PORT_TAKEN: i32 = 3;
+/// How long a released session's ID keeps answering `already_gone` (seconds).
+const RELEASED_KEPT: Epoch = 86_400.0;
 /// Attempts on fresh ports when the picked one is lost to a race.
 const PORT_ATTEMPTS: usize = 3;
 
@@ -59,6 +61,9 @@ pub struct Session {
     pub transport: Transport,
     pub created_at: Epoch,
     pub log_path: String,
+    /// Set once released: the ID then answers `already_gone`, never "unknown" (kept a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<Epoch>,
 }
 
 impl Session {
@@ -139,20 +144,11 @@ impl Sessions {
     ) -> Sessions {
         let tray = core.config().tray_dir();
         let store = tray.join("sessions.json");
-        let sessions: BTreeMap<String, Session> = std::fs::read_to_string(&store)
-            .ok()
-            .and_then(|t| match serde_json::from_str::<Vec<Session>>(&t) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!("{}: {e}; starting without sessions", store.display());
-                    None
-                }
-            })
-            .unwrap_or_default()
+        let sessions: BTreeMap<String, Session> = read_store(&store)
             .into_iter()
             .map(|s| (s.session_id.clone(), s))
             .collect();
-        for s in sessions.values() {
+        for s in sessions.values().filter(|s| s.released_at.is_none()) {
             core.mark_session(s.process_id(), &s.session_id, false);
         }
         Sessions {
@@ -167,13 +163,36 @@ impl Sessions {
         }
     }
 
+    /// The sessions not released.
     pub async fn list(&self) -> Vec<Session> {
-        self.inner.sessions.lock().await.values().cloned().collect()
+        self.inner
+            .sessions
+            .lock()
+            .await
+            .values()
+            .filter(|s| s.released_at.is_none())
+            .cloned()
+            .collect()
     }
 
     /// Launches (or, with `shared`, reuses) a Serena for a project. Returns the session and
     /// whether it was an existing one.
     pub async fn request(
+        &self,
+        req: SessionRequest,
+    ) -> std::result::Result<(Session, bool), SessionError> {
+        // Its own task: a client that hangs up mid-launch cannot cancel it half-way (the launch
+        // then completes and is recorded, or fails and cleans up after itself).
+        let this = self.clone();
+        tokio::spawn(async move { this.request_here(req).await })
+            .await
+            .map_err(|e| SessionError::Store {
+                path: "launch task".into(),
+                message: e.to_string(),
+            })?
+    }
+
+    async fn request_here(
         &self,
         req: SessionRequest,
     ) -> std::result::Result<(Session, bool), SessionError> {
@@ -194,7 +213,8 @@ impl Sessions {
             let snap = snapshot().await;
             let sessions = self.inner.sessions.lock().await;
             let existing = sessions.values().find(|s| {
-                s.project_path == project
+                s.released_at.is_none()
+                    && s.project_path == project
                     && s.context == req.context
                     && s.transport == transport
                     && snap.get_id(s.process_id()).is_some()
@@ -305,9 +325,12 @@ impl Sessions {
         core.mark_session(id, session_id, true);
 
         let deadline = Instant::now() + self.inner.ready_timeout;
+        // The instance is the child itself, or (behind a wrapper such as `uvx`) a descendant.
         let ready = loop {
             if let Ok(Some(status)) = child.try_wait() {
                 core.unmark_session(id);
+                // Whatever it started may outlive it (a wrapper's child): reap that too.
+                reaper::kill_own_tree(id, &Default::default()).await;
                 if status.code() == Some(EXIT_PORT_TAKEN) {
                     return Err(Launch::PortTaken);
                 }
@@ -316,24 +339,35 @@ impl Sessions {
             let mcp_up = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok();
-            let dashboard = core
+            let tree: Vec<u32> = {
+                let snap = snapshot().await;
+                let mut t: Vec<u32> = snap.descendants(pid).iter().map(|p| p.pid).collect();
+                t.push(pid);
+                t
+            };
+            let instance = core
                 .refresh()
                 .await
                 .ok()
-                .and_then(|all| all.into_iter().find(|i| i.pid == pid))
-                .filter(|i| i.last_heartbeat.is_some())
-                .and_then(|i| i.port);
-            if let (true, Some(d)) = (mcp_up, dashboard) {
-                break d;
+                .and_then(|all| all.into_iter().find(|i| tree.contains(&i.pid)));
+            let answered = instance
+                .as_ref()
+                .filter(|i| i.last_heartbeat.is_some() && i.port.is_some());
+            if let (true, Some(i)) = (mcp_up, answered) {
+                break i.clone();
             }
             if Instant::now() >= deadline {
-                let _ = reaper::reap(id, dashboard, core.prober(), &Default::default()).await;
-                let _ = child.wait().await;
                 core.unmark_session(id);
+                let survivors = reaper::kill_own_tree(id, &Default::default()).await;
+                if !survivors.is_empty() {
+                    tracing::warn!("a failed launch left {survivors:?} running");
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 return Err(Launch::Failed(SessionError::Timeout {
                     secs: self.inner.ready_timeout.as_secs(),
                     port,
-                    dashboard: dashboard
+                    dashboard: instance
+                        .and_then(|i| i.port)
                         .map(|d| d.to_string())
                         .unwrap_or_else(|| "not found".into()),
                     log: log.display().to_string(),
@@ -346,48 +380,78 @@ impl Sessions {
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
-        core.mark_session(id, session_id, false);
+        let instance_id = ready.process_id();
+        if instance_id != id {
+            core.unmark_session(id);
+        }
+        core.mark_session(instance_id, session_id, false);
         let _ = core.refresh().await;
+        let dashboard = ready.port.unwrap_or_default();
         let path = transport.endpoint_path().unwrap_or("/mcp");
         Ok(Session {
             session_id: session_id.to_string(),
             host: "127.0.0.1".into(),
             port,
             url: format!("http://127.0.0.1:{port}{path}"),
-            pid,
-            start_time,
-            dashboard_url: Some(format!("http://127.0.0.1:{ready}/dashboard/index.html")),
-            dashboard_port: Some(ready),
+            pid: instance_id.pid,
+            start_time: instance_id.start_time,
+            dashboard_url: Some(format!("http://127.0.0.1:{dashboard}/dashboard/index.html")),
+            dashboard_port: Some(dashboard),
             project_path: project.to_string(),
             context: context.clone(),
             modes: modes.to_vec(),
             transport,
             created_at: now(),
             log_path: log.display().to_string(),
+            released_at: None,
         })
     }
 
-    /// Releases a session: reaps its whole tree. `AlreadyGone` if its process had ended.
+    /// Releases a session: reaps its whole tree. `AlreadyGone` if its process had ended or it
+    /// was released before.
     pub async fn release(&self, id: &str) -> std::result::Result<ReleaseStatus, SessionError> {
-        let mut sessions = self.inner.sessions.lock().await;
-        let session = sessions
-            .get(id)
-            .cloned()
-            .ok_or_else(|| SessionError::UnknownSession(id.to_string()))?;
+        // Take it out of the table first so the lock is not held through the reap.
+        let session = {
+            let mut sessions = self.inner.sessions.lock().await;
+            match sessions.get(id) {
+                None => return Err(SessionError::UnknownSession(id.to_string())),
+                Some(s) if s.released_at.is_some() => return Ok(ReleaseStatus::AlreadyGone),
+                Some(_) => {}
+            }
+            sessions
+                .remove(id)
+                .ok_or_else(|| SessionError::UnknownSession(id.to_string()))?
+        };
         let pid = session.process_id();
-        let report = reaper::reap(
+        let reaped = reaper::reap(
             pid,
             session.dashboard_port,
             self.inner.core.prober(),
             &Default::default(),
         )
-        .await
-        .map_err(|e| SessionError::ReleaseFailed {
-            id: id.to_string(),
-            message: e.to_string(),
-        })?;
-        sessions.remove(id);
-        self.persist(&sessions)?;
+        .await;
+        let mut sessions = self.inner.sessions.lock().await;
+        let report = match reaped {
+            Ok(r) => r,
+            Err(e) => {
+                sessions.insert(id.to_string(), session);
+                return Err(SessionError::ReleaseFailed {
+                    id: id.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        sessions.insert(
+            id.to_string(),
+            Session {
+                released_at: Some(now()),
+                ..session
+            },
+        );
+        if let Err(e) = self.persist(&sessions) {
+            // It is released all the same; the next write records it.
+            tracing::warn!("{e}");
+        }
         drop(sessions);
         self.inner.core.unmark_session(pid);
         let _ = self.inner.core.refresh().await;
@@ -401,7 +465,11 @@ impl Sessions {
         &self,
         sessions: &BTreeMap<String, Session>,
     ) -> std::result::Result<(), SessionError> {
-        let list: Vec<&Session> = sessions.values().collect();
+        // Released IDs are remembered for a day, then forgotten.
+        let list: Vec<&Session> = sessions
+            .values()
+            .filter(|s| s.released_at.is_none_or(|t| now() - t < RELEASED_KEPT))
+            .collect();
         let store_err = |e: String| SessionError::Store {
             path: self.inner.store.display().to_string(),
             message: e,
@@ -420,6 +488,28 @@ impl Sessions {
 enum Launch {
     PortTaken,
     Failed(SessionError),
+}
+
+/// The recorded sessions; a file that does not parse is moved aside (never deleted).
+fn read_store(store: &Path) -> Vec<Session> {
+    let Ok(text) = std::fs::read(store) else {
+        return Vec::new();
+    };
+    match serde_json::from_slice::<Vec<Session>>(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            let millis = (now() * 1000.0) as u64;
+            let aside = store.with_file_name(format!("sessions.json.corrupt-{millis}"));
+            let moved = std::fs::rename(store, &aside);
+            tracing::warn!(
+                "{}: {e}; moved it to {} ({:?}) and started without sessions",
+                store.display(),
+                aside.display(),
+                moved.err()
+            );
+            Vec::new()
+        }
+    }
 }
 
 async fn snapshot() -> Snapshot {
