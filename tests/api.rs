@@ -468,3 +468,57 @@ fn random_bodies_at_every_json_endpoint_never_get_a_5xx() {
         .expect("no 5xx");
     assert_eq!(d.call("GET", "/api/health", None).0, 200, "still up");
 }
+
+/// A port squatter: answers every GET as if it were Serena Tray (claiming another PID) and
+/// records the Authorization headers it is sent.
+const SQUATTER: &str = r#"
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+log = open(sys.argv[2], "a")
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def handle_any(self):
+        log.write("%s %s\n" % (self.path, self.headers.get("Authorization"))); log.flush()
+        body = json.dumps({"status": "ok", "app": "serena-tray", "pid": 1}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    do_GET = handle_any
+    do_POST = handle_any
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn the_cli_never_sends_the_token_to_a_port_squatter() {
+    let home = Home::new();
+    let token = serena_tray::core::token::load_or_create(&home.serena_home()).expect("token");
+    let port = free_port();
+    let seen = home.path().join("squatter.log");
+    let mut reaper = Reaper::default();
+    reaper.adopt(
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                SQUATTER,
+                &port.to_string(),
+                seen.to_str().expect("utf8"),
+            ])
+            .spawn()
+            .expect("squatter"),
+    );
+    wait_for(
+        "the squatter to listen",
+        std::time::Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+    for args in [
+        vec!["--port", &port.to_string(), "session", "list"],
+        vec!["--port", &port.to_string(), "open"],
+    ] {
+        let out = home.tray(&args.iter().map(|s| s.as_ref()).collect::<Vec<&str>>());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no Serena Tray is running"));
+    }
+    let log = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(log.contains("/api/health"), "it was asked who it is: {log}");
+    assert!(!log.contains(&token), "the token leaked: {log}");
+}

@@ -84,23 +84,41 @@ impl Running {
 
 /// Whether Serena Tray answers `/api/health` on this port.
 pub async fn is_running(port: u16) -> bool {
-    let Ok(client) = reqwest::Client::builder()
+    health(port).await.is_some()
+}
+
+/// The PID of the Serena Tray serving this port, if one does and that PID really owns the
+/// listening socket. Before the CLI sends the token anywhere it checks this: a process of
+/// another user squatting the port can claim any PID in its answer, but cannot make that PID's
+/// sockets show up here (a user can only read their own processes' sockets).
+pub async fn verified_pid(port: u16) -> Option<u32> {
+    let pid = health(port).await?["pid"].as_u64()? as u32;
+    let owns = tokio::task::spawn_blocking(move || {
+        crate::core::sockets::platform()
+            .listening_ports(&[pid])
+            .get(&pid)
+            .is_some_and(|ports| ports.contains(&port))
+    })
+    .await
+    .unwrap_or(false);
+    owns.then_some(pid)
+}
+
+async fn health(port: u16) -> Option<serde_json::Value> {
+    let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
         .build()
-    else {
-        return false;
-    };
-    let Ok(resp) = client
+        .ok()?;
+    let resp = client
         .get(format!("http://127.0.0.1:{port}/api/health"))
         .send()
         .await
-    else {
-        return false;
-    };
+        .ok()?;
     resp.json::<serde_json::Value>()
         .await
-        .is_ok_and(|v| v["app"] == "serena-tray")
+        .ok()
+        .filter(|v| v["app"] == "serena-tray")
 }
 
 /// The HTTP port: flag, else `web_dashboard_global_port`.
@@ -160,7 +178,7 @@ pub async fn start(
     tasks.push(tokio::spawn(watch_exits(
         core.subscribe(),
         wake.clone(),
-        stopped(stop_rx.clone()),
+        stop_rx.clone(),
     )));
     if settings.tray.auto_kill_zombies {
         tasks.push(tokio::spawn(auto_kill(
@@ -246,15 +264,22 @@ async fn on_events<F, Fut>(
 async fn watch_exits(
     rx: broadcast::Receiver<Event>,
     wake: Arc<Notify>,
-    stop: impl std::future::Future<Output = ()>,
+    stop: watch::Receiver<bool>,
 ) {
-    on_events(rx, stop, |event| {
+    let mut until_stop = stop.clone();
+    let stopped = async move {
+        let _ = until_stop.wait_for(|s| *s).await;
+    };
+    on_events(rx, stopped, |event| {
         if let Event::InstanceAdded { instance } = event {
             if instance.state != State::Zombie {
                 let wake = wake.clone();
+                let mut stop = stop.clone();
                 tokio::spawn(async move {
-                    if exited(instance.pid).await {
-                        wake.notify_one();
+                    let id = instance.process_id();
+                    tokio::select! {
+                        gone = exited(id) => if gone { wake.notify_one() },
+                        _ = stop.wait_for(|s| *s) => {}
                     }
                 });
             }
@@ -264,17 +289,31 @@ async fn watch_exits(
     .await
 }
 
-/// Waits for the process to exit; false where the platform cannot tell (the timer covers it).
+/// Waits for the process to exit; false where the platform cannot tell (the timer covers it)
+/// or the PID no longer names that process.
 #[cfg(target_os = "linux")]
-async fn exited(pid: u32) -> bool {
+async fn exited(id: crate::core::model::ProcessId) -> bool {
     use rustix::process::{pidfd_open, Pid, PidfdFlags};
     use tokio::io::unix::AsyncFd;
-    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+    let Some(pid) = i32::try_from(id.pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
     let Ok(fd) = pidfd_open(pid, PidfdFlags::NONBLOCK) else {
         return false;
     };
+    // Pinned: now make sure the pin holds the instance, not a process that reused its PID.
+    let same = tokio::task::spawn_blocking(move || {
+        let mut sys = sysinfo::System::new();
+        let p = sysinfo::Pid::from_u32(id.pid);
+        sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[p]), true);
+        sys.process(p)
+            .is_some_and(|p| p.start_time() == id.start_time)
+    })
+    .await
+    .unwrap_or(false);
+    if !same {
+        return false;
+    }
     // SAFETY: `fd` is a valid pidfd that the AsyncFd owns from here on; nothing else closes or
     // replaces it while it is registered.
     #[allow(unsafe_code)]
@@ -287,7 +326,7 @@ async fn exited(pid: u32) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-async fn exited(_pid: u32) -> bool {
+async fn exited(_id: crate::core::model::ProcessId) -> bool {
     false
 }
 

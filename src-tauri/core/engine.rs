@@ -458,8 +458,20 @@ impl Core {
                     instance: t.inst.clone(),
                 });
             }
+            if t.base_source == Source::TrayProtocol && !t.inst.verified_serena {
+                // An unverified registration is shown, never written to the shared file.
+                continue;
+            }
+            let known = scan.registry.iter().any(|e| {
+                e.pid == key.pid
+                    && match t.registry_started_at {
+                        Some(at) => e.started_at == at,
+                        None => same_process(e.started_at(), key.start_time),
+                    }
+            });
             writes.upsert.push(Upsert {
                 key,
+                known,
                 exact_started_at: t.registry_started_at,
                 inst: t.inst.clone(),
             });
@@ -644,6 +656,8 @@ impl Core {
 
     /// Drops an instance from the model and the registry (after a kill, or a pruned record).
     async fn forget(&self, key: ProcessId, dead_record: bool) {
+        // Not in the middle of a refresh, which could write the entry back.
+        let _no_refresh = self.inner.refreshing.lock().await;
         let exact = {
             let mut model = lock(&self.inner.model);
             let exact = model
@@ -743,6 +757,7 @@ impl Inner {
             }
         };
         let mut pids: BTreeSet<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
+        pids.extend(lock(&self.model).registrations.values().map(|r| r.pid));
         pids.extend(
             registry
                 .iter()
@@ -1020,6 +1035,9 @@ fn same_shown(a: &Instance, b: &Instance) -> bool {
 
 struct Upsert {
     key: ProcessId,
+    /// An entry for it was in the registry when this refresh read it: if it is missing now,
+    /// someone removed it meanwhile (a kill, an unregistering Serena), so it is not re-added.
+    known: bool,
     /// Set for entries known only from the registry: match that exact entry.
     exact_started_at: Option<Epoch>,
     inst: Instance,
@@ -1054,7 +1072,8 @@ fn write_entries(entries: &mut Vec<RegistryEntry>, writes: &RegistryWrites) {
         });
         let e = match found {
             Some(e) => e,
-            None if u.exact_started_at.is_some() => continue, // pruned meanwhile
+            // Removed since this refresh read the file: do not bring it back.
+            None if u.exact_started_at.is_some() || u.known => continue,
             None => {
                 entries.push(RegistryEntry::new(inst.pid, inst.started_at));
                 let Some(e) = entries.last_mut() else {

@@ -97,12 +97,9 @@ async fn host_check(State(state): State<TrayState>, req: Request, next: Next) ->
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let ok = [
-        format!("127.0.0.1:{}", state.port),
-        format!("localhost:{}", state.port),
-    ]
-    .iter()
-    .any(|h| h == host);
+    let ok = crate::core::api::security::allowed_hosts(state.port)
+        .iter()
+        .any(|h| h == host);
     if ok {
         next.run(req).await
     } else {

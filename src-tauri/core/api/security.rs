@@ -17,10 +17,12 @@ pub const COOKIE: &str = "serena_tray_token";
 
 /// Routes anyone on this machine may read: the health check and the static page.
 fn is_public(method: &Method, path: &str) -> bool {
-    method == Method::GET && matches!(path, "/api/health" | "/" | "/index.html" | "/favicon.ico")
+    (method == Method::GET || method == Method::HEAD)
+        && matches!(path, "/api/health" | "/" | "/index.html" | "/favicon.ico")
 }
 
-fn allowed_hosts(port: u16) -> [String; 2] {
+/// The `Host` values that name this server (anything else may be DNS rebinding).
+pub(crate) fn allowed_hosts(port: u16) -> [String; 2] {
     [format!("127.0.0.1:{port}"), format!("localhost:{port}")]
 }
 
