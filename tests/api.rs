@@ -244,6 +244,20 @@ fn a_registered_pid_that_is_not_serena_is_never_killed() {
     );
     d.call("POST", "/api/zombies/kill", Some(json!({})));
     assert!(alive(sleeper), "a non-Serena process was signalled");
+    // Shown, but never written to the shared registry.
+    let reg = std::fs::read_to_string(home.registry_path()).unwrap_or_default();
+    assert!(!reg.contains(&format!("\"pid\": {sleeper}")), "{reg}");
+    // Unregistered: gone from the list.
+    let (status, _) = d.raw_tray("/unregister", json!({"port": 24999}));
+    assert_eq!(status, 200);
+    wait_for("the row to go", std::time::Duration::from_secs(10), || {
+        let (_, list) = d.call("GET", "/api/instances", None);
+        (!list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|i| i["pid"] == sleeper)))
+        .then_some(())
+    });
+    assert!(alive(sleeper));
 }
 
 impl TrayCall for Daemon {

@@ -93,10 +93,7 @@ struct Model {
 pub struct Registration {
     pub pid: u32,
     pub port: u16,
-    pub dashboard_url: Option<String>,
     pub project: Option<String>,
-    pub started_at: Option<String>,
-    pub registered_at: Epoch,
 }
 
 /// One instance and the bookkeeping behind its state.
@@ -524,14 +521,11 @@ impl Core {
 
     /// The instance with this PID (the live one if a dead record shares the PID).
     pub fn instance(&self, pid: u32) -> Option<Instance> {
-        let model = lock(&self.inner.model);
-        let mut found: Vec<&Tracked> = model
+        let key = self.tracked_id(pid)?;
+        lock(&self.inner.model)
             .tracked
-            .values()
-            .filter(|t| t.inst.pid == pid)
-            .collect();
-        found.sort_by_key(|t| !t.alive);
-        found.first().map(|t| t.inst.clone())
+            .get(&key)
+            .map(|t| t.inst.clone())
     }
 
     /// The record for a PID: the live one if a dead record shares the PID.

@@ -11,7 +11,6 @@
 
 use crate::core::api::error::{ApiError, ApiJson};
 use crate::core::engine::{Core, Registration};
-use crate::core::model::now;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -32,19 +31,15 @@ struct TrayState {
     port: u16,
 }
 
+/// Serena's body; it also sends `dashboard_url`, `started_at` and `open_viewer`, which tell
+/// nothing the core does not know better (the URL and start time come from the process, and
+/// this program decides itself what to open).
 #[derive(Deserialize)]
 struct RegisterBody {
     port: u16,
     pid: u32,
     #[serde(default)]
-    dashboard_url: Option<String>,
-    #[serde(default)]
     project: Option<String>,
-    #[serde(default)]
-    started_at: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    open_viewer: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -120,10 +115,7 @@ async fn register(
     state.core.register(Registration {
         pid: b.pid,
         port: b.port,
-        dashboard_url: b.dashboard_url,
         project: b.project,
-        started_at: b.started_at,
-        registered_at: now(),
     });
     Json(json!({"status": "registered"}))
 }
