@@ -262,20 +262,7 @@ fn a_registered_pid_that_is_not_serena_is_never_killed() {
 
 impl TrayCall for Daemon {
     fn raw_tray(&self, path: &str, body: Value) -> (u16, Value) {
-        let port = self.tray_port;
-        block_on(async move {
-            let resp = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client")
-                .post(format!("http://127.0.0.1:{port}{path}"))
-                .json(&body)
-                .send()
-                .await
-                .expect("tray protocol");
-            let status = resp.status().as_u16();
-            (status, resp.json().await.unwrap_or(Value::Null))
-        })
+        json_request("POST", self.tray_port, path, Some(body))
     }
 }
 

@@ -12,35 +12,11 @@ use serena_tray::core::tray_protocol::SERENA_TRAY_PORT;
 use std::time::Duration;
 
 fn post(port: u16, path: &str, body: Value) -> (u16, Value) {
-    block_on(async move {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .post(format!("http://127.0.0.1:{port}{path}"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("POST");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    })
+    json_request("POST", port, path, Some(body))
 }
 
 fn get(port: u16, path: &str) -> (u16, Value) {
-    block_on(async move {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .send()
-            .await
-            .expect("GET");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    })
+    json_request("GET", port, path, None)
 }
 
 fn row(d: &Daemon, pid: u32) -> Option<Value> {

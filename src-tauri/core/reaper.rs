@@ -128,16 +128,21 @@ fn plan(snap: &Snapshot, target: ProcessId) -> Plan {
     if cmdline::parse(&root.cmdline).is_none() {
         return Plan::NotSerena;
     }
+    Plan::Tree(tree_of(snap, root))
+}
+
+/// `root` and all its descendants, root first, each with its start time; never ourselves,
+/// whatever the table says.
+fn tree_of(snap: &Snapshot, root: &crate::core::procs::Proc) -> Vec<ProcessId> {
     let me = std::process::id();
     let mut tree = vec![root.id()];
-    // Never ourselves, whatever the table says.
     tree.extend(
         snap.descendants(root.pid)
             .into_iter()
             .filter(|p| p.pid != me)
             .map(|p| p.id()),
     );
-    Plan::Tree(tree)
+    tree
 }
 
 /// Kills the Serena instance `target` with its whole process tree (see the module docs).
@@ -233,14 +238,7 @@ pub async fn kill_own_tree(root: ProcessId, timings: &Timings) -> Vec<u32> {
     let Some(r) = snap.get_id(root) else {
         return Vec::new();
     };
-    let me = std::process::id();
-    let mut tree = vec![r.id()];
-    tree.extend(
-        snap.descendants(r.pid)
-            .into_iter()
-            .filter(|p| p.pid != me)
-            .map(|p| p.id()),
-    );
+    let tree = tree_of(&snap, r);
     drop(snap);
     for (sig, wait) in [
         (Sig::Term, timings.term_wait),

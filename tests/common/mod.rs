@@ -500,3 +500,24 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// A plain JSON request to a loopback port (no token): (status, JSON body or Null).
+pub fn json_request(method: &str, port: u16, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    block_on(async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let mut req = client.request(method, &url);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}
