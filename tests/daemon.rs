@@ -606,3 +606,50 @@ fn a_wrapped_launch_that_never_answers_leaves_neither_wrapper_nor_serena() {
         "the wrapper is gone too"
     );
 }
+
+#[test]
+fn a_client_that_hangs_up_mid_launch_leaves_a_recorded_session_not_a_stray() {
+    let home = Home::new();
+    let dir = home.path().join("hangup");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&fake_command_config(""));
+    let d = home.daemon_with(
+        free_port(),
+        free_port(),
+        &[("FAKE_SERENA_START_DELAY", "2")],
+    );
+    let url = d.url("/request-session");
+    let token = d.token.clone();
+    let body = json!({"project_path": dir.to_str().expect("utf8")});
+    // The client gives up after half a second, long before the launch is done.
+    let gave_up = block_on(async move {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .expect("client")
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .is_err()
+    });
+    assert!(gave_up, "the request should still have been running");
+    // The launch finishes on its own and is recorded: releasable, not a stray "starting".
+    let session = wait_for("the launch to be recorded", Duration::from_secs(30), || {
+        let (_, list) = d.call("GET", "/api/sessions", None);
+        list.as_array().and_then(|l| l.first().cloned())
+    });
+    let pid = session["pid"].as_u64().expect("pid") as u32;
+    let (_, row) = d.call("GET", &format!("/api/instances/{pid}"), None);
+    assert_eq!(row["source"], "session");
+    assert_ne!(row["state"], "starting");
+    let (status, r) = d.call(
+        "POST",
+        "/release-session",
+        Some(json!({"session_id": session["session_id"]})),
+    );
+    assert_eq!((status, &r["status"]), (200, &json!("terminated")), "{r:?}");
+    assert!(fakes_for(&dir).is_empty());
+}
