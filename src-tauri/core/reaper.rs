@@ -186,23 +186,14 @@ pub async fn reap(
     }
 
     // 2. SIGTERM whatever of the snapshot is left, 3. SIGKILL the rest.
-    for (sig, wait) in [
-        (Sig::Term, timings.term_wait),
-        (Sig::Kill, timings.verify_wait),
-    ] {
-        let left = wait_gone(&mut sys, &tree, Duration::ZERO).await;
-        if left.is_empty() {
-            break;
-        }
-        let left_pids: Vec<u32> = left.iter().map(|p| p.pid).collect();
-        let round = on_table(&mut sys, move |s| signal_all(s, target, &left, sig))
-            .await
-            .ok_or_else(|| not_confirmed(left_pids))?
-            .map_err(|NotSerenaAnyMore| ReapError::NotSerena { pid: target.pid })?;
-        report.signalled_term.extend(round.term);
-        report.signalled_kill.extend(round.kill);
-        wait_gone(&mut sys, &tree, wait).await;
-    }
+    let round = escalate(&mut sys, &tree, Some(target), timings)
+        .await
+        .map_err(|halt| match halt {
+            Halt::NotSerena => ReapError::NotSerena { pid: target.pid },
+            Halt::NoTable(left) => not_confirmed(left),
+        })?;
+    report.signalled_term = round.term;
+    report.signalled_kill = round.kill;
 
     report.outcome = if report.signalled_kill.contains(&target.pid) {
         Outcome::Killed
@@ -240,27 +231,51 @@ pub async fn kill_own_tree(root: ProcessId, timings: &Timings) -> Vec<u32> {
     };
     let tree = tree_of(&snap, r);
     drop(snap);
-    for (sig, wait) in [
-        (Sig::Term, timings.term_wait),
-        (Sig::Kill, timings.verify_wait),
-    ] {
-        let left = wait_gone(&mut sys, &tree, Duration::ZERO).await;
-        if left.is_empty() {
-            break;
-        }
-        let _ = on_table(&mut sys, move |s| {
-            for id in &left {
-                signal(s, *id, sig);
-            }
-        })
-        .await;
-        wait_gone(&mut sys, &tree, wait).await;
-    }
+    // No Serena guard: whatever the result, the survivors are counted below.
+    let _ = escalate(&mut sys, &tree, None, timings).await;
     wait_gone(&mut sys, &tree, Duration::ZERO)
         .await
         .iter()
         .map(|p| p.pid)
         .collect()
+}
+
+/// Why [`escalate`] stopped early.
+enum Halt {
+    /// The root no longer looks like Serena: nothing more is signalled.
+    NotSerena,
+    /// The process table could not be read; these were still left.
+    NoTable(Vec<u32>),
+}
+
+/// SIGTERM what is left of `tree` and wait `term_wait`, then SIGKILL the rest and wait
+/// `verify_wait`. With `serena_root`, a round is not sent once that root stops looking like
+/// Serena. Returns who got which signal.
+async fn escalate(
+    sys: &mut System,
+    tree: &[ProcessId],
+    serena_root: Option<ProcessId>,
+    timings: &Timings,
+) -> Result<Round, Halt> {
+    let mut sent = Round::default();
+    for (sig, wait) in [
+        (Sig::Term, timings.term_wait),
+        (Sig::Kill, timings.verify_wait),
+    ] {
+        let left = wait_gone(sys, tree, Duration::ZERO).await;
+        if left.is_empty() {
+            break;
+        }
+        let left_pids: Vec<u32> = left.iter().map(|p| p.pid).collect();
+        let round = on_table(sys, move |s| signal_all(s, serena_root, &left, sig))
+            .await
+            .ok_or(Halt::NoTable(left_pids))?
+            .map_err(|NotSerenaAnyMore| Halt::NotSerena)?;
+        sent.term.extend(round.term);
+        sent.kill.extend(round.kill);
+        wait_gone(sys, tree, wait).await;
+    }
+    Ok(sent)
 }
 
 /// Runs `f` on the process table off the async threads. `None` if the task failed (then `sys`
@@ -369,16 +384,18 @@ struct Round {
     kill: Vec<u32>,
 }
 
-/// Sends `sig` to each process of `ids` that is still the same process. The root must also
-/// still look like Serena, else nothing is signalled.
+/// Sends `sig` to each process of `ids` that is still the same process. A given `serena_root`
+/// must also still look like Serena, else nothing is signalled.
 fn signal_all(
     sys: &mut System,
-    root: ProcessId,
+    serena_root: Option<ProcessId>,
     ids: &[ProcessId],
     sig: Sig,
 ) -> Result<Round, NotSerenaAnyMore> {
-    if ids.contains(&root) && !root_still_serena(sys, root) {
-        return Err(NotSerenaAnyMore);
+    if let Some(root) = serena_root {
+        if ids.contains(&root) && !root_still_serena(sys, root) {
+            return Err(NotSerenaAnyMore);
+        }
     }
     let mut round = Round::default();
     for id in ids {
@@ -609,7 +626,7 @@ mod tests {
         let mut sys = System::new();
         assert!(!root_still_serena(&mut sys, me));
         assert_eq!(
-            signal_all(&mut sys, me, &[me], Sig::Kill),
+            signal_all(&mut sys, Some(me), &[me], Sig::Kill),
             Err(NotSerenaAnyMore)
         );
         assert!(child.try_wait().expect("try_wait").is_none(), "still runs");
