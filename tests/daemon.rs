@@ -116,12 +116,16 @@ fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
         "death seen after {} ms (the refresh timer alone would take up to 1000 ms)",
         killed.elapsed().as_millis()
     );
-    // The timeline recorded it.
-    let timeline = std::fs::read_to_string(home.serena_home().join("tray/events.jsonl"))
-        .expect("events.jsonl");
-    assert!(timeline
-        .lines()
-        .any(|l| l.contains("instance_removed") && l.contains(&format!("\"pid\":{pid}"))));
+    // The timeline records it too (its own subscriber: it may land a moment after the SSE).
+    wait_for("the timeline entry", Duration::from_secs(10), || {
+        std::fs::read_to_string(home.serena_home().join("tray/events.jsonl"))
+            .ok()
+            .filter(|t| {
+                t.lines().any(|l| {
+                    l.contains("instance_removed") && l.contains(&format!("\"pid\":{pid}"))
+                })
+            })
+    });
 }
 
 #[test]
@@ -447,11 +451,15 @@ fn with_auto_kill_a_zombie_is_killed_as_it_appears() {
         },
     );
     assert!(alive(fine), "pruning a dead record signals nothing");
-    let timeline =
-        std::fs::read_to_string(home.serena_home().join("tray/events.jsonl")).unwrap_or_default();
-    assert!(timeline
-        .lines()
-        .any(|l| l.contains("instance_killed") && l.contains(&format!("\"pid\":{hangs}"))));
+    wait_for("the kill in the timeline", Duration::from_secs(10), || {
+        std::fs::read_to_string(home.serena_home().join("tray/events.jsonl"))
+            .ok()
+            .filter(|t| {
+                t.lines().any(|l| {
+                    l.contains("instance_killed") && l.contains(&format!("\"pid\":{hangs}"))
+                })
+            })
+    });
 }
 
 #[test]
