@@ -208,12 +208,9 @@ fn requests_are_refused_with_the_right_status_and_a_json_error() {
 fn a_registered_pid_that_is_not_serena_is_never_killed() {
     let home = Home::new();
     let mut reaper = Reaper::default();
-    let sleeper = reaper.adopt(
-        std::process::Command::new("sleep")
-            .arg("600")
-            .spawn()
-            .expect("sleep"),
-    );
+    let mut sleep = std::process::Command::new("sleep");
+    home.env(&mut sleep);
+    let sleeper = reaper.adopt(sleep.arg("600").spawn().expect("sleep"));
     let d = home.daemon();
     // It registers over Serena's tray protocol, claiming to be an instance.
     let (status, _) = d.raw_tray(

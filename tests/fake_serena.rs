@@ -229,3 +229,69 @@ fn http_transport_instances_report_their_mcp_port_apart_from_the_dashboard() {
     assert_ne!(row["port"], mcp_port);
     assert_eq!(row["state"], "live_no_project");
 }
+
+/// An orphaned fake Serena in `home`'s scope: started through a shell that exits at once, so it
+/// is re-parented (a zombie for its scope as soon as it is seen). Returns its PID.
+fn spawn_orphan(home: &Home, reaper: &mut Reaper) -> u32 {
+    let pid_file = home.path().join("orphan.pid");
+    let mut cmd = std::process::Command::new("sh");
+    home.env(&mut cmd);
+    let status = cmd
+        .arg("-c")
+        .arg(r#"python3 "$0" start-mcp-server </dev/null >/dev/null 2>&1 & echo $! > "$1""#)
+        .arg(fake_serena_script())
+        .arg(&pid_file)
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    let pid: u32 = wait_for("the orphan's PID", STARTUP, || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    reaper.watch(pid);
+    pid
+}
+
+#[test]
+fn discovery_sees_and_kills_only_the_processes_of_its_own_scope() {
+    let mine = Home::new();
+    let theirs = Home::new();
+    let mut reaper = Reaper::default();
+    let own = reaper.adopt(spawn_fake(&mine, &[], &[]));
+    let other_live = reaper.adopt(spawn_fake(&theirs, &[], &[]));
+    let other_orphan = spawn_orphan(&theirs, &mut reaper);
+
+    // The other scope's core sees its orphan as a zombie: it would be killed if it were seen.
+    let their_core = theirs.core(0.0);
+    wait_for("their orphan red in their scope", STARTUP, || {
+        let all = block_on(their_core.refresh()).expect("refresh");
+        all.iter()
+            .any(|i| i.pid == other_orphan && i.state == State::Zombie)
+            .then_some(())
+    });
+
+    let core = mine.core(0.0);
+    let all = wait_for("our own fake", STARTUP, || {
+        let all = block_on(core.refresh()).expect("refresh");
+        all.iter().any(|i| i.pid == own).then_some(all)
+    });
+    let pids: Vec<u32> = all.iter().map(|i| i.pid).collect();
+    assert_eq!(pids, vec![own], "only our own instance is seen");
+    let sweep = block_on(core.kill_zombies());
+    assert!(
+        sweep.killed.is_empty() && sweep.failed.is_empty(),
+        "{sweep:?}"
+    );
+    assert!(alive(other_orphan) && alive(other_live) && alive(own));
+    assert!(
+        block_on(core.kill(other_orphan)).is_err(),
+        "a PID outside the scope is unknown"
+    );
+    assert!(alive(other_orphan));
+
+    // The CLI and the daemon take the scope from the environment the same way.
+    let listed = mine.list_json();
+    assert_eq!(
+        listed.iter().map(|v| v["pid"].clone()).collect::<Vec<_>>(),
+        vec![json!(own)]
+    );
+}

@@ -202,6 +202,7 @@ fn context(g: &Global) -> Result<Context, CliError> {
         .unwrap_or(settings.tray.zombie_grace.as_secs_f64());
     let mut config = Config::new(home).with_grace_secs(grace)?;
     config.probe_timeout = settings.tray.probe_timeout;
+    config.scope = crate::core::procs::Scope::from_env();
     Ok(Context {
         config,
         settings,

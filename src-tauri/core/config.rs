@@ -25,6 +25,8 @@ pub struct Config {
     pub serena_home: PathBuf,
     pub zombie_grace: Duration,
     pub probe_timeout: Duration,
+    /// Which processes may be seen as instances (all, except in tests).
+    pub scope: crate::core::procs::Scope,
 }
 
 impl Config {
@@ -33,6 +35,7 @@ impl Config {
             serena_home,
             zombie_grace: DEFAULT_ZOMBIE_GRACE,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            scope: crate::core::procs::Scope::All,
         }
     }
 

@@ -56,6 +56,8 @@ struct Inner {
     model: Mutex<Model>,
     refreshing: tokio::sync::Mutex<()>,
     events: broadcast::Sender<Event>,
+    /// Asks the refresh loop for a look now rather than at its next tick.
+    wake: tokio::sync::Notify,
     timings: Timings,
     ports: Mutex<PortCache>,
 }
@@ -115,6 +117,10 @@ struct Tracked {
     registered_project: Option<Option<String>>,
     /// Where it was first learnt of (the shown source adds registrations and sessions).
     base_source: Source,
+    /// Whether its MCP port (HTTP transports) was seen listening at the last scan.
+    mcp_listening: bool,
+    /// The process a session launch started, when this instance is it or runs under it.
+    launch_root: Option<ProcessId>,
 }
 
 /// What one scan of the machine found (blocking work, done off the async threads).
@@ -123,6 +129,17 @@ struct Scan {
     candidates: Vec<(Proc, SerenaArgs)>,
     registry: Vec<RegistryEntry>,
     ports: PortMap,
+    /// The live PIDs inside the scope, when discovery is scoped (`None`: all are).
+    admitted: Option<HashSet<u32>>,
+}
+
+impl Scan {
+    /// The live process with this PID, if it is inside the scope.
+    fn visible(&self, pid: u32) -> Option<&Proc> {
+        self.snap
+            .get(pid)
+            .filter(|_| self.admitted.as_ref().is_none_or(|a| a.contains(&pid)))
+    }
 }
 
 struct ProbeJob {
@@ -162,6 +179,7 @@ impl Core {
                 model: Mutex::new(Model::default()),
                 refreshing: tokio::sync::Mutex::new(()),
                 events,
+                wake: tokio::sync::Notify::new(),
                 timings: Timings::default(),
                 ports: Mutex::new(PortCache::default()),
                 config,
@@ -176,6 +194,22 @@ impl Core {
     /// Every state change, as it happens.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Publishes an event of another part of the core (sessions) on the one bus.
+    pub(crate) fn publish(&self, event: Event) {
+        // No subscriber is fine: nobody is listening yet.
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Asks whoever runs the refresh loop for a refresh now (a process exited, a launch waits).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Resolves when [`Core::wake`] was called (the refresh loop's side).
+    pub async fn woken(&self) {
+        self.inner.wake.notified().await;
     }
 
     /// The instances as of the last refresh, sorted by PID then start time.
@@ -220,8 +254,7 @@ impl Core {
         // The model has changed: what changed goes out even if the registry could not be
         // written (the next refresh tries the write again).
         for e in events {
-            // No subscriber is fine: nobody is listening yet.
-            let _ = self.inner.events.send(e);
+            self.publish(e);
         }
         match written {
             Ok(Ok(_)) => {}
@@ -265,6 +298,10 @@ impl Core {
                 continue;
             }
             match scan.snap.get(e.pid) {
+                // The recorded process lives on, but outside the scope: not ours to show.
+                Some(proc)
+                    if same_process(e.started_at(), proc.start_time)
+                        && scan.visible(proc.pid).is_none() => {}
                 Some(proc) if same_process(e.started_at(), proc.start_time) => {
                     // Registered by someone, alive, but not a Serena command line: shown,
                     // probed on its registered port, never trusted for killing.
@@ -307,14 +344,14 @@ impl Core {
             sessions,
             ..
         } = &mut *model;
-        registrations.retain(|_, r| scan.snap.get(r.pid).is_some());
+        registrations.retain(|_, r| scan.visible(r.pid).is_some());
         // Sources are recomputed each time: a registration or a session can end.
         for t in tracked.values_mut() {
             t.registered_project = None;
             t.inst.source = t.base_source;
         }
         for r in registrations.values() {
-            let Some(proc) = scan.snap.get(r.pid) else {
+            let Some(proc) = scan.visible(r.pid) else {
                 continue;
             };
             let key = proc.id();
@@ -351,7 +388,7 @@ impl Core {
 
         model
             .tracked
-            .iter()
+            .iter_mut()
             .filter(|(k, t)| t.alive && present.contains(k))
             .map(|(k, t)| {
                 let mut ports: Vec<u16> = scan
@@ -360,6 +397,7 @@ impl Core {
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
                 if let Some(mcp) = t.args.mcp_port {
+                    t.mcp_listening = ports.contains(&mcp);
                     ports.retain(|p| *p != mcp);
                 }
                 ProbeJob {
@@ -430,7 +468,14 @@ impl Core {
                 has_project: t.inst.project_name.is_some(),
             };
             let (mut state, reason) = classify::classify(&obs, now, grace);
-            if launching.contains(&key) && state.is_live() {
+            // A session being launched is `starting` until its dashboard answers and its MCP
+            // endpoint listens: the moment it turns live is the event its launcher waits for.
+            t.launch_root = launching
+                .iter()
+                .copied()
+                .find(|root| *root == key || scan.snap.has_ancestor(key.pid, *root));
+            let ready = t.last_ok.is_some() && (t.args.mcp_port.is_none() || t.mcp_listening);
+            if t.launch_root.is_some() && state.is_live() && !ready {
                 state = State::Starting;
             }
             if (state, reason) != (before.state, before.state_reason) {
@@ -478,6 +523,7 @@ impl Core {
         let rescan = model.tracked.values().any(|t| {
             t.alive
                 && (t.silent_since.is_some()
+                    || t.inst.state == State::Starting
                     || (t.inst.port.is_none() && now - t.inst.started_at < NEW_INSTANCE_WINDOW))
         });
         lock(&self.inner.ports).stale = rescan;
@@ -707,6 +753,16 @@ impl Core {
             .is_some()
     }
 
+    /// The instance a session launch started (the launched process itself, or one running
+    /// under it, as behind a wrapper like `uvx`), as of the last refresh.
+    pub fn launched(&self, root: ProcessId) -> Option<Instance> {
+        lock(&self.inner.model)
+            .tracked
+            .values()
+            .find(|t| t.alive && t.launch_root == Some(root))
+            .map(|t| t.inst.clone())
+    }
+
     /// Marks a launched process as a session (source `session`), `starting` until `ready`.
     pub fn mark_session(&self, id: ProcessId, session_id: &str, starting: bool) {
         let mut model = lock(&self.inner.model);
@@ -739,9 +795,6 @@ impl Inner {
             candidates.iter().filter_map(|(p, _)| p.ppid).collect();
         candidates.retain(|(p, _)| !parents_of_candidates.contains(&p.pid));
         candidates.sort_by_key(|(p, _)| p.pid);
-        let pids: Vec<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
-        snap.fill_cwd(&mut sys, &pids);
-        drop(sys);
 
         let registry = match self.registry.load() {
             Ok(r) => r,
@@ -750,6 +803,8 @@ impl Inner {
                 Vec::new()
             }
         };
+        // Every live PID that could be an instance: Serena command lines, registrations, live
+        // registry entries. Outside the scope (tests) they are not seen at all.
         let mut pids: BTreeSet<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
         pids.extend(lock(&self.model).registrations.values().map(|r| r.pid));
         pids.extend(
@@ -758,7 +813,15 @@ impl Inner {
                 .filter(|e| snap.get(e.pid).is_some())
                 .map(|e| e.pid),
         );
-        let pids: Vec<u32> = pids.into_iter().collect();
+        let mut pids: Vec<u32> = pids.into_iter().collect();
+        let admitted = self.config.scope.admitted(&mut sys, &pids);
+        if let Some(admitted) = &admitted {
+            pids.retain(|p| admitted.contains(p));
+            candidates.retain(|(p, _)| admitted.contains(&p.pid));
+        }
+        let candidate_pids: Vec<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
+        snap.fill_cwd(&mut sys, &candidate_pids);
+        drop(sys);
         let ports = {
             let mut cache = lock(&self.ports);
             let fresh = !cache.stale
@@ -776,6 +839,7 @@ impl Inner {
             candidates,
             registry,
             ports,
+            admitted,
         }
     }
 }
@@ -844,6 +908,8 @@ fn first_sight(
         overview_for: None,
         registered_project: None,
         base_source: source,
+        mcp_listening: false,
+        launch_root: None,
     }
 }
 
@@ -886,6 +952,8 @@ fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         overview_for: None,
         registered_project: None,
         base_source: Source::Registry,
+        mcp_listening: false,
+        launch_root: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! A snapshot of the process table (through `sysinfo`): PID, parent, start time, name, command
-//! line and working directory of every process, plus tree helpers. Read-only: signalling
-//! processes is the reaper's business, not this module's.
+//! line and working directory of every process, plus tree helpers, and the [`Scope`] that limits
+//! which processes this program may treat as instances. Read-only: signalling processes is the
+//! reaper's business, not this module's.
 
 use super::model::ProcessId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
 /// One process as seen in a snapshot.
@@ -23,6 +24,51 @@ impl Proc {
             pid: self.pid,
             start_time: self.start_time,
         }
+    }
+}
+
+/// The environment variable that scopes discovery (see [`Scope`]).
+pub const SCOPE_VAR: &str = "SERENA_TRAY_SCOPE";
+
+/// Which processes this program may see as instances. `All` in normal use. `Marked(value)` sees
+/// only processes whose environment carries `SERENA_TRAY_SCOPE=value` (inherited by everything
+/// they start): tests run their Serenas, fakes and daemons with a marker of their own, so no
+/// test can see, and so never signal, a process it did not start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    #[default]
+    All,
+    Marked(String),
+}
+
+impl Scope {
+    /// The scope this program runs in: `SERENA_TRAY_SCOPE` if set and not empty, else all.
+    pub fn from_env() -> Scope {
+        match std::env::var(SCOPE_VAR) {
+            Ok(v) if !v.is_empty() => Scope::Marked(v),
+            _ => Scope::All,
+        }
+    }
+
+    /// Those of `pids` inside the scope; `None` means every process is (no look needed).
+    /// Blocking: reads the environment of just these processes.
+    pub fn admitted(&self, sys: &mut System, pids: &[u32]) -> Option<HashSet<u32>> {
+        let Scope::Marked(value) = self else {
+            return None;
+        };
+        let wanted = format!("{SCOPE_VAR}={value}");
+        let ids: Vec<sysinfo::Pid> = pids.iter().map(|p| sysinfo::Pid::from_u32(*p)).collect();
+        let kind = ProcessRefreshKind::nothing().with_environ(UpdateKind::Always);
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), false, kind);
+        Some(
+            pids.iter()
+                .copied()
+                .filter(|pid| {
+                    sys.process(sysinfo::Pid::from_u32(*pid))
+                        .is_some_and(|p| p.environ().iter().any(|kv| *kv == *wanted))
+                })
+                .collect(),
+        )
     }
 }
 
@@ -137,6 +183,21 @@ impl Snapshot {
         out
     }
 
+    /// Whether the process `ancestor` (that very one) is the parent of `pid`, or its parent's
+    /// parent, and so on.
+    pub fn has_ancestor(&self, pid: u32, ancestor: ProcessId) -> bool {
+        let mut cur = pid;
+        // A PID cycle cannot happen in a real table; the bound guards anyway.
+        for _ in 0..64 {
+            match self.get(cur).and_then(|p| p.ppid) {
+                Some(pp) if pp == ancestor.pid => return self.get_id(ancestor).is_some(),
+                Some(pp) if pp > 1 => cur = pp,
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Whether the parent of `p` is not a plausible client: none, init, a known subreaper, or a
     /// process younger than `p` (its real parent died and the PID was reused).
     pub fn parent_is_adopter(&self, p: &Proc) -> bool {
@@ -181,6 +242,15 @@ mod tests {
         d.sort();
         assert_eq!(d, vec![11, 12, 13]);
         assert!(s.descendants(14).is_empty());
+        let id = |pid, start_time| ProcessId { pid, start_time };
+        assert!(s.has_ancestor(13, id(10, 5)));
+        assert!(s.has_ancestor(11, id(10, 5)));
+        assert!(!s.has_ancestor(10, id(10, 5)), "not its own ancestor");
+        assert!(
+            !s.has_ancestor(13, id(10, 4)),
+            "another process that held PID 10"
+        );
+        assert!(!s.has_ancestor(14, id(10, 5)));
     }
 
     #[cfg(unix)]
@@ -200,6 +270,32 @@ mod tests {
         }
         assert!(snap.get(pid).is_none(), "a defunct process counts as gone");
         assert!(snap.get(std::process::id()).is_some(), "we are in it");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_scope_admits_only_processes_that_carry_its_marker() {
+        let marker = format!("unit-{}", std::process::id());
+        let spawn = |env: Option<&str>| {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("30");
+            if let Some(v) = env {
+                cmd.env(SCOPE_VAR, v);
+            }
+            cmd.spawn().expect("spawn sleep")
+        };
+        let mut inside = spawn(Some(&marker));
+        let mut other = spawn(Some("someone-else"));
+        let mut outside = spawn(None);
+        let pids = [inside.id(), other.id(), outside.id()];
+        let mut sys = System::new();
+        let admitted = Scope::Marked(marker).admitted(&mut sys, &pids);
+        assert_eq!(admitted, Some(HashSet::from([inside.id()])));
+        assert_eq!(Scope::All.admitted(&mut sys, &pids), None);
+        for c in [&mut inside, &mut other, &mut outside] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use serena_tray::core::procs::Snapshot;
+use serena_tray::core::procs::{Scope, Snapshot, SCOPE_VAR};
 use serena_tray::core::{Config, Core};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -42,7 +42,9 @@ pub fn tray_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_serena-tray"))
 }
 
-/// A temporary HOME with its own `.serena`.
+/// A temporary HOME with its own `.serena`, and the discovery scope of one test: every process
+/// started through [`Home::env`] carries the scope's marker, and every core and daemon of this
+/// home sees only those, so a test never sees (or signals) a process it did not start.
 pub struct Home {
     pub dir: tempfile::TempDir,
 }
@@ -59,6 +61,11 @@ impl Home {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// This test's discovery scope marker (unique per home).
+    pub fn scope(&self) -> String {
+        self.path().display().to_string()
     }
 
     pub fn serena_home(&self) -> PathBuf {
@@ -80,6 +87,7 @@ impl Home {
         cmd.env("PATH", std::env::join_paths(path).expect("PATH"))
             .env("HOME", self.path())
             .env("SERENA_HOME", self.serena_home())
+            .env(SCOPE_VAR, self.scope())
             .env("SERENA_USAGE_REPORTING", "false")
             .env("no_proxy", "127.0.0.1,localhost")
             .env("NO_PROXY", "127.0.0.1,localhost")
@@ -129,6 +137,7 @@ impl Home {
             .with_grace_secs(grace_secs)
             .expect("grace");
         cfg.probe_timeout = Duration::from_millis(700);
+        cfg.scope = Scope::Marked(self.scope());
         Core::new(cfg)
     }
 
