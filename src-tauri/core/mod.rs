@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod files;
 pub mod model;
 pub mod probe;
 pub mod procs;
