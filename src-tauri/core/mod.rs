@@ -18,6 +18,7 @@ pub mod registry;
 pub mod sessions;
 pub mod settings;
 pub mod sockets;
+pub mod timeline;
 pub mod token;
 pub mod tray_protocol;
 
