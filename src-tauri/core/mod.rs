@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod events;
+pub mod files;
 pub mod model;
 pub mod probe;
 pub mod procs;
@@ -17,6 +18,7 @@ pub mod registry;
 pub mod sessions;
 pub mod settings;
 pub mod sockets;
+pub mod timeline;
 pub mod token;
 pub mod tray_protocol;
 

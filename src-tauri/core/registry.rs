@@ -4,17 +4,18 @@
 //!
 //! Cross-process safety: every read-modify-write holds an exclusive advisory lock on the sidecar
 //! `instances.json.lock` and replaces the file by writing a temporary file and renaming it, so a
-//! reader never sees half a file and concurrent writers lose nothing. A file that does not parse
-//! is moved aside to `instances.json.corrupt-<millis>` (never deleted) and a fresh one started.
+//! reader never sees half a file and concurrent writers lose nothing (both files mode 600, see
+//! `files`). A file that does not parse is moved aside to `instances.json.corrupt-<millis>`
+//! (never deleted) and a fresh one started.
 //! Entries written by others are tolerated: missing fields take defaults, unknown keys are kept as
 //! they were, and an entry that cannot be read at all is kept verbatim. This module never adds a
 //! key of its own. Deliberately not here: deciding what the entries mean (`engine`).
 
+use super::files;
 use super::model::Epoch;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -171,12 +172,7 @@ impl Registry {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(self.io(dir))?;
         let lock_path = self.path.with_file_name("instances.json.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(self.io(&lock_path))?;
+        let lock = files::open_append(&lock_path).map_err(self.io(&lock_path))?;
         lock.lock().map_err(self.io(&lock_path))?;
         // The lock is released when `lock` is dropped, on every path out of here.
 
@@ -184,7 +180,7 @@ impl Registry {
             Ok(c) => (c, None),
             Err(err @ RegistryError::Io { .. }) => return Err(err),
             Err(err) => {
-                let aside = self.move_aside()?;
+                let aside = files::move_aside(&self.path).map_err(self.io(&self.path))?;
                 tracing::warn!("{err}; moved it to {} and started afresh", aside.display());
                 (Contents::default(), Some(aside))
             }
@@ -198,25 +194,6 @@ impl Registry {
         Ok((result, moved))
     }
 
-    fn move_aside(&self) -> Result<PathBuf> {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let mut aside = self
-            .path
-            .with_file_name(format!("instances.json.corrupt-{millis}"));
-        let mut n = 1;
-        while aside.exists() {
-            aside = self
-                .path
-                .with_file_name(format!("instances.json.corrupt-{millis}-{n}"));
-            n += 1;
-        }
-        fs::rename(&self.path, &aside).map_err(self.io(&self.path))?;
-        Ok(aside)
-    }
-
     fn write(&self, contents: &Contents) -> Result<()> {
         let mut items: Vec<Value> = Vec::with_capacity(contents.entries.len());
         for e in &contents.entries {
@@ -225,25 +202,9 @@ impl Registry {
         items.extend(contents.unreadable.iter().cloned());
         let mut text = serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".into());
         text.push('\n');
-        let tmp = self.path.with_file_name(format!(
-            ".instances.json.{}.{}.tmp",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            // No fsync: the rename is what makes the update atomic for readers, and a record of
-            // running processes has nothing worth keeping across a power loss.
-            fs::rename(&tmp, &self.path)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written.map_err(self.io(&self.path))
+        // No fsync: the rename is what makes the update atomic for readers, and a record of
+        // running processes has nothing worth keeping across a power loss.
+        files::write_atomic(&self.path, text.as_bytes()).map_err(self.io(&self.path))
     }
 }
 
@@ -307,6 +268,29 @@ mod tests {
         let ((), moved) = reg.update(|_| ()).expect("update recovers");
         assert!(moved.is_some());
         assert!(reg.load().expect("load").is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_file_and_its_lock_are_0600_and_no_temporary_file_is_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::new(dir.path());
+        reg.update(|es| es.push(RegistryEntry::new(1, 1.0)))
+            .expect("update");
+        for name in ["instances.json", "instances.json.lock"] {
+            let mode = fs::metadata(dir.path().join(name))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]

@@ -476,11 +476,9 @@ impl Sessions {
         };
         let text = serde_json::to_string_pretty(&list).map_err(|e| store_err(e.to_string()))?;
         if let Some(dir) = self.inner.store.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| store_err(e.to_string()))?;
+            super::files::private_dir(dir).map_err(|e| store_err(e.to_string()))?;
         }
-        let tmp = self.inner.store.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.inner.store))
+        super::files::write_atomic(&self.inner.store, text.as_bytes())
             .map_err(|e| store_err(e.to_string()))
     }
 }
@@ -492,21 +490,29 @@ enum Launch {
 
 /// The recorded sessions; a file that does not parse is moved aside (never deleted).
 fn read_store(store: &Path) -> Vec<Session> {
-    let Ok(text) = std::fs::read(store) else {
-        return Vec::new();
+    let text = match super::files::read(store) {
+        Ok(text) => text,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("{}: {e}; started without sessions", store.display());
+            }
+            return Vec::new();
+        }
     };
     match serde_json::from_slice::<Vec<Session>>(&text) {
         Ok(v) => v,
         Err(e) => {
-            let millis = (now() * 1000.0) as u64;
-            let aside = store.with_file_name(format!("sessions.json.corrupt-{millis}"));
-            let moved = std::fs::rename(store, &aside);
-            tracing::warn!(
-                "{}: {e}; moved it to {} ({:?}) and started without sessions",
-                store.display(),
-                aside.display(),
-                moved.err()
-            );
+            match super::files::move_aside(store) {
+                Ok(aside) => tracing::warn!(
+                    "{}: {e}; moved it to {} and started without sessions",
+                    store.display(),
+                    aside.display()
+                ),
+                Err(m) => tracing::warn!(
+                    "{}: {e}; cannot move it aside ({m}); started without sessions",
+                    store.display()
+                ),
+            }
             Vec::new()
         }
     }

@@ -1,9 +1,12 @@
 //! The access token of the HTTP API: `$SERENA_HOME/tray/token`, 32 random bytes as hex, created
-//! on first start with mode 600 and reused after. Also the random IDs of sessions. Deliberately
-//! not here: checking requests (the API's security layer does that).
+//! on first start (mode 600, inside a 0700 `tray/`) and reused after. Before using it, start
+//! refuses a `tray/` or token that belongs to another user or that group or others may write to.
+//! An empty token file (a crash between creating and writing it) is replaced by a fresh token; a
+//! damaged non-empty one is an error, never silently replaced. Also the random IDs of sessions.
+//! Deliberately not here: checking requests (the API's security layer does that).
 
-use std::fs;
-use std::io::Write;
+use super::files::{self, FilesError};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,9 @@ pub enum TokenError {
     Random(String),
     #[error("{0} holds no usable token (delete it to have a new one made)")]
     Bad(PathBuf),
+    /// `tray/` or the token is another user's, or open to group or others.
+    #[error(transparent)]
+    NotPrivate(#[from] FilesError),
 }
 
 /// `n` random bytes as lowercase hex.
@@ -32,51 +38,68 @@ pub fn token_path(serena_home: &Path) -> PathBuf {
     serena_home.join("tray").join("token")
 }
 
-/// Reads the token, creating it (mode 600) if there is none.
-pub fn load_or_create(serena_home: &Path) -> Result<String, TokenError> {
-    let path = token_path(serena_home);
-    let io = |source| TokenError::Io {
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TokenError {
+    let path = path.to_path_buf();
+    move |source| TokenError::Io {
         path: path.clone(),
         source,
-    };
-    match fs::read_to_string(&path) {
-        Ok(t) => return valid(&path, t),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-        Err(_) => {}
     }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io)?;
+}
+
+/// Reads the token, creating it (and `tray/`) if there is none, after checking that both are
+/// the user's alone.
+pub fn load_or_create(serena_home: &Path) -> Result<String, TokenError> {
+    let path = token_path(serena_home);
+    let dir = serena_home.join("tray");
+    files::private_dir(&dir).map_err(io_error(&dir))?;
+    files::check_private(&dir, "Serena Tray's directory")?;
+    if let Some(token) = existing(&path)? {
+        return Ok(token);
     }
     let token = random_hex(32)?;
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    match opts.open(&path) {
-        Ok(mut f) => {
-            f.write_all(token.as_bytes()).map_err(io)?;
-            Ok(token)
-        }
+    match files::create_atomic(&path, token.as_bytes()) {
+        Ok(()) => Ok(token),
         // Another process created it a moment ago: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            valid(&path, fs::read_to_string(&path).map_err(io)?)
+            existing(&path)?.ok_or(TokenError::Bad(path))
         }
-        Err(e) => Err(io(e)),
+        Err(e) => Err(io_error(&path)(e)),
     }
+}
+
+/// The token in an existing file (`None` if there is none), checked to be the user's alone; an
+/// empty file is replaced by a fresh token.
+fn existing(path: &Path) -> Result<Option<String>, TokenError> {
+    let mut file = match files::open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    files::check_file(&file, path, "the API token")?;
+    files::tighten(&file, 0o600).map_err(io_error(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error(path))?;
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.trim().is_empty() {
+        return valid(path, &text).map(Some);
+    }
+    tracing::warn!(
+        "{} is empty (an interrupted first start?): making a new token",
+        path.display()
+    );
+    let token = random_hex(32)?;
+    files::write_atomic(path, token.as_bytes()).map_err(io_error(path))?;
+    Ok(Some(token))
 }
 
 /// Reads an existing token without creating one (the CLI's way).
 pub fn read(serena_home: &Path) -> Option<String> {
     let path = token_path(serena_home);
-    fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| valid(&path, t).ok())
+    let bytes = files::read(&path).ok()?;
+    valid(&path, &String::from_utf8_lossy(&bytes)).ok()
 }
 
-fn valid(path: &Path, text: String) -> Result<String, TokenError> {
+fn valid(path: &Path, text: &str) -> Result<String, TokenError> {
     let t = text.trim().to_string();
     if t.len() >= 16 && t.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(t)
@@ -97,6 +120,19 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).expect("meta").permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
 
     #[test]
     fn created_once_with_mode_600_and_reused() {
@@ -107,13 +143,87 @@ mod tests {
         assert_eq!(read(dir.path()).as_deref(), Some(a.as_str()));
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(token_path(dir.path()))
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
+            assert_eq!(mode(&token_path(dir.path())), 0o600);
+            assert_eq!(mode(&dir.path().join("tray")), 0o700);
         }
+    }
+
+    #[test]
+    fn an_empty_token_file_is_replaced() {
+        for leftover in ["", " \n"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let p = token_path(dir.path());
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            fs::write(&p, leftover).expect("write");
+            let t = load_or_create(dir.path()).expect("replaced");
+            assert_eq!(t.len(), 64);
+            assert_eq!(fs::read_to_string(&p).expect("read"), t);
+            assert_eq!(load_or_create(dir.path()).expect("reuse"), t);
+            #[cfg(unix)]
+            assert_eq!(mode(&p), 0o600);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_tray_dir_or_token_open_to_others_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tray = dir.path().join("tray");
+        let token = load_or_create(dir.path()).expect("create");
+        chmod(&tray, 0o770);
+        let err = load_or_create(dir.path()).expect_err("group-writable tray/");
+        assert!(matches!(err, TokenError::NotPrivate(_)), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&tray.display().to_string()), "{msg}");
+        assert!(msg.contains("chmod 700"), "{msg}");
+
+        chmod(&tray, 0o700);
+        let p = token_path(dir.path());
+        chmod(&p, 0o666);
+        let msg = load_or_create(dir.path())
+            .expect_err("world-writable token")
+            .to_string();
+        assert!(msg.contains("chmod 600"), "{msg}");
+
+        chmod(&p, 0o644);
+        assert_eq!(load_or_create(dir.path()).expect("readable only"), token);
+        assert_eq!(mode(&p), 0o600, "narrowed");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_that_is_a_link_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        let theirs = load_or_create(other.path()).expect("create");
+        fs::create_dir_all(dir.path().join("tray")).expect("mkdir");
+        std::os::unix::fs::symlink(token_path(other.path()), token_path(dir.path()))
+            .expect("symlink");
+        let err = load_or_create(dir.path()).expect_err("a link");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(read(dir.path()).is_none());
+        assert_eq!(read(other.path()), Some(theirs));
+    }
+
+    /// Needs root to give the file to another user (uid 65534, `nobody`); checks nothing
+    /// otherwise.
+    #[cfg(unix)]
+    #[test]
+    fn a_token_of_another_user_is_refused() {
+        if rustix::process::geteuid().as_raw() != 0 {
+            eprintln!("not root: cannot give a file to another user, skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        load_or_create(dir.path()).expect("create");
+        let p = token_path(dir.path());
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).expect("chown");
+        let err = load_or_create(dir.path()).expect_err("foreign");
+        assert!(
+            matches!(err, TokenError::NotPrivate(FilesError::Foreign { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("another user"), "{err}");
     }
 
     #[test]
