@@ -18,7 +18,7 @@ impl Client {
     /// The daemon on `port`, if Serena Tray answers there and its token is readable.
     pub async fn connect(serena_home: &Path, port: u16) -> Option<Client> {
         // Only a daemon that verifiably owns the port gets the token.
-        crate::core::daemon::verified_pid(port).await?;
+        crate::core::app::verified_pid(port).await?;
         let token = crate::core::token::read(serena_home)?;
         let http = reqwest::Client::builder()
             .no_proxy()

@@ -6,8 +6,8 @@
 mod client;
 mod output;
 
+use crate::core::app::{App, AppError, Options, Started};
 use crate::core::config::{resolve_serena_home, Config};
-use crate::core::daemon::{self, Options, Started};
 use crate::core::settings::{self, Settings};
 use crate::core::Core;
 use clap::{Args, Parser, Subcommand};
@@ -112,7 +112,7 @@ pub(crate) enum CliError {
     #[error(transparent)]
     Core(#[from] crate::core::CoreError),
     #[error(transparent)]
-    Daemon(#[from] crate::core::daemon::DaemonError),
+    App(#[from] AppError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write the output: {0}")]
@@ -187,7 +187,7 @@ pub(crate) struct Context {
 
 impl Context {
     fn port(&self) -> u16 {
-        daemon::http_port(&self.settings, &self.options)
+        self.options.port.unwrap_or(self.settings.dashboard.port)
     }
 }
 
@@ -282,25 +282,35 @@ fn list(ctx: Context, json: bool) -> Result<(), CliError> {
 fn run_daemon(ctx: Context) -> Result<(), CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        match daemon::start(ctx.config, &ctx.settings, &ctx.options).await? {
+        match App::start(ctx.config, ctx.settings, &ctx.options).await? {
             Started::AlreadyRunning { url } => {
                 println!("serena-tray is already running: {url}");
                 Ok(())
             }
-            Started::Running(running) => {
-                println!(
-                    "Serena Tray daemon listening on http://127.0.0.1:{}/",
-                    running.port
-                );
-                println!("Dashboard: {}", running.login_url());
+            Started::Running(app) => {
+                println!("Serena Tray daemon listening on {}", app.url());
+                println!("{}", dashboard_line(&app));
                 let _ = std::io::stdout().flush();
                 wait_for_signal().await;
                 eprintln!("serena-tray: stopping");
-                running.stop().await;
+                app.shutdown().await;
                 Ok(())
             }
         }
     })
+}
+
+/// Where to open the dashboard. The URL with the token only on a terminal: autostart and service
+/// logs are read by others.
+pub(crate) fn dashboard_line(app: &App) -> String {
+    if std::io::stdout().is_terminal() {
+        format!("Dashboard: {}", app.login_url())
+    } else {
+        format!(
+            "Dashboard: {} (log in with the URL that `serena-tray open` prints)",
+            app.url()
+        )
+    }
 }
 
 /// SIGINT or SIGTERM (Ctrl+C on Windows).

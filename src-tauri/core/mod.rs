@@ -3,10 +3,11 @@
 //! daemon, the CLI and the tests all drive it through one cloneable [`Core`] handle.
 
 pub mod api;
+pub mod app;
+pub mod background;
 pub mod classify;
 pub mod cmdline;
 pub mod config;
-pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod files;

@@ -26,6 +26,17 @@ pub struct ProcessId {
     pub start_time: u64,
 }
 
+impl ProcessId {
+    /// The identity a record gives (the registry's, an instance's): `started_at` in epoch
+    /// seconds, as whole seconds.
+    pub fn of_record(pid: u32, started_at: Epoch) -> ProcessId {
+        ProcessId {
+            pid,
+            start_time: started_at.max(0.0) as u64,
+        }
+    }
+}
+
 impl fmt::Display for ProcessId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.pid, self.start_time)
@@ -218,10 +229,7 @@ pub struct Instance {
 
 impl Instance {
     pub fn process_id(&self) -> ProcessId {
-        ProcessId {
-            pid: self.pid,
-            start_time: self.started_at as u64,
-        }
+        ProcessId::of_record(self.pid, self.started_at)
     }
 
     /// The tab label the UI shows: `<pid> - <PROJECT>` or `<pid> - NO PROJECT`.

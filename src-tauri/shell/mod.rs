@@ -1,11 +1,12 @@
 //! The Tauri tray shell: the only place that imports tauri. Thin adapters over the core.
 //!
-//! It hosts the daemon (HTTP API, tray protocol, refresh loop) in-process. The dashboard window,
-//! the tray menu, notifications and autostart come next; until then the app keeps running in
-//! the background and serves the dashboard in the browser (`serena-tray open`).
+//! It runs the [`App`] (HTTP API, tray protocol, refresh loop) in-process and manages its handle.
+//! The dashboard window, the tray menu, notifications and autostart come next; until then the
+//! app keeps running in the background and serves the dashboard in the browser
+//! (`serena-tray open`).
 
+use crate::core::app::{App, AppError, Options, Started};
 use crate::core::config::Config;
-use crate::core::daemon::{self, Options, Started};
 use crate::core::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,32 +14,30 @@ pub enum ShellError {
     #[error("the tray app could not start: {0}")]
     Tauri(#[from] tauri::Error),
     #[error(transparent)]
-    Daemon(#[from] daemon::DaemonError),
+    App(#[from] AppError),
 }
 
 /// Runs the tray app until it is asked to quit.
 pub fn run(config: Config, settings: Settings, options: Options) -> Result<(), ShellError> {
-    let started =
-        tauri::async_runtime::block_on(async { daemon::start(config, &settings, &options).await })?;
-    let running = match started {
+    let started = tauri::async_runtime::block_on(App::start(config, settings, &options))?;
+    let app = match started {
         Started::AlreadyRunning { url } => {
             println!("serena-tray is already running: {url}");
             return Ok(());
         }
-        Started::Running(r) => r,
+        Started::Running(app) => app,
     };
-    println!("Dashboard: {}", running.login_url());
-    let app = tauri::Builder::default()
-        .manage(running)
+    println!("{}", crate::cli::dashboard_line(&app));
+    let tauri_app = tauri::Builder::default()
+        .manage(app.clone())
         .build(tauri::generate_context!())?;
-    app.run(|_app, event| {
+    tauri_app.run(move |_handle, event| match event {
         // A tray app lives on with no window open.
-        if let tauri::RunEvent::ExitRequested {
+        tauri::RunEvent::ExitRequested {
             api, code: None, ..
-        } = event
-        {
-            api.prevent_exit();
-        }
+        } => api.prevent_exit(),
+        tauri::RunEvent::Exit => tauri::async_runtime::block_on(app.shutdown()),
+        _ => {}
     });
     Ok(())
 }

@@ -146,22 +146,22 @@ async fn exit_latencies(
     script: &std::path::Path,
     runs: usize,
 ) -> Vec<f64> {
-    use serena_tray::core::daemon::{self, Options, Started};
+    use serena_tray::core::app::{App, Options, Started};
     use serena_tray::core::Event;
     let settings = serena_tray::core::settings::load(serena_home);
     let opts = Options {
         port: Some(0),
         tray_protocol_port: Some(0),
     };
-    let Ok(Started::Running(running)) =
-        daemon::start(Config::new(serena_home.to_path_buf()), &settings, &opts).await
+    let Ok(Started::Running(app)) =
+        App::start(Config::new(serena_home.to_path_buf()), settings, &opts).await
     else {
         eprintln!("the daemon did not start; no exit figures");
         return Vec::new();
     };
     let mut out = Vec::new();
     for _ in 0..runs {
-        let mut rx = running.core.subscribe();
+        let mut rx = app.core().subscribe();
         let Ok(mut child) = tokio::process::Command::new("python3")
             .arg(script)
             .arg("start-mcp-server")
@@ -206,6 +206,6 @@ async fn exit_latencies(
             out.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    running.stop().await;
+    app.shutdown().await;
     out
 }

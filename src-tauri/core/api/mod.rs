@@ -10,9 +10,10 @@ pub mod error;
 pub mod overview;
 pub mod security;
 
-use crate::core::engine::{Core, KillError};
+use crate::core::app::App;
+use crate::core::engine::KillError;
 use crate::core::reaper::ReapError;
-use crate::core::sessions::{SessionError, SessionRequest, Sessions};
+use crate::core::sessions::{SessionError, SessionRequest};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -25,7 +26,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -35,18 +35,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The web UI, embedded so the binary runs from any directory.
 const INDEX_HTML: &str = include_str!("../../../ui/index.html");
 
-/// What every handler gets. Cheap to clone.
-#[derive(Clone)]
-pub struct ApiState {
-    pub core: Core,
-    pub sessions: Sessions,
-    pub token: Arc<String>,
-    /// The port this server listens on (for the Host and Origin checks).
-    pub port: u16,
-}
-
 /// The whole app: routes, the security layer, the body limit.
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: App) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/index.html", get(index))
@@ -74,7 +64,7 @@ pub fn router(state: ApiState) -> Router {
 /// Serves the app on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: ApiState,
+    state: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
@@ -93,14 +83,14 @@ struct IndexQuery {
 
 /// `/` serves the page; `/?token=T` sets the token cookie and redirects to `/` (so the token
 /// leaves the address bar and the history).
-async fn index(State(state): State<ApiState>, Query(q): Query<IndexQuery>) -> Response {
+async fn index(State(state): State<App>, Query(q): Query<IndexQuery>) -> Response {
     match q.token {
         None => Html(INDEX_HTML).into_response(),
-        Some(t) if crate::core::token::constant_time_eq(&t, &state.token) => {
+        Some(t) if crate::core::token::constant_time_eq(&t, state.token()) => {
             let cookie = format!(
                 "{}={}; HttpOnly; SameSite=Strict; Path=/",
                 security::COOKIE,
-                state.token
+                state.token()
             );
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
         }
@@ -108,18 +98,18 @@ async fn index(State(state): State<ApiState>, Query(q): Query<IndexQuery>) -> Re
     }
 }
 
-async fn health(State(state): State<ApiState>) -> Json<Value> {
+async fn health(State(state): State<App>) -> Json<Value> {
     Json(json!({
         "status": "ok",
         "app": "serena-tray",
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
-        "port": state.port,
+        "port": state.port(),
     }))
 }
 
-async fn instances(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!(state.core.instances()))
+async fn instances(State(state): State<App>) -> Json<Value> {
+    Json(json!(state.core().instances()))
 }
 
 fn parse_pid(raw: &str) -> Result<u32, ApiError> {
@@ -134,20 +124,20 @@ fn unknown_pid(pid: u32) -> ApiError {
 }
 
 async fn instance(
-    State(state): State<ApiState>,
+    State(state): State<App>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pid = parse_pid(&raw)?;
     state
-        .core
+        .core()
         .instance(pid)
         .map(|i| Json(json!(i)))
         .ok_or_else(|| unknown_pid(pid))
 }
 
 /// The dashboard port of a live instance, or why there is none.
-fn dashboard_port(state: &ApiState, pid: u32) -> Result<u16, ApiError> {
-    let inst = state.core.instance(pid).ok_or_else(|| unknown_pid(pid))?;
+fn dashboard_port(state: &App, pid: u32) -> Result<u16, ApiError> {
+    let inst = state.core().instance(pid).ok_or_else(|| unknown_pid(pid))?;
     if inst.state_reason == Some(crate::core::ZombieReason::Dead) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -165,12 +155,12 @@ fn dashboard_port(state: &ApiState, pid: u32) -> Result<u16, ApiError> {
 }
 
 async fn instance_overview(
-    State(state): State<ApiState>,
+    State(state): State<App>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pid = parse_pid(&raw)?;
     let port = dashboard_port(&state, pid)?;
-    let sections = overview::sections(state.core.prober(), port).await;
+    let sections = overview::sections(state.core().prober(), port).await;
     Ok(Json(
         json!({"pid": pid, "port": port, "sections": sections}),
     ))
@@ -182,7 +172,7 @@ struct LogsQuery {
 }
 
 async fn instance_logs(
-    State(state): State<ApiState>,
+    State(state): State<App>,
     Path(raw): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -194,7 +184,7 @@ async fn instance_logs(
         })?,
     };
     let port = dashboard_port(&state, pid)?;
-    overview::logs(state.core.prober(), port, since)
+    overview::logs(state.core().prober(), port, since)
         .await
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))
@@ -217,37 +207,32 @@ fn kill_error(e: KillError) -> ApiError {
     }
 }
 
-async fn kill(
-    State(state): State<ApiState>,
-    Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn kill(State(state): State<App>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
     let pid = parse_pid(&raw)?;
-    let report = state.core.kill(pid).await.map_err(kill_error)?;
+    let report = state.core().kill(pid).await.map_err(kill_error)?;
     Ok(Json(json!(report)))
 }
 
 async fn shutdown(
-    State(state): State<ApiState>,
+    State(state): State<App>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pid = parse_pid(&raw)?;
-    state.core.shutdown(pid).await.map_err(kill_error)?;
+    state.core().shutdown(pid).await.map_err(kill_error)?;
     Ok(Json(json!({"status": "asked", "pid": pid})))
 }
 
-async fn kill_zombies(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!(state.core.kill_zombies().await))
+async fn kill_zombies(State(state): State<App>) -> Json<Value> {
+    Json(json!(state.core().kill_zombies().await))
 }
 
 /// Server-sent events: first a `snapshot` of every instance, then every core event as it
 /// happens (`event:` is the event's type, `data:` its JSON).
-async fn events(
-    State(state): State<ApiState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = state.core.subscribe();
+async fn events(State(state): State<App>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = state.core().subscribe();
     let snapshot = SseEvent::default()
         .event("snapshot")
-        .json_data(json!({"instances": state.core.instances()}))
+        .json_data(json!({"instances": state.core().instances()}))
         .unwrap_or_default();
     let live = BroadcastStream::new(rx).filter_map(|item| async move {
         match item {
@@ -267,8 +252,8 @@ async fn events(
     Sse::new(stream::once(async move { Ok(snapshot) }).chain(live)).keep_alive(KeepAlive::default())
 }
 
-async fn sessions(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!(state.sessions.list().await))
+async fn sessions(State(state): State<App>) -> Json<Value> {
+    Json(json!(state.sessions().list().await))
 }
 
 fn session_error(e: SessionError) -> ApiError {
@@ -290,10 +275,10 @@ fn session_error(e: SessionError) -> ApiError {
 }
 
 async fn request_session(
-    State(state): State<ApiState>,
+    State(state): State<App>,
     ApiJson(req): ApiJson<SessionRequest>,
 ) -> Result<Response, ApiError> {
-    let (session, existing) = state.sessions.request(req).await.map_err(session_error)?;
+    let (session, existing) = state.sessions().request(req).await.map_err(session_error)?;
     let status = if existing {
         StatusCode::OK
     } else {
@@ -313,11 +298,11 @@ struct ReleaseRequest {
 }
 
 async fn release_session(
-    State(state): State<ApiState>,
+    State(state): State<App>,
     ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let status = state
-        .sessions
+        .sessions()
         .release(&req.session_id)
         .await
         .map_err(session_error)?;

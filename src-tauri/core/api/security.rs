@@ -5,7 +5,7 @@
 //! cookie that `/?token=` sets.
 
 use super::error::{too_large, ApiError};
-use super::ApiState;
+use crate::core::app::App;
 use crate::core::token::constant_time_eq;
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -45,15 +45,15 @@ fn presented_token(req: &Request) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-pub async fn guard(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<App>, req: Request, next: Next) -> Response {
     match check(&state, &req) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
-fn check(state: &ApiState, req: &Request) -> Result<(), ApiError> {
-    let port = state.port;
+fn check(state: &App, req: &Request) -> Result<(), ApiError> {
+    let port = state.port();
     let hosts = allowed_hosts(port);
     match header_str(req, header::HOST) {
         Some(h) if hosts.iter().any(|a| a == h) => {}
@@ -93,7 +93,7 @@ fn check(state: &ApiState, req: &Request) -> Result<(), ApiError> {
             "this API needs the token: `Authorization: Bearer <token>` (the token is in \
              $SERENA_HOME/tray/token), or open the dashboard through `serena-tray open`",
         )),
-        Some(t) if constant_time_eq(&t, &state.token) => Ok(()),
+        Some(t) if constant_time_eq(&t, state.token()) => Ok(()),
         Some(_) => Err(ApiError::forbidden("bad_token", "the token is wrong")),
     }
 }

@@ -1,0 +1,261 @@
+//! The running program, with or without a GUI around it: one cloneable [`App`] handle holding
+//! the core, the sessions, the settings, the token and the ports, plus a cancellation token and
+//! a task tracker. It is the state of both HTTP listeners, what the tray shell manages and what
+//! the CLI drives. [`App::start`] binds the API port and starts every background task (see
+//! `background`); [`App::shutdown`] cancels them all and returns once they are gone. A second
+//! start on a port where Serena Tray verifiably answers reports `AlreadyRunning` instead of
+//! starting twice.
+//!
+//! Deliberately not here: argument parsing and printing (the CLI), windows and menus (the shell),
+//! and what each background task does (`background`).
+
+use crate::core::background;
+use crate::core::config::Config;
+use crate::core::engine::Core;
+use crate::core::sessions::Sessions;
+use crate::core::settings::Settings;
+use crate::core::token;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("port {port} on 127.0.0.1 is taken by another program (not Serena Tray): choose another with --port or web_dashboard_global_port")]
+    PortTaken { port: u16 },
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+}
+
+/// Command-line overrides of the settings files.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub port: Option<u16>,
+    pub tray_protocol_port: Option<u16>,
+}
+
+/// The outcome of [`App::start`].
+pub enum Started {
+    /// Another Serena Tray already serves this port.
+    AlreadyRunning {
+        url: String,
+    },
+    Running(App),
+}
+
+/// The handle on the running program. Clone it freely.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    core: Core,
+    sessions: Sessions,
+    settings: Settings,
+    token: String,
+    port: u16,
+    tray_protocol_port: u16,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// How long shutdown waits for the HTTP servers to finish the requests in flight (an open
+/// event stream never finishes by itself).
+const SERVER_GRACE: Duration = Duration::from_secs(3);
+
+impl App {
+    /// Starts the program (see the module docs).
+    pub async fn start(
+        config: Config,
+        settings: Settings,
+        opts: &Options,
+    ) -> Result<Started, AppError> {
+        let port = opts.port.unwrap_or(settings.dashboard.port);
+        let already = || Started::AlreadyRunning {
+            url: format!("http://127.0.0.1:{port}/"),
+        };
+        if port != 0 && verified_pid(port).await.is_some() {
+            return Ok(already());
+        }
+        let listener = match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                // Lost a race with another starting Serena Tray? Then it answers in a moment.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if verified_pid(port).await.is_some() {
+                    return Ok(already());
+                }
+                return Err(AppError::PortTaken { port });
+            }
+            Err(source) => return Err(AppError::Bind { port, source }),
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+        let token = token::load_or_create(&config.serena_home)?;
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let core = Core::new(config);
+        let sessions = Sessions::load(
+            core.clone(),
+            settings
+                .tray
+                .resolve_serena_command_in(&core.config().serena_home),
+            settings.tray.session_start_timeout,
+            tasks.clone(),
+            cancel.clone(),
+        );
+        let tray_protocol_port = opts
+            .tray_protocol_port
+            .unwrap_or(settings.tray.tray_protocol_port);
+        let app = App {
+            inner: Arc::new(Inner {
+                core,
+                sessions,
+                settings,
+                token,
+                port,
+                tray_protocol_port,
+                cancel,
+                tasks,
+            }),
+        };
+        background::start(&app, listener);
+        Ok(Started::Running(app))
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// The settings files as read at start (the command-line overrides are in the ports).
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// The port of the API and dashboard.
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// The port of the receiver for Serena's tray protocol.
+    pub fn tray_protocol_port(&self) -> u16 {
+        self.inner.tray_protocol_port
+    }
+
+    /// The dashboard URL without the token.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.inner.port)
+    }
+
+    /// The dashboard URL that logs the browser in (sets the token cookie).
+    pub fn login_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/?token={}",
+            self.inner.port, self.inner.token
+        )
+    }
+
+    /// Runs `task` in the background, tracked: it is dropped when the app shuts down.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// Runs an HTTP server in the background, tracked. It is handed a future that resolves
+    /// at shutdown, and then gets [`SERVER_GRACE`] to finish the requests in flight.
+    pub(crate) fn spawn_server<F>(
+        &self,
+        name: &'static str,
+        serve: impl FnOnce(ShutdownSignal) -> F,
+    ) where
+        F: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let cancel = self.inner.cancel.clone();
+        let server = serve(Box::pin(cancel.clone().cancelled_owned()));
+        self.inner.tasks.spawn(async move {
+            tokio::pin!(server);
+            let result = tokio::select! {
+                r = &mut server => r,
+                _ = async {
+                    cancel.cancelled().await;
+                    tokio::time::sleep(SERVER_GRACE).await;
+                } => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::error!("the {name} stopped: {e}");
+            }
+        });
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Stops every background task and returns once they are all gone.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// What a server is handed to learn that shutdown has begun.
+pub(crate) type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The PID of the Serena Tray serving this port, if one does and that PID really owns the
+/// listening socket. Before anything trusts an answer on the port (the CLI sending its token, a
+/// start deciding not to start) it checks this: a process of another user squatting the port
+/// can claim any PID in its answer, but cannot make that PID's sockets show up here (a user can
+/// only read their own processes' sockets).
+pub async fn verified_pid(port: u16) -> Option<u32> {
+    let pid = health(port).await?["pid"].as_u64()? as u32;
+    let owns = tokio::task::spawn_blocking(move || {
+        crate::core::sockets::platform()
+            .listening_ports(&[pid])
+            .get(&pid)
+            .is_some_and(|ports| ports.contains(&port))
+    })
+    .await
+    .unwrap_or(false);
+    owns.then_some(pid)
+}
+
+async fn health(port: u16) -> Option<serde_json::Value> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let resp = client
+        .get(format!("http://127.0.0.1:{port}/api/health"))
+        .send()
+        .await
+        .ok()?;
+    resp.json::<serde_json::Value>()
+        .await
+        .ok()
+        .filter(|v| v["app"] == "serena-tray")
+}

@@ -1,0 +1,303 @@
+//! The background tasks of a running [`App`], each tracked by it and stopped with it: the refresh
+//! loop (about once a second, at once when woken), an exit watcher per live instance (a pidfd on
+//! Linux wakes the loop the moment the process exits; cancelled when the instance leaves the
+//! model), the timeline in `tray/events.jsonl`, auto-kill of zombies when configured, the receiver
+//! for Serena's tray protocol (taking its port over when it frees), and the HTTP API.
+//!
+//! Deliberately not here: the decisions of a refresh (the core), killing (the reaper, through
+//! the core), and what the HTTP routes do (`api`).
+
+use crate::core::api;
+use crate::core::app::App;
+use crate::core::events::Event;
+use crate::core::model::{now, ProcessId, State};
+use crate::core::timeline::Timeline;
+use crate::core::tray_protocol;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// How often the outside world is looked at when nothing wakes the loop earlier.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a taken tray-protocol port is tried again.
+const TRAY_PORT_RETRY: Duration = Duration::from_secs(5);
+
+/// Starts every background task of `app`; `listener` is the API's, already bound.
+pub(crate) fn start(app: &App, listener: TcpListener) {
+    let core = app.core();
+    // Subscribed here, before the first refresh runs, so that no event is missed.
+    let timeline = Arc::new(Timeline::new(core.config().tray_dir().join("events.jsonl")));
+    app.spawn(record_timeline(timeline, core.subscribe()));
+    app.spawn(watch_exits(app.clone(), core.subscribe()));
+    if app.settings().tray.auto_kill_zombies {
+        app.spawn(auto_kill(app.clone(), core.subscribe()));
+    }
+    app.spawn(app.sessions().clone().follow(core.subscribe()));
+    app.spawn(refresh_loop(app.clone()));
+    app.spawn(tray_protocol_loop(app.clone()));
+    let api_app = app.clone();
+    app.spawn_server("HTTP server", move |shutdown| {
+        api::serve(listener, api_app, shutdown)
+    });
+}
+
+async fn refresh_loop(app: App) {
+    let core = app.core();
+    loop {
+        if let Err(e) = core.refresh().await {
+            tracing::warn!("refresh failed: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
+            _ = core.woken() => {}
+        }
+    }
+}
+
+/// Runs `handle` for every core event from `rx`; a subscriber that lagged skips what it missed
+/// (the next refresh brings the list up to date anyway). Ends when the bus closes; the app
+/// drops it at shutdown.
+pub(crate) async fn on_events<F, Fut>(mut rx: broadcast::Receiver<Event>, mut handle: F)
+where
+    F: FnMut(Event) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        match rx.recv().await {
+            Ok(e) => handle(e).await,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Wakes the refresh loop the moment a known instance's process exits. One watcher per live
+/// instance, cancelled when the instance leaves the model (so a watcher never outlives it; after
+/// missed events, the watchers are checked against the model).
+async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
+    let mut watchers: HashMap<ProcessId, CancellationToken> = HashMap::new();
+    loop {
+        match rx.recv().await {
+            Ok(Event::InstanceAdded { instance }) if instance.state != State::Zombie => {
+                let id = instance.process_id();
+                let stop = CancellationToken::new();
+                if let Some(old) = watchers.insert(id, stop.clone()) {
+                    old.cancel();
+                }
+                let core = app.core().clone();
+                app.spawn(async move {
+                    tokio::select! {
+                        gone = exited(id) => if gone { core.wake() },
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+            Ok(Event::InstanceRemoved { pid, started_at }) => {
+                if let Some(stop) = watchers.remove(&ProcessId::of_record(pid, started_at)) {
+                    stop.cancel();
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let known: HashSet<ProcessId> = app
+                    .core()
+                    .instances()
+                    .iter()
+                    .map(|i| i.process_id())
+                    .collect();
+                watchers.retain(|id, stop| {
+                    let keep = known.contains(id);
+                    if !keep {
+                        stop.cancel();
+                    }
+                    keep
+                });
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Waits for the process to exit; false where the platform cannot tell (the timer covers it)
+/// or the PID no longer names that process.
+#[cfg(target_os = "linux")]
+async fn exited(id: ProcessId) -> bool {
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    use tokio::io::unix::AsyncFd;
+    let Some(pid) = i32::try_from(id.pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    let Ok(fd) = pidfd_open(pid, PidfdFlags::NONBLOCK) else {
+        return false;
+    };
+    // Pinned: now make sure the pin holds the instance, not a process that reused its PID.
+    let same = tokio::task::spawn_blocking(move || {
+        let mut sys = sysinfo::System::new();
+        let p = sysinfo::Pid::from_u32(id.pid);
+        sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[p]), true);
+        sys.process(p)
+            .is_some_and(|p| p.start_time() == id.start_time)
+    })
+    .await
+    .unwrap_or(false);
+    if !same {
+        return false;
+    }
+    // SAFETY: `fd` is a valid pidfd that the AsyncFd owns from here on; nothing else closes or
+    // replaces it while it is registered.
+    #[allow(unsafe_code)]
+    let registered = unsafe { AsyncFd::register(fd) };
+    match registered {
+        // A pidfd becomes readable when the process exits.
+        Ok(afd) => afd.readable().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn exited(_id: ProcessId) -> bool {
+    false
+}
+
+/// Appends every event to the timeline, with a timestamp.
+async fn record_timeline(timeline: Arc<Timeline>, rx: broadcast::Receiver<Event>) {
+    on_events(rx, |event| {
+        let line = timeline_line(&event);
+        let timeline = timeline.clone();
+        async move {
+            let written = tokio::task::spawn_blocking(move || timeline.append(&line)).await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!("cannot write the timeline: {e}");
+            }
+        }
+    })
+    .await
+}
+
+/// One timeline line: the event's JSON with `at`, and of an instance only what identifies it
+/// and what changed (not the whole record each time).
+fn timeline_line(event: &Event) -> String {
+    let mut v = serde_json::to_value(event).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("at".into(), serde_json::json!(now()));
+        if let Some(inst) = o.remove("instance") {
+            for k in ["pid", "state", "state_reason", "project_name", "port"] {
+                if let Some(x) = inst.get(k) {
+                    o.entry(k).or_insert(x.clone());
+                }
+            }
+        }
+    }
+    v.to_string()
+}
+
+/// With `auto_kill_zombies`, kills each instance as it turns into a zombie.
+async fn auto_kill(app: App, rx: broadcast::Receiver<Event>) {
+    on_events(rx, |event| {
+        // Exactly the instance that turned red: never whatever holds its PID now.
+        let zombie = match event {
+            Event::StateChanged {
+                to: State::Zombie,
+                instance,
+                ..
+            } => Some(instance),
+            Event::InstanceAdded { instance } if instance.state == State::Zombie => Some(instance),
+            _ => None,
+        };
+        if let Some(instance) = zombie {
+            let core = app.core().clone();
+            app.spawn(async move {
+                if let Err(e) = core.kill_process(instance.process_id()).await {
+                    tracing::warn!("auto-kill of zombie {} failed: {e}", instance.pid);
+                }
+            });
+        }
+        async {}
+    })
+    .await
+}
+
+/// Serves Serena's tray protocol; if the port is taken (Serena's own tray manager runs), says so
+/// once, works on from discovery, and takes the port over when it frees.
+async fn tray_protocol_loop(app: App) {
+    let port = app.tray_protocol_port();
+    let mut warned = false;
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => {
+                if warned {
+                    tracing::info!("took over the tray-protocol port {port}");
+                }
+                let shutdown = {
+                    let app = app.clone();
+                    async move { app.cancelled().await }
+                };
+                if let Err(e) = tray_protocol::serve(listener, app.core().clone(), shutdown).await {
+                    tracing::warn!("tray-protocol receiver stopped: {e}");
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(
+                        "tray-protocol port 127.0.0.1:{port} is taken ({e}); working from \
+                         discovery and retrying every {} s",
+                        TRAY_PORT_RETRY.as_secs()
+                    );
+                    warned = true;
+                }
+            }
+        }
+        tokio::time::sleep(TRAY_PORT_RETRY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{Instance, Source, Transport, ZombieReason};
+
+    #[test]
+    fn a_timeline_line_says_what_happened_without_the_whole_record() {
+        let event = Event::StateChanged {
+            pid: 42,
+            from: State::LiveWithProject,
+            to: State::Zombie,
+            reason: Some(ZombieReason::Orphaned),
+            instance: Instance {
+                pid: 42,
+                state: State::Zombie,
+                state_reason: Some(ZombieReason::Orphaned),
+                port: Some(24282),
+                project_name: Some("proj".into()),
+                project_path: None,
+                context: None,
+                modes: vec![],
+                transport: Transport::Stdio,
+                mcp_port: None,
+                mcp_url: None,
+                started_at: 1000.0,
+                client_pid: None,
+                client_name: None,
+                source: Source::Discovery,
+                cmdline: vec!["serena".into(), "start-mcp-server".into()],
+                first_seen: 1000.0,
+                last_heartbeat: None,
+                last_activity: None,
+                state_since: 1000.0,
+                verified_serena: true,
+            },
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&timeline_line(&event)).expect("one JSON line");
+        assert_eq!(v["type"], "state_changed");
+        assert_eq!(v["to"], "zombie");
+        assert_eq!(v["reason"], "orphaned");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["project_name"], "proj");
+        assert!(v["at"].as_f64().is_some_and(|t| t > 0.0));
+        assert!(v.get("instance").is_none() && v.get("cmdline").is_none());
+    }
+}
