@@ -291,6 +291,19 @@ fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
     assert!(fakes_for(&dir).is_empty());
     let (_, sessions) = d.call("GET", "/api/sessions", None);
     assert_eq!(sessions, json!([]));
+    wait_for(
+        "the failure in the timeline",
+        Duration::from_secs(10),
+        || {
+            let text =
+                std::fs::read_to_string(home.serena_home().join("tray/events.jsonl")).ok()?;
+            text.lines()
+                .any(|l| {
+                    l.contains("\"type\":\"session_failed\"") && l.contains("dying at start-up")
+                })
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -361,6 +374,65 @@ fn a_fake_session_launches_through_the_configured_command_and_is_released() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("terminated"));
     assert!(!alive(pid));
+}
+
+#[test]
+fn a_session_is_a_series_of_events_and_one_whose_serena_exits_by_itself_is_ended() {
+    let home = Home::new();
+    let dir = home.path().join("eventful");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    home.tray_config(&fake_command_config(""));
+    let d = home.daemon();
+    let rx = events(&d);
+    let (status, s) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": dir.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 201, "{s:?}");
+    let id = s["session_id"].as_str().expect("id").to_string();
+    let pid = s["pid"].as_u64().expect("pid") as u32;
+    let (_, launching) = next_matching(&rx, Duration::from_secs(10), |k, _| {
+        k == "session_launching"
+    })
+    .expect("session_launching");
+    assert_eq!(launching["session_id"], id.as_str());
+    let (_, ready) = next_matching(&rx, Duration::from_secs(10), |k, _| k == "session_ready")
+        .expect("session_ready");
+    assert_eq!(ready["session"]["session_id"], id.as_str());
+    assert_eq!(ready["session"]["pid"], pid);
+
+    // Its Serena goes away without a release: the session ends by itself.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let (_, exited) = next_matching(&rx, Duration::from_secs(10), |k, _| k == "session_exited")
+        .expect("session_exited");
+    assert_eq!(exited["session_id"], id.as_str());
+    assert_eq!(exited["pid"], pid);
+    let (_, active) = d.call("GET", "/api/sessions", None);
+    assert_eq!(active, json!([]), "an ended session leaves the active list");
+    let (status, r) = d.call("POST", "/release-session", Some(json!({"session_id": id})));
+    assert_eq!((status, r["status"].clone()), (200, json!("already_gone")));
+    let stored: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.serena_home().join("tray/sessions.json")).expect("store"),
+    )
+    .expect("sessions.json");
+    let row = stored
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["session_id"] == id.as_str()).cloned())
+        .expect("kept in the history");
+    assert_eq!(row["end_reason"], "exited");
+    assert!(row["ended_at"].as_f64().is_some());
+    wait_for("the timeline entries", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(home.serena_home().join("tray/events.jsonl")).ok()?;
+        ["session_launching", "session_ready", "session_exited"]
+            .iter()
+            .all(|k| text.contains(&format!("\"type\":\"{k}\"")))
+            .then_some(())
+    });
 }
 
 #[test]

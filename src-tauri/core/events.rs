@@ -3,6 +3,7 @@
 //! subscribers. The JSON form (`{"type": "...", ...}`) is what `/api/events` sends.
 
 use super::model::{Instance, State, ZombieReason};
+use super::sessions::Session;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,4 +30,18 @@ pub enum Event {
     },
     /// The registry file did not parse and was moved aside.
     RegistryRecovered { moved_to: String },
+    /// A session's Serena was started; it does not answer yet.
+    SessionLaunching {
+        session_id: String,
+        pid: u32,
+        project_path: String,
+    },
+    /// A launched session answers (MCP and dashboard).
+    SessionReady { session: Session },
+    /// A launch failed; nothing it started is left running.
+    SessionFailed { session_id: String, error: String },
+    /// A session was released through the API (its tree reaped).
+    SessionReleased { session_id: String, pid: u32 },
+    /// A session's Serena exited by itself, or was killed other than by a release.
+    SessionExited { session_id: String, pid: u32 },
 }

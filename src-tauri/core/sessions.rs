@@ -2,11 +2,16 @@
 //! (`release`), records sessions in `$SERENA_HOME/tray/sessions.json` so that they are re-adopted
 //! after a restart. A launched Serena runs in its own process group, with stdout and stderr in a
 //! log file under `tray/logs/` (a full pipe would block it), on a port picked here; the request
-//! returns only once its MCP endpoint and its dashboard answer, and leaves nothing running when it
-//! fails. Deliberately not here: HTTP (the API maps these errors to statuses) and killing (the
-//! reaper, through the core).
+//! returns only once its MCP endpoint and its dashboard answer (the core says so on its event
+//! bus), and leaves nothing running when it fails. Every step is an event on the core's bus
+//! (launching, ready, failed, released, exited); a session whose Serena exits by itself is marked
+//! ended and leaves the active list (the last ended ones are kept as history). Deliberately not
+//! here: HTTP (the API maps these errors to statuses) and killing (the reaper, through the core).
 
+use super::background::on_events;
 use super::engine::Core;
+use super::events::Event;
+use super::files;
 use super::model::{now, Epoch, ProcessId, Transport};
 use super::procs::Snapshot;
 use super::reaper;
@@ -16,13 +21,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{broadcast, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Serena's exit status when its MCP port is taken (SERENA.md).
 const EXIT_PORT_TAKEN: i32 = 3;
-/// How long a released session's ID keeps answering `already_gone` (seconds).
-const RELEASED_KEPT: Epoch = 86_400.0;
+/// How many ended sessions are kept (their IDs answer `already_gone`), newest first.
+const HISTORY_KEPT: usize = 100;
+/// How often a launch nudges the refresh loop while it waits for Serena to answer.
+const LAUNCH_NUDGE: Duration = Duration::from_millis(250);
 /// Attempts on fresh ports when the picked one is lost to a race.
 const PORT_ATTEMPTS: usize = 3;
 
@@ -61,12 +70,41 @@ pub struct Session {
     pub transport: Transport,
     pub created_at: Epoch,
     pub log_path: String,
-    /// Set once released: the ID then answers `already_gone`, never "unknown" (kept a day).
+    /// Set once it ended (released, or its Serena exited): the ID then answers `already_gone`,
+    /// never "unknown", while it is in the history.
+    #[serde(
+        default,
+        alias = "released_at",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ended_at: Option<Epoch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_at: Option<Epoch>,
+    pub end_reason: Option<EndReason>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Released through the API.
+    Released,
+    /// Its Serena exited (or was killed) by other means.
+    Exited,
 }
 
 impl Session {
+    fn is_active(&self) -> bool {
+        self.ended_at.is_none()
+    }
+
+    fn ended(self, reason: EndReason) -> Session {
+        Session {
+            ended_at: Some(now()),
+            end_reason: Some(reason),
+            ..self
+        }
+    }
+
     fn process_id(&self) -> ProcessId {
         ProcessId {
             pid: self.pid,
@@ -132,23 +170,35 @@ struct SessionsInner {
     serena_command: std::result::Result<Vec<String>, SerenaCommandError>,
     ready_timeout: Duration,
     sessions: Mutex<BTreeMap<String, Session>>,
+    /// The app's: launches and the reaping of launched children are tracked and stop with it.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 impl Sessions {
-    /// Loads `sessions.json` (a missing or unreadable file means none) and re-adopts every
-    /// recorded session whose process is still the same one.
+    /// Loads `sessions.json` (a missing or unreadable file means none), re-adopts every
+    /// recorded session whose process is still the same one and marks the others ended.
     pub fn load(
         core: Core,
         serena_command: std::result::Result<Vec<String>, SerenaCommandError>,
         ready_timeout: Duration,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
     ) -> Sessions {
         let tray = core.config().tray_dir();
         let store = tray.join("sessions.json");
+        let snap = Snapshot::capture(&mut sysinfo::System::new());
         let sessions: BTreeMap<String, Session> = read_store(&store)
             .into_iter()
+            .map(
+                |s| match s.is_active() && snap.get_id(s.process_id()).is_none() {
+                    true => s.ended(EndReason::Exited),
+                    false => s,
+                },
+            )
             .map(|s| (s.session_id.clone(), s))
             .collect();
-        for s in sessions.values().filter(|s| s.released_at.is_none()) {
+        for s in sessions.values().filter(|s| s.is_active()) {
             core.mark_session(s.process_id(), &s.session_id, false);
         }
         Sessions {
@@ -159,8 +209,47 @@ impl Sessions {
                 serena_command,
                 ready_timeout,
                 sessions: Mutex::new(sessions),
+                tasks,
+                cancel,
             }),
         }
+    }
+
+    /// Follows the core's events: a session whose Serena leaves the model (it exited, or was
+    /// killed other than by `release`) is marked ended. Runs until the bus closes.
+    pub async fn follow(self, rx: broadcast::Receiver<Event>) {
+        on_events(rx, |event| {
+            let this = self.clone();
+            async move {
+                if let Event::InstanceRemoved { pid, started_at } = event {
+                    this.ended_by_itself(ProcessId::of_record(pid, started_at))
+                        .await;
+                }
+            }
+        })
+        .await
+    }
+
+    async fn ended_by_itself(&self, id: ProcessId) {
+        let mut sessions = self.inner.sessions.lock().await;
+        let Some(s) = sessions
+            .values()
+            .find(|s| s.is_active() && s.process_id() == id)
+            .cloned()
+        else {
+            return;
+        };
+        let ended = s.ended(EndReason::Exited);
+        sessions.insert(ended.session_id.clone(), ended.clone());
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.inner.core.unmark_session(id);
+        self.inner.core.publish(Event::SessionExited {
+            session_id: ended.session_id,
+            pid: id.pid,
+        });
     }
 
     /// The sessions not released.
@@ -170,7 +259,7 @@ impl Sessions {
             .lock()
             .await
             .values()
-            .filter(|s| s.released_at.is_none())
+            .filter(|s| s.is_active())
             .cloned()
             .collect()
     }
@@ -184,12 +273,14 @@ impl Sessions {
         // Its own task: a client that hangs up mid-launch cannot cancel it half-way (the launch
         // then completes and is recorded, or fails and cleans up after itself).
         let this = self.clone();
-        tokio::spawn(async move { this.request_here(req).await })
-            .await
-            .map_err(|e| SessionError::Store {
-                path: "launch task".into(),
-                message: e.to_string(),
-            })?
+        let launch = self
+            .inner
+            .tasks
+            .spawn(async move { this.request_here(req).await });
+        launch.await.map_err(|e| SessionError::Store {
+            path: "launch task".into(),
+            message: e.to_string(),
+        })?
     }
 
     async fn request_here(
@@ -213,7 +304,7 @@ impl Sessions {
             let snap = snapshot().await;
             let sessions = self.inner.sessions.lock().await;
             let existing = sessions.values().find(|s| {
-                s.released_at.is_none()
+                s.is_active()
                     && s.project_path == project
                     && s.context == req.context
                     && s.transport == transport
@@ -224,7 +315,7 @@ impl Sessions {
             }
         }
         let command = self.inner.serena_command.clone()?;
-        std::fs::create_dir_all(&self.inner.logs).map_err(|e| SessionError::Store {
+        files::private_dir(&self.inner.logs).map_err(|e| SessionError::Store {
             path: self.inner.logs.display().to_string(),
             message: e.to_string(),
         })?;
@@ -232,48 +323,68 @@ impl Sessions {
             path: "random".into(),
             message: e.to_string(),
         })?;
-        let log = self.inner.logs.join(format!("session-{session_id}.log"));
+        let plan = LaunchPlan {
+            log: self.inner.logs.join(format!("session-{session_id}.log")),
+            command,
+            session_id,
+            project,
+            context: req.context,
+            modes,
+            transport,
+        };
+        let launched = self.launch_with_retries(&plan).await;
+        let core = &self.inner.core;
+        match launched {
+            Ok(session) => {
+                let mut sessions = self.inner.sessions.lock().await;
+                sessions.insert(plan.session_id.clone(), session.clone());
+                self.persist(&mut sessions)?;
+                drop(sessions);
+                core.publish(Event::SessionReady {
+                    session: session.clone(),
+                });
+                Ok((session, false))
+            }
+            Err(e) => {
+                core.publish(Event::SessionFailed {
+                    session_id: plan.session_id,
+                    error: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Launches on a fresh port when the picked one is lost to a race.
+    async fn launch_with_retries(
+        &self,
+        plan: &LaunchPlan,
+    ) -> std::result::Result<Session, SessionError> {
         for _ in 0..PORT_ATTEMPTS {
-            match self
-                .launch(
-                    &command,
-                    &session_id,
-                    &project,
-                    &req.context,
-                    &modes,
-                    transport,
-                    &log,
-                )
-                .await
-            {
-                Ok(session) => {
-                    let mut sessions = self.inner.sessions.lock().await;
-                    sessions.insert(session_id.clone(), session.clone());
-                    self.persist(&sessions)?;
-                    return Ok((session, false));
-                }
+            match self.launch(plan).await {
+                Ok(session) => return Ok(session),
                 Err(Launch::PortTaken) => continue,
                 Err(Launch::Failed(e)) => return Err(e),
             }
         }
         Err(SessionError::LaunchFailed {
             message: format!("the MCP port was taken {PORT_ATTEMPTS} times in a row"),
-            log: log.display().to_string(),
-            tail: tail(&log),
+            log: plan.log.display().to_string(),
+            tail: tail(&plan.log),
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn launch(
-        &self,
-        command: &[String],
-        session_id: &str,
-        project: &str,
-        context: &Option<String>,
-        modes: &[String],
-        transport: Transport,
-        log: &Path,
-    ) -> std::result::Result<Session, Launch> {
+    async fn launch(&self, plan: &LaunchPlan) -> std::result::Result<Session, Launch> {
+        let LaunchPlan {
+            command,
+            session_id,
+            project,
+            context,
+            modes,
+            transport,
+            log,
+        } = plan;
+        let (transport, log) = (*transport, log.as_path());
         let failed = |message: String| {
             Launch::Failed(SessionError::LaunchFailed {
                 message,
@@ -299,10 +410,7 @@ impl Sessions {
         for m in modes {
             cmd.args(["--mode", m]);
         }
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
+        let out = files::open_append(log)
             .map_err(|e| failed(format!("cannot open {}: {e}", log.display())))?;
         let err = out
             .try_clone()
@@ -313,6 +421,8 @@ impl Sessions {
             .kill_on_drop(false);
         #[cfg(unix)]
         cmd.process_group(0);
+        // Subscribed before Serena starts, so that no step of its start-up is missed.
+        let mut events = self.inner.core.subscribe();
         let mut child = cmd
             .spawn()
             .map_err(|e| failed(format!("cannot run {program}: {e}")))?;
@@ -323,69 +433,79 @@ impl Sessions {
         let id = ProcessId { pid, start_time };
         let core = &self.inner.core;
         core.mark_session(id, session_id, true);
+        core.publish(Event::SessionLaunching {
+            session_id: session_id.to_string(),
+            pid,
+            project_path: project.to_string(),
+        });
 
-        let deadline = Instant::now() + self.inner.ready_timeout;
-        // The instance is the child itself, or (behind a wrapper such as `uvx`) a descendant.
-        let ready = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                core.unmark_session(id);
-                // Whatever it started may outlive it (a wrapper's child): reap that too.
-                reaper::kill_own_tree(id, &Default::default()).await;
-                if status.code() == Some(EXIT_PORT_TAKEN) {
-                    return Err(Launch::PortTaken);
-                }
-                return Err(failed(format!("it exited with {status}")));
+        // The instance is the child itself, or (behind a wrapper such as `uvx`) one under it;
+        // the core shows it `starting` until its dashboard answers and its MCP port listens.
+        // Every event is a reason to look again; the refresh loop is nudged meanwhile.
+        let deadline = tokio::time::Instant::now() + self.inner.ready_timeout;
+        let give_up = |why: Launch| async {
+            core.unmark_session(id);
+            // Whatever it started may outlive it (a wrapper's child): reap that too.
+            let survivors = reaper::kill_own_tree(id, &Default::default()).await;
+            if !survivors.is_empty() {
+                tracing::warn!("a failed launch left {survivors:?} running");
             }
-            let mcp_up = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok();
-            let tree: Vec<u32> = {
-                let snap = snapshot().await;
-                let mut t: Vec<u32> = snap.descendants(pid).iter().map(|p| p.pid).collect();
-                t.push(pid);
-                t
-            };
-            let instance = core
-                .refresh()
-                .await
-                .ok()
-                .and_then(|all| all.into_iter().find(|i| tree.contains(&i.pid)));
-            let answered = instance
-                .as_ref()
-                .filter(|i| i.last_heartbeat.is_some() && i.port.is_some());
-            if let (true, Some(i)) = (mcp_up, answered) {
+            why
+        };
+        let ready = loop {
+            let launched = core.launched(id);
+            if let Some(i) = launched.as_ref().filter(|i| i.state.is_live()) {
                 break i.clone();
             }
-            if Instant::now() >= deadline {
-                core.unmark_session(id);
-                let survivors = reaper::kill_own_tree(id, &Default::default()).await;
-                if !survivors.is_empty() {
-                    tracing::warn!("a failed launch left {survivors:?} running");
+            tokio::select! {
+                status = child.wait() => {
+                    let why = match status {
+                        Ok(s) if s.code() == Some(EXIT_PORT_TAKEN) => Launch::PortTaken,
+                        Ok(s) => failed(format!("it exited with {s}")),
+                        Err(e) => failed(format!("cannot wait for it: {e}")),
+                    };
+                    return Err(give_up(why).await);
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                return Err(Launch::Failed(SessionError::Timeout {
-                    secs: self.inner.ready_timeout.as_secs(),
-                    port,
-                    dashboard: instance
-                        .and_then(|i| i.port)
-                        .map(|d| d.to_string())
-                        .unwrap_or_else(|| "not found".into()),
-                    log: log.display().to_string(),
-                    tail: tail(log),
-                }));
+                _ = tokio::time::sleep_until(deadline) => {
+                    let why = Launch::Failed(SessionError::Timeout {
+                        secs: self.inner.ready_timeout.as_secs(),
+                        port,
+                        dashboard: launched
+                            .and_then(|i| i.port)
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "not found".into()),
+                        log: log.display().to_string(),
+                        tail: tail(log),
+                    });
+                    let why = give_up(why).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    return Err(why);
+                }
+                _ = self.inner.cancel.cancelled() => {
+                    return Err(give_up(failed("Serena Tray is shutting down".into())).await);
+                }
+                event = events.recv() => {
+                    if let Err(broadcast::error::RecvError::Closed) = event {
+                        return Err(give_up(failed("the core stopped".into())).await);
+                    }
+                }
+                _ = tokio::time::sleep(LAUNCH_NUDGE) => core.wake(),
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        // Reap the child when it exits, so it never lingers as a defunct process.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
+        // Reap the child when it exits, so it never lingers as a defunct process (at shutdown
+        // it is left running: sessions outlive this program and are re-adopted).
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = child.wait() => {}
+                _ = cancel.cancelled() => {}
+            }
         });
         let instance_id = ready.process_id();
         if instance_id != id {
             core.unmark_session(id);
         }
         core.mark_session(instance_id, session_id, false);
-        let _ = core.refresh().await;
         let dashboard = ready.port.unwrap_or_default();
         let path = transport.endpoint_path().unwrap_or("/mcp");
         Ok(Session {
@@ -403,7 +523,8 @@ impl Sessions {
             transport,
             created_at: now(),
             log_path: log.display().to_string(),
-            released_at: None,
+            ended_at: None,
+            end_reason: None,
         })
     }
 
@@ -415,7 +536,7 @@ impl Sessions {
             let mut sessions = self.inner.sessions.lock().await;
             match sessions.get(id) {
                 None => return Err(SessionError::UnknownSession(id.to_string())),
-                Some(s) if s.released_at.is_some() => return Ok(ReleaseStatus::AlreadyGone),
+                Some(s) if !s.is_active() => return Ok(ReleaseStatus::AlreadyGone),
                 Some(_) => {}
             }
             sessions
@@ -441,19 +562,17 @@ impl Sessions {
                 });
             }
         };
-        sessions.insert(
-            id.to_string(),
-            Session {
-                released_at: Some(now()),
-                ..session
-            },
-        );
-        if let Err(e) = self.persist(&sessions) {
+        sessions.insert(id.to_string(), session.ended(EndReason::Released));
+        if let Err(e) = self.persist(&mut sessions) {
             // It is released all the same; the next write records it.
             tracing::warn!("{e}");
         }
         drop(sessions);
         self.inner.core.unmark_session(pid);
+        self.inner.core.publish(Event::SessionReleased {
+            session_id: id.to_string(),
+            pid: pid.pid,
+        });
         let _ = self.inner.core.refresh().await;
         Ok(match report.outcome {
             reaper::Outcome::AlreadyGone => ReleaseStatus::AlreadyGone,
@@ -461,15 +580,17 @@ impl Sessions {
         })
     }
 
+    /// Records the sessions (and forgets ended ones past the history's bound).
     fn persist(
         &self,
-        sessions: &BTreeMap<String, Session>,
+        sessions: &mut BTreeMap<String, Session>,
     ) -> std::result::Result<(), SessionError> {
-        // Released IDs are remembered for a day, then forgotten.
-        let list: Vec<&Session> = sessions
-            .values()
-            .filter(|s| s.released_at.is_none_or(|t| now() - t < RELEASED_KEPT))
+        let keep: std::collections::HashSet<String> = kept(sessions.values())
+            .into_iter()
+            .map(|s| s.session_id.clone())
             .collect();
+        sessions.retain(|id, _| keep.contains(id));
+        let list = kept(sessions.values());
         let store_err = |e: String| SessionError::Store {
             path: self.inner.store.display().to_string(),
             message: e,
@@ -481,6 +602,30 @@ impl Sessions {
         super::files::write_atomic(&self.inner.store, text.as_bytes())
             .map_err(|e| store_err(e.to_string()))
     }
+}
+
+/// What is recorded: every active session, and the [`HISTORY_KEPT`] that ended last.
+fn kept<'a>(sessions: impl Iterator<Item = &'a Session>) -> Vec<&'a Session> {
+    let (mut list, mut ended): (Vec<&Session>, Vec<&Session>) =
+        sessions.partition(|s| s.is_active());
+    ended.sort_by(|a, b| {
+        b.ended_at
+            .unwrap_or(0.0)
+            .total_cmp(&a.ended_at.unwrap_or(0.0))
+    });
+    list.extend(ended.into_iter().take(HISTORY_KEPT));
+    list
+}
+
+/// What one launch starts: the Serena command and its options, the session ID, the log.
+struct LaunchPlan {
+    command: Vec<String>,
+    session_id: String,
+    project: String,
+    context: Option<String>,
+    modes: Vec<String>,
+    transport: Transport,
+    log: PathBuf,
 }
 
 enum Launch {
