@@ -326,9 +326,6 @@ fn command<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Er
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Resolving the Serena command
-
 /// Why no runnable Serena command could be found. The message says what was looked for and how
 /// to fix it, in one line, fit for an HTTP error body or stderr.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -346,259 +343,125 @@ pub enum SerenaCommandError {
 }
 
 impl TraySettings {
-    /// The argv prefix that launches Serena: the configured `serena_command` (its program
-    /// resolved on PATH when it has no path separator, `~/` expanded, checked to be an executable
-    /// file), else `serena` found on PATH (then in `~/.local/bin`, where `uv tool` and `pipx`
-    /// put it, since a desktop session's PATH often lacks it). A configured command that cannot
-    /// be found is an error, never silently replaced by `serena` on PATH. The first element of
-    /// the result is an absolute path. The error's hint names `<serena_home>/tray/config.toml`.
+    /// The argv prefix that launches Serena, its first element an absolute path: the configured
+    /// `serena_command` (a bare program name is searched on PATH, a path is taken as is, `~/`
+    /// expanded), else `serena` on PATH, else in `~/.local/bin` (where `uv tool` and `pipx` put
+    /// it, and which a desktop session's PATH often lacks). A configured command that cannot be
+    /// run is an error, never silently replaced by `serena` on PATH. The error's hint names
+    /// `<serena_home>/tray/config.toml`.
     pub fn resolve_serena_command_in(
         &self,
         serena_home: &Path,
     ) -> Result<Vec<String>, SerenaCommandError> {
-        let config_file = tray_config_path(serena_home).display().to_string();
-        self.resolve_with(&process_search_env(), &config_file)
+        let path_var = std::env::var_os("PATH");
+        let home = std::env::home_dir();
+        let config_file = tray_config_path(serena_home);
+        self.resolve_with(path_var.as_deref(), home.as_deref(), &config_file)
     }
 
+    /// [`TraySettings::resolve_serena_command_in`] with the environment passed in.
     fn resolve_with(
         &self,
-        env: &SearchEnv,
-        config_file: &str,
+        path_var: Option<&OsStr>,
+        home: Option<&Path>,
+        config_file: &Path,
     ) -> Result<Vec<String>, SerenaCommandError> {
-        match self.serena_command.as_deref() {
-            Some([program, args @ ..]) => {
-                let resolved = resolve_configured(program, env, config_file)?;
-                let mut argv = Vec::with_capacity(args.len() + 1);
-                argv.push(resolved);
-                argv.extend(args.iter().cloned());
-                Ok(argv)
-            }
-            Some([]) | None => resolve_default(env, config_file).map(|path| vec![path]),
-        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let Some([program, args @ ..]) = self.serena_command.as_deref() else {
+            return default_serena(path_var, home, &cwd, config_file).map(|path| vec![path]);
+        };
+        let program = configured_program(program, path_var, home, &cwd, config_file)?;
+        Ok(std::iter::once(program)
+            .chain(args.iter().cloned())
+            .collect())
     }
 }
 
-/// What the search depends on, passed in so that tests need not touch the process environment.
-struct SearchEnv {
-    /// The value of `PATH`.
-    path_var: Option<std::ffi::OsString>,
-    /// The user's home directory, for `~/` and `~/.local/bin`.
-    home: Option<PathBuf>,
-}
-
-fn process_search_env() -> SearchEnv {
-    let home_var = if cfg!(windows) { "USERPROFILE" } else { "HOME" };
-    SearchEnv {
-        path_var: std::env::var_os("PATH"),
-        home: std::env::var_os(home_var)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
-    }
-}
-
-fn install_hint(config_file: &str) -> String {
-    format!(
-        "install Serena (the `serena-agent` package, e.g. `uv tool install serena-agent`) so that \
-         `serena` is on PATH, or set serena_command = [\"/path/to/serena\"] in {config_file}"
-    )
-}
-
-/// `serena` on PATH, then in `~/.local/bin`.
-fn resolve_default(env: &SearchEnv, config_file: &str) -> Result<String, SerenaCommandError> {
-    let mut dirs = path_dirs(env.path_var.as_deref());
-    let on_path = dirs.len();
-    if let Some(home) = &env.home {
-        let local_bin = home.join(".local").join("bin");
-        if !dirs.contains(&local_bin) {
-            dirs.push(local_bin);
-        }
-    }
-    if let Some(found) = search_dirs("serena", &dirs) {
-        return Ok(found);
-    }
-    let mut looked_for = format!(
-        "`serena` on PATH ({})",
-        describe_path(env, &dirs[..on_path])
-    );
-    if dirs.len() > on_path {
-        let extra: Vec<String> = dirs[on_path..]
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        looked_for.push_str(&format!(" and in {}", extra.join(", ")));
-    }
-    Err(SerenaCommandError::NotFound {
-        looked_for,
-        hint: install_hint(config_file),
-    })
-}
-
-/// The configured program: a path (absolute, relative to the current directory, or `~/...`)
-/// checked as is, or a bare name searched on PATH.
-fn resolve_configured(
-    program: &str,
-    env: &SearchEnv,
-    config_file: &str,
+/// `serena` on PATH, else in `~/.local/bin`.
+fn default_serena(
+    path_var: Option<&OsStr>,
+    home: Option<&Path>,
+    cwd: &Path,
+    config_file: &Path,
 ) -> Result<String, SerenaCommandError> {
-    let is_path = program.contains('/')
-        || (cfg!(windows) && program.contains('\\'))
-        || program == "~"
-        || Path::new(program).is_absolute();
-    if !is_path {
-        let dirs = path_dirs(env.path_var.as_deref());
-        if let Some(found) = search_dirs(program, &dirs) {
-            return Ok(found);
-        }
-        let mut hint = format!(
-            "install `{program}` or put its directory on PATH, or set serena_command in \
-             {config_file} to an array whose first element is the program's absolute path"
-        );
-        if program.contains(char::is_whitespace) {
-            hint.push_str(
-                " (to pass arguments, use an array such as [\"uvx\", \"--from\", \"...\", \
-                 \"serena\"]: a string is one program name, never split)",
-            );
-        }
-        return Err(SerenaCommandError::NotFound {
-            looked_for: format!(
-                "the configured serena_command `{program}` on PATH ({})",
-                describe_path(env, &dirs)
-            ),
-            hint,
-        });
+    let local_bin = home.map(|home| home.join(".local").join("bin"));
+    let in_local_bin = || {
+        let dir = local_bin.as_ref()?;
+        which::which_in(dir.join("serena"), None::<&OsStr>, cwd).ok()
+    };
+    if let Some(found) = which::which_in("serena", path_var, cwd)
+        .ok()
+        .or_else(in_local_bin)
+    {
+        return Ok(found.to_string_lossy().into_owned());
     }
-
-    let expanded = expand_tilde(program, env.home.as_deref());
-    let path = std::path::absolute(&expanded).unwrap_or(expanded);
-    let fix = format!(
-        "point serena_command in {config_file} at an existing executable (or remove it to use \
-         `serena` on PATH)"
-    );
-    let mut candidates = vec![path.clone()];
-    if cfg!(windows) && path.extension().is_none() {
-        candidates.push(path.with_extension("exe"));
-    }
-    for candidate in &candidates {
-        match check_executable(candidate) {
-            Ok(()) => {
-                return candidate.to_str().map(str::to_string).ok_or_else(|| {
-                    SerenaCommandError::NotExecutable {
-                        path: candidate.display().to_string(),
-                        why: "its path is not valid UTF-8".to_string(),
-                        hint: fix.clone(),
-                    }
-                });
-            }
-            Err(Unusable::Missing) => {}
-            Err(Unusable::NoExecutePermission) => {
-                return Err(SerenaCommandError::NotExecutable {
-                    path: candidate.display().to_string(),
-                    why: "it has no execute permission".to_string(),
-                    hint: format!("make it executable (chmod +x), or {fix}"),
-                })
-            }
-            Err(Unusable::Other(why)) => {
-                return Err(SerenaCommandError::NotExecutable {
-                    path: candidate.display().to_string(),
-                    why,
-                    hint: fix,
-                })
-            }
-        }
-    }
-    let shown: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    let path = path_var.map_or("PATH is not set".to_string(), |p| {
+        format!("PATH={}", p.to_string_lossy())
+    });
+    let also = local_bin
+        .as_ref()
+        .map_or(String::new(), |dir| format!(" and in {}", dir.display()));
     Err(SerenaCommandError::NotFound {
-        looked_for: format!(
-            "the configured serena_command `{program}` (no such file: {})",
-            shown.join(" or ")
+        looked_for: format!("`serena` on PATH ({path}){also}"),
+        hint: format!(
+            "install Serena (the `serena-agent` package, e.g. `uv tool install serena-agent`) so \
+             that `serena` is on PATH, or set serena_command = [\"/path/to/serena\"] in {}",
+            config_file.display()
         ),
-        hint: fix,
     })
 }
 
-fn expand_tilde(program: &str, home: Option<&Path>) -> PathBuf {
-    let rest = if program == "~" {
-        Some("")
-    } else {
-        program
-            .strip_prefix("~/")
-            .or_else(|| program.strip_prefix("~\\").filter(|_| cfg!(windows)))
-    };
-    match (rest, home) {
-        (Some(""), Some(home)) => home.to_path_buf(),
+/// The configured program: a bare name is searched on PATH, a path (`~/` expanded) is checked.
+fn configured_program(
+    program: &str,
+    path_var: Option<&OsStr>,
+    home: Option<&Path>,
+    cwd: &Path,
+    config_file: &Path,
+) -> Result<String, SerenaCommandError> {
+    let path = match (program.strip_prefix("~/"), home) {
         (Some(rest), Some(home)) => home.join(rest),
         _ => PathBuf::from(program),
-    }
-}
-
-/// The absolute directories of a PATH value, in order, without duplicates. Empty and relative
-/// entries are skipped: what they mean depends on the current directory at spawn time.
-fn path_dirs(path_var: Option<&OsStr>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(value) = path_var {
-        for dir in std::env::split_paths(value) {
-            if dir.is_absolute() && !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-    }
-    dirs
-}
-
-fn describe_path(env: &SearchEnv, dirs: &[PathBuf]) -> String {
-    match env.path_var.as_deref() {
-        None => "PATH is not set".to_string(),
-        Some(_) if dirs.is_empty() => "PATH has no absolute directories".to_string(),
-        Some(_) => {
-            let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            format!("searched {}", shown.join(", "))
-        }
-    }
-}
-
-/// The first `dir/name` (on Windows also `dir/name.exe`) that is an executable file.
-fn search_dirs(name: &str, dirs: &[PathBuf]) -> Option<String> {
-    let mut names = vec![name.to_string()];
-    if cfg!(windows) && Path::new(name).extension().is_none() {
-        names.push(format!("{name}.exe"));
-    }
-    dirs.iter()
-        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
-        .find(|candidate| check_executable(candidate).is_ok())
-        .and_then(|found| found.to_str().map(str::to_string))
-}
-
-/// Why a path cannot be run.
-enum Unusable {
-    /// Nothing is there.
-    Missing,
-    /// A regular file without any execute bit.
-    NoExecutePermission,
-    /// Something else is wrong (a directory, a socket, an unreadable parent directory...).
-    Other(String),
-}
-
-/// `Ok` for an executable regular file (after following symlinks).
-fn check_executable(path: &Path) -> Result<(), Unusable> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
-        Err(e) => return Err(Unusable::Other(e.to_string())),
     };
-    if meta.is_dir() {
-        return Err(Unusable::Other("it is a directory".to_string()));
+    if let Ok(found) = which::which_in(&path, path_var, cwd) {
+        return Ok(found.to_string_lossy().into_owned());
     }
-    if !meta.is_file() {
-        return Err(Unusable::Other("it is not a regular file".to_string()));
+    let config_file = config_file.display();
+    let is_path = path.components().count() > 1;
+    if is_path && path.exists() {
+        let why = if path.is_dir() {
+            "it is a directory"
+        } else {
+            "it has no execute permission"
+        };
+        return Err(SerenaCommandError::NotExecutable {
+            path: path.display().to_string(),
+            why: why.to_string(),
+            hint: format!(
+                "make it an executable file (chmod +x), or point serena_command in {config_file} \
+                 at one"
+            ),
+        });
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o111 == 0 {
-            return Err(Unusable::NoExecutePermission);
-        }
+    let looked_for = if is_path {
+        format!(
+            "the configured serena_command `{program}` (no such file: {})",
+            path.display()
+        )
+    } else {
+        format!("the configured serena_command `{program}` on PATH")
+    };
+    let mut hint = format!(
+        "install it, or point serena_command in {config_file} at an installed program, e.g. \
+         [\"/path/to/serena\"] (or remove it to use `serena` on PATH)"
+    );
+    if program.contains(char::is_whitespace) {
+        hint.push_str(
+            "; a string is one program name: to pass arguments, use an array such as \
+             [\"uvx\", \"--from\", \"...\", \"serena\"]",
+        );
     }
-    Ok(())
+    Err(SerenaCommandError::NotFound { looked_for, hint })
 }
 
 #[cfg(test)]
@@ -936,20 +799,10 @@ mod tests {
 
     // --- resolving the Serena command ----------------------------------------------------------
 
-    fn env_with(path_dirs: &[&Path], home: &Path) -> SearchEnv {
-        SearchEnv {
-            path_var: Some(std::env::join_paths(path_dirs).expect("join_paths")),
-            home: Some(home.to_path_buf()),
-        }
-    }
+    const CONF: &str = "/home/u/.serena/tray/config.toml";
 
-    /// An executable script (on Unix, mode 755).
-    fn script(dir: &Path, name: &str) -> PathBuf {
-        let name = if cfg!(windows) {
-            format!("{name}.exe")
-        } else {
-            name.to_string()
-        };
+    /// An executable file named `name` in `dir`.
+    fn script(dir: &Path, name: &str) -> String {
         let path = dir.join(name);
         std::fs::write(&path, "#!/bin/sh\nexit 0\n").expect("write script");
         #[cfg(unix)]
@@ -957,7 +810,7 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
-        path
+        path.display().to_string()
     }
 
     fn with_command(argv: &[&str]) -> TraySettings {
@@ -967,263 +820,140 @@ mod tests {
         }
     }
 
-    const CONF: &str = "/home/u/.serena/tray/config.toml";
+    fn resolve(
+        settings: &TraySettings,
+        path: &[&Path],
+        home: &Path,
+    ) -> Result<Vec<String>, SerenaCommandError> {
+        let path_var = std::env::join_paths(path).expect("join_paths");
+        settings.resolve_with(Some(&path_var), Some(home), Path::new(CONF))
+    }
 
     #[test]
-    fn configured_absolute_path_to_an_executable() {
-        let dir = home();
-        let exe = script(dir.path(), "my-serena");
-        let exe_s = exe.to_str().expect("utf8").to_string();
-        let settings = with_command(&[&exe_s, "--flag"]);
-        let empty = home();
-        let argv = settings
-            .resolve_with(&env_with(&[], empty.path()), CONF)
-            .expect("resolves");
-        assert_eq!(argv, vec![exe_s.clone(), "--flag".to_string()]);
-        assert_eq!(
-            settings
-                .resolve_serena_command_in(Path::new("/x"))
-                .expect("resolves"),
-            argv
+    fn a_configured_path_or_name_is_resolved_and_its_arguments_kept() {
+        let bin = home();
+        let uvx = script(bin.path(), "uvx");
+        let other = home();
+        let argv = resolve(
+            &with_command(&["uvx", "--from", "x"]),
+            &[other.path(), bin.path()],
+            other.path(),
         );
+        assert_eq!(argv, Ok(vec![uvx.clone(), "--from".into(), "x".into()]));
+        let argv = resolve(&with_command(&[&uvx, "start"]), &[], other.path());
+        assert_eq!(argv, Ok(vec![uvx.clone(), "start".into()]));
+        // `~/` is the home directory.
+        let argv = resolve(&with_command(&["~/uvx"]), &[], bin.path());
+        assert_eq!(argv, Ok(vec![uvx]));
     }
 
     #[test]
-    fn configured_bare_name_is_found_on_the_given_path() {
-        let bin1 = home();
-        let bin2 = home();
-        let exe = script(bin2.path(), "uvx");
-        let settings = with_command(&["uvx", "--from", "git+https://x/serena", "serena"]);
-        let argv = settings
-            .resolve_with(&env_with(&[bin1.path(), bin2.path()], bin1.path()), CONF)
-            .expect("resolves");
-        assert_eq!(argv[0], exe.to_str().expect("utf8"));
-        assert_eq!(&argv[1..], ["--from", "git+https://x/serena", "serena"]);
-    }
-
-    #[test]
-    fn configured_tilde_path_is_expanded() {
-        let home_dir = home();
-        std::fs::create_dir_all(home_dir.path().join("bin")).expect("mkdir");
-        let exe = script(&home_dir.path().join("bin"), "serena");
-        let name = exe.file_name().expect("name").to_str().expect("utf8");
-        let settings = with_command(&[&format!("~/bin/{name}")]);
-        let argv = settings
-            .resolve_with(&env_with(&[], home_dir.path()), CONF)
-            .expect("resolves");
-        assert_eq!(argv, vec![exe.to_str().expect("utf8").to_string()]);
-    }
-
-    #[test]
-    fn missing_configured_command_is_an_error_not_a_fallback() {
-        let dir = home();
-        // `serena` IS on the PATH given, but the configured command wins and is missing.
-        script(dir.path(), "serena");
-        let missing = dir.path().join("no-such-serena");
-        let missing_s = missing.to_str().expect("utf8");
-        let settings = with_command(&[missing_s, "start-mcp-server"]);
-        let err = settings
-            .resolve_with(&env_with(&[dir.path()], dir.path()), CONF)
-            .expect_err("must fail");
-        let SerenaCommandError::NotFound { looked_for, hint } = &err else {
-            panic!("wrong variant: {err:?}");
-        };
-        assert!(looked_for.contains(missing_s), "{looked_for}");
-        assert!(looked_for.contains("no such file"), "{looked_for}");
-        assert!(hint.contains(CONF), "{hint}");
+    fn a_missing_configured_command_is_an_error_not_a_fallback() {
+        let bin = home();
+        script(bin.path(), "serena"); // on PATH, but not what was configured
+        let missing = bin.path().join("no-such-serena").display().to_string();
+        let err =
+            resolve(&with_command(&[&missing]), &[bin.path()], bin.path()).expect_err("must fail");
         let msg = err.to_string();
         assert!(
-            msg.starts_with(
-                "cannot find the Serena command: looked for the configured serena_command"
-            ),
-            "{msg}"
+            matches!(err, SerenaCommandError::NotFound { .. }),
+            "{err:?}"
         );
-        assert!(msg.contains("To fix:"), "{msg}");
-    }
+        assert!(msg.contains(&format!("(no such file: {missing})")), "{msg}");
+        assert!(msg.contains(CONF), "says where to fix it: {msg}");
 
-    #[test]
-    fn configured_bare_name_not_on_path() {
-        let dir = home();
-        let settings = with_command(&["uvx", "serena"]);
-        let err = settings
-            .resolve_with(&env_with(&[dir.path()], dir.path()), CONF)
-            .expect_err("must fail");
+        let err = resolve(
+            &with_command(&["uvx --from x serena"]),
+            &[bin.path()],
+            bin.path(),
+        )
+        .expect_err("must fail");
         let msg = err.to_string();
         assert!(
-            msg.contains("the configured serena_command `uvx` on PATH (searched "),
+            msg.contains("serena_command `uvx --from x serena` on PATH"),
             "{msg}"
         );
-        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
-        assert!(msg.contains(CONF), "{msg}");
-
-        // A string with spaces is one program name: the hint says to use an array.
-        let err = with_command(&["uvx --from x serena"])
-            .resolve_with(&env_with(&[dir.path()], dir.path()), CONF)
-            .expect_err("must fail");
-        assert!(err.to_string().contains("use an array"), "{err}");
+        assert!(msg.contains("use an array"), "{msg}");
     }
 
     #[cfg(unix)]
     #[test]
-    fn configured_file_without_execute_permission_or_a_directory() {
+    fn a_configured_file_that_is_not_executable_says_so() {
         use std::os::unix::fs::PermissionsExt;
         let dir = home();
         let plain = dir.path().join("serena.txt");
         std::fs::write(&plain, "not a program").expect("write");
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = with_command(&[plain.to_str().expect("utf8")])
-            .resolve_with(&env_with(&[], dir.path()), CONF)
-            .expect_err("must fail");
+        let err = resolve(
+            &with_command(&[plain.to_str().expect("utf8")]),
+            &[],
+            dir.path(),
+        )
+        .expect_err("must fail");
         assert!(
             matches!(&err, SerenaCommandError::NotExecutable { why, hint, .. }
                 if why.contains("execute permission") && hint.contains("chmod +x")),
             "{err:?}"
         );
-
-        let err = with_command(&[dir.path().to_str().expect("utf8")])
-            .resolve_with(&env_with(&[], dir.path()), CONF)
-            .expect_err("must fail");
+        let err = resolve(
+            &with_command(&[dir.path().to_str().expect("utf8")]),
+            &[],
+            dir.path(),
+        )
+        .expect_err("must fail");
         assert!(err.to_string().contains("it is a directory"), "{err}");
-    }
-
-    #[test]
-    fn serena_found_on_path_when_nothing_is_configured() {
-        let bin1 = home();
-        let bin2 = home();
-        let bin3 = home();
-        let want = script(bin2.path(), "serena");
-        script(bin3.path(), "serena"); // later on PATH: not chosen
-        let argv = TraySettings::default()
-            .resolve_with(
-                &env_with(&[bin1.path(), bin2.path(), bin3.path()], bin1.path()),
-                CONF,
-            )
-            .expect("resolves");
-        assert_eq!(argv, vec![want.to_str().expect("utf8").to_string()]);
     }
 
     #[cfg(unix)]
     #[test]
-    fn non_executable_serena_on_path_is_skipped() {
+    fn serena_is_the_first_executable_on_path_then_in_local_bin() {
         use std::os::unix::fs::PermissionsExt;
-        let bin1 = home();
-        let bin2 = home();
-        let bad = bin1.path().join("serena");
-        std::fs::write(&bad, "").expect("write");
-        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        std::fs::create_dir(bin2.path().join("serena")).expect("a directory named serena");
-        let bin3 = home();
-        let good = script(bin3.path(), "serena");
-        let argv = TraySettings::default()
-            .resolve_with(
-                &env_with(&[bin1.path(), bin2.path(), bin3.path()], bin1.path()),
-                CONF,
-            )
-            .expect("resolves");
-        assert_eq!(argv, vec![good.to_str().expect("utf8").to_string()]);
-    }
-
-    #[test]
-    fn serena_in_local_bin_when_not_on_path() {
-        let home_dir = home();
-        let local_bin = home_dir.path().join(".local").join("bin");
+        let (bin1, bin2, bin3, user) = (home(), home(), home(), home());
+        let not_executable = bin1.path().join("serena");
+        std::fs::write(&not_executable, "").expect("write");
+        std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let want = script(bin2.path(), "serena");
+        script(bin3.path(), "serena"); // later on PATH
+        let local_bin = user.path().join(".local").join("bin");
         std::fs::create_dir_all(&local_bin).expect("mkdir");
-        let want = script(&local_bin, "serena");
-        let empty = home();
-        let argv = TraySettings::default()
-            .resolve_with(&env_with(&[empty.path()], home_dir.path()), CONF)
-            .expect("resolves");
-        assert_eq!(argv, vec![want.to_str().expect("utf8").to_string()]);
+        let in_local_bin = script(&local_bin, "serena");
+        let dirs = [bin1.path(), bin2.path(), bin3.path()];
+        let default = TraySettings::default();
+        assert_eq!(resolve(&default, &dirs, user.path()), Ok(vec![want]));
+        assert_eq!(
+            resolve(&default, &[bin1.path()], user.path()),
+            Ok(vec![in_local_bin])
+        );
     }
 
     #[test]
     fn serena_not_found_says_what_was_searched_and_how_to_fix() {
-        let bin1 = home();
-        let bin2 = home();
-        let home_dir = home();
-        let env = SearchEnv {
-            path_var: Some(
-                std::env::join_paths([bin1.path(), Path::new("relative/dir"), bin2.path()])
-                    .expect("join"),
-            ),
-            home: Some(home_dir.path().to_path_buf()),
-        };
-        let err = TraySettings::default()
-            .resolve_with(&env, CONF)
-            .expect_err("must fail");
+        let (bin, user) = (home(), home());
+        let err =
+            resolve(&TraySettings::default(), &[bin.path()], user.path()).expect_err("must fail");
+        let local_bin = user.path().join(".local").join("bin");
         let SerenaCommandError::NotFound { looked_for, hint } = &err else {
             panic!("wrong variant: {err:?}");
         };
         assert_eq!(
             looked_for,
             &format!(
-                "`serena` on PATH (searched {}, {}) and in {}",
-                bin1.path().display(),
-                bin2.path().display(),
-                home_dir.path().join(".local").join("bin").display()
+                "`serena` on PATH (PATH={}) and in {}",
+                bin.path().display(),
+                local_bin.display()
             )
         );
-        assert!(hint.contains("serena-agent"), "{hint}");
+        assert!(hint.contains("uv tool install serena-agent"), "{hint}");
         assert!(
-            hint.contains(&format!(
-                "set serena_command = [\"/path/to/serena\"] in {CONF}"
-            )),
+            hint.contains(&format!("[\"/path/to/serena\"] in {CONF}")),
             "{hint}"
         );
-        assert_eq!(
-            err.to_string(),
-            format!("cannot find the Serena command: looked for {looked_for}. To fix: {hint}")
-        );
-    }
-
-    #[test]
-    fn serena_not_found_without_path_or_home() {
-        let env = SearchEnv {
-            path_var: None,
-            home: None,
-        };
         let err = TraySettings::default()
-            .resolve_with(&env, CONF)
+            .resolve_with(None, None, Path::new(CONF))
             .expect_err("must fail");
-        assert!(
-            err.to_string()
-                .contains("looked for `serena` on PATH (PATH is not set)."),
-            "{err}"
-        );
-        let env = SearchEnv {
-            path_var: Some("".into()),
-            home: None,
-        };
-        let err = TraySettings::default()
-            .resolve_with(&env, CONF)
-            .expect_err("must fail");
-        assert!(
-            err.to_string()
-                .contains("(PATH has no absolute directories)"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn an_empty_configured_command_means_the_default() {
-        let bin = home();
-        let want = script(bin.path(), "serena");
-        let settings = TraySettings {
-            serena_command: Some(Vec::new()),
-            ..TraySettings::default()
-        };
-        let argv = settings
-            .resolve_with(&env_with(&[bin.path()], bin.path()), CONF)
-            .expect("resolves");
-        assert_eq!(argv, vec![want.to_str().expect("utf8").to_string()]);
-    }
-
-    #[test]
-    fn errors_are_clone_and_comparable() {
-        let err = SerenaCommandError::NotFound {
-            looked_for: "x".into(),
-            hint: "y".into(),
-        };
-        assert_eq!(err.clone(), err);
+        assert!(err
+            .to_string()
+            .contains("looked for `serena` on PATH (PATH is not set)."));
     }
 }
