@@ -310,3 +310,6 @@ async fn release_session(
         json!({"status": status, "session_id": req.session_id}),
     ))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,310 @@
+//! The security layer and the handlers in-process: `router(app)` driven with
+//! `tower::ServiceExt::oneshot`, no socket, no daemon process. The app's discovery is scoped to
+//! a marker no process carries, so nothing on this machine is seen, let alone signalled. The
+//! end-to-end tests through the binary are in tests/api.rs.
+
+use super::router;
+use crate::core::app::{App, Options, Started};
+use crate::core::config::Config;
+use crate::core::procs::Scope;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct TestApi {
+    app: App,
+    _home: tempfile::TempDir,
+}
+
+async fn test_api() -> TestApi {
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::new(home.path().join(".serena"));
+    config.scope = Scope::Marked(format!("api-unit-test-{}", std::process::id()));
+    let settings = crate::core::settings::load(&config.serena_home);
+    let options = Options {
+        port: Some(0),
+        tray_protocol_port: Some(0),
+    };
+    match App::start(config, settings, &options).await {
+        Ok(Started::Running(app)) => TestApi { app, _home: home },
+        _ => panic!("the app did not start on a free port"),
+    }
+}
+
+/// One request: `headers` on top of the right Host; a body is JSON unless a content type is given.
+struct Req<'a> {
+    method: &'a str,
+    path: &'a str,
+    body: Option<String>,
+    headers: Vec<(&'a str, String)>,
+}
+
+fn get(path: &str) -> Req<'_> {
+    Req {
+        method: "GET",
+        path,
+        body: None,
+        headers: vec![],
+    }
+}
+
+fn post(path: &str, body: impl Into<String>) -> Req<'_> {
+    Req {
+        method: "POST",
+        path,
+        body: Some(body.into()),
+        headers: vec![],
+    }
+}
+
+impl<'a> Req<'a> {
+    fn header(mut self, name: &'a str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+impl TestApi {
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.app.token())
+    }
+
+    /// Sends `req` with the token.
+    async fn call(&self, req: Req<'_>) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let auth = self.bearer();
+        self.send(req.header("authorization", auth)).await
+    }
+
+    /// Sends `req` as it is (plus the Host header, unless it sets one).
+    async fn send(&self, req: Req<'_>) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let mut b = Request::builder().method(req.method).uri(req.path);
+        if !req.headers.iter().any(|(k, _)| *k == "host") {
+            b = b.header(header::HOST, format!("127.0.0.1:{}", self.app.port()));
+        }
+        if req.body.is_some() && !req.headers.iter().any(|(k, _)| *k == "content-type") {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (k, v) in &req.headers {
+            b = b.header(*k, v);
+        }
+        let body = req.body.map(Body::from).unwrap_or_else(Body::empty);
+        let resp = router(self.app.clone())
+            .oneshot(b.body(body).expect("request"))
+            .await
+            .expect("infallible");
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, v, parts.headers)
+    }
+}
+
+#[track_caller]
+fn assert_error(got: (StatusCode, Value, axum::http::HeaderMap), status: u16, code: &str) {
+    let (s, v, _) = got;
+    assert_eq!(s.as_u16(), status, "{v:?}");
+    assert_eq!(v["error"]["code"], code, "{v:?}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_token_is_needed_everywhere_but_health_and_the_page() {
+    let api = test_api().await;
+    assert_eq!(api.send(get("/api/health")).await.0, StatusCode::OK);
+    assert_eq!(api.send(get("/")).await.0, StatusCode::OK);
+    assert_error(api.send(get("/api/instances")).await, 401, "no_token");
+    assert_error(
+        api.send(get("/api/instances").header("authorization", "Bearer nope"))
+            .await,
+        403,
+        "bad_token",
+    );
+    assert_eq!(api.call(get("/api/instances")).await.0, StatusCode::OK);
+    let cookie = format!("{}={}", super::security::COOKIE, api.app.token());
+    assert_eq!(
+        api.send(get("/api/instances").header("cookie", cookie))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_error(
+        api.send(get("/api/events").header("cookie", "serena_tray_token=wrong"))
+            .await,
+        403,
+        "bad_token",
+    );
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_login_url_sets_a_strict_http_only_cookie_and_leaves_the_address_bar() {
+    let api = test_api().await;
+    let (status, _, headers) = api.send(get(&format!("/?token={}", api.app.token()))).await;
+    assert!(status.is_redirection(), "{status}");
+    assert_eq!(headers[header::LOCATION], "/");
+    let cookie = headers[header::SET_COOKIE].to_str().expect("ascii");
+    assert!(cookie.contains(api.app.token()), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    assert_error(api.send(get("/?token=wrong")).await, 403, "bad_token");
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_foreign_host_or_a_cross_origin_change_is_refused() {
+    let api = test_api().await;
+    let port = api.app.port();
+    for host in [
+        format!("evil.example:{port}"),
+        "127.0.0.1:1".to_string(),
+        "127.0.0.1".to_string(),
+    ] {
+        assert_error(
+            api.call(get("/api/instances").header("host", host)).await,
+            403,
+            "bad_host",
+        );
+    }
+    assert_eq!(
+        api.call(get("/api/instances").header("host", format!("localhost:{port}")))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_error(
+        api.call(post("/api/zombies/kill", "{}").header("origin", "http://evil.example"))
+            .await,
+        403,
+        "cross_origin",
+    );
+    let (status, sweep, _) = api
+        .call(post("/api/zombies/kill", "{}").header("origin", format!("http://127.0.0.1:{port}")))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sweep, json!({"killed": [], "failed": [], "pruned": []}));
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_get_a_clear_status_and_a_json_error() {
+    let api = test_api().await;
+    assert_error(
+        api.call(post("/request-session", "{\"project_path\": "))
+            .await,
+        400,
+        "malformed_json",
+    );
+    for body in [
+        json!({"project_path": 5}),
+        json!({}),
+        json!({"project_path": "/", "surprise": true}),
+    ] {
+        assert_error(
+            api.call(post("/request-session", body.to_string())).await,
+            422,
+            "invalid_body",
+        );
+    }
+    assert_error(
+        api.call(post(
+            "/release-session",
+            json!({"session_id": ["x"]}).to_string(),
+        ))
+        .await,
+        422,
+        "invalid_body",
+    );
+    assert_error(
+        api.call(post("/request-session", "{}").header("content-type", "text/plain"))
+            .await,
+        415,
+        "unsupported_media_type",
+    );
+    let big = format!("{{\"session_id\": \"{}\"}}", "x".repeat(70 * 1024));
+    assert_error(
+        api.call(post("/release-session", big)).await,
+        413,
+        "body_too_large",
+    );
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn project_paths_and_names_are_checked_before_anything_runs() {
+    let api = test_api().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").expect("write");
+    let dir = dir.path().to_str().expect("utf8");
+    for (body, code) in [
+        (json!({"project_path": "relative/project"}), "relative_path"),
+        (json!({"project_path": ""}), "relative_path"),
+        (
+            json!({"project_path": "/no/such/project/anywhere"}),
+            "missing_path",
+        ),
+        (json!({"project_path": file}), "not_a_directory"),
+        (
+            json!({"project_path": dir, "transport": "stdio"}),
+            "bad_transport",
+        ),
+        (
+            json!({"project_path": dir, "context": "--help"}),
+            "bad_name",
+        ),
+        (
+            json!({"project_path": dir, "modes": ["ok", "-x"]}),
+            "bad_name",
+        ),
+    ] {
+        assert_error(
+            api.call(post("/request-session", body.to_string())).await,
+            400,
+            code,
+        );
+    }
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_sessions_pids_and_routes_are_not_found() {
+    let api = test_api().await;
+    assert_error(
+        api.call(post(
+            "/release-session",
+            json!({"session_id": "nope"}).to_string(),
+        ))
+        .await,
+        404,
+        "unknown_session",
+    );
+    for path in [
+        "/api/instances/4000000",
+        "/api/instances/4000000/overview",
+        "/api/instances/4000000/logs",
+    ] {
+        assert_error(api.call(get(path)).await, 404, "unknown_pid");
+    }
+    for path in [
+        "/api/instances/4000000/kill",
+        "/api/instances/4000000/shutdown",
+    ] {
+        assert_error(api.call(post(path, "{}")).await, 404, "unknown_pid");
+    }
+    for path in [
+        "/api/instances/abc",
+        "/api/instances/0",
+        "/api/instances/-1",
+    ] {
+        assert_error(api.call(get(path)).await, 400, "bad_pid");
+    }
+    assert_error(api.call(get("/api/nothing-here")).await, 404, "not_found");
+    let (status, sessions, _) = api.call(get("/api/sessions")).await;
+    assert_eq!((status, sessions), (StatusCode::OK, json!([])));
+    api.app.shutdown().await;
+}
