@@ -8,9 +8,10 @@
 //! is moved aside to `instances.json.corrupt-<millis>` (never deleted) and a fresh one started.
 //! Entries written by others are tolerated: missing fields take defaults, unknown keys are kept as
 //! they were, and an entry that cannot be read at all is kept verbatim. This module never adds a
-//! key of its own. Deliberately not here: deciding what the entries mean (`engine`).
+//! key of its own. Also here: how an instance maps onto an entry (what a refresh writes).
+//! Deliberately not here: deciding what the entries mean (`refresh`).
 
-use super::model::Epoch;
+use super::model::{same_process, Epoch, Instance, ProcessId, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fs::{self, File, OpenOptions};
@@ -244,6 +245,74 @@ impl Registry {
             let _ = fs::remove_file(&tmp);
         }
         written.map_err(self.io(&self.path))
+    }
+}
+
+/// How stale `last_heartbeat` in the registry may get before it is rewritten: keeps a steady
+/// refresh loop from rewriting the file every second when nothing else changed.
+const HEARTBEAT_WRITE_INTERVAL: Epoch = 2.0;
+
+pub(crate) struct Upsert {
+    pub(crate) key: ProcessId,
+    /// An entry for it was in the registry when this refresh read it: if it is missing now,
+    /// someone removed it meanwhile (a kill, an unregistering Serena), so it is not re-added.
+    pub(crate) known: bool,
+    /// Set for entries known only from the registry: match that exact entry.
+    pub(crate) exact_started_at: Option<Epoch>,
+    pub(crate) inst: Instance,
+}
+
+#[derive(Default)]
+pub(crate) struct RegistryWrites {
+    pub(crate) upsert: Vec<Upsert>,
+    pub(crate) remove: Vec<ProcessId>,
+}
+
+pub(crate) fn registry_state(inst: &Instance) -> &'static str {
+    match inst.state {
+        State::Starting => "unknown",
+        s => s.as_str(),
+    }
+}
+
+/// Applies what a refresh learnt to the registry's entries (inside its lock).
+pub(crate) fn write_entries(entries: &mut Vec<RegistryEntry>, writes: &RegistryWrites) {
+    for key in &writes.remove {
+        entries.retain(|e| !(e.pid == key.pid && same_process(e.started_at(), key.start_time)));
+    }
+    for u in &writes.upsert {
+        let inst = &u.inst;
+        let found = entries.iter_mut().find(|e| {
+            e.pid == u.key.pid
+                && match u.exact_started_at {
+                    Some(t) => e.started_at == t,
+                    None => same_process(e.started_at(), u.key.start_time),
+                }
+        });
+        let e = match found {
+            Some(e) => e,
+            // Removed since this refresh read the file: do not bring it back.
+            None if u.exact_started_at.is_some() || u.known => continue,
+            None => {
+                entries.push(RegistryEntry::new(inst.pid, inst.started_at));
+                let Some(e) = entries.last_mut() else {
+                    continue;
+                };
+                e
+            }
+        };
+        if u.exact_started_at.is_none() {
+            e.port = inst.port;
+            e.context = inst.context.clone();
+            e.modes = inst.modes.clone();
+            e.project_name = inst.project_name.clone();
+            if let Some(hb) = inst.last_heartbeat {
+                if hb - e.last_heartbeat >= HEARTBEAT_WRITE_INTERVAL {
+                    e.last_heartbeat = hb;
+                }
+            }
+        }
+        e.state = registry_state(inst).to_string();
     }
 }
 

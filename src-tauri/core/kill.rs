@@ -1,0 +1,178 @@
+//! Killing, the acting side of the [`Core`] handle: one instance by PID or by exact identity,
+//! every zombie at once, or a polite `PUT /shutdown`; then the instance is forgotten by the model
+//! and the registry. Refuses anything that is not verifiably Serena, and prunes a dead record
+//! without signalling anything.
+//!
+//! Deliberately not here: the tree-killing itself (the reaper: snapshot, ask, SIGTERM, SIGKILL,
+//! verify), and deciding which instances are zombies (`refresh`).
+
+use super::engine::{lock, Core};
+use super::events::Event;
+use super::model::{same_process, Epoch, Instance, ProcessId, State, ZombieReason};
+use super::reaper::{self, KillReport, ReapError};
+use futures::future::join_all;
+use serde::Serialize;
+
+/// Why a kill was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("no Serena instance with PID {0}")]
+    UnknownPid(u32),
+    #[error("PID {0} is registered but is not a Serena process: it is never killed")]
+    NotSerena(u32),
+    #[error("instance {0} has no dashboard to ask (it may have lost Serena's port race)")]
+    NoDashboard(u32),
+    #[error(transparent)]
+    Reap(#[from] ReapError),
+}
+
+/// What "kill all zombies" did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZombieSweep {
+    pub killed: Vec<KillReport>,
+    pub failed: Vec<SweepFailure>,
+    /// Dead registry entries removed.
+    pub pruned: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepFailure {
+    pub pid: u32,
+    pub error: String,
+}
+
+impl Core {
+    /// Kills the instance with this PID (the live one if a dead record shares the PID): what a
+    /// user asks for by PID. See [`Core::kill_process`].
+    pub async fn kill(&self, pid: u32) -> std::result::Result<KillReport, KillError> {
+        if self.tracked_id(pid).is_none() {
+            // Maybe it started since the last look.
+            let _ = self.refresh().await;
+        }
+        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        self.kill_process(key).await
+    }
+
+    /// Kills exactly this instance with its whole process tree (see `reaper`); a dead record is
+    /// only pruned from the registry, never signalled. Refuses anything that is not verifiably
+    /// Serena.
+    pub async fn kill_process(&self, key: ProcessId) -> std::result::Result<KillReport, KillError> {
+        let found = {
+            let model = lock(&self.inner.model);
+            model
+                .tracked
+                .get(&key)
+                .map(|t| (t.alive, t.inst.verified_serena, t.inst.port))
+        };
+        let (alive, verified, port) = found.ok_or(KillError::UnknownPid(key.pid))?;
+        if !alive {
+            self.forget(key, true).await;
+            return Ok(KillReport::already_gone(key.pid));
+        }
+        if !verified {
+            return Err(KillError::NotSerena(key.pid));
+        }
+        let report = reaper::reap(key, port, &self.inner.prober, &self.inner.timings).await?;
+        self.forget(key, false).await;
+        let _ = self.inner.events.send(Event::InstanceKilled {
+            pid: key.pid,
+            outcome: report.outcome,
+        });
+        Ok(report)
+    }
+
+    /// Kills every zombie concurrently and prunes dead registry entries.
+    pub async fn kill_zombies(&self) -> ZombieSweep {
+        let _ = self.refresh().await;
+        let zombies: Vec<Instance> = self
+            .instances()
+            .into_iter()
+            .filter(|i| i.state == State::Zombie)
+            .collect();
+        let results = join_all(zombies.iter().map(|z| async move {
+            let dead = z.state_reason == Some(ZombieReason::Dead);
+            (z.pid, dead, self.kill_process(self.key_of(z)).await)
+        }))
+        .await;
+        let mut sweep = ZombieSweep {
+            killed: Vec::new(),
+            failed: Vec::new(),
+            pruned: Vec::new(),
+        };
+        for (pid, pruned, r) in results {
+            match r {
+                Ok(_) if pruned => sweep.pruned.push(pid),
+                Ok(report) => sweep.killed.push(report),
+                Err(e) => sweep.failed.push(SweepFailure {
+                    pid,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        sweep
+    }
+
+    /// Asks an instance to stop through its own dashboard (`PUT /shutdown`), nothing more; only
+    /// after checking that the process still listens on that port.
+    pub async fn shutdown(&self, pid: u32) -> std::result::Result<(), KillError> {
+        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        let (alive, port) = {
+            let model = lock(&self.inner.model);
+            let t = model.tracked.get(&key);
+            (t.is_some_and(|t| t.alive), t.and_then(|t| t.inst.port))
+        };
+        if !alive {
+            return Err(KillError::UnknownPid(pid));
+        }
+        let port = port.ok_or(KillError::NoDashboard(pid))?;
+        let inner = self.inner.clone();
+        let owns = tokio::task::spawn_blocking(move || {
+            inner
+                .listeners
+                .listening_ports(&[pid])
+                .get(&pid)
+                .is_some_and(|ports| ports.contains(&port))
+        })
+        .await
+        .unwrap_or(false);
+        if !owns {
+            return Err(KillError::NoDashboard(pid));
+        }
+        let _ = self.inner.prober.shutdown(port).await;
+        Ok(())
+    }
+
+    /// Drops an instance from the model and the registry (after a kill, or a pruned record).
+    async fn forget(&self, key: ProcessId, dead_record: bool) {
+        // Not in the middle of a refresh, which could write the entry back.
+        let _no_refresh = self.inner.refreshing.lock().await;
+        let exact = {
+            let mut model = lock(&self.inner.model);
+            let exact = model
+                .tracked
+                .remove(&key)
+                .and_then(|t| t.registry_started_at);
+            model.sessions.remove(&key);
+            model.launching.remove(&key);
+            model.registrations.retain(|_, r| r.pid != key.pid);
+            exact
+        };
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            inner.registry.update(|entries| {
+                entries.retain(|e| {
+                    let same = match exact {
+                        Some(t) if dead_record => e.started_at == t,
+                        _ => same_process(e.started_at(), key.start_time),
+                    };
+                    !(e.pid == key.pid && same)
+                })
+            })
+        })
+        .await;
+        let _ = self.inner.events.send(Event::InstanceRemoved {
+            pid: key.pid,
+            started_at: key.start_time as Epoch,
+        });
+    }
+}

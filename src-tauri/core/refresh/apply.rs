@@ -1,0 +1,241 @@
+//! Applying a refresh: folds the probes' answers and the process table into each record,
+//! classifies, and says which events go out and what is written to the registry.
+//! Deliberately not here: the state rules (`classify`) and the registry file (`registry`).
+
+use super::plan::ProbeResult;
+use super::scan::Scan;
+use super::tracked::Tracked;
+use crate::core::classify::{self, Observation};
+use crate::core::cmdline;
+use crate::core::engine::{lock, Core};
+use crate::core::events::Event;
+use crate::core::model::{same_process, Epoch, Instance, ProcessId, Source, State, Transport};
+use crate::core::procs::Snapshot;
+use crate::core::registry::{RegistryWrites, Upsert};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// How long a new instance without a dashboard port keeps the mapping fresh every refresh.
+const NEW_INSTANCE_WINDOW: Epoch = 60.0;
+
+impl Core {
+    /// Folds probe results into the model, classifies, and returns the events and the registry
+    /// writes that follow.
+    pub(crate) fn apply(
+        &self,
+        scan: &Scan,
+        results: Vec<(ProcessId, ProbeResult)>,
+        now: Epoch,
+    ) -> (Vec<Event>, RegistryWrites) {
+        let grace = self.inner.config.zombie_grace;
+        let mut model = lock(&self.inner.model);
+        let mut events = Vec::new();
+        let mut writes = RegistryWrites::default();
+        let mut results: BTreeMap<ProcessId, ProbeResult> = results.into_iter().collect();
+
+        let launching = model.launching.clone();
+        let keys: Vec<ProcessId> = model.tracked.keys().copied().collect();
+        for key in keys {
+            let Some(t) = model.tracked.get_mut(&key) else {
+                continue;
+            };
+            let is_new = t.inst.first_seen == now;
+            let present = t.alive && scan.snap.get_id(key).is_some();
+            if !present && t.registry_started_at.is_none() {
+                // Seen alive before, gone now: it ended. Forget it.
+                events.push(Event::InstanceRemoved {
+                    pid: key.pid,
+                    started_at: t.inst.started_at,
+                });
+                writes.remove.push(key);
+                model.tracked.remove(&key);
+                continue;
+            }
+            if !t.alive
+                && !scan
+                    .registry
+                    .iter()
+                    .any(|e| Some(e.started_at) == t.registry_started_at && e.pid == key.pid)
+            {
+                // A dead entry someone pruned from the registry.
+                events.push(Event::InstanceRemoved {
+                    pid: key.pid,
+                    started_at: t.inst.started_at,
+                });
+                model.tracked.remove(&key);
+                continue;
+            }
+            let before = t.inst.clone();
+            if t.alive {
+                let result = results.remove(&key).unwrap_or_default();
+                observe(t, &scan.snap, result, now);
+            }
+            let obs = Observation {
+                alive: t.alive,
+                orphaned_since: t.orphaned_since,
+                silent_since: t.silent_since,
+                has_project: t.inst.project_name.is_some(),
+            };
+            let (mut state, reason) = classify::classify(&obs, now, grace);
+            // A session being launched is `starting` until its dashboard answers and its MCP
+            // endpoint listens: the moment it turns live is the event its launcher waits for.
+            t.launch_root = launching
+                .iter()
+                .copied()
+                .find(|root| *root == key || scan.snap.has_ancestor(key.pid, *root));
+            let ready = t.last_ok.is_some() && (t.args.mcp_port.is_none() || t.mcp_listening);
+            if t.launch_root.is_some() && state.is_live() && !ready {
+                state = State::Starting;
+            }
+            if (state, reason) != (before.state, before.state_reason) {
+                t.inst.state = state;
+                t.inst.state_reason = reason;
+                t.inst.state_since = now;
+            }
+            if is_new {
+                events.push(Event::InstanceAdded {
+                    instance: t.inst.clone(),
+                });
+            } else if (state, reason) != (before.state, before.state_reason) {
+                events.push(Event::StateChanged {
+                    pid: key.pid,
+                    from: before.state,
+                    to: state,
+                    reason,
+                    instance: t.inst.clone(),
+                });
+            } else if !same_shown(&before, &t.inst) {
+                events.push(Event::InstanceUpdated {
+                    instance: t.inst.clone(),
+                });
+            }
+            if t.base_source == Source::TrayProtocol && !t.inst.verified_serena {
+                // An unverified registration is shown, never written to the shared file.
+                continue;
+            }
+            let known = scan.registry.iter().any(|e| {
+                e.pid == key.pid
+                    && match t.registry_started_at {
+                        Some(at) => e.started_at == at,
+                        None => same_process(e.started_at(), key.start_time),
+                    }
+            });
+            writes.upsert.push(Upsert {
+                key,
+                known,
+                exact_started_at: t.registry_started_at,
+                inst: t.inst.clone(),
+            });
+        }
+        // Look at the sockets again next time if a young instance has no dashboard yet or one
+        // stopped answering (its port may have moved).
+        let rescan = model.tracked.values().any(|t| {
+            t.alive
+                && (t.silent_since.is_some()
+                    || t.inst.state == State::Starting
+                    || (t.inst.port.is_none() && now - t.inst.started_at < NEW_INSTANCE_WINDOW))
+        });
+        lock(&self.inner.ports).stale = rescan;
+        (events, writes)
+    }
+}
+
+/// Folds one probe result and the process table into a live instance's record.
+fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
+    t.inst.port = result.port;
+    match (&result.status, result.port) {
+        (Some(status), _) => {
+            t.last_ok = Some(now);
+            t.silent_since = None;
+            if t.log_max_idx.is_some_and(|i| i != status.max_idx) {
+                t.inst.last_activity = Some(now);
+            }
+            t.log_max_idx = Some(status.max_idx);
+            t.inst.project_name = status.active_project.clone();
+        }
+        (None, Some(_)) => {
+            if t.silent_since.is_none() {
+                t.silent_since = Some(t.last_ok.unwrap_or(t.inst.first_seen));
+            }
+        }
+        (None, None) => t.silent_since = None,
+    }
+    if result.status.is_none() && t.last_ok.is_none() {
+        // Never heard from its dashboard: its registration's word, else its command line.
+        t.inst.project_name = match &t.registered_project {
+            Some(p) => p.clone(),
+            None => t
+                .args
+                .project
+                .as_deref()
+                .map(cmdline::project_name_from_arg),
+        };
+    }
+    t.inst.last_heartbeat = t.last_ok;
+    if let (Some(ov), Some(status)) = (result.overview, &result.status) {
+        t.overview_for = Some(status.active_project.clone());
+        t.overview = Some(ov);
+    }
+
+    // Project path, context and modes: the dashboard's word, else the command line.
+    let ov = t.overview.as_ref();
+    let overview_path = ov
+        .filter(|o| o.project_name == t.inst.project_name)
+        .and_then(|o| o.project_path.clone());
+    t.inst.project_path = overview_path.or_else(|| {
+        let arg = t.args.project.as_deref()?;
+        let name = cmdline::project_name_from_arg(arg);
+        if t.inst.project_name.as_deref() != Some(name.as_str()) || !looks_like_path(arg) {
+            return None;
+        }
+        let cwd = snap.get(t.inst.pid).and_then(|p| p.cwd.clone());
+        Some(match cwd {
+            Some(cwd) if Path::new(arg).is_relative() => {
+                Path::new(&cwd).join(arg).display().to_string()
+            }
+            _ => arg.to_string(),
+        })
+    });
+    t.inst.context = ov
+        .and_then(|o| o.context.clone())
+        .or_else(|| t.args.context.clone())
+        .or_else(|| {
+            t.inst
+                .verified_serena
+                .then(|| cmdline::DEFAULT_CONTEXT.into())
+        });
+    t.inst.modes = match ov {
+        Some(o) if !o.modes.is_empty() => o.modes.clone(),
+        _ => t.args.modes.clone(),
+    };
+
+    // The client: gone if the parent changed or the client process is no longer the same one.
+    if t.inst.transport == Transport::Stdio && t.orphaned_since.is_none() {
+        if let Some(c) = &t.client {
+            let parent_now = snap.get(t.inst.pid).and_then(|p| p.ppid);
+            let client_alive = snap
+                .get_id(ProcessId {
+                    pid: c.pid,
+                    start_time: c.start_time,
+                })
+                .is_some();
+            if parent_now != Some(c.pid) || !client_alive {
+                t.orphaned_since = Some(now);
+            }
+        }
+    }
+}
+
+fn looks_like_path(arg: &str) -> bool {
+    arg.contains('/') || arg.contains('\\') || arg == "." || arg == ".."
+}
+
+/// Whether two snapshots of an instance show the same thing (timing fields aside).
+fn same_shown(a: &Instance, b: &Instance) -> bool {
+    a.port == b.port
+        && a.project_name == b.project_name
+        && a.project_path == b.project_path
+        && a.context == b.context
+        && a.modes == b.modes
+        && a.mcp_port == b.mcp_port
+}
