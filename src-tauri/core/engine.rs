@@ -12,11 +12,10 @@ use super::events::Event;
 use super::model::{Instance, ProcessId};
 use super::probe::Prober;
 use super::reaper::Timings;
-use super::refresh::{Model, PortCache, Tracked};
+use super::refresh::{Model, Scanner, Tracked};
 use super::registry::{Registry, RegistryError};
 use super::sockets::{self, ListenerSource};
 use std::sync::{Arc, Mutex, MutexGuard};
-use sysinfo::System;
 use tokio::sync::broadcast;
 
 pub use super::kill::{KillError, SweepFailure, ZombieSweep};
@@ -42,14 +41,13 @@ pub(super) struct Inner {
     pub(super) registry: Registry,
     pub(super) prober: Prober,
     pub(super) listeners: Box<dyn ListenerSource>,
-    pub(super) sys: Mutex<System>,
+    pub(super) scanner: Scanner,
     pub(super) model: Mutex<Model>,
     pub(super) refreshing: tokio::sync::Mutex<()>,
     pub(super) events: broadcast::Sender<Event>,
     /// Asks the refresh loop for a look now rather than at its next tick.
     pub(super) wake: tokio::sync::Notify,
     pub(super) timings: Timings,
-    pub(super) ports: Mutex<PortCache>,
 }
 
 /// One instance's registration over Serena's tray protocol (information, never authority).
@@ -78,13 +76,12 @@ impl Core {
                 registry: Registry::new(&config.serena_home),
                 prober: Prober::new(config.probe_timeout),
                 listeners,
-                sys: Mutex::new(System::new()),
+                scanner: Scanner::default(),
                 model: Mutex::new(Model::default()),
                 refreshing: tokio::sync::Mutex::new(()),
                 events,
                 wake: tokio::sync::Notify::new(),
                 timings: Timings::default(),
-                ports: Mutex::new(PortCache::default()),
                 config,
             }),
         }

@@ -252,6 +252,7 @@ impl Registry {
 /// refresh loop from rewriting the file every second when nothing else changed.
 const HEARTBEAT_WRITE_INTERVAL: Epoch = 2.0;
 
+#[derive(Debug)]
 pub(crate) struct Upsert {
     pub(crate) key: ProcessId,
     /// An entry for it was in the registry when this refresh read it: if it is missing now,
@@ -262,7 +263,7 @@ pub(crate) struct Upsert {
     pub(crate) inst: Instance,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct RegistryWrites {
     pub(crate) upsert: Vec<Upsert>,
     pub(crate) remove: Vec<ProcessId>,

@@ -1,142 +1,153 @@
 //! Applying a refresh: folds the probes' answers and the process table into each record,
-//! classifies, and says which events go out and what is written to the registry.
-//! Deliberately not here: the state rules (`classify`) and the registry file (`registry`).
+//! classifies, and says which events go out and what is written to the registry. A pure
+//! function of the model, a [`Scan`], the answers, the time and the grace, unit-tested with
+//! constructed scans. Deliberately not here: the state rules (`classify`) and the registry
+//! file (`registry`).
 
 use super::plan::ProbeResult;
 use super::scan::Scan;
-use super::tracked::Tracked;
+use super::tracked::{Model, Tracked};
 use crate::core::classify::{self, Observation};
 use crate::core::cmdline;
-use crate::core::engine::{lock, Core};
 use crate::core::events::Event;
 use crate::core::model::{same_process, Epoch, Instance, ProcessId, Source, State, Transport};
 use crate::core::procs::Snapshot;
 use crate::core::registry::{RegistryWrites, Upsert};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 /// How long a new instance without a dashboard port keeps the mapping fresh every refresh.
 const NEW_INSTANCE_WINDOW: Epoch = 60.0;
 
-impl Core {
-    /// Folds probe results into the model, classifies, and returns the events and the registry
-    /// writes that follow.
-    pub(crate) fn apply(
-        &self,
-        scan: &Scan,
-        results: Vec<(ProcessId, ProbeResult)>,
-        now: Epoch,
-    ) -> (Vec<Event>, RegistryWrites) {
-        let grace = self.inner.config.zombie_grace;
-        let mut model = lock(&self.inner.model);
-        let mut events = Vec::new();
-        let mut writes = RegistryWrites::default();
-        let mut results: BTreeMap<ProcessId, ProbeResult> = results.into_iter().collect();
+/// What a refresh decided beyond the model itself: what goes out and what is written.
+#[derive(Debug, Default)]
+pub(crate) struct Decisions {
+    /// What changed, in the order it is published.
+    pub(crate) events: Vec<Event>,
+    /// What the registry file learns.
+    pub(crate) writes: RegistryWrites,
+    /// Map sockets afresh at the next scan: a young instance has no dashboard yet, one is
+    /// starting, or one stopped answering (its port may have moved).
+    pub(crate) rescan: bool,
+}
 
-        let launching = model.launching.clone();
-        let keys: Vec<ProcessId> = model.tracked.keys().copied().collect();
-        for key in keys {
-            let Some(t) = model.tracked.get_mut(&key) else {
-                continue;
-            };
-            let is_new = t.inst.first_seen == now;
-            let present = t.alive && scan.snap.get_id(key).is_some();
-            if !present && t.registry_started_at.is_none() {
-                // Seen alive before, gone now: it ended. Forget it.
-                events.push(Event::InstanceRemoved {
-                    pid: key.pid,
-                    started_at: t.inst.started_at,
-                });
-                writes.remove.push(key);
-                model.tracked.remove(&key);
-                continue;
-            }
-            if !t.alive
-                && !scan
-                    .registry
-                    .iter()
-                    .any(|e| Some(e.started_at) == t.registry_started_at && e.pid == key.pid)
-            {
-                // A dead entry someone pruned from the registry.
-                events.push(Event::InstanceRemoved {
-                    pid: key.pid,
-                    started_at: t.inst.started_at,
-                });
-                model.tracked.remove(&key);
-                continue;
-            }
-            let before = t.inst.clone();
-            if t.alive {
-                let result = results.remove(&key).unwrap_or_default();
-                observe(t, &scan.snap, result, now);
-            }
-            let obs = Observation {
-                alive: t.alive,
-                orphaned_since: t.orphaned_since,
-                silent_since: t.silent_since,
-                has_project: t.inst.project_name.is_some(),
-            };
-            let (mut state, reason) = classify::classify(&obs, now, grace);
-            // A session being launched is `starting` until its dashboard answers and its MCP
-            // endpoint listens: the moment it turns live is the event its launcher waits for.
-            t.launch_root = launching
-                .iter()
-                .copied()
-                .find(|root| *root == key || scan.snap.has_ancestor(key.pid, *root));
-            let ready = t.last_ok.is_some() && (t.args.mcp_port.is_none() || t.mcp_listening);
-            if t.launch_root.is_some() && state.is_live() && !ready {
-                state = State::Starting;
-            }
-            if (state, reason) != (before.state, before.state_reason) {
-                t.inst.state = state;
-                t.inst.state_reason = reason;
-                t.inst.state_since = now;
-            }
-            if is_new {
-                events.push(Event::InstanceAdded {
-                    instance: t.inst.clone(),
-                });
-            } else if (state, reason) != (before.state, before.state_reason) {
-                events.push(Event::StateChanged {
-                    pid: key.pid,
-                    from: before.state,
-                    to: state,
-                    reason,
-                    instance: t.inst.clone(),
-                });
-            } else if !same_shown(&before, &t.inst) {
-                events.push(Event::InstanceUpdated {
-                    instance: t.inst.clone(),
-                });
-            }
-            if t.base_source == Source::TrayProtocol && !t.inst.verified_serena {
-                // An unverified registration is shown, never written to the shared file.
-                continue;
-            }
-            let known = scan.registry.iter().any(|e| {
-                e.pid == key.pid
-                    && match t.registry_started_at {
-                        Some(at) => e.started_at == at,
-                        None => same_process(e.started_at(), key.start_time),
-                    }
+/// Folds probe results into the model, classifies, and returns what follows.
+pub(crate) fn apply(
+    model: &mut Model,
+    scan: &Scan,
+    results: Vec<(ProcessId, ProbeResult)>,
+    now: Epoch,
+    grace: Duration,
+) -> Decisions {
+    let mut events = Vec::new();
+    let mut writes = RegistryWrites::default();
+    let mut results: BTreeMap<ProcessId, ProbeResult> = results.into_iter().collect();
+
+    let launching = model.launching.clone();
+    let keys: Vec<ProcessId> = model.tracked.keys().copied().collect();
+    for key in keys {
+        let Some(t) = model.tracked.get_mut(&key) else {
+            continue;
+        };
+        let is_new = t.inst.first_seen == now;
+        let present = t.alive && scan.snap.get_id(key).is_some();
+        if !present && t.registry_started_at.is_none() {
+            // Seen alive before, gone now: it ended. Forget it.
+            events.push(Event::InstanceRemoved {
+                pid: key.pid,
+                started_at: t.inst.started_at,
             });
-            writes.upsert.push(Upsert {
-                key,
-                known,
-                exact_started_at: t.registry_started_at,
-                inst: t.inst.clone(),
+            writes.remove.push(key);
+            model.tracked.remove(&key);
+            continue;
+        }
+        if !t.alive
+            && !scan
+                .registry
+                .iter()
+                .any(|e| Some(e.started_at) == t.registry_started_at && e.pid == key.pid)
+        {
+            // A dead entry someone pruned from the registry.
+            events.push(Event::InstanceRemoved {
+                pid: key.pid,
+                started_at: t.inst.started_at,
+            });
+            model.tracked.remove(&key);
+            continue;
+        }
+        let before = t.inst.clone();
+        if t.alive {
+            let result = results.remove(&key).unwrap_or_default();
+            observe(t, &scan.snap, result, now);
+        }
+        let obs = Observation {
+            alive: t.alive,
+            orphaned_since: t.orphaned_since,
+            silent_since: t.silent_since,
+            has_project: t.inst.project_name.is_some(),
+        };
+        let (mut state, reason) = classify::classify(&obs, now, grace);
+        // A session being launched is `starting` until its dashboard answers and its MCP
+        // endpoint listens: the moment it turns live is the event its launcher waits for.
+        t.launch_root = launching
+            .iter()
+            .copied()
+            .find(|root| *root == key || scan.snap.has_ancestor(key.pid, *root));
+        let ready = t.last_ok.is_some() && (t.args.mcp_port.is_none() || t.mcp_listening);
+        if t.launch_root.is_some() && state.is_live() && !ready {
+            state = State::Starting;
+        }
+        if (state, reason) != (before.state, before.state_reason) {
+            t.inst.state = state;
+            t.inst.state_reason = reason;
+            t.inst.state_since = now;
+        }
+        if is_new {
+            events.push(Event::InstanceAdded {
+                instance: t.inst.clone(),
+            });
+        } else if (state, reason) != (before.state, before.state_reason) {
+            events.push(Event::StateChanged {
+                pid: key.pid,
+                from: before.state,
+                to: state,
+                reason,
+                instance: t.inst.clone(),
+            });
+        } else if !same_shown(&before, &t.inst) {
+            events.push(Event::InstanceUpdated {
+                instance: t.inst.clone(),
             });
         }
-        // Look at the sockets again next time if a young instance has no dashboard yet or one
-        // stopped answering (its port may have moved).
-        let rescan = model.tracked.values().any(|t| {
-            t.alive
-                && (t.silent_since.is_some()
-                    || t.inst.state == State::Starting
-                    || (t.inst.port.is_none() && now - t.inst.started_at < NEW_INSTANCE_WINDOW))
+        if t.base_source == Source::TrayProtocol && !t.inst.verified_serena {
+            // An unverified registration is shown, never written to the shared file.
+            continue;
+        }
+        let known = scan.registry.iter().any(|e| {
+            e.pid == key.pid
+                && match t.registry_started_at {
+                    Some(at) => e.started_at == at,
+                    None => same_process(e.started_at(), key.start_time),
+                }
         });
-        lock(&self.inner.ports).stale = rescan;
-        (events, writes)
+        writes.upsert.push(Upsert {
+            key,
+            known,
+            exact_started_at: t.registry_started_at,
+            inst: t.inst.clone(),
+        });
+    }
+    let rescan = model.tracked.values().any(|t| {
+        t.alive
+            && (t.silent_since.is_some()
+                || t.inst.state == State::Starting
+                || (t.inst.port.is_none() && now - t.inst.started_at < NEW_INSTANCE_WINDOW))
+    });
+    Decisions {
+        events,
+        writes,
+        rescan,
     }
 }
 

@@ -12,34 +12,50 @@ mod plan;
 mod scan;
 mod tracked;
 
-pub(crate) use scan::PortCache;
+pub(crate) use scan::Scanner;
 pub(crate) use tracked::{Model, Tracked};
 
-use super::engine::{Core, CoreError, Result};
+use super::engine::{lock, Core, CoreError, Result};
 use super::events::Event;
 use super::model::{now, Instance};
 use super::probe::Prober;
 use super::registry::write_entries;
+use apply::{apply, Decisions};
 use futures::future::join_all;
-use plan::{ProbeJob, ProbeResult};
+use plan::{plan, ProbeJob, ProbeResult};
 
 impl Core {
     /// One look at the world: see the module docs. Concurrent calls are serialised.
     pub async fn refresh(&self) -> Result<Vec<Instance>> {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let inner = self.inner.clone();
-        let scan = tokio::task::spawn_blocking(move || inner.scan())
-            .await
-            .map_err(|e| CoreError::Task(e.to_string()))?;
+        let scan = tokio::task::spawn_blocking(move || {
+            let registered = || {
+                let model = lock(&inner.model);
+                model.registrations.values().map(|r| r.pid).collect()
+            };
+            let (registry, scope) = (&inner.registry, &inner.config.scope);
+            inner
+                .scanner
+                .scan(registry, &*inner.listeners, scope, registered)
+        })
+        .await
+        .map_err(|e| CoreError::Task(e.to_string()))?;
         let now = now();
-        let jobs = self.plan(&scan, now);
+        let jobs = plan(&mut lock(&self.inner.model), &scan, now);
         let prober = &self.inner.prober;
         let results = join_all(jobs.into_iter().map(|job| async move {
             let key = job.key;
             (key, probe(prober, job).await)
         }))
         .await;
-        let (mut events, writes) = self.apply(&scan, results, now);
+        let grace = self.inner.config.zombie_grace;
+        let Decisions {
+            mut events,
+            writes,
+            rescan,
+        } = apply(&mut lock(&self.inner.model), &scan, results, now, grace);
+        self.inner.scanner.map_ports_afresh(rescan);
 
         let inner = self.inner.clone();
         let written = tokio::task::spawn_blocking(move || {

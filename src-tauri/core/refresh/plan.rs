@@ -1,11 +1,11 @@
 //! Planning a refresh: creates records for new instances, marks those that went, and lists the
-//! dashboard probes to run. Deliberately not here: running the probes (`refresh`) and folding
+//! dashboard probes to run. A pure function of the model, a [`Scan`] and the time, unit-tested
+//! with constructed scans. Deliberately not here: running the probes (`refresh`) and folding
 //! their answers in (`apply`).
 
 use super::scan::Scan;
 use super::tracked::{dead_from_registry, first_sight, Model};
 use crate::core::cmdline::SerenaArgs;
-use crate::core::engine::{lock, Core};
 use crate::core::model::{same_process, Epoch, ProcessId, Source};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use std::collections::HashSet;
@@ -25,150 +25,148 @@ pub(crate) struct ProbeResult {
     pub(crate) overview: Option<ConfigSummary>,
 }
 
-impl Core {
-    /// Creates records for new instances, drops those that exited, lists the probes to run.
-    pub(crate) fn plan(&self, scan: &Scan, now: Epoch) -> Vec<ProbeJob> {
-        let mut model = lock(&self.inner.model);
-        let mut present: HashSet<ProcessId> = HashSet::new();
-        let mut claimed_entries: HashSet<usize> = HashSet::new();
+/// Creates records for new instances, marks those that went, lists the probes to run.
+pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> {
+    let mut present: HashSet<ProcessId> = HashSet::new();
+    let mut claimed_entries: HashSet<usize> = HashSet::new();
 
-        for (proc, args) in &scan.candidates {
-            let key = proc.id();
-            present.insert(key);
-            let entry =
-                scan.registry.iter().enumerate().find(|(_, e)| {
-                    e.pid == proc.pid && same_process(e.started_at(), proc.start_time)
-                });
-            if let Some((i, _)) = entry {
-                claimed_entries.insert(i);
-            }
-            model.tracked.entry(key).or_insert_with(|| {
-                first_sight(
-                    &scan.snap,
-                    proc,
-                    args.clone(),
-                    Source::Discovery,
-                    true,
-                    entry.map(|(_, e)| e),
-                    now,
-                )
-            });
+    for (proc, args) in &scan.candidates {
+        let key = proc.id();
+        present.insert(key);
+        let entry = scan
+            .registry
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.pid == proc.pid && same_process(e.started_at(), proc.start_time));
+        if let Some((i, _)) = entry {
+            claimed_entries.insert(i);
         }
-
-        for (i, e) in scan.registry.iter().enumerate() {
-            if claimed_entries.contains(&i) {
-                continue;
-            }
-            match scan.snap.get(e.pid) {
-                // The recorded process lives on, but outside the scope: not ours to show.
-                Some(proc)
-                    if same_process(e.started_at(), proc.start_time)
-                        && scan.visible(proc.pid).is_none() => {}
-                Some(proc) if same_process(e.started_at(), proc.start_time) => {
-                    // Registered by someone, alive, but not a Serena command line: shown,
-                    // probed on its registered port, never trusted for killing.
-                    let key = proc.id();
-                    present.insert(key);
-                    model.tracked.entry(key).or_insert_with(|| {
-                        let mut t = first_sight(
-                            &scan.snap,
-                            proc,
-                            SerenaArgs::default(),
-                            Source::Registry,
-                            false,
-                            Some(e),
-                            now,
-                        );
-                        t.inst.port = e.port;
-                        t.inst.project_name = e.project_name.clone();
-                        t
-                    });
-                }
-                _ => {
-                    let key = ProcessId {
-                        pid: e.pid,
-                        start_time: e.started_at.max(0.0) as u64,
-                    };
-                    present.insert(key);
-                    model
-                        .tracked
-                        .entry(key)
-                        .or_insert_with(|| dead_from_registry(e, now));
-                }
-            }
-        }
-
-        // Tray-protocol registrations: a registered Serena gets the registration's project as a
-        // fallback; a registered PID that is not a Serena process is shown, never trusted.
-        let Model {
-            tracked,
-            registrations,
-            sessions,
-            ..
-        } = &mut *model;
-        registrations.retain(|_, r| scan.visible(r.pid).is_some());
-        // Sources are recomputed each time: a registration or a session can end.
-        for t in tracked.values_mut() {
-            t.registered_project = None;
-            t.inst.source = t.base_source;
-        }
-        for r in registrations.values() {
-            let Some(proc) = scan.visible(r.pid) else {
-                continue;
-            };
-            let key = proc.id();
-            present.insert(key);
-            let t = tracked.entry(key).or_insert_with(|| {
-                let mut t = first_sight(
-                    &scan.snap,
-                    proc,
-                    SerenaArgs::default(),
-                    Source::TrayProtocol,
-                    false,
-                    None,
-                    now,
-                );
-                t.inst.port = Some(r.port);
-                t.inst.project_name = r.project.clone();
-                t
-            });
-            t.registered_project = Some(r.project.clone());
-            t.inst.source = t.inst.source.max(Source::TrayProtocol);
-        }
-        for (key, _) in sessions.iter() {
-            if let Some(t) = tracked.get_mut(key) {
-                t.inst.source = Source::Session;
-            }
-        }
-
-        // Anything tracked but not present any more exited (or its entry was pruned).
-        for t in model.tracked.values_mut() {
-            if !present.contains(&t.inst.process_id()) && t.alive {
-                t.alive = false;
-            }
-        }
-
-        model
-            .tracked
-            .iter_mut()
-            .filter(|(k, t)| t.alive && present.contains(k))
-            .map(|(k, t)| {
-                let mut ports: Vec<u16> = scan
-                    .ports
-                    .get(&k.pid)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
-                if let Some(mcp) = t.args.mcp_port {
-                    t.mcp_listening = ports.contains(&mcp);
-                    ports.retain(|p| *p != mcp);
-                }
-                ProbeJob {
-                    key: *k,
-                    ports,
-                    known: t.inst.port,
-                    overview_for: t.overview_for.clone(),
-                }
-            })
-            .collect()
+        model.tracked.entry(key).or_insert_with(|| {
+            first_sight(
+                &scan.snap,
+                proc,
+                args.clone(),
+                Source::Discovery,
+                true,
+                entry.map(|(_, e)| e),
+                now,
+            )
+        });
     }
+
+    for (i, e) in scan.registry.iter().enumerate() {
+        if claimed_entries.contains(&i) {
+            continue;
+        }
+        match scan.snap.get(e.pid) {
+            // The recorded process lives on, but outside the scope: not ours to show.
+            Some(proc)
+                if same_process(e.started_at(), proc.start_time)
+                    && scan.visible(proc.pid).is_none() => {}
+            Some(proc) if same_process(e.started_at(), proc.start_time) => {
+                // Registered by someone, alive, but not a Serena command line: shown,
+                // probed on its registered port, never trusted for killing.
+                let key = proc.id();
+                present.insert(key);
+                model.tracked.entry(key).or_insert_with(|| {
+                    let mut t = first_sight(
+                        &scan.snap,
+                        proc,
+                        SerenaArgs::default(),
+                        Source::Registry,
+                        false,
+                        Some(e),
+                        now,
+                    );
+                    t.inst.port = e.port;
+                    t.inst.project_name = e.project_name.clone();
+                    t
+                });
+            }
+            _ => {
+                let key = ProcessId {
+                    pid: e.pid,
+                    start_time: e.started_at.max(0.0) as u64,
+                };
+                present.insert(key);
+                model
+                    .tracked
+                    .entry(key)
+                    .or_insert_with(|| dead_from_registry(e, now));
+            }
+        }
+    }
+
+    // Tray-protocol registrations: a registered Serena gets the registration's project as a
+    // fallback; a registered PID that is not a Serena process is shown, never trusted.
+    let Model {
+        tracked,
+        registrations,
+        sessions,
+        ..
+    } = model;
+    registrations.retain(|_, r| scan.visible(r.pid).is_some());
+    // Sources are recomputed each time: a registration or a session can end.
+    for t in tracked.values_mut() {
+        t.registered_project = None;
+        t.inst.source = t.base_source;
+    }
+    for r in registrations.values() {
+        let Some(proc) = scan.visible(r.pid) else {
+            continue;
+        };
+        let key = proc.id();
+        present.insert(key);
+        let t = tracked.entry(key).or_insert_with(|| {
+            let mut t = first_sight(
+                &scan.snap,
+                proc,
+                SerenaArgs::default(),
+                Source::TrayProtocol,
+                false,
+                None,
+                now,
+            );
+            t.inst.port = Some(r.port);
+            t.inst.project_name = r.project.clone();
+            t
+        });
+        t.registered_project = Some(r.project.clone());
+        t.inst.source = t.inst.source.max(Source::TrayProtocol);
+    }
+    for (key, _) in sessions.iter() {
+        if let Some(t) = tracked.get_mut(key) {
+            t.inst.source = Source::Session;
+        }
+    }
+
+    // Anything tracked but not present any more exited (or its entry was pruned).
+    for t in model.tracked.values_mut() {
+        if !present.contains(&t.inst.process_id()) && t.alive {
+            t.alive = false;
+        }
+    }
+
+    model
+        .tracked
+        .iter_mut()
+        .filter(|(k, t)| t.alive && present.contains(k))
+        .map(|(k, t)| {
+            let mut ports: Vec<u16> = scan
+                .ports
+                .get(&k.pid)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            if let Some(mcp) = t.args.mcp_port {
+                t.mcp_listening = ports.contains(&mcp);
+                ports.retain(|p| *p != mcp);
+            }
+            ProbeJob {
+                key: *k,
+                ports,
+                known: t.inst.port,
+                overview_for: t.overview_for.clone(),
+            }
+        })
+        .collect()
 }
