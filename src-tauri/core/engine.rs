@@ -146,12 +146,9 @@ impl Core {
         found.first().map(|(k, _)| **k)
     }
 
-    /// The model key of an instance as shown (dead records are keyed by their recorded start).
+    /// The model key of an instance as shown: [`Instance::process_id`].
     pub fn key_of(&self, inst: &Instance) -> ProcessId {
-        ProcessId {
-            pid: inst.pid,
-            start_time: inst.started_at.max(0.0) as u64,
-        }
+        inst.process_id()
     }
 
     /// Records a tray-protocol registration (keyed by dashboard port, as Serena does).

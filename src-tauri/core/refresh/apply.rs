@@ -224,12 +224,7 @@ fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
     if t.inst.transport == Transport::Stdio && t.orphaned_since.is_none() {
         if let Some(c) = &t.client {
             let parent_now = snap.get(t.inst.pid).and_then(|p| p.ppid);
-            let client_alive = snap
-                .get_id(ProcessId {
-                    pid: c.pid,
-                    start_time: c.start_time,
-                })
-                .is_some();
+            let client_alive = snap.get_id(c.id()).is_some();
             if parent_now != Some(c.pid) || !client_alive {
                 t.orphaned_since = Some(now);
             }

@@ -84,10 +84,7 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
                 });
             }
             _ => {
-                let key = ProcessId {
-                    pid: e.pid,
-                    start_time: e.started_at.max(0.0) as u64,
-                };
+                let key = ProcessId::of_record(e.pid, e.started_at);
                 present.insert(key);
                 model
                     .tracked
