@@ -24,8 +24,9 @@ pub use super::kill::{KillError, SweepFailure, ZombieSweep};
 pub enum CoreError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A blocking step of a refresh (a scan, a registry write) panicked or was cancelled.
     #[error("background task failed: {0}")]
-    Task(String),
+    Task(#[from] tokio::task::JoinError),
 }
 
 pub type Result<T> = std::result::Result<T, CoreError>;

@@ -6,7 +6,7 @@
 
 use super::plan::ProbeResult;
 use super::scan::Scan;
-use super::tracked::{Model, Tracked};
+use super::tracked::{Model, OverviewFor, Registered, Tracked};
 use crate::core::classify::{self, Observation};
 use crate::core::cmdline;
 use crate::core::events::Event;
@@ -173,9 +173,9 @@ fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
     }
     if result.status.is_none() && t.last_ok.is_none() {
         // Never heard from its dashboard: its registration's word, else its command line.
-        t.inst.project_name = match &t.registered_project {
-            Some(p) => p.clone(),
-            None => t
+        t.inst.project_name = match &t.registered {
+            Registered::Naming(p) => p.clone(),
+            Registered::No => t
                 .args
                 .project
                 .as_deref()
@@ -184,7 +184,7 @@ fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
     }
     t.inst.last_heartbeat = t.last_ok;
     if let (Some(ov), Some(status)) = (result.overview, &result.status) {
-        t.overview_for = Some(status.active_project.clone());
+        t.overview_for = OverviewFor::Project(status.active_project.clone());
         t.overview = Some(ov);
     }
 

@@ -39,8 +39,7 @@ impl Core {
                 .scanner
                 .scan(registry, &*inner.listeners, scope, registered)
         })
-        .await
-        .map_err(|e| CoreError::Task(e.to_string()))?;
+        .await?;
         let now = now();
         let jobs = plan(&mut lock(&self.inner.model), &scan, now);
         let prober = &self.inner.prober;
@@ -64,8 +63,9 @@ impl Core {
                 .update(|entries| write_entries(entries, &writes))
         })
         .await
-        .map_err(|e| CoreError::Task(e.to_string()));
-        if let Ok(Ok((_, Some(moved)))) = &written {
+        .map_err(CoreError::from)
+        .and_then(|w| Ok(w?));
+        if let Ok((_, Some(moved))) = &written {
             events.push(Event::RegistryRecovered {
                 moved_to: moved.display().to_string(),
             });
@@ -75,10 +75,8 @@ impl Core {
         for e in events {
             self.publish(e);
         }
-        match written {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("cannot update the registry: {e}"),
-            Err(e) => tracing::warn!("cannot update the registry: {e}"),
+        if let Err(e) = written {
+            tracing::warn!("cannot update the registry: {e}");
         }
         Ok(self.instances())
     }
@@ -110,7 +108,7 @@ async fn probe(prober: &Prober, job: ProbeJob) -> ProbeResult {
     };
     let status = prober.log_status(port).await.ok();
     let overview = match &status {
-        Some(s) if job.overview_for.as_ref() != Some(&s.active_project) => {
+        Some(s) if !job.overview_for.is_current(&s.active_project) => {
             prober.config_overview(port).await.ok()
         }
         _ => None,

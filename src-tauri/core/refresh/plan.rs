@@ -4,20 +4,25 @@
 //! their answers in (`apply`).
 
 use super::scan::Scan;
-use super::tracked::{dead_from_registry, first_sight, Model};
-use crate::core::cmdline::SerenaArgs;
+use super::tracked::{dead_from_registry, first_sight, Model, OverviewFor, Registered, Sighting};
 use crate::core::model::{same_process, Epoch, ProcessId, Source};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use std::collections::HashSet;
 
+/// One instance's dashboard probe, as planned.
+#[derive(Debug, PartialEq)]
 pub(crate) struct ProbeJob {
     pub(crate) key: ProcessId,
+    /// The TCP ports it listens on, its MCP port left out.
     pub(crate) ports: Vec<u16>,
+    /// Its dashboard port as last known.
     pub(crate) known: Option<u16>,
-    pub(crate) overview_for: Option<Option<String>>,
+    /// What the overview it has describes: fetched again once the active project changed.
+    pub(crate) overview_for: OverviewFor,
 }
 
-#[derive(Default)]
+/// What one probe found.
+#[derive(Debug, Default)]
 pub(crate) struct ProbeResult {
     /// The dashboard port, if one was identified (answering or not).
     pub(crate) port: Option<u16>,
@@ -42,15 +47,11 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
             claimed_entries.insert(i);
         }
         model.tracked.entry(key).or_insert_with(|| {
-            first_sight(
-                &scan.snap,
-                proc,
-                args.clone(),
-                Source::Discovery,
-                true,
-                entry.map(|(_, e)| e),
-                now,
-            )
+            let how = Sighting::Serena {
+                args: args.clone(),
+                entry: entry.map(|(_, e)| e),
+            };
+            first_sight(&scan.snap, proc, how, now)
         });
     }
 
@@ -64,24 +65,13 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
                 if same_process(e.started_at(), proc.start_time)
                     && scan.visible(proc.pid).is_none() => {}
             Some(proc) if same_process(e.started_at(), proc.start_time) => {
-                // Registered by someone, alive, but not a Serena command line: shown,
-                // probed on its registered port, never trusted for killing.
+                // Recorded by someone, alive, but not a Serena command line.
                 let key = proc.id();
                 present.insert(key);
-                model.tracked.entry(key).or_insert_with(|| {
-                    let mut t = first_sight(
-                        &scan.snap,
-                        proc,
-                        SerenaArgs::default(),
-                        Source::Registry,
-                        false,
-                        Some(e),
-                        now,
-                    );
-                    t.inst.port = e.port;
-                    t.inst.project_name = e.project_name.clone();
-                    t
-                });
+                model
+                    .tracked
+                    .entry(key)
+                    .or_insert_with(|| first_sight(&scan.snap, proc, Sighting::InRegistry(e), now));
             }
             _ => {
                 let key = ProcessId::of_record(e.pid, e.started_at);
@@ -105,7 +95,7 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
     registrations.retain(|_, r| scan.visible(r.pid).is_some());
     // Sources are recomputed each time: a registration or a session can end.
     for t in tracked.values_mut() {
-        t.registered_project = None;
+        t.registered = Registered::No;
         t.inst.source = t.base_source;
     }
     for r in registrations.values() {
@@ -114,21 +104,10 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
         };
         let key = proc.id();
         present.insert(key);
-        let t = tracked.entry(key).or_insert_with(|| {
-            let mut t = first_sight(
-                &scan.snap,
-                proc,
-                SerenaArgs::default(),
-                Source::TrayProtocol,
-                false,
-                None,
-                now,
-            );
-            t.inst.port = Some(r.port);
-            t.inst.project_name = r.project.clone();
-            t
-        });
-        t.registered_project = Some(r.project.clone());
+        let t = tracked
+            .entry(key)
+            .or_insert_with(|| first_sight(&scan.snap, proc, Sighting::Registration(r), now));
+        t.registered = Registered::Naming(r.project.clone());
         t.inst.source = t.inst.source.max(Source::TrayProtocol);
     }
     for (key, _) in sessions.iter() {

@@ -37,10 +37,8 @@ pub(crate) struct Tracked {
     pub(crate) silent_since: Option<Epoch>,
     pub(crate) log_max_idx: Option<i64>,
     pub(crate) overview: Option<ConfigSummary>,
-    /// The active project the overview was fetched for.
-    pub(crate) overview_for: Option<Option<String>>,
-    /// The project its tray-protocol registration names, if it registered.
-    pub(crate) registered_project: Option<Option<String>>,
+    pub(crate) overview_for: OverviewFor,
+    pub(crate) registered: Registered,
     /// Where it was first learnt of (the shown source adds registrations and sessions).
     pub(crate) base_source: Source,
     /// Whether its MCP port (HTTP transports) was seen listening at the last scan.
@@ -49,16 +47,97 @@ pub(crate) struct Tracked {
     pub(crate) launch_root: Option<ProcessId>,
 }
 
-/// A record for an instance seen for the first time.
-pub(crate) fn first_sight(
-    snap: &Snapshot,
-    proc: &Proc,
-    args: SerenaArgs,
-    source: Source,
-    verified: bool,
-    entry: Option<&RegistryEntry>,
-    now: Epoch,
-) -> Tracked {
+/// Which active project the overview an instance's record holds was fetched for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum OverviewFor {
+    /// None fetched yet.
+    #[default]
+    Unfetched,
+    /// Fetched while this project was active (`None`: no project was).
+    Project(Option<String>),
+}
+
+impl OverviewFor {
+    /// Whether the overview still describes an instance whose active project is `active`.
+    pub(crate) fn is_current(&self, active: &Option<String>) -> bool {
+        matches!(self, OverviewFor::Project(p) if p == active)
+    }
+}
+
+/// Whether an instance registered over Serena's tray protocol (as of the last plan).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Registered {
+    #[default]
+    No,
+    /// Registered; its registration names this project (`None`: no active project).
+    Naming(Option<String>),
+}
+
+/// How a live process came to be tracked.
+pub(crate) enum Sighting<'a> {
+    /// Its command line is Serena's; `entry` is the registry entry that names it, if any.
+    Serena {
+        args: SerenaArgs,
+        entry: Option<&'a RegistryEntry>,
+    },
+    /// Not a Serena command line, but someone recorded it in the registry: shown, probed on
+    /// its recorded port, never trusted for killing.
+    InRegistry(&'a RegistryEntry),
+    /// Not a Serena command line, but it registered over the tray protocol: shown, never
+    /// trusted for killing.
+    Registration(&'a Registration),
+}
+
+impl Sighting<'_> {
+    fn source(&self) -> Source {
+        match self {
+            Sighting::Serena { .. } => Source::Discovery,
+            Sighting::InRegistry(_) => Source::Registry,
+            Sighting::Registration(_) => Source::TrayProtocol,
+        }
+    }
+
+    /// The dashboard port it is known by before any probe.
+    fn port(&self) -> Option<u16> {
+        match self {
+            Sighting::Serena { .. } => None,
+            Sighting::InRegistry(e) => e.port,
+            Sighting::Registration(r) => Some(r.port),
+        }
+    }
+
+    /// The project it is shown with before its dashboard answers.
+    fn project(&self) -> Option<String> {
+        match self {
+            Sighting::Serena { args, .. } => {
+                args.project.as_deref().map(cmdline::project_name_from_arg)
+            }
+            Sighting::InRegistry(e) => e.project_name.clone(),
+            Sighting::Registration(r) => r.project.clone(),
+        }
+    }
+
+    /// What the registry remembers of its dashboard's last answer.
+    fn last_heartbeat(&self) -> Option<Epoch> {
+        match self {
+            Sighting::Serena { entry, .. } => entry.map(|e| e.last_heartbeat),
+            Sighting::InRegistry(e) => Some(e.last_heartbeat),
+            Sighting::Registration(_) => None,
+        }
+        .filter(|t| *t > 0.0)
+    }
+}
+
+/// A record for a live process seen for the first time.
+pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoch) -> Tracked {
+    let (source, port, project_name) = (how.source(), how.port(), how.project());
+    let last_heartbeat = how.last_heartbeat();
+    // Only a Serena command line is trusted: registrations are information, never authority.
+    let verified = source == Source::Discovery;
+    let args = match how {
+        Sighting::Serena { args, .. } => args,
+        _ => SerenaArgs::default(),
+    };
     let stdio = args.transport == Transport::Stdio;
     let adopted = snap.parent_is_adopter(proc);
     let client = if adopted {
@@ -74,8 +153,8 @@ pub(crate) fn first_sight(
         pid: proc.pid,
         state: State::LiveNoProject,
         state_reason: None,
-        port: None,
-        project_name: args.project.as_deref().map(cmdline::project_name_from_arg),
+        port,
+        project_name,
         project_path: None,
         context: args.context.clone(),
         modes: args.modes.clone(),
@@ -106,12 +185,12 @@ pub(crate) fn first_sight(
         // Already orphaned when first seen: a zombie at once, no grace.
         orphaned_since: (stdio && verified && adopted).then_some(ALREADY),
         // What the registry remembers of its last answer counts towards "unresponsive".
-        last_ok: entry.map(|e| e.last_heartbeat).filter(|t| *t > 0.0),
+        last_ok: last_heartbeat,
         silent_since: None,
         log_max_idx: None,
         overview: None,
-        overview_for: None,
-        registered_project: None,
+        overview_for: OverviewFor::Unfetched,
+        registered: Registered::No,
         base_source: source,
         mcp_listening: false,
         launch_root: None,
@@ -154,8 +233,8 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         silent_since: None,
         log_max_idx: None,
         overview: None,
-        overview_for: None,
-        registered_project: None,
+        overview_for: OverviewFor::Unfetched,
+        registered: Registered::No,
         base_source: Source::Registry,
         mcp_listening: false,
         launch_root: None,
