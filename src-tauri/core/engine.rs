@@ -18,7 +18,7 @@ use super::sockets::{self, ListenerSource};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
-pub use super::kill::{KillError, SweepFailure, ZombieSweep};
+pub use super::kill::{KillError, KillErrorKind, SweepFailure, ZombieSweep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
