@@ -8,7 +8,7 @@
 
 use super::engine::{lock, Core};
 use super::events::Event;
-use super::model::{same_process, Epoch, Instance, ProcessId, State, ZombieReason};
+use super::model::{Epoch, Instance, ProcessId, State, ZombieReason};
 use super::reaper::{self, KillReport, ReapError};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -186,28 +186,12 @@ impl Core {
     async fn forget(&self, key: ProcessId, dead_record: bool) {
         // Not in the middle of a refresh, which could write the entry back.
         let _no_refresh = self.inner.refreshing.lock().await;
-        let exact = {
-            let mut model = lock(&self.inner.model);
-            let exact = model
-                .tracked
-                .remove(&key)
-                .and_then(|t| t.registry_started_at);
-            model.sessions.remove(&key);
-            model.launching.remove(&key);
-            model.registrations.retain(|_, r| r.pid != key.pid);
-            exact
-        };
+        let exact = lock(&self.inner.model).forget(key).filter(|_| dead_record);
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            inner.registry.update(|entries| {
-                entries.retain(|e| {
-                    let same = match exact {
-                        Some(t) if dead_record => e.started_at == t,
-                        _ => same_process(e.started_at(), key.start_time),
-                    };
-                    !(e.pid == key.pid && same)
-                })
-            })
+            inner
+                .registry
+                .update(|entries| entries.retain(|e| !e.is_record_of(key, exact)))
         })
         .await;
         let _ = self.inner.events.send(Event::InstanceRemoved {

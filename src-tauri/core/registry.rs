@@ -79,6 +79,17 @@ impl RegistryEntry {
     pub fn started_at(&self) -> Option<Epoch> {
         (self.started_at > 0.0).then_some(self.started_at)
     }
+
+    /// Whether this entry is the record of the instance `key`: the entry recorded at exactly
+    /// `exact_started_at` when given (an instance known only from the registry), else any
+    /// entry that can describe that process (see [`same_process`]).
+    pub fn is_record_of(&self, key: ProcessId, exact_started_at: Option<Epoch>) -> bool {
+        self.pid == key.pid
+            && match exact_started_at {
+                Some(t) => self.started_at == t,
+                None => same_process(self.started_at(), key.start_time),
+            }
+    }
 }
 
 /// The file's contents: entries this program can read, and those it cannot (kept verbatim).
@@ -252,23 +263,28 @@ impl Registry {
 /// refresh loop from rewriting the file every second when nothing else changed.
 const HEARTBEAT_WRITE_INTERVAL: Epoch = 2.0;
 
+/// One instance's entry to write: created, or updated in place.
 #[derive(Debug)]
 pub(crate) struct Upsert {
     pub(crate) key: ProcessId,
     /// An entry for it was in the registry when this refresh read it: if it is missing now,
     /// someone removed it meanwhile (a kill, an unregistering Serena), so it is not re-added.
     pub(crate) known: bool,
-    /// Set for entries known only from the registry: match that exact entry.
+    /// Set for entries known only from the registry: match that exact entry, and write only
+    /// its state (what it says otherwise is someone else's record).
     pub(crate) exact_started_at: Option<Epoch>,
     pub(crate) inst: Instance,
 }
 
+/// What one refresh writes to the registry, applied by [`write_entries`] under the file's lock.
 #[derive(Debug, Default)]
 pub(crate) struct RegistryWrites {
     pub(crate) upsert: Vec<Upsert>,
+    /// Instances seen alive before and gone now: their entries go.
     pub(crate) remove: Vec<ProcessId>,
 }
 
+/// The `state` an instance is recorded with: the seed's words (`starting` is not one of them).
 pub(crate) fn registry_state(inst: &Instance) -> &'static str {
     match inst.state {
         State::Starting => "unknown",
@@ -279,17 +295,13 @@ pub(crate) fn registry_state(inst: &Instance) -> &'static str {
 /// Applies what a refresh learnt to the registry's entries (inside its lock).
 pub(crate) fn write_entries(entries: &mut Vec<RegistryEntry>, writes: &RegistryWrites) {
     for key in &writes.remove {
-        entries.retain(|e| !(e.pid == key.pid && same_process(e.started_at(), key.start_time)));
+        entries.retain(|e| !e.is_record_of(*key, None));
     }
     for u in &writes.upsert {
         let inst = &u.inst;
-        let found = entries.iter_mut().find(|e| {
-            e.pid == u.key.pid
-                && match u.exact_started_at {
-                    Some(t) => e.started_at == t,
-                    None => same_process(e.started_at(), u.key.start_time),
-                }
-        });
+        let found = entries
+            .iter_mut()
+            .find(|e| e.is_record_of(u.key, u.exact_started_at));
         let e = match found {
             Some(e) => e,
             // Removed since this refresh read the file: do not bring it back.

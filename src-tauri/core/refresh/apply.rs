@@ -10,7 +10,7 @@ use super::tracked::{Model, OverviewFor, Registered, Tracked};
 use crate::core::classify::{self, Observation};
 use crate::core::cmdline;
 use crate::core::events::Event;
-use crate::core::model::{same_process, Epoch, Instance, ProcessId, Source, State, Transport};
+use crate::core::model::{Epoch, Instance, ProcessId, Source, State, Transport};
 use crate::core::procs::Snapshot;
 use crate::core::registry::{RegistryWrites, Upsert};
 use std::collections::BTreeMap;
@@ -66,7 +66,7 @@ pub(crate) fn apply(
             && !scan
                 .registry
                 .iter()
-                .any(|e| Some(e.started_at) == t.registry_started_at && e.pid == key.pid)
+                .any(|e| e.is_record_of(key, t.registry_started_at))
         {
             // A dead entry someone pruned from the registry.
             events.push(Event::InstanceRemoved {
@@ -124,13 +124,10 @@ pub(crate) fn apply(
             // An unverified registration is shown, never written to the shared file.
             continue;
         }
-        let known = scan.registry.iter().any(|e| {
-            e.pid == key.pid
-                && match t.registry_started_at {
-                    Some(at) => e.started_at == at,
-                    None => same_process(e.started_at(), key.start_time),
-                }
-        });
+        let known = scan
+            .registry
+            .iter()
+            .any(|e| e.is_record_of(key, t.registry_started_at));
         writes.upsert.push(Upsert {
             key,
             known,

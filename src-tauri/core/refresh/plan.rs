@@ -5,7 +5,7 @@
 
 use super::scan::Scan;
 use super::tracked::{dead_from_registry, first_sight, Model, OverviewFor, Registered, Sighting};
-use crate::core::model::{same_process, Epoch, ProcessId, Source};
+use crate::core::model::{Epoch, ProcessId, Source};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use std::collections::HashSet;
 
@@ -42,7 +42,7 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
             .registry
             .iter()
             .enumerate()
-            .find(|(_, e)| e.pid == proc.pid && same_process(e.started_at(), proc.start_time));
+            .find(|(_, e)| e.is_record_of(key, None));
         if let Some((i, _)) = entry {
             claimed_entries.insert(i);
         }
@@ -61,10 +61,8 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
         }
         match scan.snap.get(e.pid) {
             // The recorded process lives on, but outside the scope: not ours to show.
-            Some(proc)
-                if same_process(e.started_at(), proc.start_time)
-                    && scan.visible(proc.pid).is_none() => {}
-            Some(proc) if same_process(e.started_at(), proc.start_time) => {
+            Some(proc) if e.is_record_of(proc.id(), None) && scan.visible(proc.pid).is_none() => {}
+            Some(proc) if e.is_record_of(proc.id(), None) => {
                 // Recorded by someone, alive, but not a Serena command line.
                 let key = proc.id();
                 present.insert(key);

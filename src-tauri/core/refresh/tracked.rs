@@ -13,6 +13,7 @@ use crate::core::procs::{Proc, Snapshot};
 use crate::core::registry::RegistryEntry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// Everything the refresh tracks, keyed by process identity.
 #[derive(Default)]
 pub(crate) struct Model {
     pub(crate) tracked: BTreeMap<ProcessId, Tracked>,
@@ -22,6 +23,21 @@ pub(crate) struct Model {
     pub(crate) sessions: HashMap<ProcessId, String>,
     /// Sessions being launched that do not answer yet (state `starting`).
     pub(crate) launching: HashSet<ProcessId>,
+}
+
+impl Model {
+    /// Drops every trace of an instance (after a kill, or a pruned record). Returns the
+    /// `started_at` of its registry entry if it was known only from there.
+    pub(crate) fn forget(&mut self, key: ProcessId) -> Option<Epoch> {
+        let exact = self
+            .tracked
+            .remove(&key)
+            .and_then(|t| t.registry_started_at);
+        self.sessions.remove(&key);
+        self.launching.remove(&key);
+        self.registrations.retain(|_, r| r.pid != key.pid);
+        exact
+    }
 }
 
 /// One instance and the bookkeeping behind its state.
