@@ -22,7 +22,7 @@ pub(crate) struct ProbeJob {
 }
 
 /// What one probe found.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ProbeResult {
     /// The dashboard port, if one was identified (answering or not).
     pub(crate) port: Option<u16>,
@@ -121,10 +121,12 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
         }
     }
 
+    // Probes go to live processes only: a record whose PID another process holds now (its own
+    // registry entry kept it present) is not asked, and `apply` sees it gone.
     model
         .tracked
         .iter_mut()
-        .filter(|(k, t)| t.alive && present.contains(k))
+        .filter(|(k, t)| t.alive && present.contains(k) && scan.snap.get_id(**k).is_some())
         .map(|(k, t)| {
             let mut ports: Vec<u16> = scan
                 .ports
