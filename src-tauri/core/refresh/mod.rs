@@ -10,6 +10,8 @@
 mod apply;
 mod plan;
 mod scan;
+#[cfg(test)]
+mod tests;
 mod tracked;
 
 pub(crate) use scan::Scanner;
