@@ -37,13 +37,16 @@ pub struct Core {
     pub(super) inner: Arc<Inner>,
 }
 
+/// What every clone of the handle shares; `refresh` and `kill` reach into it.
 pub(super) struct Inner {
     pub(super) config: Config,
     pub(super) registry: Registry,
     pub(super) prober: Prober,
     pub(super) listeners: Box<dyn ListenerSource>,
     pub(super) scanner: Scanner,
+    /// The instances and what the refresh remembers about them.
     pub(super) model: Mutex<Model>,
+    /// Held by a refresh, and by `forget` so that no refresh writes a removed entry back.
     pub(super) refreshing: tokio::sync::Mutex<()>,
     pub(super) events: broadcast::Sender<Event>,
     /// Asks the refresh loop for a look now rather than at its next tick.
@@ -59,6 +62,7 @@ pub struct Registration {
     pub project: Option<String>,
 }
 
+/// Locks a std mutex of the core (never held across an `.await`).
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; carry on with it.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -121,6 +125,7 @@ impl Core {
             .map(|t| t.inst.clone())
             .collect()
     }
+
     /// The dashboard client (short timeouts, no proxy).
     pub fn prober(&self) -> &Prober {
         &self.inner.prober

@@ -10,7 +10,7 @@ use super::tracked::{Model, OverviewFor, Registered, Tracked};
 use crate::core::classify::{self, Observation};
 use crate::core::cmdline;
 use crate::core::events::Event;
-use crate::core::model::{Epoch, Instance, ProcessId, Source, State, Transport};
+use crate::core::model::{Epoch, Instance, ProcessId, Source, State, Transport, ZombieReason};
 use crate::core::procs::Snapshot;
 use crate::core::registry::{RegistryWrites, Upsert};
 use std::collections::BTreeMap;
@@ -44,98 +44,41 @@ pub(crate) fn apply(
     let mut writes = RegistryWrites::default();
     let mut results: BTreeMap<ProcessId, ProbeResult> = results.into_iter().collect();
 
-    let launching = model.launching.clone();
-    let keys: Vec<ProcessId> = model.tracked.keys().copied().collect();
-    for key in keys {
-        let Some(t) = model.tracked.get_mut(&key) else {
-            continue;
-        };
-        let is_new = t.inst.first_seen == now;
-        let present = t.alive && scan.snap.get_id(key).is_some();
-        if !present && t.registry_started_at.is_none() {
-            // Seen alive before, gone now: it ended. Forget it.
+    let Model {
+        tracked, launching, ..
+    } = model;
+    tracked.retain(|&key, t| {
+        if let Some(gone) = gone(t, key, scan) {
             events.push(Event::InstanceRemoved {
                 pid: key.pid,
                 started_at: t.inst.started_at,
             });
-            writes.remove.push(key);
-            model.tracked.remove(&key);
-            continue;
-        }
-        if !t.alive
-            && !scan
-                .registry
-                .iter()
-                .any(|e| e.is_record_of(key, t.registry_started_at))
-        {
-            // A dead entry someone pruned from the registry.
-            events.push(Event::InstanceRemoved {
-                pid: key.pid,
-                started_at: t.inst.started_at,
-            });
-            model.tracked.remove(&key);
-            continue;
+            if gone == Gone::Exited {
+                writes.remove.push(key);
+            }
+            return false;
         }
         let before = t.inst.clone();
         if t.alive {
             let result = results.remove(&key).unwrap_or_default();
             observe(t, &scan.snap, result, now);
         }
-        let obs = Observation {
-            alive: t.alive,
-            orphaned_since: t.orphaned_since,
-            silent_since: t.silent_since,
-            has_project: t.inst.project_name.is_some(),
-        };
-        let (mut state, reason) = classify::classify(&obs, now, grace);
-        // A session being launched is `starting` until its dashboard answers and its MCP
-        // endpoint listens: the moment it turns live is the event its launcher waits for.
+        // A session being launched: the launched process itself, or one running under it.
         t.launch_root = launching
             .iter()
             .copied()
             .find(|root| *root == key || scan.snap.has_ancestor(key.pid, *root));
-        let ready = t.last_ok.is_some() && (t.args.mcp_port.is_none() || t.mcp_listening);
-        if t.launch_root.is_some() && state.is_live() && !ready {
-            state = State::Starting;
-        }
+        let (state, reason) = state_of(t, now, grace);
         if (state, reason) != (before.state, before.state_reason) {
             t.inst.state = state;
             t.inst.state_reason = reason;
             t.inst.state_since = now;
         }
-        if is_new {
-            events.push(Event::InstanceAdded {
-                instance: t.inst.clone(),
-            });
-        } else if (state, reason) != (before.state, before.state_reason) {
-            events.push(Event::StateChanged {
-                pid: key.pid,
-                from: before.state,
-                to: state,
-                reason,
-                instance: t.inst.clone(),
-            });
-        } else if !same_shown(&before, &t.inst) {
-            events.push(Event::InstanceUpdated {
-                instance: t.inst.clone(),
-            });
-        }
-        if t.base_source == Source::TrayProtocol && !t.inst.verified_serena {
-            // An unverified registration is shown, never written to the shared file.
-            continue;
-        }
-        let known = scan
-            .registry
-            .iter()
-            .any(|e| e.is_record_of(key, t.registry_started_at));
-        writes.upsert.push(Upsert {
-            key,
-            known,
-            exact_started_at: t.registry_started_at,
-            inst: t.inst.clone(),
-        });
-    }
-    let rescan = model.tracked.values().any(|t| {
+        events.extend(event_for(&before, &t.inst, now));
+        writes.upsert.extend(upsert_for(t, key, scan));
+        true
+    });
+    let rescan = tracked.values().any(|t| {
         t.alive
             && (t.silent_since.is_some()
                 || t.inst.state == State::Starting
@@ -146,6 +89,87 @@ pub(crate) fn apply(
         writes,
         rescan,
     }
+}
+
+/// Why a record leaves the model.
+#[derive(Debug, PartialEq)]
+enum Gone {
+    /// Seen alive before, gone now: it ended (its entry goes too).
+    Exited,
+    /// A dead record someone pruned from the registry.
+    Pruned,
+}
+
+fn gone(t: &Tracked, key: ProcessId, scan: &Scan) -> Option<Gone> {
+    let present = t.alive && scan.snap.get_id(key).is_some();
+    if !present && t.registry_started_at.is_none() {
+        return Some(Gone::Exited);
+    }
+    let recorded = || {
+        scan.registry
+            .iter()
+            .any(|e| e.is_record_of(key, t.registry_started_at))
+    };
+    (!t.alive && !recorded()).then_some(Gone::Pruned)
+}
+
+/// The state and reason of a record as observed. A session being launched is `starting` until
+/// its dashboard answers and its MCP endpoint listens: the moment it turns live is the event
+/// its launcher waits for.
+fn state_of(t: &Tracked, now: Epoch, grace: Duration) -> (State, Option<ZombieReason>) {
+    let obs = Observation {
+        alive: t.alive,
+        orphaned_since: t.orphaned_since,
+        silent_since: t.silent_since,
+        has_project: t.inst.project_name.is_some(),
+    };
+    let (state, reason) = classify::classify(&obs, now, grace);
+    let ready = t.last_ok.is_some() && (t.args.mcp_port.is_none() || t.mcp_listening);
+    if t.launch_root.is_some() && state.is_live() && !ready {
+        return (State::Starting, reason);
+    }
+    (state, reason)
+}
+
+/// The event a record's change makes, if any: added when first seen this refresh, else a
+/// state change, else a change of what is shown.
+fn event_for(before: &Instance, after: &Instance, now: Epoch) -> Option<Event> {
+    if after.first_seen == now {
+        Some(Event::InstanceAdded {
+            instance: after.clone(),
+        })
+    } else if (after.state, after.state_reason) != (before.state, before.state_reason) {
+        Some(Event::StateChanged {
+            pid: after.pid,
+            from: before.state,
+            to: after.state,
+            reason: after.state_reason,
+            instance: after.clone(),
+        })
+    } else if !same_shown(before, after) {
+        Some(Event::InstanceUpdated {
+            instance: after.clone(),
+        })
+    } else {
+        None
+    }
+}
+
+/// What the registry learns of a record; nothing for an unverified registration, which is
+/// shown but never written to the shared file.
+fn upsert_for(t: &Tracked, key: ProcessId, scan: &Scan) -> Option<Upsert> {
+    if t.base_source == Source::TrayProtocol && !t.inst.verified_serena {
+        return None;
+    }
+    Some(Upsert {
+        key,
+        known: scan
+            .registry
+            .iter()
+            .any(|e| e.is_record_of(key, t.registry_started_at)),
+        exact_started_at: t.registry_started_at,
+        inst: t.inst.clone(),
+    })
 }
 
 /// Folds one probe result and the process table into a live instance's record.
