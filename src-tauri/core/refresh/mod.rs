@@ -2,7 +2,9 @@
 //! sockets and reads the registry (`scan`, blocking, off the async threads), decides which
 //! instances exist and which dashboards to ask (`plan`), probes every dashboard concurrently
 //! (short timeouts), folds the answers in and classifies (`apply`), publishes [`Event`]s for what
-//! changed and writes what it learnt back to the registry.
+//! changed and writes what it learnt back to the registry. `plan` and `apply` are pure
+//! functions over the model (`tracked`) and a scan, so every decision is unit-tested (`tests`)
+//! with scans built in the test; this file only runs them in order, with the I/O between.
 //!
 //! Deliberately not here: the timer that calls `refresh` (the daemon's loop), the states'
 //! rules themselves (`classify`), and killing.
