@@ -1,8 +1,9 @@
 //! A small client of the running daemon's API for the CLI verbs: finds it by `/api/health` on
-//! its port, authenticates with the token file, and turns `{"error":{...}}` answers into one
-//! clear line.
+//! its port, authenticates with the token file, reads answers into the core's own types where
+//! the CLI looks inside them, and turns `{"error":{...}}` answers into one clear line.
 
 use super::CliError;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -46,6 +47,15 @@ impl Client {
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
+    }
+
+    /// POST, and read the answer into the type the daemon wrote it from.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, CliError> {
+        serde_json::from_value(self.post(path, body).await?).map_err(CliError::Answer)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {

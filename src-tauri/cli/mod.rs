@@ -8,6 +8,8 @@ mod output;
 
 use crate::core::app::{App, AppError, Options, Started};
 use crate::core::config::{resolve_serena_home, Config};
+use crate::core::engine::ZombieSweep;
+use crate::core::reaper::KillReport;
 use crate::core::settings::{self, Settings};
 use crate::core::Core;
 use clap::{Args, Parser, Subcommand};
@@ -113,6 +115,10 @@ pub(crate) enum CliError {
     Core(#[from] crate::core::CoreError),
     #[error(transparent)]
     App(#[from] AppError),
+    #[error(transparent)]
+    Kill(#[from] crate::core::engine::KillError),
+    #[error("the daemon's answer is not what this serena-tray expects: {0}")]
+    Answer(serde_json::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write the output: {0}")]
@@ -336,56 +342,57 @@ async fn wait_for_signal() {
     }
 }
 
+/// Where `kill` acts: through the running daemon, or on a core of its own when none runs.
+enum Killer {
+    Daemon(Client),
+    Core(Core),
+}
+
+impl Killer {
+    async fn kill(&self, pid: u32) -> Result<KillReport, CliError> {
+        match self {
+            Killer::Daemon(c) => {
+                let path = format!("/api/instances/{pid}/kill");
+                c.post_as(&path, &json!({})).await
+            }
+            Killer::Core(core) => Ok(core.kill(pid).await?),
+        }
+    }
+
+    async fn kill_zombies(&self) -> Result<ZombieSweep, CliError> {
+        match self {
+            Killer::Daemon(c) => c.post_as("/api/zombies/kill", &json!({})).await,
+            Killer::Core(core) => Ok(core.kill_zombies().await),
+        }
+    }
+}
+
 fn kill(ctx: Context, pids: Vec<u32>, zombies: bool) -> Result<ExitCode, CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let client = Client::connect(&ctx.config.serena_home, ctx.port()).await;
-        let core = match client {
-            Some(_) => None,
-            None => Some(Core::new(ctx.config.clone())),
+        let killer = match Client::connect(&ctx.config.serena_home, ctx.port()).await {
+            Some(c) => Killer::Daemon(c),
+            None => Killer::Core(Core::new(ctx.config.clone())),
         };
-        if zombies {
-            let sweep = match (&client, &core) {
-                (Some(c), _) => c.post("/api/zombies/kill", &json!({})).await?,
-                (None, Some(core)) => json!(core.kill_zombies().await),
-                (None, None) => return Err(CliError::Other("no core".into())),
-            };
-            let killed = sweep["killed"].as_array().map_or(0, Vec::len);
-            let pruned = sweep["pruned"].as_array().map_or(0, Vec::len);
-            let failed = sweep["failed"].as_array().cloned().unwrap_or_default();
-            println!("killed {killed} zombie(s), pruned {pruned} dead registry entr(y/ies)");
-            for f in &failed {
-                eprintln!(
-                    "serena-tray: {}: {}",
-                    f["pid"],
-                    f["error"].as_str().unwrap_or("")
-                );
-            }
-            return Ok(if failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
         let mut ok = true;
+        if zombies {
+            let sweep = killer.kill_zombies().await?;
+            println!(
+                "killed {} zombie(s), pruned {} dead registry entr(y/ies)",
+                sweep.killed.len(),
+                sweep.pruned.len()
+            );
+            for f in &sweep.failed {
+                ok = false;
+                eprintln!("serena-tray: {}: {}", f.pid, f.error);
+            }
+        }
         for pid in pids {
-            let result = match (&client, &core) {
-                (Some(c), _) => c
-                    .post(&format!("/api/instances/{pid}/kill"), &json!({}))
-                    .await
-                    .map_err(|e| e.to_string()),
-                (None, Some(core)) => core
-                    .kill(pid)
-                    .await
-                    .map(|r| json!(r))
-                    .map_err(|e| e.to_string()),
-                (None, None) => Err("no core".into()),
-            };
-            match result {
+            match killer.kill(pid).await {
                 Ok(r) => println!(
                     "{pid}: {} ({} process(es))",
-                    r["outcome"].as_str().unwrap_or("done"),
-                    r["tree"].as_array().map_or(0, Vec::len)
+                    r.outcome.as_str(),
+                    r.tree.len()
                 ),
                 Err(e) => {
                     ok = false;

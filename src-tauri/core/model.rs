@@ -27,8 +27,9 @@ pub struct ProcessId {
 }
 
 impl ProcessId {
-    /// The identity a record gives (the registry's, an instance's): `started_at` in epoch
-    /// seconds, as whole seconds.
+    /// The identity a record names by PID and `started_at` (epoch seconds, as the registry and
+    /// [`Instance`] hold it): the whole seconds, an unknown or negative time as 0. It is the key
+    /// of every instance, live or a dead registry record.
     pub fn of_record(pid: u32, started_at: Epoch) -> ProcessId {
         ProcessId {
             pid,
@@ -193,6 +194,15 @@ pub struct ClientInfo {
     pub start_time: u64,
 }
 
+impl ClientInfo {
+    pub fn id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+}
+
 /// Everything known about one Serena instance. This is also the JSON shape of `list --json` and of
 /// the HTTP API (field names are a documented contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +238,7 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Its identity, the key it is tracked under (see [`ProcessId::of_record`]).
     pub fn process_id(&self) -> ProcessId {
         ProcessId::of_record(self.pid, self.started_at)
     }
@@ -256,6 +267,24 @@ mod tests {
         );
         assert!(same_process(None, 5));
         assert!(same_process(Some(0.0), 5));
+    }
+
+    #[test]
+    fn a_record_names_the_process_it_was_written_for() {
+        // Serena records `started_at` with its fraction; the OS reports whole seconds.
+        assert_eq!(
+            ProcessId::of_record(7, 1000.93),
+            ProcessId {
+                pid: 7,
+                start_time: 1000
+            }
+        );
+        assert_eq!(ProcessId::of_record(7, -1.0).start_time, 0, "unknown");
+        assert_ne!(
+            ProcessId::of_record(7, 1000.0),
+            ProcessId::of_record(7, 1010.0),
+            "same PID, another start: another process"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::model::ProcessId;
 use super::probe::{ProbeError, Prober};
 use super::procs::Snapshot;
 use super::sockets;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 use tokio::time::Instant;
@@ -51,7 +51,7 @@ impl Default for Timings {
 }
 
 /// How the root (the Serena process itself) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// It exited after `PUT /shutdown`, without a signal.
@@ -65,8 +65,20 @@ pub enum Outcome {
     AlreadyGone,
 }
 
-/// What a kill did.
-#[derive(Debug, Clone, Serialize)]
+impl Outcome {
+    /// Its word in JSON and in the CLI's output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::ShutDown => "shut_down",
+            Outcome::Terminated => "terminated",
+            Outcome::Killed => "killed",
+            Outcome::AlreadyGone => "already_gone",
+        }
+    }
+}
+
+/// What a kill did (also read back from the daemon's answers by the CLI).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillReport {
     /// The root's PID (the Serena process).
     pub pid: u32,

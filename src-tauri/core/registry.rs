@@ -9,10 +9,11 @@
 //! (never deleted) and a fresh one started.
 //! Entries written by others are tolerated: missing fields take defaults, unknown keys are kept as
 //! they were, and an entry that cannot be read at all is kept verbatim. This module never adds a
-//! key of its own. Deliberately not here: deciding what the entries mean (`engine`).
+//! key of its own. Also here: how an instance maps onto an entry (what a refresh writes).
+//! Deliberately not here: deciding what the entries mean (`refresh`).
 
 use super::files;
-use super::model::Epoch;
+use super::model::{same_process, Epoch, Instance, ProcessId, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fs;
@@ -78,6 +79,17 @@ impl RegistryEntry {
     /// `started_at` as an option (0 means "not recorded").
     pub fn started_at(&self) -> Option<Epoch> {
         (self.started_at > 0.0).then_some(self.started_at)
+    }
+
+    /// Whether this entry is the record of the instance `key`: the entry recorded at exactly
+    /// `exact_started_at` when given (an instance known only from the registry), else any
+    /// entry that can describe that process (see [`same_process`]).
+    pub fn is_record_of(&self, key: ProcessId, exact_started_at: Option<Epoch>) -> bool {
+        self.pid == key.pid
+            && match exact_started_at {
+                Some(t) => self.started_at == t,
+                None => same_process(self.started_at(), key.start_time),
+            }
     }
 }
 
@@ -205,6 +217,76 @@ impl Registry {
         // No fsync: the rename is what makes the update atomic for readers, and a record of
         // running processes has nothing worth keeping across a power loss.
         files::write_atomic(&self.path, text.as_bytes()).map_err(self.io(&self.path))
+    }
+}
+
+/// How stale `last_heartbeat` in the registry may get before it is rewritten: keeps a steady
+/// refresh loop from rewriting the file every second when nothing else changed.
+const HEARTBEAT_WRITE_INTERVAL: Epoch = 2.0;
+
+/// One instance's entry to write: created, or updated in place.
+#[derive(Debug)]
+pub(crate) struct Upsert {
+    pub(crate) key: ProcessId,
+    /// An entry for it was in the registry when this refresh read it: if it is missing now,
+    /// someone removed it meanwhile (a kill, an unregistering Serena), so it is not re-added.
+    pub(crate) known: bool,
+    /// Set for entries known only from the registry: match that exact entry, and write only
+    /// its state (what it says otherwise is someone else's record).
+    pub(crate) exact_started_at: Option<Epoch>,
+    pub(crate) inst: Instance,
+}
+
+/// What one refresh writes to the registry, applied by [`write_entries`] under the file's lock.
+#[derive(Debug, Default)]
+pub(crate) struct RegistryWrites {
+    pub(crate) upsert: Vec<Upsert>,
+    /// Instances seen alive before and gone now: their entries go.
+    pub(crate) remove: Vec<ProcessId>,
+}
+
+/// The `state` an instance is recorded with: the seed's words (`starting` is not one of them).
+pub(crate) fn registry_state(inst: &Instance) -> &'static str {
+    match inst.state {
+        State::Starting => "unknown",
+        s => s.as_str(),
+    }
+}
+
+/// Applies what a refresh learnt to the registry's entries (inside its lock).
+pub(crate) fn write_entries(entries: &mut Vec<RegistryEntry>, writes: &RegistryWrites) {
+    for key in &writes.remove {
+        entries.retain(|e| !e.is_record_of(*key, None));
+    }
+    for u in &writes.upsert {
+        let inst = &u.inst;
+        let found = entries
+            .iter_mut()
+            .find(|e| e.is_record_of(u.key, u.exact_started_at));
+        let e = match found {
+            Some(e) => e,
+            // Removed since this refresh read the file: do not bring it back.
+            None if u.exact_started_at.is_some() || u.known => continue,
+            None => {
+                entries.push(RegistryEntry::new(inst.pid, inst.started_at));
+                let Some(e) = entries.last_mut() else {
+                    continue;
+                };
+                e
+            }
+        };
+        if u.exact_started_at.is_none() {
+            e.port = inst.port;
+            e.context = inst.context.clone();
+            e.modes = inst.modes.clone();
+            e.project_name = inst.project_name.clone();
+            if let Some(hb) = inst.last_heartbeat {
+                if hb - e.last_heartbeat >= HEARTBEAT_WRITE_INTERVAL {
+                    e.last_heartbeat = hb;
+                }
+            }
+        }
+        e.state = registry_state(inst).to_string();
     }
 }
 

@@ -11,8 +11,7 @@ pub mod overview;
 pub mod security;
 
 use crate::core::app::App;
-use crate::core::engine::KillError;
-use crate::core::reaper::ReapError;
+use crate::core::engine::{KillError, KillErrorKind};
 use crate::core::sessions::{SessionError, SessionRequest};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -191,20 +190,13 @@ async fn instance_logs(
 }
 
 fn kill_error(e: KillError) -> ApiError {
-    match e {
-        KillError::UnknownPid(pid) => unknown_pid(pid),
-        KillError::NotSerena(_) | KillError::Reap(ReapError::NotSerena { .. }) => {
-            ApiError::new(StatusCode::CONFLICT, "not_serena", e.to_string())
-        }
-        KillError::NoDashboard(_) => {
-            ApiError::new(StatusCode::CONFLICT, "no_dashboard", e.to_string())
-        }
-        KillError::Reap(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "kill_failed",
-            e.to_string(),
-        ),
-    }
+    let kind = e.kind();
+    let status = match kind {
+        KillErrorKind::UnknownPid => StatusCode::NOT_FOUND,
+        KillErrorKind::NotSerena | KillErrorKind::NoDashboard => StatusCode::CONFLICT,
+        KillErrorKind::KillFailed => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, kind.as_str(), e.to_string())
 }
 
 async fn kill(State(state): State<App>, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -1,0 +1,125 @@
+//! The refresh: the one place that looks at the outside world. It scans processes and their
+//! sockets and reads the registry (`scan`, blocking, off the async threads), decides which
+//! instances exist and which dashboards to ask (`plan`), probes every dashboard concurrently
+//! (short timeouts), folds the answers in and classifies (`apply`), publishes [`Event`]s for what
+//! changed and writes what it learnt back to the registry. `plan` and `apply` are pure
+//! functions over the model (`tracked`) and a scan, so every decision is unit-tested (`tests`)
+//! with scans built in the test; this file only runs them in order, with the I/O between.
+//!
+//! Deliberately not here: the timer that calls `refresh` (the daemon's loop), the states'
+//! rules themselves (`classify`), and killing.
+
+mod apply;
+mod plan;
+mod scan;
+#[cfg(test)]
+mod tests;
+mod tracked;
+
+pub(crate) use scan::Scanner;
+pub(crate) use tracked::{Model, Tracked};
+
+use super::engine::{lock, Core, CoreError, Result};
+use super::events::Event;
+use super::model::{now, Instance};
+use super::probe::Prober;
+use super::registry::write_entries;
+use apply::{apply, Decisions};
+use futures::future::join_all;
+use plan::{plan, ProbeJob, ProbeResult};
+
+impl Core {
+    /// One look at the world: see the module docs. Concurrent calls are serialised.
+    pub async fn refresh(&self) -> Result<Vec<Instance>> {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
+        let inner = self.inner.clone();
+        let scan = tokio::task::spawn_blocking(move || {
+            let registered = || {
+                let model = lock(&inner.model);
+                model.registrations.values().map(|r| r.pid).collect()
+            };
+            let (registry, scope) = (&inner.registry, &inner.config.scope);
+            inner
+                .scanner
+                .scan(registry, &*inner.listeners, scope, registered)
+        })
+        .await?;
+        let now = now();
+        let jobs = plan(&mut lock(&self.inner.model), &scan, now);
+        let prober = &self.inner.prober;
+        let results = join_all(jobs.into_iter().map(|job| async move {
+            let key = job.key;
+            (key, probe(prober, job).await)
+        }))
+        .await;
+        let grace = self.inner.config.zombie_grace;
+        let Decisions {
+            mut events,
+            writes,
+            rescan,
+        } = apply(&mut lock(&self.inner.model), &scan, results, now, grace);
+        self.inner.scanner.map_ports_afresh(rescan);
+
+        let inner = self.inner.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            inner
+                .registry
+                .update(|entries| write_entries(entries, &writes))
+        })
+        .await
+        .map_err(CoreError::from)
+        .and_then(|w| Ok(w?));
+        if let Ok((_, Some(moved))) = &written {
+            events.push(Event::RegistryRecovered {
+                moved_to: moved.display().to_string(),
+            });
+        }
+        // The model has changed: what changed goes out even if the registry could not be
+        // written (the next refresh tries the write again).
+        for e in events {
+            self.publish(e);
+        }
+        if let Err(e) = written {
+            tracing::warn!("cannot update the registry: {e}");
+        }
+        Ok(self.instances())
+    }
+}
+
+/// Finds the dashboard among the ports the process listens on and asks it for its status.
+async fn probe(prober: &Prober, job: ProbeJob) -> ProbeResult {
+    let port = match job.known.filter(|p| job.ports.contains(p)) {
+        Some(p) => p,
+        None => {
+            let answers = join_all(
+                job.ports
+                    .iter()
+                    .map(|&p| async move { prober.heartbeat(p).await.ok().map(|()| p) }),
+            )
+            .await;
+            match answers.into_iter().flatten().next() {
+                Some(p) => p,
+                // One port that does not answer: its dashboard, silent (hung or starting).
+                None if job.ports.len() == 1 => {
+                    return ProbeResult {
+                        port: job.ports.first().copied(),
+                        ..ProbeResult::default()
+                    };
+                }
+                None => return ProbeResult::default(),
+            }
+        }
+    };
+    let status = prober.log_status(port).await.ok();
+    let overview = match &status {
+        Some(s) if !job.overview_for.is_current(&s.active_project) => {
+            prober.config_overview(port).await.ok()
+        }
+        _ => None,
+    };
+    ProbeResult {
+        port: Some(port),
+        status,
+        overview,
+    }
+}

@@ -1,0 +1,148 @@
+//! Planning a refresh: creates records for new instances, marks those that went, and lists the
+//! dashboard probes to run. A pure function of the model, a [`Scan`] and the time, unit-tested
+//! with constructed scans. Deliberately not here: running the probes (`refresh`) and folding
+//! their answers in (`apply`).
+
+use super::scan::Scan;
+use super::tracked::{dead_from_registry, first_sight, Model, OverviewFor, Registered, Sighting};
+use crate::core::model::{Epoch, ProcessId, Source};
+use crate::core::probe::{ConfigSummary, LogStatus};
+use std::collections::HashSet;
+
+/// One instance's dashboard probe, as planned.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ProbeJob {
+    pub(crate) key: ProcessId,
+    /// The TCP ports it listens on, its MCP port left out.
+    pub(crate) ports: Vec<u16>,
+    /// Its dashboard port as last known.
+    pub(crate) known: Option<u16>,
+    /// What the overview it has describes: fetched again once the active project changed.
+    pub(crate) overview_for: OverviewFor,
+}
+
+/// What one probe found.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProbeResult {
+    /// The dashboard port, if one was identified (answering or not).
+    pub(crate) port: Option<u16>,
+    pub(crate) status: Option<LogStatus>,
+    pub(crate) overview: Option<ConfigSummary>,
+}
+
+/// Creates records for new instances, marks those that went, lists the probes to run.
+pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> {
+    let mut present: HashSet<ProcessId> = HashSet::new();
+    let mut claimed_entries: HashSet<usize> = HashSet::new();
+
+    for (proc, args) in &scan.candidates {
+        let key = proc.id();
+        present.insert(key);
+        let entry = scan
+            .registry
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.is_record_of(key, None));
+        if let Some((i, _)) = entry {
+            claimed_entries.insert(i);
+        }
+        model.tracked.entry(key).or_insert_with(|| {
+            let how = Sighting::Serena {
+                args: args.clone(),
+                entry: entry.map(|(_, e)| e),
+            };
+            first_sight(&scan.snap, proc, how, now)
+        });
+    }
+
+    for (i, e) in scan.registry.iter().enumerate() {
+        if claimed_entries.contains(&i) {
+            continue;
+        }
+        match scan.snap.get(e.pid) {
+            // The recorded process lives on, but outside the scope: not ours to show.
+            Some(proc) if e.is_record_of(proc.id(), None) && scan.visible(proc.pid).is_none() => {}
+            Some(proc) if e.is_record_of(proc.id(), None) => {
+                // Recorded by someone, alive, but not a Serena command line.
+                let key = proc.id();
+                present.insert(key);
+                model
+                    .tracked
+                    .entry(key)
+                    .or_insert_with(|| first_sight(&scan.snap, proc, Sighting::InRegistry(e), now));
+            }
+            _ => {
+                let key = ProcessId::of_record(e.pid, e.started_at);
+                present.insert(key);
+                model
+                    .tracked
+                    .entry(key)
+                    .or_insert_with(|| dead_from_registry(e, now));
+            }
+        }
+    }
+
+    // Tray-protocol registrations: a registered Serena gets the registration's project as a
+    // fallback; a registered PID that is not a Serena process is shown, never trusted.
+    let Model {
+        tracked,
+        registrations,
+        sessions,
+        ..
+    } = model;
+    registrations.retain(|_, r| scan.visible(r.pid).is_some());
+    // Sources are recomputed each time: a registration or a session can end.
+    for t in tracked.values_mut() {
+        t.registered = Registered::No;
+        t.inst.source = t.base_source;
+    }
+    for r in registrations.values() {
+        let Some(proc) = scan.visible(r.pid) else {
+            continue;
+        };
+        let key = proc.id();
+        present.insert(key);
+        let t = tracked
+            .entry(key)
+            .or_insert_with(|| first_sight(&scan.snap, proc, Sighting::Registration(r), now));
+        t.registered = Registered::Naming(r.project.clone());
+        t.inst.source = t.inst.source.max(Source::TrayProtocol);
+    }
+    for (key, _) in sessions.iter() {
+        if let Some(t) = tracked.get_mut(key) {
+            t.inst.source = Source::Session;
+        }
+    }
+
+    // Anything tracked but not present any more exited (or its entry was pruned).
+    for t in model.tracked.values_mut() {
+        if !present.contains(&t.inst.process_id()) && t.alive {
+            t.alive = false;
+        }
+    }
+
+    // Probes go to live processes only: a record whose PID another process holds now (its own
+    // registry entry kept it present) is not asked, and `apply` sees it gone.
+    model
+        .tracked
+        .iter_mut()
+        .filter(|(k, t)| t.alive && present.contains(k) && scan.snap.get_id(**k).is_some())
+        .map(|(k, t)| {
+            let mut ports: Vec<u16> = scan
+                .ports
+                .get(&k.pid)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            if let Some(mcp) = t.args.mcp_port {
+                t.mcp_listening = ports.contains(&mcp);
+                ports.retain(|p| *p != mcp);
+            }
+            ProbeJob {
+                key: *k,
+                ports,
+                known: t.inst.port,
+                overview_for: t.overview_for.clone(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,135 @@
+//! The blocking look at the machine: the process table, the Serena command lines in it, the
+//! registry file, the scope, and which ports the candidates listen on (reused while nothing asks
+//! for a fresh look). The result, a [`Scan`], is all the decisions see of the machine.
+//! Deliberately not here: what any of it means (`plan`, `apply`).
+
+use crate::core::cmdline::{self, SerenaArgs};
+use crate::core::engine::lock;
+use crate::core::procs::{Proc, Scope, Snapshot};
+use crate::core::registry::{Registry, RegistryEntry};
+use crate::core::sockets::{ListenerSource, PortMap};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+use sysinfo::System;
+
+/// Mapping sockets to PIDs reads the kernel's TCP tables, which costs milliseconds whatever
+/// their size; the answer rarely changes. It is reused while the set of PIDs is the same, for
+/// at most [`PORT_RESCAN`], unless the last refresh asked for a fresh look (an instance without
+/// a known dashboard yet, or one that stopped answering).
+#[derive(Default)]
+struct PortCache {
+    at: Option<std::time::Instant>,
+    pids: Vec<u32>,
+    map: PortMap,
+    stale: bool,
+}
+
+/// The longest a port mapping is reused.
+const PORT_RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What one scan of the machine found (blocking work, done off the async threads).
+pub(crate) struct Scan {
+    pub(crate) snap: Snapshot,
+    pub(crate) candidates: Vec<(Proc, SerenaArgs)>,
+    pub(crate) registry: Vec<RegistryEntry>,
+    pub(crate) ports: PortMap,
+    /// The live PIDs inside the scope, when discovery is scoped (`None`: all are).
+    pub(crate) admitted: Option<HashSet<u32>>,
+}
+
+impl Scan {
+    /// The live process with this PID, if it is inside the scope.
+    pub(crate) fn visible(&self, pid: u32) -> Option<&Proc> {
+        self.snap
+            .get(pid)
+            .filter(|_| self.admitted.as_ref().is_none_or(|a| a.contains(&pid)))
+    }
+}
+
+/// What a scan keeps between refreshes: the process-table reader and the port mapping.
+#[derive(Default)]
+pub(crate) struct Scanner {
+    sys: Mutex<System>,
+    ports: Mutex<PortCache>,
+}
+
+/// The Serena servers in a process table, by PID; a launcher (e.g. Windows' `serena.exe`) whose
+/// child is the real server is not one.
+pub(crate) fn serena_candidates(snap: &Snapshot) -> Vec<(Proc, SerenaArgs)> {
+    let mut candidates: Vec<(Proc, SerenaArgs)> = snap
+        .iter()
+        .filter_map(|p| cmdline::parse(&p.cmdline).map(|a| (p.clone(), a)))
+        .collect();
+    let parents_of_candidates: HashSet<u32> =
+        candidates.iter().filter_map(|(p, _)| p.ppid).collect();
+    candidates.retain(|(p, _)| !parents_of_candidates.contains(&p.pid));
+    candidates.sort_by_key(|(p, _)| p.pid);
+    candidates
+}
+
+impl Scanner {
+    /// One look (blocking: call it off the async threads). `registered_pids` names the PIDs
+    /// of tray-protocol registrations, asked for once the process table is read.
+    pub(crate) fn scan(
+        &self,
+        registry: &Registry,
+        listeners: &dyn ListenerSource,
+        scope: &Scope,
+        registered_pids: impl FnOnce() -> Vec<u32>,
+    ) -> Scan {
+        let mut sys = lock(&self.sys);
+        let mut snap = Snapshot::capture(&mut sys);
+        let mut candidates = serena_candidates(&snap);
+
+        let registry = match registry.load() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("{e}");
+                Vec::new()
+            }
+        };
+        // Every live PID that could be an instance: Serena command lines, registrations, live
+        // registry entries. Outside the scope (tests) they are not seen at all.
+        let mut pids: BTreeSet<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
+        pids.extend(registered_pids());
+        pids.extend(
+            registry
+                .iter()
+                .filter(|e| snap.get(e.pid).is_some())
+                .map(|e| e.pid),
+        );
+        let mut pids: Vec<u32> = pids.into_iter().collect();
+        let admitted = scope.admitted(&mut sys, &pids);
+        if let Some(admitted) = &admitted {
+            pids.retain(|p| admitted.contains(p));
+            candidates.retain(|(p, _)| admitted.contains(&p.pid));
+        }
+        let candidate_pids: Vec<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
+        snap.fill_cwd(&mut sys, &candidate_pids);
+        drop(sys);
+        let ports = {
+            let mut cache = lock(&self.ports);
+            let fresh = !cache.stale
+                && cache.pids == pids
+                && cache.at.is_some_and(|t| t.elapsed() < PORT_RESCAN);
+            if !fresh {
+                cache.map = listeners.listening_ports(&pids);
+                cache.pids = pids;
+                cache.at = Some(std::time::Instant::now());
+            }
+            cache.map.clone()
+        };
+        Scan {
+            snap,
+            candidates,
+            registry,
+            ports,
+            admitted,
+        }
+    }
+
+    /// Whether the next scan must map sockets afresh rather than reuse the last mapping.
+    pub(crate) fn map_ports_afresh(&self, afresh: bool) {
+        lock(&self.ports).stale = afresh;
+    }
+}

@@ -1,0 +1,727 @@
+//! The refresh's decisions, over scans built here: no processes, no sockets, no files. Each test
+//! runs `plan` and `apply` as a refresh does, answering the planned probes itself.
+
+use super::apply::{apply, Decisions};
+use super::plan::{plan, ProbeJob, ProbeResult};
+use super::scan::{serena_candidates, Scan};
+use super::tracked::{Model, OverviewFor};
+use crate::core::engine::Registration;
+use crate::core::events::Event;
+use crate::core::model::{Epoch, Instance, ProcessId, Source, State, ZombieReason};
+use crate::core::probe::{ConfigSummary, LogStatus};
+use crate::core::procs::{Proc, Snapshot};
+use crate::core::registry::{write_entries, RegistryEntry};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+const GRACE: Duration = Duration::from_secs(10);
+/// "Now" at the first refresh of every test.
+const T0: Epoch = 1_700_000_000.0;
+/// A dashboard port.
+const DASH: u16 = 24282;
+
+fn proc(pid: u32, ppid: u32, started: Epoch, name: &str, cmdline: &str) -> Proc {
+    Proc {
+        pid,
+        ppid: Some(ppid),
+        start_time: started as u64,
+        name: name.into(),
+        cmdline: cmdline.split_whitespace().map(String::from).collect(),
+        cwd: None,
+    }
+}
+
+fn init() -> Proc {
+    proc(1, 0, T0 - 10_000.0, "init", "/sbin/init")
+}
+
+/// An MCP client (an IDE) started a while ago.
+fn client(pid: u32) -> Proc {
+    proc(pid, 1, T0 - 500.0, "code", "/usr/bin/code")
+}
+
+/// A Serena MCP server started five seconds before the first refresh.
+fn serena(pid: u32, ppid: u32, args: &str) -> Proc {
+    let cmdline = format!("/venv/bin/python3 /venv/bin/serena start-mcp-server {args}");
+    proc(pid, ppid, T0 - 5.0, "python3", &cmdline)
+}
+
+/// The machine as a scan sees it: processes, the registry's entries, listening ports.
+#[derive(Clone, Default)]
+struct World {
+    procs: Vec<Proc>,
+    registry: Vec<RegistryEntry>,
+    ports: Vec<(u32, u16)>,
+    /// PIDs inside the scope (`None`: all).
+    admitted: Option<HashSet<u32>>,
+}
+
+impl World {
+    fn of(procs: impl IntoIterator<Item = Proc>) -> World {
+        World {
+            procs: procs.into_iter().collect(),
+            ..World::default()
+        }
+    }
+
+    fn scan(&self) -> Scan {
+        let snap = Snapshot::from_procs(self.procs.iter().cloned());
+        let mut candidates = serena_candidates(&snap);
+        if let Some(admitted) = &self.admitted {
+            candidates.retain(|(p, _)| admitted.contains(&p.pid));
+        }
+        let mut ports: crate::core::sockets::PortMap = HashMap::new();
+        for (pid, port) in &self.ports {
+            ports.entry(*pid).or_default().insert(*port);
+        }
+        Scan {
+            snap,
+            candidates,
+            registry: self.registry.clone(),
+            ports,
+            admitted: self.admitted.clone(),
+        }
+    }
+}
+
+/// A dashboard that answers, with this active project.
+fn answers(project: Option<&str>) -> ProbeResult {
+    ProbeResult {
+        port: Some(DASH),
+        status: Some(LogStatus {
+            max_idx: 0,
+            active_project: project.map(String::from),
+        }),
+        overview: None,
+    }
+}
+
+/// A dashboard port that does not answer.
+fn silent() -> ProbeResult {
+    ProbeResult {
+        port: Some(DASH),
+        ..ProbeResult::default()
+    }
+}
+
+/// What the probe finds where no dashboard answers: the port it knew, or the one port the
+/// process listens on, silent; else nothing.
+fn unanswered(job: &ProbeJob) -> ProbeResult {
+    let port = match (
+        job.known.filter(|p| job.ports.contains(p)),
+        job.ports.as_slice(),
+    ) {
+        (Some(p), _) | (None, &[p]) => Some(p),
+        _ => None,
+    };
+    ProbeResult {
+        port,
+        ..ProbeResult::default()
+    }
+}
+
+/// One refresh at `now`: plan, answer each planned probe from `dashboards` (by PID; silence
+/// for the others), apply.
+fn refresh(
+    model: &mut Model,
+    world: &World,
+    now: Epoch,
+    dashboards: &[(u32, ProbeResult)],
+) -> Decisions {
+    let scan = world.scan();
+    let jobs = plan(model, &scan, now);
+    let results = jobs
+        .iter()
+        .map(|job| {
+            let answer = dashboards.iter().find(|(pid, _)| *pid == job.key.pid);
+            let result = answer.map_or_else(|| unanswered(job), |(_, r)| r.clone());
+            (job.key, result)
+        })
+        .collect();
+    apply(model, &scan, results, now, GRACE)
+}
+
+fn instance(model: &Model, key: ProcessId) -> &Instance {
+    match model.tracked.get(&key) {
+        Some(t) => &t.inst,
+        None => panic!("{key} is not tracked: {:?}", model.tracked.keys()),
+    }
+}
+
+fn id(p: &Proc) -> ProcessId {
+    p.id()
+}
+
+/// The events, one short line each: what a subscriber would see.
+fn said(d: &Decisions) -> Vec<String> {
+    let state = |s: State, r: Option<ZombieReason>| match r {
+        Some(r) => format!("{s}({r})"),
+        None => s.to_string(),
+    };
+    d.events
+        .iter()
+        .map(|e| match e {
+            Event::InstanceAdded { instance: i } => {
+                format!("added {} {}", i.pid, state(i.state, i.state_reason))
+            }
+            Event::StateChanged {
+                pid,
+                from,
+                to,
+                reason,
+                ..
+            } => format!("{pid}: {from} -> {}", state(*to, *reason)),
+            Event::InstanceUpdated { instance: i } => format!("updated {}", i.pid),
+            Event::InstanceRemoved { pid, .. } => format!("removed {pid}"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// The registry's entries after a refresh's writes (as the file would hold them).
+fn written(before: &[RegistryEntry], d: &Decisions) -> Vec<RegistryEntry> {
+    let mut entries = before.to_vec();
+    write_entries(&mut entries, &d.writes);
+    entries
+}
+
+#[test]
+fn a_serena_seen_for_the_first_time_is_live_without_a_project_and_announced() {
+    let (code, s) = (client(100), serena(200, 100, ""));
+    let mut world = World::of([init(), code.clone(), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut model = Model::default();
+
+    let jobs = plan(&mut model, &world.scan(), T0);
+    assert_eq!(
+        jobs,
+        vec![ProbeJob {
+            key: id(&s),
+            ports: vec![DASH],
+            known: None,
+            overview_for: OverviewFor::Unfetched,
+        }]
+    );
+    let results = vec![(id(&s), answers(None))];
+    let d = apply(&mut model, &world.scan(), results, T0, GRACE);
+
+    assert_eq!(said(&d), ["added 200 live_no_project"]);
+    let i = instance(&model, id(&s));
+    assert_eq!((i.port, i.last_heartbeat), (Some(DASH), Some(T0)));
+    assert_eq!(
+        (i.client_pid, i.client_name.as_deref()),
+        (Some(100), Some("code"))
+    );
+    assert_eq!((i.source, i.verified_serena), (Source::Discovery, true));
+    assert_eq!(
+        i.context.as_deref(),
+        Some("desktop-app"),
+        "Serena's default"
+    );
+    assert!(!d.rescan, "its dashboard is known");
+    let entries = written(&[], &d);
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(
+        (e.pid, e.port, e.state.as_str()),
+        (200, Some(DASH), "live_no_project")
+    );
+    assert_eq!(e.started_at, T0 - 5.0);
+    assert_eq!(e.last_heartbeat, T0);
+}
+
+#[test]
+fn without_a_dashboard_the_project_comes_from_the_command_line() {
+    let mut relative = serena(201, 100, "--project w/other --context ide");
+    relative.cwd = Some("/home/u".into());
+    let world = World::of([
+        init(),
+        client(100),
+        serena(200, 100, "--project /w/demo/ --mode editing"),
+        relative,
+    ]);
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &[]);
+
+    assert_eq!(
+        said(&d),
+        ["added 200 live_with_project", "added 201 live_with_project"]
+    );
+    let demo = instance(&model, ProcessId::of_record(200, T0 - 5.0));
+    assert_eq!(demo.project_name.as_deref(), Some("demo"));
+    assert_eq!(demo.project_path.as_deref(), Some("/w/demo/"));
+    assert_eq!(demo.modes, ["editing"]);
+    assert_eq!(demo.port, None);
+    let other = instance(&model, ProcessId::of_record(201, T0 - 5.0));
+    assert_eq!(other.project_name.as_deref(), Some("other"));
+    assert_eq!(other.project_path.as_deref(), Some("/home/u/w/other"));
+    assert_eq!(other.context.as_deref(), Some("ide"));
+    assert!(
+        d.rescan,
+        "young instances without a dashboard: look at the sockets again"
+    );
+}
+
+#[test]
+fn orphaned_at_first_sight_is_a_zombie_at_once_but_only_over_stdio() {
+    let stdio = serena(200, 1, "");
+    let http = serena(201, 1, "--transport streamable-http --port 8123");
+    let world = World::of([init(), stdio.clone(), http.clone()]);
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &[]);
+
+    assert_eq!(
+        said(&d),
+        ["added 200 zombie(orphaned)", "added 201 live_no_project"]
+    );
+    assert_eq!(instance(&model, id(&stdio)).client_pid, None);
+    assert_eq!(
+        instance(&model, id(&http)).mcp_url.as_deref(),
+        Some("http://127.0.0.1:8123/mcp")
+    );
+    let entries = written(&[], &d);
+    assert_eq!(entries[0].state, "zombie");
+}
+
+#[test]
+fn orphaned_later_turns_zombie_only_after_the_grace() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let dash = [(200, answers(None))];
+    let mut model = Model::default();
+    refresh(&mut model, &world, T0, &dash);
+
+    // The client exits; Serena is re-parented to init.
+    let mut orphan = s.clone();
+    orphan.ppid = Some(1);
+    world.procs = vec![init(), orphan];
+    let d = refresh(&mut model, &world, T0 + 1.0, &dash);
+    assert_eq!(
+        said(&d),
+        Vec::<String>::new(),
+        "within the grace: nothing to say"
+    );
+    assert_eq!(instance(&model, id(&s)).state, State::LiveNoProject);
+
+    let d = refresh(&mut model, &world, T0 + 1.0 + GRACE.as_secs_f64(), &dash);
+    assert_eq!(said(&d), ["200: live_no_project -> zombie(orphaned)"]);
+    let i = instance(&model, id(&s));
+    assert_eq!(i.state_since, T0 + 11.0);
+    assert_eq!(
+        i.client_name.as_deref(),
+        Some("code"),
+        "the client as first seen"
+    );
+}
+
+#[test]
+fn a_client_whose_pid_was_reused_is_gone_too() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    let mut model = Model::default();
+    refresh(&mut model, &world, T0, &[]);
+
+    // PID 100 now names a younger process, and Serena still names 100 as its parent.
+    world.procs[1] = proc(100, 1, T0 + 1.0, "bash", "bash");
+    refresh(&mut model, &world, T0 + 2.0, &[]);
+    let d = refresh(&mut model, &world, T0 + 12.0, &[]);
+    assert_eq!(said(&d), ["200: live_no_project -> zombie(orphaned)"]);
+}
+
+#[test]
+fn silence_past_the_grace_is_unresponsive_and_an_answer_brings_it_back() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut model = Model::default();
+    refresh(&mut model, &world, T0, &[(200, answers(Some("demo")))]);
+
+    let d = refresh(&mut model, &world, T0 + 4.0, &[(200, silent())]);
+    assert_eq!(said(&d), Vec::<String>::new());
+    assert!(
+        d.rescan,
+        "a silent dashboard may have moved: look at the sockets again"
+    );
+    let d = refresh(&mut model, &world, T0 + 9.0, &[(200, silent())]);
+    assert_eq!(
+        said(&d),
+        Vec::<String>::new(),
+        "the grace counts from the last answer"
+    );
+
+    let d = refresh(&mut model, &world, T0 + 10.0, &[(200, silent())]);
+    assert_eq!(said(&d), ["200: live_with_project -> zombie(unresponsive)"]);
+    assert_eq!(instance(&model, id(&s)).last_heartbeat, Some(T0));
+    assert_eq!(written(&[], &d)[0].state, "zombie");
+
+    let d = refresh(
+        &mut model,
+        &world,
+        T0 + 12.0,
+        &[(200, answers(Some("demo")))],
+    );
+    assert_eq!(said(&d), ["200: zombie -> live_with_project"]);
+    let i = instance(&model, id(&s));
+    assert_eq!((i.state_reason, i.last_heartbeat), (None, Some(T0 + 12.0)));
+    assert!(!d.rescan);
+}
+
+#[test]
+fn the_registrys_last_heartbeat_counts_towards_unresponsive() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut entry = RegistryEntry::new(200, T0 - 4.5);
+    entry.last_heartbeat = T0 - 30.0;
+    world.registry = vec![entry];
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &[(200, silent())]);
+    assert_eq!(said(&d), ["added 200 zombie(unresponsive)"]);
+}
+
+#[test]
+fn a_pid_reused_by_a_younger_serena_is_another_instance_and_the_old_record_turns_dead() {
+    // Recorded by an earlier Serena that held PID 300; a younger one holds it now.
+    let mut old = RegistryEntry::new(300, T0 - 1000.5);
+    old.port = Some(24290);
+    old.project_name = Some("old".into());
+    old.last_heartbeat = T0 - 900.0;
+    old.state = "live_with_project".into();
+    let young = serena(300, 100, "");
+    let mut world = World::of([init(), client(100), young.clone()]);
+    world.registry = vec![old.clone()];
+    let mut model = Model::default();
+
+    let scan = world.scan();
+    let jobs = plan(&mut model, &scan, T0);
+    assert_eq!(
+        jobs.iter().map(|j| j.key).collect::<Vec<_>>(),
+        [id(&young)],
+        "only the live process is asked"
+    );
+    let d = apply(&mut model, &scan, Vec::new(), T0, GRACE);
+
+    assert_eq!(
+        said(&d),
+        ["added 300 zombie(dead)", "added 300 live_no_project"]
+    );
+    let dead = instance(&model, ProcessId::of_record(300, T0 - 1000.5));
+    assert_eq!(
+        (dead.port, dead.project_name.as_deref()),
+        (Some(24290), Some("old"))
+    );
+    assert!(!dead.verified_serena, "a dead record is never signalled");
+    assert_eq!(
+        instance(&model, id(&young)).last_heartbeat,
+        None,
+        "not the old one's"
+    );
+
+    let entries = written(&world.registry, &d);
+    assert_eq!(entries.len(), 2);
+    let (kept, added) = (&entries[0], &entries[1]);
+    assert_eq!(kept.started_at, old.started_at);
+    assert_eq!(kept.state, "zombie", "only its state is ours to write");
+    assert_eq!(
+        (kept.port, kept.project_name.as_deref(), kept.last_heartbeat),
+        (Some(24290), Some("old"), T0 - 900.0)
+    );
+    assert_eq!((added.pid, added.started_at), (300, T0 - 5.0));
+}
+
+#[test]
+fn an_instance_seen_to_exit_is_removed_with_its_entry_even_when_its_pid_lives_on() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &[(200, answers(None))]);
+    world.registry = written(&[], &d);
+
+    // Serena exited; a younger, unrelated process got PID 200 and listens somewhere.
+    world.procs[2] = proc(200, 1, T0 + 1.0, "nginx", "nginx");
+    world.ports = vec![(200, 8080)];
+    let scan = world.scan();
+    assert!(
+        plan(&mut model, &scan, T0 + 2.0).is_empty(),
+        "nobody is asked"
+    );
+    let d = apply(&mut model, &scan, Vec::new(), T0 + 2.0, GRACE);
+
+    assert_eq!(said(&d), ["removed 200"]);
+    assert!(model.tracked.is_empty());
+    assert_eq!(d.writes.remove, [id(&s)]);
+    assert!(written(&world.registry, &d).is_empty());
+}
+
+#[test]
+fn a_dead_record_pruned_by_someone_else_disappears() {
+    let mut world = World::of([init()]);
+    world.registry = vec![RegistryEntry::new(400, T0 - 50.0)];
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &[]);
+    assert_eq!(said(&d), ["added 400 zombie(dead)"]);
+    let d = refresh(&mut model, &world, T0 + 1.0, &[]);
+    assert_eq!(said(&d), Vec::<String>::new());
+
+    world.registry.clear();
+    let d = refresh(&mut model, &world, T0 + 2.0, &[]);
+    assert_eq!(said(&d), ["removed 400"]);
+    assert!(model.tracked.is_empty());
+    assert!(d.writes.upsert.is_empty() && d.writes.remove.is_empty());
+}
+
+#[test]
+fn a_registered_serena_takes_the_registrations_project_until_its_dashboard_answers() {
+    let s = serena(200, 100, "--project /w/cmdline");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut model = Model::default();
+    model.registrations.insert(
+        DASH,
+        Registration {
+            pid: 200,
+            port: DASH,
+            project: Some("registered".into()),
+        },
+    );
+    let d = refresh(&mut model, &world, T0, &[]);
+    assert_eq!(said(&d), ["added 200 live_with_project"]);
+    let i = instance(&model, id(&s));
+    assert_eq!(i.project_name.as_deref(), Some("registered"));
+    assert_eq!((i.source, i.verified_serena), (Source::TrayProtocol, true));
+    assert_eq!(d.writes.upsert.len(), 1, "a verified Serena is recorded");
+
+    let d = refresh(
+        &mut model,
+        &world,
+        T0 + 1.0,
+        &[(200, answers(Some("answered")))],
+    );
+    assert_eq!(said(&d), ["updated 200"]);
+    assert_eq!(
+        instance(&model, id(&s)).project_name.as_deref(),
+        Some("answered")
+    );
+
+    model.registrations.clear();
+    refresh(
+        &mut model,
+        &world,
+        T0 + 2.0,
+        &[(200, answers(Some("answered")))],
+    );
+    assert_eq!(instance(&model, id(&s)).source, Source::Discovery);
+}
+
+#[test]
+fn a_registration_that_is_not_serena_is_shown_but_never_recorded_or_trusted() {
+    let other = proc(500, 1, T0 - 60.0, "node", "node server.js");
+    let mut world = World::of([init(), other.clone()]);
+    world.ports = vec![(500, 24300)];
+    let mut model = Model::default();
+    model.registrations.insert(
+        24300,
+        Registration {
+            pid: 500,
+            port: 24300,
+            project: None,
+        },
+    );
+    let d = refresh(&mut model, &world, T0, &[]);
+    assert_eq!(said(&d), ["added 500 live_no_project"]);
+    let i = instance(&model, id(&other));
+    assert_eq!((i.port, i.verified_serena), (Some(24300), false));
+    assert_eq!(
+        (i.source, i.context.as_deref()),
+        (Source::TrayProtocol, None)
+    );
+    assert!(d.writes.upsert.is_empty(), "not in the shared file");
+
+    // Its process exits: the registration goes with it.
+    world.procs.pop();
+    let d = refresh(&mut model, &world, T0 + 1.0, &[]);
+    assert_eq!(said(&d), ["removed 500"]);
+    assert!(model.registrations.is_empty());
+}
+
+#[test]
+fn an_entry_removed_while_a_refresh_ran_is_not_written_back() {
+    let (a, b) = (serena(200, 100, ""), serena(201, 100, ""));
+    let mut world = World::of([init(), client(100), a.clone(), b.clone()]);
+    world.registry = vec![RegistryEntry::new(200, T0 - 4.5)];
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &[]);
+
+    let known: Vec<(u32, bool)> = d
+        .writes
+        .upsert
+        .iter()
+        .map(|u| (u.key.pid, u.known))
+        .collect();
+    assert_eq!(known, [(200, true), (201, false)]);
+    // A kill removed 200's entry after this refresh read the file: it stays removed, and the
+    // instance this refresh saw first is added.
+    let entries = written(&[], &d);
+    assert_eq!(entries.iter().map(|e| e.pid).collect::<Vec<_>>(), [201]);
+}
+
+#[test]
+fn only_what_is_shown_changing_is_an_event() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut model = Model::default();
+    refresh(&mut model, &world, T0, &[(200, answers(Some("a")))]);
+
+    let d = refresh(&mut model, &world, T0 + 1.0, &[(200, answers(Some("a")))]);
+    assert_eq!(
+        said(&d),
+        Vec::<String>::new(),
+        "an unchanged refresh says nothing"
+    );
+
+    let mut busy = answers(Some("a"));
+    if let Some(st) = busy.status.as_mut() {
+        st.max_idx = 7;
+    }
+    let d = refresh(&mut model, &world, T0 + 2.0, &[(200, busy)]);
+    assert_eq!(
+        said(&d),
+        Vec::<String>::new(),
+        "activity is a time, not an event"
+    );
+    assert_eq!(instance(&model, id(&s)).last_activity, Some(T0 + 2.0));
+
+    let mut with_overview = answers(Some("b"));
+    with_overview.overview = Some(ConfigSummary {
+        project_name: Some("b".into()),
+        project_path: Some("/w/b".into()),
+        context: Some("agent".into()),
+        modes: vec!["planning".into()],
+    });
+    let d = refresh(&mut model, &world, T0 + 3.0, &[(200, with_overview)]);
+    assert_eq!(said(&d), ["updated 200"]);
+    let i = instance(&model, id(&s));
+    assert_eq!(i.project_path.as_deref(), Some("/w/b"));
+    assert_eq!(
+        (i.context.as_deref(), i.modes.as_slice()),
+        (Some("agent"), &["planning".to_string()][..])
+    );
+    let jobs = plan(&mut model, &world.scan(), T0 + 4.0);
+    assert_eq!(jobs[0].known, Some(DASH));
+    assert!(
+        jobs[0].overview_for.is_current(&Some("b".into())),
+        "fetched for b"
+    );
+    assert!(!jobs[0].overview_for.is_current(&None));
+
+    let d = refresh(&mut model, &world, T0 + 4.0, &[(200, answers(None))]);
+    assert_eq!(said(&d), ["200: live_with_project -> live_no_project"]);
+}
+
+#[test]
+fn a_launched_session_is_starting_until_its_dashboard_answers_and_its_mcp_port_listens() {
+    // The launched process is a wrapper (like uvx); Serena runs under it.
+    let wrapper = proc(700, 100, T0 - 6.0, "uvx", "uvx serena");
+    let s = serena(701, 700, "--transport streamable-http --port 8123");
+    let mut world = World::of([init(), client(100), wrapper.clone(), s.clone()]);
+    let mut model = Model::default();
+    model.launching.insert(id(&wrapper));
+    model.sessions.insert(id(&wrapper), "session-1".into());
+    model.sessions.insert(id(&s), "session-1".into());
+
+    let d = refresh(&mut model, &world, T0, &[]);
+    assert_eq!(said(&d), ["added 701 starting"]);
+    let t = &model.tracked[&id(&s)];
+    assert_eq!(t.launch_root, Some(id(&wrapper)));
+    assert_eq!(t.inst.source, Source::Session);
+    assert_eq!(
+        written(&[], &d)[0].state,
+        "unknown",
+        "the seed has no word for starting"
+    );
+    assert!(d.rescan);
+
+    world.ports = vec![(701, DASH)];
+    let d = refresh(&mut model, &world, T0 + 1.0, &[(701, answers(None))]);
+    assert_eq!(
+        said(&d),
+        ["updated 701"],
+        "answers, but its MCP port does not listen yet"
+    );
+    assert_eq!(instance(&model, id(&s)).state, State::Starting);
+
+    world.ports.push((701, 8123));
+    let scan = world.scan();
+    let jobs = plan(&mut model, &scan, T0 + 2.0);
+    assert_eq!(
+        jobs[0].ports,
+        [DASH],
+        "the MCP port is not probed as a dashboard"
+    );
+    let d = apply(
+        &mut model,
+        &scan,
+        vec![(id(&s), answers(None))],
+        T0 + 2.0,
+        GRACE,
+    );
+    assert_eq!(said(&d), ["701: starting -> live_no_project"]);
+
+    // Launched: the mark goes, the instance stays.
+    model.launching.clear();
+    let d = refresh(&mut model, &world, T0 + 3.0, &[(701, answers(None))]);
+    assert_eq!(said(&d), Vec::<String>::new());
+    assert_eq!(model.tracked[&id(&s)].launch_root, None);
+}
+
+#[test]
+fn nothing_outside_the_scope_is_seen() {
+    let (mine, theirs) = (serena(200, 100, ""), serena(300, 100, ""));
+    let mut world = World::of([init(), client(100), mine.clone(), theirs.clone()]);
+    world.admitted = Some(HashSet::from([200]));
+    world.registry = vec![RegistryEntry::new(300, T0 - 4.5)];
+    let mut model = Model::default();
+    model.registrations.insert(
+        DASH,
+        Registration {
+            pid: 300,
+            port: DASH,
+            project: None,
+        },
+    );
+    let d = refresh(&mut model, &world, T0, &[]);
+    assert_eq!(said(&d), ["added 200 live_no_project"]);
+    assert_eq!(
+        model.tracked.keys().copied().collect::<Vec<_>>(),
+        [id(&mine)]
+    );
+    assert!(
+        model.registrations.is_empty(),
+        "a registration from outside is dropped"
+    );
+    assert_eq!(d.writes.upsert.len(), 1);
+}
+
+#[test]
+fn a_steady_refresh_loop_does_not_rewrite_the_heartbeat_every_second() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let dash = [(200, answers(None))];
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &dash);
+    world.registry = written(&[], &d);
+
+    let d = refresh(&mut model, &world, T0 + 1.0, &dash);
+    assert_eq!(
+        written(&world.registry, &d),
+        world.registry,
+        "nothing to write"
+    );
+    let d = refresh(&mut model, &world, T0 + 2.0, &dash);
+    world.registry = written(&world.registry, &d);
+    assert_eq!(world.registry[0].last_heartbeat, T0 + 2.0);
+}

@@ -1,0 +1,258 @@
+//! What the refresh remembers between looks: every instance it tracks with the bookkeeping
+//! behind its state, the tray-protocol registrations, and the sessions' marks; and how a record
+//! starts, at first sight of a process or from a dead registry entry. Plain data, no I/O.
+
+use crate::core::classify::ALREADY;
+use crate::core::cmdline::{self, SerenaArgs};
+use crate::core::engine::Registration;
+use crate::core::model::{
+    ClientInfo, Epoch, Instance, ProcessId, Source, State, Transport, ZombieReason,
+};
+use crate::core::probe::ConfigSummary;
+use crate::core::procs::{Proc, Snapshot};
+use crate::core::registry::RegistryEntry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Everything the refresh tracks, keyed by process identity.
+#[derive(Default)]
+pub(crate) struct Model {
+    pub(crate) tracked: BTreeMap<ProcessId, Tracked>,
+    /// What instances told us over Serena's tray protocol, by dashboard port.
+    pub(crate) registrations: BTreeMap<u16, Registration>,
+    /// Instances this program launched (sessions), with their session IDs.
+    pub(crate) sessions: HashMap<ProcessId, String>,
+    /// Sessions being launched that do not answer yet (state `starting`).
+    pub(crate) launching: HashSet<ProcessId>,
+}
+
+impl Model {
+    /// Drops every trace of an instance (after a kill, or a pruned record). Returns the
+    /// `started_at` of its registry entry if it was known only from there.
+    pub(crate) fn forget(&mut self, key: ProcessId) -> Option<Epoch> {
+        let exact = self
+            .tracked
+            .remove(&key)
+            .and_then(|t| t.registry_started_at);
+        self.sessions.remove(&key);
+        self.launching.remove(&key);
+        self.registrations.retain(|_, r| r.pid != key.pid);
+        exact
+    }
+}
+
+/// One instance and the bookkeeping behind its state.
+pub(crate) struct Tracked {
+    pub(crate) inst: Instance,
+    pub(crate) args: SerenaArgs,
+    pub(crate) client: Option<ClientInfo>,
+    pub(crate) alive: bool,
+    /// For entries known only from the registry: their exact `started_at` there.
+    pub(crate) registry_started_at: Option<Epoch>,
+    pub(crate) orphaned_since: Option<Epoch>,
+    pub(crate) last_ok: Option<Epoch>,
+    pub(crate) silent_since: Option<Epoch>,
+    pub(crate) log_max_idx: Option<i64>,
+    pub(crate) overview: Option<ConfigSummary>,
+    pub(crate) overview_for: OverviewFor,
+    pub(crate) registered: Registered,
+    /// Where it was first learnt of (the shown source adds registrations and sessions).
+    pub(crate) base_source: Source,
+    /// Whether its MCP port (HTTP transports) was seen listening at the last scan.
+    pub(crate) mcp_listening: bool,
+    /// The process a session launch started, when this instance is it or runs under it.
+    pub(crate) launch_root: Option<ProcessId>,
+}
+
+/// Which active project the overview an instance's record holds was fetched for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum OverviewFor {
+    /// None fetched yet.
+    #[default]
+    Unfetched,
+    /// Fetched while this project was active (`None`: no project was).
+    Project(Option<String>),
+}
+
+impl OverviewFor {
+    /// Whether the overview still describes an instance whose active project is `active`.
+    pub(crate) fn is_current(&self, active: &Option<String>) -> bool {
+        matches!(self, OverviewFor::Project(p) if p == active)
+    }
+}
+
+/// Whether an instance registered over Serena's tray protocol (as of the last plan).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Registered {
+    #[default]
+    No,
+    /// Registered; its registration names this project (`None`: no active project).
+    Naming(Option<String>),
+}
+
+/// How a live process came to be tracked.
+pub(crate) enum Sighting<'a> {
+    /// Its command line is Serena's; `entry` is the registry entry that names it, if any.
+    Serena {
+        args: SerenaArgs,
+        entry: Option<&'a RegistryEntry>,
+    },
+    /// Not a Serena command line, but someone recorded it in the registry: shown, probed on
+    /// its recorded port, never trusted for killing.
+    InRegistry(&'a RegistryEntry),
+    /// Not a Serena command line, but it registered over the tray protocol: shown, never
+    /// trusted for killing.
+    Registration(&'a Registration),
+}
+
+impl Sighting<'_> {
+    fn source(&self) -> Source {
+        match self {
+            Sighting::Serena { .. } => Source::Discovery,
+            Sighting::InRegistry(_) => Source::Registry,
+            Sighting::Registration(_) => Source::TrayProtocol,
+        }
+    }
+
+    /// The dashboard port it is known by before any probe.
+    fn port(&self) -> Option<u16> {
+        match self {
+            Sighting::Serena { .. } => None,
+            Sighting::InRegistry(e) => e.port,
+            Sighting::Registration(r) => Some(r.port),
+        }
+    }
+
+    /// The project it is shown with before its dashboard answers.
+    fn project(&self) -> Option<String> {
+        match self {
+            Sighting::Serena { args, .. } => {
+                args.project.as_deref().map(cmdline::project_name_from_arg)
+            }
+            Sighting::InRegistry(e) => e.project_name.clone(),
+            Sighting::Registration(r) => r.project.clone(),
+        }
+    }
+
+    /// What the registry remembers of its dashboard's last answer.
+    fn last_heartbeat(&self) -> Option<Epoch> {
+        match self {
+            Sighting::Serena { entry, .. } => entry.map(|e| e.last_heartbeat),
+            Sighting::InRegistry(e) => Some(e.last_heartbeat),
+            Sighting::Registration(_) => None,
+        }
+        .filter(|t| *t > 0.0)
+    }
+}
+
+/// A record for a live process seen for the first time.
+pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoch) -> Tracked {
+    let (source, port, project_name) = (how.source(), how.port(), how.project());
+    let last_heartbeat = how.last_heartbeat();
+    // Only a Serena command line is trusted: registrations are information, never authority.
+    let verified = source == Source::Discovery;
+    let args = match how {
+        Sighting::Serena { args, .. } => args,
+        _ => SerenaArgs::default(),
+    };
+    let stdio = args.transport == Transport::Stdio;
+    let adopted = snap.parent_is_adopter(proc);
+    let client = if adopted {
+        None
+    } else {
+        proc.ppid.and_then(|pp| snap.get(pp)).map(|c| ClientInfo {
+            pid: c.pid,
+            name: c.name.clone(),
+            start_time: c.start_time,
+        })
+    };
+    let inst = Instance {
+        pid: proc.pid,
+        state: State::LiveNoProject,
+        state_reason: None,
+        port,
+        project_name,
+        project_path: None,
+        context: args.context.clone(),
+        modes: args.modes.clone(),
+        transport: args.transport,
+        mcp_port: args.mcp_port,
+        mcp_url: args.mcp_port.and_then(|p| {
+            args.transport
+                .endpoint_path()
+                .map(|path| format!("http://127.0.0.1:{p}{path}"))
+        }),
+        started_at: proc.start_time as Epoch,
+        client_pid: client.as_ref().map(|c| c.pid),
+        client_name: client.as_ref().map(|c| c.name.clone()),
+        source,
+        cmdline: proc.cmdline.clone(),
+        first_seen: now,
+        last_heartbeat: None,
+        last_activity: None,
+        state_since: now,
+        verified_serena: verified,
+    };
+    Tracked {
+        inst,
+        args,
+        client,
+        alive: true,
+        registry_started_at: None,
+        // Already orphaned when first seen: a zombie at once, no grace.
+        orphaned_since: (stdio && verified && adopted).then_some(ALREADY),
+        // What the registry remembers of its last answer counts towards "unresponsive".
+        last_ok: last_heartbeat,
+        silent_since: None,
+        log_max_idx: None,
+        overview: None,
+        overview_for: OverviewFor::Unfetched,
+        registered: Registered::No,
+        base_source: source,
+        mcp_listening: false,
+        launch_root: None,
+    }
+}
+
+/// A record for a registry entry whose process is gone (or whose PID now names another process).
+pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
+    let inst = Instance {
+        pid: e.pid,
+        state: State::Zombie,
+        state_reason: Some(ZombieReason::Dead),
+        port: e.port,
+        project_name: e.project_name.clone(),
+        project_path: None,
+        context: e.context.clone(),
+        modes: e.modes.clone(),
+        transport: Default::default(),
+        mcp_port: None,
+        mcp_url: None,
+        started_at: e.started_at,
+        client_pid: None,
+        client_name: None,
+        source: Source::Registry,
+        cmdline: Vec::new(),
+        first_seen: now,
+        last_heartbeat: Some(e.last_heartbeat).filter(|t| *t > 0.0),
+        last_activity: None,
+        state_since: now,
+        verified_serena: false,
+    };
+    Tracked {
+        inst,
+        args: SerenaArgs::default(),
+        client: None,
+        alive: false,
+        registry_started_at: Some(e.started_at),
+        orphaned_since: None,
+        last_ok: None,
+        silent_since: None,
+        log_max_idx: None,
+        overview: None,
+        overview_for: OverviewFor::Unfetched,
+        registered: Registered::No,
+        base_source: Source::Registry,
+        mcp_listening: false,
+        launch_root: None,
+    }
+}
