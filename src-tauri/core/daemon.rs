@@ -93,14 +93,9 @@ pub async fn is_running(port: u16) -> bool {
 /// sockets show up here (a user can only read their own processes' sockets).
 pub async fn verified_pid(port: u16) -> Option<u32> {
     let pid = health(port).await?["pid"].as_u64()? as u32;
-    let owns = tokio::task::spawn_blocking(move || {
-        crate::core::sockets::platform()
-            .listening_ports(&[pid])
-            .get(&pid)
-            .is_some_and(|ports| ports.contains(&port))
-    })
-    .await
-    .unwrap_or(false);
+    let owns = tokio::task::spawn_blocking(move || crate::core::sockets::pid_owns_port(pid, port))
+        .await
+        .unwrap_or(false);
     owns.then_some(pid)
 }
 
