@@ -127,6 +127,7 @@ pub async fn start(
     settings: &Settings,
     opts: &Options,
 ) -> Result<Started, DaemonError> {
+    crate::core::api::serve::raise_fd_limit();
     let port = http_port(settings, opts);
     if port != 0 && is_running(port).await {
         return Ok(Started::AlreadyRunning {

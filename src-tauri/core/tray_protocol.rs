@@ -74,16 +74,15 @@ pub fn router(core: Core, port: u16) -> Router {
         .with_state(state)
 }
 
-/// Serves the receiver on `listener` until `shutdown` resolves.
+/// Serves the receiver on `listener` until `shutdown` resolves (bounded connections,
+/// header-read timeout: see [`crate::core::api::serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     core: Core,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
-    axum::serve(listener, router(core, port))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::core::api::serve::serve(listener, router(core, port), shutdown).await
 }
 
 async fn host_check(State(state): State<TrayState>, req: Request, next: Next) -> Response {
