@@ -173,12 +173,16 @@ mod linux {
     pub fn peer_socket(remote: SocketAddr, local: SocketAddr) -> Option<PeerSocket> {
         let remote = SocketAddr::new(canonical(remote.ip()), remote.port());
         let local = SocketAddr::new(canonical(local.ip()), local.port());
-        rows(|r| r.local == remote && r.remote == local && r.inode != 0)
-            .first()
-            .map(|r| PeerSocket {
-                uid: r.uid,
-                inode: r.inode,
+        // The IPv4 table first: an IPv4 client is there unless it used an IPv6 socket.
+        TABLES.iter().find_map(|table| {
+            let text = fs::read_to_string(table).ok()?;
+            let row = parse_tcp_table(&text)
+                .find(|r| r.local == remote && r.remote == local && r.inode != 0)?;
+            Some(PeerSocket {
+                uid: row.uid,
+                inode: row.inode,
             })
+        })
     }
 
     impl ListenerSource for ProcNet {
