@@ -68,56 +68,80 @@ fn the_daemon_applies_the_security_rules_on_its_socket() {
 }
 
 #[test]
-fn a_registered_pid_that_is_not_serena_is_never_killed() {
+fn a_pid_that_is_not_serena_is_refused_at_registration_and_never_killed() {
     let home = Home::new();
     let mut reaper = Reaper::default();
-    let mut sleep = std::process::Command::new("sleep");
-    home.env(&mut sleep);
-    let sleeper = reaper.adopt(sleep.arg("600").spawn().expect("sleep"));
-    let d = home.daemon();
-    // It registers over Serena's tray protocol, claiming to be an instance.
-    let (status, _) = d.raw_tray(
-        "/register",
-        json!({"port": 24999, "pid": sleeper, "dashboard_url": "http://127.0.0.1:24999/dashboard/index.html",
-               "project": "imposter", "started_at": "2026-01-01T00:00:00", "open_viewer": false}),
+    // Not Serena, yet it does listen on the port it will claim.
+    let port = free_port();
+    let mut cmd = std::process::Command::new("python3");
+    home.env(&mut cmd);
+    let imposter = reaper.adopt(
+        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
     );
-    assert_eq!(status, 200);
+    wait_for(
+        "the imposter to listen",
+        std::time::Duration::from_secs(20),
+        || serena_tray::core::sockets::pid_owns_port(imposter, port).then_some(()),
+    );
+    let d = home.daemon();
+    // It registers over Serena's tray protocol, claiming to be an instance: refused outright.
+    assert_error(
+        d.raw_tray(
+            "/register",
+            json!({"port": port, "pid": imposter,
+                   "dashboard_url": format!("http://127.0.0.1:{port}/dashboard/index.html"),
+                   "project": "imposter", "started_at": "2026-01-01T00:00:00", "open_viewer": false}),
+        ),
+        403,
+        "not_serena",
+    );
+    assert_error(
+        d.call(
+            "POST",
+            &format!("/api/instances/{imposter}/kill"),
+            Some(json!({})),
+        ),
+        404,
+        "unknown_pid",
+    );
+    // Anyone may write the shared registry file, though: a record naming it is shown, but
+    // never trusted for killing.
+    let now = serena_tray::core::model::now();
+    std::fs::write(
+        home.registry_path(),
+        json!([{"pid": imposter, "port": port, "started_at": now, "last_heartbeat": 0.0,
+                "context": null, "modes": [], "project_name": "imposter",
+                "state": "live_no_project"}])
+        .to_string(),
+    )
+    .expect("registry");
     let row = wait_for(
-        "the registration to show",
+        "the registry's record to show",
         std::time::Duration::from_secs(10),
         || {
             let (_, list) = d.call("GET", "/api/instances", None);
             list.as_array()
-                .and_then(|l| l.iter().find(|i| i["pid"] == sleeper).cloned())
+                .and_then(|l| l.iter().find(|i| i["pid"] == imposter).cloned())
         },
     );
     assert_eq!(row["verified_serena"], false);
-    assert_eq!(row["source"], "tray_protocol");
+    assert_eq!(row["source"], "registry");
     assert_error(
         d.call(
             "POST",
-            &format!("/api/instances/{sleeper}/kill"),
+            &format!("/api/instances/{imposter}/kill"),
             Some(json!({})),
         ),
         409,
         "not_serena",
     );
     d.call("POST", "/api/zombies/kill", Some(json!({})));
-    assert!(alive(sleeper), "a non-Serena process was signalled");
-    // Shown, but never written to the shared registry.
-    let reg = std::fs::read_to_string(home.registry_path()).unwrap_or_default();
-    assert!(!reg.contains(&format!("\"pid\": {sleeper}")), "{reg}");
-    // Unregistered: gone from the list.
-    let (status, _) = d.raw_tray("/unregister", json!({"port": 24999}));
-    assert_eq!(status, 200);
-    wait_for("the row to go", std::time::Duration::from_secs(10), || {
-        let (_, list) = d.call("GET", "/api/instances", None);
-        (!list
-            .as_array()
-            .is_some_and(|l| l.iter().any(|i| i["pid"] == sleeper)))
-        .then_some(())
-    });
-    assert!(alive(sleeper));
+    assert!(alive(imposter), "a non-Serena process was signalled");
 }
 
 impl TrayCall for Daemon {

@@ -69,10 +69,6 @@ struct Inner {
     tasks: TaskTracker,
 }
 
-/// How long shutdown waits for the HTTP servers to finish the requests in flight (an open
-/// event stream never finishes by itself).
-const SERVER_GRACE: Duration = Duration::from_secs(3);
-
 impl App {
     /// Starts the program (see the module docs).
     pub async fn start(
@@ -80,6 +76,7 @@ impl App {
         settings: Settings,
         opts: &Options,
     ) -> Result<Started, AppError> {
+        crate::core::api::serve::raise_fd_limit();
         let port = opts.port.unwrap_or(settings.dashboard.port);
         let already = || Started::AlreadyRunning {
             url: format!("http://127.0.0.1:{port}/"),
@@ -184,7 +181,7 @@ impl App {
     }
 
     /// Runs an HTTP server in the background, tracked. It is handed a future that resolves
-    /// at shutdown, and then gets [`SERVER_GRACE`] to finish the requests in flight.
+    /// at shutdown; it then finishes the requests in flight, for a bounded time (`api::serve`).
     pub(crate) fn spawn_server<F>(
         &self,
         name: &'static str,
@@ -192,18 +189,9 @@ impl App {
     ) where
         F: Future<Output = std::io::Result<()>> + Send + 'static,
     {
-        let cancel = self.inner.cancel.clone();
-        let server = serve(Box::pin(cancel.clone().cancelled_owned()));
+        let server = serve(Box::pin(self.inner.cancel.clone().cancelled_owned()));
         self.inner.tasks.spawn(async move {
-            tokio::pin!(server);
-            let result = tokio::select! {
-                r = &mut server => r,
-                _ = async {
-                    cancel.cancelled().await;
-                    tokio::time::sleep(SERVER_GRACE).await;
-                } => Ok(()),
-            };
-            if let Err(e) = result {
+            if let Err(e) = server.await {
                 tracing::error!("the {name} stopped: {e}");
             }
         });
@@ -232,14 +220,9 @@ pub(crate) type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Sen
 /// only read their own processes' sockets).
 pub async fn verified_pid(port: u16) -> Option<u32> {
     let pid = health(port).await?["pid"].as_u64()? as u32;
-    let owns = tokio::task::spawn_blocking(move || {
-        crate::core::sockets::platform()
-            .listening_ports(&[pid])
-            .get(&pid)
-            .is_some_and(|ports| ports.contains(&port))
-    })
-    .await
-    .unwrap_or(false);
+    let owns = tokio::task::spawn_blocking(move || crate::core::sockets::pid_owns_port(pid, port))
+        .await
+        .unwrap_or(false);
     owns.then_some(pid)
 }
 

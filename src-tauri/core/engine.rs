@@ -55,11 +55,22 @@ pub(super) struct Inner {
 }
 
 /// One instance's registration over Serena's tray protocol (information, never authority).
+/// Whoever accepts one has checked it (`tray_protocol`); the core only bounds how many it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
     pub pid: u32,
     pub port: u16,
     pub project: Option<String>,
+}
+
+/// The most tray-protocol registrations held at once (DESIGN: bounded).
+pub const MAX_REGISTRATIONS: usize = 256;
+
+/// Why a registration was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("{MAX_REGISTRATIONS} registrations are held already; none more until one ends")]
+    Full,
 }
 
 /// Locks a std mutex of the core (never held across an `.await`).
@@ -152,29 +163,50 @@ impl Core {
         found.first().map(|(k, _)| **k)
     }
 
-    /// Records a tray-protocol registration (keyed by dashboard port, as Serena does).
-    pub fn register(&self, r: Registration) {
-        lock(&self.inner.model).registrations.insert(r.port, r);
+    /// Records a tray-protocol registration (keyed by dashboard port, as Serena does; one for a
+    /// port already registered replaces it). At most [`MAX_REGISTRATIONS`] are held.
+    pub fn register(&self, r: Registration) -> std::result::Result<(), RegisterError> {
+        let mut model = lock(&self.inner.model);
+        let held = &mut model.registrations;
+        if held.len() >= MAX_REGISTRATIONS && !held.contains_key(&r.port) {
+            return Err(RegisterError::Full);
+        }
+        held.insert(r.port, r);
+        Ok(())
     }
 
-    /// A registered instance activated another project. False if the port is not registered.
-    pub fn update_registered_project(&self, port: u16, project: Option<String>) -> bool {
+    /// The tray-protocol registrations held, by port.
+    pub fn registrations(&self) -> Vec<Registration> {
+        lock(&self.inner.model)
+            .registrations
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The instance `pid` registered on `port` activated another project. False if that port is
+    /// not registered by that PID (another instance's registration is never touched).
+    pub fn update_registered_project(&self, port: u16, pid: u32, project: Option<String>) -> bool {
         let mut model = lock(&self.inner.model);
         match model.registrations.get_mut(&port) {
-            Some(r) => {
+            Some(r) if r.pid == pid => {
                 r.project = project;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// A registered instance is exiting cleanly.
-    pub fn unregister(&self, port: u16) -> bool {
-        lock(&self.inner.model)
-            .registrations
-            .remove(&port)
-            .is_some()
+    /// The instance `pid` registered on `port` is exiting cleanly. False if that port is not
+    /// registered by that PID.
+    pub fn unregister(&self, port: u16, pid: u32) -> bool {
+        let held = &mut lock(&self.inner.model).registrations;
+        if held.get(&port).is_some_and(|r| r.pid == pid) {
+            held.remove(&port);
+            true
+        } else {
+            false
+        }
     }
 
     /// The instance a session launch started (the launched process itself, or one running

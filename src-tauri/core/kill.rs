@@ -186,15 +186,9 @@ impl Core {
         }
         let port = port.ok_or(KillError::NoDashboard(pid))?;
         let inner = self.inner.clone();
-        let owns = tokio::task::spawn_blocking(move || {
-            inner
-                .listeners
-                .listening_ports(&[pid])
-                .get(&pid)
-                .is_some_and(|ports| ports.contains(&port))
-        })
-        .await
-        .unwrap_or(false);
+        let owns = tokio::task::spawn_blocking(move || inner.listeners.owns_port(pid, port))
+            .await
+            .unwrap_or(false);
         if !owns {
             return Err(KillError::NoDashboard(pid));
         }

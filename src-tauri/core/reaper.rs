@@ -317,14 +317,9 @@ where
 
 /// Whether the process `pid` owns a listening socket on `port`.
 async fn root_listens_on(pid: u32, port: u16) -> bool {
-    tokio::task::spawn_blocking(move || {
-        sockets::platform()
-            .listening_ports(&[pid])
-            .get(&pid)
-            .is_some_and(|ports| ports.contains(&port))
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || sockets::pid_owns_port(pid, port))
+        .await
+        .unwrap_or(false)
 }
 
 /// `PUT /shutdown`. Anything but a failed connection counts as asked: a stdio Serena exits

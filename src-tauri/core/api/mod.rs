@@ -9,6 +9,7 @@
 pub mod error;
 pub mod overview;
 pub mod security;
+pub mod serve;
 
 use crate::core::app::App;
 use crate::core::engine::{KillError, KillErrorKind};
@@ -60,15 +61,14 @@ pub fn router(state: App) -> Router {
         .with_state(state)
 }
 
-/// Serves the app on `listener` until `shutdown` resolves.
+/// Serves the app on `listener` until `shutdown` resolves (bounded connections, header-read
+/// timeout: see [`serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     state: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve::serve(listener, router(state), shutdown).await
 }
 
 async fn not_found() -> ApiError {
