@@ -6,9 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use serena_tray::core::app::{App, Options, Started};
-use serena_tray::core::procs::{Scope, Snapshot};
-use serena_tray::core::Config;
+use serena_tray::core::app::{App, Started};
+use serena_tray::core::procs::Snapshot;
 use std::time::Duration;
 
 /// The pidfds this process holds (only exit watchers and kills open them).
@@ -26,14 +25,7 @@ fn pidfds() -> usize {
 }
 
 async fn start(home: &Home) -> App {
-    let mut config = Config::new(home.serena_home());
-    config.scope = Scope::Marked(home.scope());
-    let settings = serena_tray::core::settings::load(&home.serena_home());
-    let options = Options {
-        port: Some(0),
-        tray_protocol_port: Some(0),
-    };
-    match App::start(config, settings, &options).await {
+    match App::start(home.settings()).await {
         Ok(Started::Running(app)) => app,
         Ok(Started::AlreadyRunning { url }) => panic!("port 0 is never taken: {url}"),
         Err(e) => panic!("the app did not start: {e}"),

@@ -6,11 +6,10 @@
 mod client;
 mod output;
 
-use crate::core::app::{App, AppError, Options, Started};
-use crate::core::config::{resolve_serena_home, Config};
+use crate::core::app::{App, AppError, Started};
 use crate::core::engine::ZombieSweep;
 use crate::core::reaper::KillReport;
-use crate::core::settings::{self, Settings};
+use crate::core::settings::{Flags, HomeError, Settings};
 use crate::core::Core;
 use clap::{Args, Parser, Subcommand};
 use client::Client;
@@ -39,8 +38,8 @@ struct Global {
     serena_home: Option<PathBuf>,
     /// Seconds an instance may be orphaned or unresponsive before it is a zombie [default: 10,
     /// or zombie_grace in tray/config.toml]
-    #[arg(long, global = true, value_name = "SECONDS")]
-    zombie_grace: Option<f64>,
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds)]
+    zombie_grace: Option<std::time::Duration>,
     /// Port of the dashboard and API [default: web_dashboard_global_port in serena_config.yml, else 25282]
     #[arg(long, global = true, value_name = "N")]
     port: Option<u16>,
@@ -110,7 +109,7 @@ enum SessionCommand {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
     #[error(transparent)]
-    Config(#[from] crate::core::config::ConfigError),
+    Home(#[from] HomeError),
     #[error(transparent)]
     Core(#[from] crate::core::CoreError),
     #[error(transparent)]
@@ -184,43 +183,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(CliError::Runtime)
 }
 
-/// Everything a verb needs: the resolved configuration, the settings files, the overrides.
-pub(crate) struct Context {
-    pub config: Config,
-    pub settings: Settings,
-    pub options: Options,
-}
-
-impl Context {
-    fn port(&self) -> u16 {
-        self.options.port.unwrap_or(self.settings.dashboard.port)
-    }
-}
-
-fn context(g: &Global) -> Result<Context, CliError> {
-    let home = resolve_serena_home(g.serena_home.as_deref())?;
-    let settings = settings::load(&home);
-    for w in &settings.warnings {
+/// The settings every verb runs with: the files under the Serena home, then the flags. The
+/// files' warnings go to stderr.
+fn settings(g: &Global) -> Result<Settings, CliError> {
+    let (settings, warnings) = Settings::resolve(&Flags {
+        serena_home: g.serena_home.clone(),
+        zombie_grace: g.zombie_grace,
+        port: g.port,
+        tray_protocol_port: g.tray_protocol_port,
+    })?;
+    for w in &warnings {
         eprintln!("serena-tray: warning: {w}");
     }
-    let grace = g
-        .zombie_grace
-        .unwrap_or(settings.tray.zombie_grace.as_secs_f64());
-    let mut config = Config::new(home).with_grace_secs(grace)?;
-    config.probe_timeout = settings.tray.probe_timeout;
-    config.scope = crate::core::procs::Scope::from_env();
-    Ok(Context {
-        config,
-        settings,
-        options: Options {
-            port: g.port,
-            tray_protocol_port: g.tray_protocol_port,
-        },
-    })
+    Ok(settings)
+}
+
+/// A number of seconds, >= 0.
+fn seconds(arg: &str) -> Result<std::time::Duration, String> {
+    arg.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{arg:?} is not a number of seconds >= 0"))
 }
 
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    let ctx = context(&cli.global)?;
+    let ctx = settings(&cli.global)?;
     match cli.command {
         Some(Command::List { json }) => list(ctx, json).map(|()| ExitCode::SUCCESS),
         Some(Command::Daemon) => run_daemon(ctx).map(|()| ExitCode::SUCCESS),
@@ -245,13 +233,12 @@ fn print_json(v: &Value) -> Result<(), CliError> {
 }
 
 #[cfg(feature = "gui")]
-fn default_verb(ctx: Context) -> Result<(), CliError> {
+fn default_verb(ctx: Settings) -> Result<(), CliError> {
     if !has_display() {
         eprintln!("serena-tray: no display (DISPLAY and WAYLAND_DISPLAY are unset): running as the daemon");
         return run_daemon(ctx);
     }
-    crate::shell::run(ctx.config, ctx.settings, ctx.options)
-        .map_err(|e| CliError::Other(e.to_string()))
+    crate::shell::run(ctx).map_err(|e| CliError::Other(e.to_string()))
 }
 
 /// Whether a desktop session is there to show a tray in (always, outside X11/Wayland systems).
@@ -266,12 +253,12 @@ fn has_display() -> bool {
 }
 
 #[cfg(not(feature = "gui"))]
-fn default_verb(ctx: Context) -> Result<(), CliError> {
+fn default_verb(ctx: Settings) -> Result<(), CliError> {
     run_daemon(ctx)
 }
 
-fn list(ctx: Context, json: bool) -> Result<(), CliError> {
-    let core = Core::new(ctx.config);
+fn list(ctx: Settings, json: bool) -> Result<(), CliError> {
+    let core = Core::new(ctx);
     let instances = runtime()?.block_on(core.refresh())?;
     if json {
         print_json(&json!(instances))
@@ -285,10 +272,10 @@ fn list(ctx: Context, json: bool) -> Result<(), CliError> {
     }
 }
 
-fn run_daemon(ctx: Context) -> Result<(), CliError> {
+fn run_daemon(ctx: Settings) -> Result<(), CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        match App::start(ctx.config, ctx.settings, &ctx.options).await? {
+        match App::start(ctx).await? {
             Started::AlreadyRunning { url } => {
                 println!("serena-tray is already running: {url}");
                 Ok(())
@@ -367,12 +354,12 @@ impl Killer {
     }
 }
 
-fn kill(ctx: Context, pids: Vec<u32>, zombies: bool) -> Result<ExitCode, CliError> {
+fn kill(ctx: Settings, pids: Vec<u32>, zombies: bool) -> Result<ExitCode, CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let killer = match Client::connect(&ctx.config.serena_home, ctx.port()).await {
+        let killer = match Client::connect(&ctx.serena_home, ctx.dashboard.port).await {
             Some(c) => Killer::Daemon(c),
-            None => Killer::Core(Core::new(ctx.config.clone())),
+            None => Killer::Core(Core::new(ctx.clone())),
         };
         let mut ok = true;
         if zombies {
@@ -408,18 +395,18 @@ fn kill(ctx: Context, pids: Vec<u32>, zombies: bool) -> Result<ExitCode, CliErro
     })
 }
 
-async fn need_daemon(ctx: &Context) -> Result<Client, CliError> {
-    Client::connect(&ctx.config.serena_home, ctx.port())
+async fn need_daemon(ctx: &Settings) -> Result<Client, CliError> {
+    Client::connect(&ctx.serena_home, ctx.dashboard.port)
         .await
         .ok_or_else(|| {
             CliError::Other(format!(
                 "no Serena Tray is running on port {}: start one with `serena-tray daemon` (or `serena-tray` on a desktop)",
-                ctx.port()
+                ctx.dashboard.port
             ))
         })
 }
 
-fn session(ctx: Context, cmd: SessionCommand) -> Result<(), CliError> {
+fn session(ctx: Settings, cmd: SessionCommand) -> Result<(), CliError> {
     runtime()?.block_on(async move {
         let client = need_daemon(&ctx).await?;
         match cmd {
@@ -473,7 +460,7 @@ fn absolute(path: &Path) -> Result<String, CliError> {
         .map(|p| p.display().to_string())
 }
 
-fn open(ctx: Context) -> Result<(), CliError> {
+fn open(ctx: Settings) -> Result<(), CliError> {
     runtime()?.block_on(async move {
         let client = need_daemon(&ctx).await?;
         println!("{}", client.login_url());

@@ -10,7 +10,6 @@
 //! and what each background task does (`background`).
 
 use crate::core::background;
-use crate::core::config::Config;
 use crate::core::engine::Core;
 use crate::core::sessions::Sessions;
 use crate::core::settings::Settings;
@@ -36,13 +35,6 @@ pub enum AppError {
     Token(#[from] token::TokenError),
 }
 
-/// Command-line overrides of the settings files.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    pub port: Option<u16>,
-    pub tray_protocol_port: Option<u16>,
-}
-
 /// The outcome of [`App::start`].
 pub enum Started {
     /// Another Serena Tray already serves this port.
@@ -61,23 +53,18 @@ pub struct App {
 struct Inner {
     core: Core,
     sessions: Sessions,
-    settings: Settings,
     token: String,
+    /// The API's port, as bound (the settings may say 0: any free port).
     port: u16,
-    tray_protocol_port: u16,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl App {
     /// Starts the program (see the module docs).
-    pub async fn start(
-        config: Config,
-        settings: Settings,
-        opts: &Options,
-    ) -> Result<Started, AppError> {
+    pub async fn start(settings: Settings) -> Result<Started, AppError> {
         crate::core::api::serve::raise_fd_limit();
-        let port = opts.port.unwrap_or(settings.dashboard.port);
+        let port = settings.dashboard.port;
         let already = || Started::AlreadyRunning {
             url: format!("http://127.0.0.1:{port}/"),
         };
@@ -97,30 +84,17 @@ impl App {
             Err(source) => return Err(AppError::Bind { port, source }),
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-        let token = token::load_or_create(&config.serena_home)?;
+        let token = token::load_or_create(&settings.serena_home)?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let core = Core::new(config);
-        let sessions = Sessions::load(
-            core.clone(),
-            settings
-                .tray
-                .resolve_serena_command_in(&core.config().serena_home),
-            settings.tray.session_start_timeout,
-            tasks.clone(),
-            cancel.clone(),
-        );
-        let tray_protocol_port = opts
-            .tray_protocol_port
-            .unwrap_or(settings.tray.tray_protocol_port);
+        let core = Core::new(settings);
+        let sessions = Sessions::load(core.clone(), tasks.clone(), cancel.clone());
         let app = App {
             inner: Arc::new(Inner {
                 core,
                 sessions,
-                settings,
                 token,
                 port,
-                tray_protocol_port,
                 cancel,
                 tasks,
             }),
@@ -137,9 +111,9 @@ impl App {
         &self.inner.sessions
     }
 
-    /// The settings files as read at start (the command-line overrides are in the ports).
+    /// The settings it runs with.
     pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+        self.inner.core.settings()
     }
 
     pub fn token(&self) -> &str {
@@ -153,7 +127,7 @@ impl App {
 
     /// The port of the receiver for Serena's tray protocol.
     pub fn tray_protocol_port(&self) -> u16 {
-        self.inner.tray_protocol_port
+        self.settings().tray.tray_protocol_port
     }
 
     /// The dashboard URL without the token.

@@ -29,7 +29,9 @@ const TRAY_PORT_RETRY: Duration = Duration::from_secs(5);
 pub(crate) fn start(app: &App, listener: TcpListener) {
     let core = app.core();
     // Subscribed here, before the first refresh runs, so that no event is missed.
-    let timeline = Arc::new(Timeline::new(core.config().tray_dir().join("events.jsonl")));
+    let timeline = Arc::new(Timeline::new(
+        core.settings().tray_dir().join("events.jsonl"),
+    ));
     app.spawn(record_timeline(timeline, core.subscribe()));
     app.spawn(watch_exits(app.clone(), core.subscribe()));
     if app.settings().tray.auto_kill_zombies {

@@ -7,13 +7,13 @@
 //! (`kill`, with the reaper as its primitive), the timer that calls `refresh` (the daemon's loop),
 //! and sessions.
 
-use super::config::Config;
 use super::events::Event;
 use super::model::{Instance, ProcessId};
 use super::probe::Prober;
 use super::reaper::Timings;
 use super::refresh::{Model, Scanner, Tracked};
 use super::registry::{Registry, RegistryError};
+use super::settings::Settings;
 use super::sockets::{self, ListenerSource};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
@@ -39,7 +39,7 @@ pub struct Core {
 
 /// What every clone of the handle shares; `refresh` and `kill` reach into it.
 pub(super) struct Inner {
-    pub(super) config: Config,
+    pub(super) settings: Settings,
     pub(super) registry: Registry,
     pub(super) prober: Prober,
     pub(super) listeners: Box<dyn ListenerSource>,
@@ -80,17 +80,17 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Core {
-    pub fn new(config: Config) -> Core {
-        Core::with_listeners(config, sockets::platform())
+    pub fn new(settings: Settings) -> Core {
+        Core::with_listeners(settings, sockets::platform())
     }
 
     /// A core with a given socket source (tests; other platforms).
-    pub fn with_listeners(config: Config, listeners: Box<dyn ListenerSource>) -> Core {
+    pub fn with_listeners(settings: Settings, listeners: Box<dyn ListenerSource>) -> Core {
         let (events, _) = broadcast::channel(1024);
         Core {
             inner: Arc::new(Inner {
-                registry: Registry::new(&config.serena_home),
-                prober: Prober::new(config.probe_timeout),
+                registry: Registry::new(&settings.serena_home),
+                prober: Prober::new(settings.tray.probe_timeout),
                 listeners,
                 scanner: Scanner::default(),
                 model: Mutex::new(Model::default()),
@@ -98,13 +98,14 @@ impl Core {
                 events,
                 wake: tokio::sync::Notify::new(),
                 timings: Timings::default(),
-                config,
+                settings,
             }),
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
     }
 
     /// Every state change, as it happens.

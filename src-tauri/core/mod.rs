@@ -7,7 +7,6 @@ pub mod app;
 pub mod background;
 pub mod classify;
 pub mod cmdline;
-pub mod config;
 pub mod engine;
 pub mod events;
 pub mod files;
@@ -25,7 +24,7 @@ pub mod timeline;
 pub mod token;
 pub mod tray_protocol;
 
-pub use config::Config;
 pub use engine::{Core, CoreError};
 pub use events::Event;
 pub use model::{Instance, State, Transport, ZombieReason};
+pub use settings::Settings;

@@ -178,14 +178,11 @@ struct SessionsInner {
 impl Sessions {
     /// Loads `sessions.json` (a missing or unreadable file means none), re-adopts every
     /// recorded session whose process is still the same one and marks the others ended.
-    pub fn load(
-        core: Core,
-        serena_command: std::result::Result<Vec<String>, SerenaCommandError>,
-        ready_timeout: Duration,
-        tasks: TaskTracker,
-        cancel: CancellationToken,
-    ) -> Sessions {
-        let tray = core.config().tray_dir();
+    pub fn load(core: Core, tasks: TaskTracker, cancel: CancellationToken) -> Sessions {
+        let settings = core.settings();
+        let tray = settings.tray_dir();
+        let serena_command = settings.serena_command();
+        let ready_timeout = settings.tray.session_start_timeout;
         let store = tray.join("sessions.json");
         let snap = Snapshot::capture(&mut sysinfo::System::new());
         let sessions: BTreeMap<String, Session> = read_store(&store)

@@ -1,13 +1,14 @@
-//! The two optional settings files, read once at start-up into typed structs, never fatal. This
-//! module owns reading `$SERENA_HOME/serena_config.yml` (Serena's own file: only the three
-//! `web_dashboard_global*` keys are read, every other key is Serena's and silently ignored) and
+//! Everything this program is configured by, resolved once at start into one typed
+//! [`Settings`]: defaults, then the two optional files, then the command-line flags. It owns
+//! where Serena's home is (`--serena-home`, else `$SERENA_HOME`, else `~/.serena`), reading
+//! `$SERENA_HOME/serena_config.yml` (Serena's own file: only the three `web_dashboard_global*`
+//! keys are read, every other key is Serena's and silently ignored) and
 //! `$SERENA_HOME/tray/config.toml` (this program's settings), and turning `serena_command` (or
 //! `serena` on PATH) into a runnable argv. A missing file means defaults. A file that cannot be
 //! read, does not parse or holds a bad value gives one warning `<file>:<line>:<col>: <what>;
 //! using defaults` and the defaults for that whole file; an unknown key of `tray/config.toml` is
 //! a warning too, and only that key is ignored. It deliberately does not write or watch either
-//! file, does not apply command-line overrides (the caller layers `--port` and friends on top of
-//! [`Settings`]), and does not print the warnings: the caller decides where they go.
+//! file, and does not print the warnings: the caller decides where they go.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,12 @@ use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::MessageFormatter as _;
 
-use crate::core::config::{DEFAULT_PROBE_TIMEOUT, DEFAULT_ZOMBIE_GRACE};
+use crate::core::procs::Scope;
+
+/// The default zombie grace (DESIGN: 10 s).
+pub const DEFAULT_ZOMBIE_GRACE: Duration = Duration::from_secs(10);
+/// The default timeout of one dashboard probe.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Serena's `web_dashboard_global_port` default: where the one global dashboard listens.
 pub const DEFAULT_DASHBOARD_PORT: u16 = 25282;
@@ -110,9 +116,115 @@ impl Default for TraySettings {
     }
 }
 
-/// Everything read from both files, plus what went wrong while reading them.
+/// Everything this program is configured by, resolved once: see the module docs. Every part
+/// (the core, the sessions, the app, the CLI) reads its settings from here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// `$SERENA_HOME`, absolute (it need not exist yet).
+    pub serena_home: PathBuf,
+    /// Which processes may be seen as instances: all, except where `SERENA_TRAY_SCOPE` is set
+    /// (tests).
+    pub scope: Scope,
+    /// From `serena_config.yml`; `port` overridden by `--port`.
+    pub dashboard: GlobalDashboard,
+    /// From `tray/config.toml`; `zombie_grace` and `tray_protocol_port` overridden by their flags.
+    pub tray: TraySettings,
+}
+
+/// The command-line flags that override the files.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub serena_home: Option<PathBuf>,
+    pub zombie_grace: Option<Duration>,
+    pub port: Option<u16>,
+    pub tray_protocol_port: Option<u16>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("cannot find the home directory: set SERENA_HOME or pass --serena-home")]
+    NoHome,
+    #[error("--serena-home {0}: {1}")]
+    BadHome(PathBuf, String),
+}
+
+impl Settings {
+    /// Resolves the settings: the defaults, then both files under the Serena home, then
+    /// `flags`. Returns the warnings about the files with them (never fatal); only a home that
+    /// cannot be found or is not a directory is an error.
+    pub fn resolve(flags: &Flags) -> Result<(Settings, Vec<String>), HomeError> {
+        let serena_home = resolve_serena_home(flags.serena_home.as_deref())?;
+        let Files {
+            mut dashboard,
+            mut tray,
+            warnings,
+        } = read_files(&serena_home);
+        if let Some(port) = flags.port {
+            dashboard.port = port;
+        }
+        if let Some(grace) = flags.zombie_grace {
+            tray.zombie_grace = grace;
+        }
+        if let Some(port) = flags.tray_protocol_port {
+            tray.tray_protocol_port = port;
+        }
+        let settings = Settings {
+            serena_home,
+            scope: Scope::from_env(),
+            dashboard,
+            tray,
+        };
+        Ok((settings, warnings))
+    }
+
+    /// The defaults for a Serena home, no file read (tests, benchmarks).
+    pub fn defaults(serena_home: PathBuf) -> Settings {
+        Settings {
+            serena_home,
+            scope: Scope::All,
+            dashboard: GlobalDashboard::default(),
+            tray: TraySettings::default(),
+        }
+    }
+
+    /// This program's own state directory, `$SERENA_HOME/tray`.
+    pub fn tray_dir(&self) -> PathBuf {
+        self.serena_home.join("tray")
+    }
+
+    /// The argv prefix that launches Serena (see [`TraySettings::resolve_serena_command_in`]).
+    pub fn serena_command(&self) -> Result<Vec<String>, SerenaCommandError> {
+        self.tray.resolve_serena_command_in(&self.serena_home)
+    }
+}
+
+/// `--serena-home` if given, else `$SERENA_HOME`, else `~/.serena`; made absolute. It need not
+/// exist yet (it is created on first write) but must not be a file.
+pub fn resolve_serena_home(flag: Option<&Path>) -> Result<PathBuf, HomeError> {
+    let chosen = match flag {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os("SERENA_HOME").filter(|v| !v.is_empty()) {
+            Some(v) => PathBuf::from(v),
+            None => std::env::home_dir()
+                .filter(|h| !h.as_os_str().is_empty())
+                .ok_or(HomeError::NoHome)?
+                .join(".serena"),
+        },
+    };
+    if chosen.as_os_str().is_empty() {
+        return Err(HomeError::BadHome(chosen, "empty path".into()));
+    }
+    let abs = std::path::absolute(&chosen)
+        .map_err(|e| HomeError::BadHome(chosen.clone(), e.to_string()))?;
+    if abs.exists() && !abs.is_dir() {
+        return Err(HomeError::BadHome(abs, "not a directory".into()));
+    }
+    Ok(abs)
+}
+
+/// What the two files say, plus what went wrong while reading them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Files {
     pub dashboard: GlobalDashboard,
     pub tray: TraySettings,
     /// One line per problem, `<file>:<line>:<col>: <what>[; using defaults]`, the YAML file's
@@ -121,7 +233,7 @@ pub struct Settings {
 }
 
 /// Reads both files under `serena_home`. Never panics, never fails: see the module docs.
-pub fn load(serena_home: &Path) -> Settings {
+pub fn read_files(serena_home: &Path) -> Files {
     let mut warnings = Vec::new();
     let dashboard = load_file(
         &serena_config_path(serena_home),
@@ -129,7 +241,7 @@ pub fn load(serena_home: &Path) -> Settings {
         parse_dashboard,
     );
     let tray = load_file(&tray_config_path(serena_home), &mut warnings, parse_tray);
-    Settings {
+    Files {
         dashboard,
         tray,
         warnings,
@@ -466,6 +578,56 @@ fn configured_program(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_home_flag_wins_and_a_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            resolve_serena_home(Some(dir.path())).expect("ok"),
+            dir.path()
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").expect("write");
+        assert!(matches!(
+            resolve_serena_home(Some(&file)),
+            Err(HomeError::BadHome(..))
+        ));
+    }
+
+    #[test]
+    fn flags_override_the_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            serena_config_path(dir.path()),
+            "web_dashboard_global_port: 26000\nweb_dashboard_global_open_on_launch: true\n",
+        )
+        .expect("yml");
+        std::fs::create_dir_all(dir.path().join("tray")).expect("mkdir");
+        std::fs::write(
+            tray_config_path(dir.path()),
+            "zombie_grace = 3\ntray_protocol_port = 24300\nprobe_timeout = 0.5\n",
+        )
+        .expect("toml");
+        let mut flags = Flags {
+            serena_home: Some(dir.path().to_path_buf()),
+            ..Flags::default()
+        };
+        let (files_only, warnings) = Settings::resolve(&flags).expect("resolved");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(files_only.dashboard.port, 26000);
+        assert!(files_only.dashboard.open_on_launch);
+        assert_eq!(files_only.tray.zombie_grace, Duration::from_secs(3));
+        assert_eq!(files_only.tray.tray_protocol_port, 24300);
+        flags.port = Some(27000);
+        flags.zombie_grace = Some(Duration::from_secs(1));
+        flags.tray_protocol_port = Some(24301);
+        let (s, _) = Settings::resolve(&flags).expect("resolved");
+        assert_eq!(s.dashboard.port, 27000);
+        assert_eq!(s.tray.zombie_grace, Duration::from_secs(1));
+        assert_eq!(s.tray.tray_protocol_port, 24301);
+        assert_eq!(s.tray.probe_timeout, Duration::from_millis(500), "kept");
+        assert!(s.dashboard.open_on_launch, "kept");
+    }
+
     use super::*;
 
     fn home() -> tempfile::TempDir {
@@ -485,7 +647,7 @@ mod tests {
         path.display().to_string()
     }
 
-    fn only_warning(s: &Settings) -> &str {
+    fn only_warning(s: &Files) -> &str {
         assert_eq!(s.warnings.len(), 1, "warnings: {:#?}", s.warnings);
         &s.warnings[0]
     }
@@ -495,7 +657,7 @@ mod tests {
     #[test]
     fn missing_files_mean_defaults_silently() {
         let dir = home();
-        let s = load(&dir.path().join("does-not-exist"));
+        let s = read_files(&dir.path().join("does-not-exist"));
         assert_eq!(s.dashboard, GlobalDashboard::default());
         assert_eq!(s.tray, TraySettings::default());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
@@ -507,7 +669,7 @@ mod tests {
         std::fs::create_dir_all(serena_config_path(dir.path())).expect("mkdir");
         let toml = write_toml(dir.path(), "");
         std::fs::write(&toml, b"notifications = false\n# \xff\xfe\n").expect("write");
-        let s = load(dir.path());
+        let s = read_files(dir.path());
         assert_eq!(s.dashboard, GlobalDashboard::default());
         assert_eq!(s.tray, TraySettings::default());
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
@@ -532,7 +694,7 @@ mod tests {
                     projects:\n- /home/someone/one\n- {path: /two, name: two}\n";
         let dir = home();
         write_yaml(dir.path(), text);
-        let s = load(dir.path());
+        let s = read_files(dir.path());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         let want = GlobalDashboard {
             enabled: false,
@@ -553,7 +715,7 @@ mod tests {
         ] {
             let dir = home();
             write_yaml(dir.path(), text);
-            let s = load(dir.path());
+            let s = read_files(dir.path());
             assert!(s.warnings.is_empty(), "{text:?}: {:?}", s.warnings);
             assert_eq!(s.dashboard, GlobalDashboard::default(), "{text:?}");
         }
@@ -597,7 +759,7 @@ mod tests {
         for (text, at, what) in cases {
             let dir = home();
             let path = write_yaml(dir.path(), text);
-            let s = load(dir.path());
+            let s = read_files(dir.path());
             let w = only_warning(&s);
             assert!(w.starts_with(&format!("{path}:{at}: ")), "{text:?} -> {w}");
             assert!(w.ends_with("; using defaults"), "{w}");
@@ -617,7 +779,7 @@ mod tests {
              serena_command = [\"uvx\", \"--from\", \"git+https://x/serena\", \"serena\"]\n\
              notifications = false\nauto_kill_zombies = true\ntray_protocol_port = 24300\n",
         );
-        let s = load(dir.path());
+        let s = read_files(dir.path());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         let want = TraySettings {
             zombie_grace: Duration::ZERO,
@@ -640,7 +802,7 @@ mod tests {
     fn serena_command_as_a_string_is_one_program() {
         let dir = home();
         write_toml(dir.path(), "serena_command = \"/opt/my tools/serena\"\n");
-        let s = load(dir.path());
+        let s = read_files(dir.path());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         let want = Some(vec!["/opt/my tools/serena".to_string()]);
         assert_eq!(s.tray.serena_command, want);
@@ -728,7 +890,7 @@ mod tests {
         for (text, at, what) in cases {
             let dir = home();
             let path = write_toml(dir.path(), text);
-            let s = load(dir.path());
+            let s = read_files(dir.path());
             let w = only_warning(&s);
             assert!(w.starts_with(&format!("{path}:{at}: ")), "{text:?} -> {w}");
             assert!(w.ends_with("; using defaults"), "{w}");
@@ -744,7 +906,7 @@ mod tests {
             dir.path(),
             "zombie_grase = 4\nnotifications = false\n\n[tray]\nzombie_grace = 1\n",
         );
-        let s = load(dir.path());
+        let s = read_files(dir.path());
         assert_eq!(s.warnings.len(), 2, "{:#?}", s.warnings);
         let known = TRAY_KEYS.join(", ");
         assert_eq!(
@@ -767,7 +929,7 @@ mod tests {
             dir.path(),
             "\u{feff}zombie_grace = 2\r\nnotifications = false\r\n",
         );
-        let s = load(dir.path());
+        let s = read_files(dir.path());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         assert_eq!(s.dashboard.port, 26000);
         assert_eq!(s.tray.zombie_grace, Duration::from_secs(2));
@@ -779,7 +941,7 @@ mod tests {
         let dir = home();
         write_yaml(dir.path(), "web_dashboard_global: [\n");
         write_toml(dir.path(), "nope = 1\n");
-        let s = load(dir.path());
+        let s = read_files(dir.path());
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
         assert!(
             s.warnings[0].contains("serena_config.yml:"),

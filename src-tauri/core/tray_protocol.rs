@@ -432,13 +432,13 @@ fn family(snap: &crate::core::procs::Snapshot, pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Config;
+    use crate::core::Settings;
     use axum::body::Body;
     use tower::ServiceExt;
 
     fn core() -> (tempfile::TempDir, Core) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let core = Core::new(Config::new(dir.path().join(".serena")));
+        let core = Core::new(Settings::defaults(dir.path().join(".serena")));
         (dir, core)
     }
 

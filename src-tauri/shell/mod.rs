@@ -5,8 +5,7 @@
 //! app keeps running in the background and serves the dashboard in the browser
 //! (`serena-tray open`).
 
-use crate::core::app::{App, AppError, Options, Started};
-use crate::core::config::Config;
+use crate::core::app::{App, AppError, Started};
 use crate::core::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +17,8 @@ pub enum ShellError {
 }
 
 /// Runs the tray app until it is asked to quit.
-pub fn run(config: Config, settings: Settings, options: Options) -> Result<(), ShellError> {
-    let started = tauri::async_runtime::block_on(App::start(config, settings, &options))?;
+pub fn run(settings: Settings) -> Result<(), ShellError> {
+    let started = tauri::async_runtime::block_on(App::start(settings))?;
     let app = match started {
         Started::AlreadyRunning { url } => {
             println!("serena-tray is already running: {url}");

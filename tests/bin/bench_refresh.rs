@@ -5,7 +5,7 @@
 //! Usage: cargo run --release --example bench-refresh [-- INSTANCES RUNS]
 //! (defaults: 10 fake Serena instances from tests/fake-serena, 50 refreshes each).
 
-use serena_tray::core::{Config, Core};
+use serena_tray::core::{Core, Settings};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ fn main() {
         .build()
         .expect("runtime");
 
-    let core = Core::new(Config::new(serena_home.clone()));
+    let core = Core::new(Settings::defaults(serena_home.clone()));
     let (idle, _) = measure(&rt, &core, runs);
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake-serena/serena");
@@ -76,7 +76,7 @@ fn main() {
         })
         .collect();
     // Wait until all answer.
-    let core = Core::new(Config::new(serena_home.clone()));
+    let core = Core::new(Settings::defaults(serena_home.clone()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let all = rt.block_on(core.refresh()).unwrap_or_default();
@@ -90,7 +90,7 @@ fn main() {
     // One-shot `list` as a user runs it: a new core each time (first sight: overview fetches).
     let mut first = Vec::new();
     for _ in 0..runs.min(20) {
-        let fresh = Core::new(Config::new(serena_home.clone()));
+        let fresh = Core::new(Settings::defaults(serena_home.clone()));
         let t = Instant::now();
         let _ = rt.block_on(fresh.refresh());
         first.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -146,16 +146,12 @@ async fn exit_latencies(
     script: &std::path::Path,
     runs: usize,
 ) -> Vec<f64> {
-    use serena_tray::core::app::{App, Options, Started};
+    use serena_tray::core::app::{App, Started};
     use serena_tray::core::Event;
-    let settings = serena_tray::core::settings::load(serena_home);
-    let opts = Options {
-        port: Some(0),
-        tray_protocol_port: Some(0),
-    };
-    let Ok(Started::Running(app)) =
-        App::start(Config::new(serena_home.to_path_buf()), settings, &opts).await
-    else {
+    let mut settings = Settings::defaults(serena_home.to_path_buf());
+    settings.dashboard.port = 0;
+    settings.tray.tray_protocol_port = 0;
+    let Ok(Started::Running(app)) = App::start(settings).await else {
         eprintln!("the daemon did not start; no exit figures");
         return Vec::new();
     };

@@ -7,7 +7,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use serena_tray::core::procs::{Scope, Snapshot, SCOPE_VAR};
-use serena_tray::core::{Config, Core};
+use serena_tray::core::{Core, Settings};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -131,14 +131,22 @@ impl Home {
         dir
     }
 
+    /// Settings for an in-process core or app on this home: its scope, short probes, any free
+    /// ports, no settings file read.
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::defaults(self.serena_home());
+        s.scope = Scope::Marked(self.scope());
+        s.tray.probe_timeout = Duration::from_millis(700);
+        s.dashboard.port = 0;
+        s.tray.tray_protocol_port = 0;
+        s
+    }
+
     /// A core on this home with the given grace.
     pub fn core(&self, grace_secs: f64) -> Core {
-        let mut cfg = Config::new(self.serena_home())
-            .with_grace_secs(grace_secs)
-            .expect("grace");
-        cfg.probe_timeout = Duration::from_millis(700);
-        cfg.scope = Scope::Marked(self.scope());
-        Core::new(cfg)
+        let mut s = self.settings();
+        s.tray.zombie_grace = Duration::from_secs_f64(grace_secs);
+        Core::new(s)
     }
 
     /// Runs `serena-tray --serena-home <home> ARGS`.

@@ -4,9 +4,9 @@
 //! end-to-end tests through the binary are in tests/api.rs.
 
 use super::router;
-use crate::core::app::{App, Options, Started};
-use crate::core::config::Config;
+use crate::core::app::{App, Started};
 use crate::core::procs::Scope;
+use crate::core::settings::Settings;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
@@ -19,14 +19,11 @@ struct TestApi {
 
 async fn test_api() -> TestApi {
     let home = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::new(home.path().join(".serena"));
-    config.scope = Scope::Marked(format!("api-unit-test-{}", std::process::id()));
-    let settings = crate::core::settings::load(&config.serena_home);
-    let options = Options {
-        port: Some(0),
-        tray_protocol_port: Some(0),
-    };
-    match App::start(config, settings, &options).await {
+    let mut settings = Settings::defaults(home.path().join(".serena"));
+    settings.scope = Scope::Marked(format!("api-unit-test-{}", std::process::id()));
+    settings.dashboard.port = 0;
+    settings.tray.tray_protocol_port = 0;
+    match App::start(settings).await {
         Ok(Started::Running(app)) => TestApi { app, _home: home },
         _ => panic!("the app did not start on a free port"),
     }

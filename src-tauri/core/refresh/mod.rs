@@ -38,7 +38,7 @@ impl Core {
                 let model = lock(&inner.model);
                 model.registrations.values().map(|r| r.pid).collect()
             };
-            let (registry, scope) = (&inner.registry, &inner.config.scope);
+            let (registry, scope) = (&inner.registry, &inner.settings.scope);
             inner
                 .scanner
                 .scan(registry, &*inner.listeners, scope, registered)
@@ -52,7 +52,7 @@ impl Core {
             (key, probe(prober, job).await)
         }))
         .await;
-        let grace = self.inner.config.zombie_grace;
+        let grace = self.inner.settings.tray.zombie_grace;
         let Decisions {
             mut events,
             writes,
