@@ -653,6 +653,44 @@ fn a_session_behind_a_wrapper_is_its_serena_and_is_released_with_the_wrapper() {
 }
 
 #[test]
+fn a_wrapper_that_exits_mid_launch_leaves_no_serena_behind() {
+    let home = Home::new();
+    let dir = home.path().join("wrapquits");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // The wrapper starts Serena in the background and exits while it is still starting (no
+    // dashboard ever): the launch fails, and the Serena it recorded under the wrapper is reaped
+    // although it is no longer the wrapper's child by then.
+    let wrapper = home.path().join("wrap-and-quit.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\npython3 {:?} \"$@\" </dev/null >/dev/null 2>&1 &\nsleep 3\nexit 0\n",
+            fake_serena_script().to_str().expect("utf8")
+        ),
+    )
+    .expect("wrapper");
+    home.tray_config(&format!(
+        "serena_command = [\"/bin/sh\", {:?}]\n",
+        wrapper.to_str().expect("utf8")
+    ));
+    let d = home.daemon_with(
+        free_port(),
+        free_port(),
+        &[("FAKE_SERENA_NO_DASHBOARD", "1")],
+    );
+    let (status, v) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": dir.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 500, "{v:?}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("exited with")));
+    assert!(fakes_for(&dir).is_empty(), "left {:?}", fakes_for(&dir));
+}
+
+#[test]
 fn a_wrapped_launch_that_never_answers_leaves_neither_wrapper_nor_serena() {
     let home = Home::new();
     let dir = home.path().join("wrapsilent");

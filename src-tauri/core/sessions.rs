@@ -440,10 +440,16 @@ impl Sessions {
         // the core shows it `starting` until its dashboard answers and its MCP port listens.
         // Every event is a reason to look again; the refresh loop is nudged meanwhile.
         let deadline = tokio::time::Instant::now() + self.inner.ready_timeout;
-        let give_up = |why: Launch| async {
+        // The Serena seen under it, recorded: a wrapper may exit before the launch ends, and
+        // its tree cannot be found from it any more.
+        let mut recorded: Option<ProcessId> = None;
+        let give_up = |why: Launch, recorded: Option<ProcessId>| async move {
             core.unmark_session(id);
             // Whatever it started may outlive it (a wrapper's child): reap that too.
-            let survivors = reaper::kill_own_tree(id, &Default::default()).await;
+            let mut survivors = reaper::kill_own_tree(id, &Default::default()).await;
+            if let Some(serena) = recorded.filter(|r| *r != id) {
+                survivors.extend(reaper::kill_own_tree(serena, &Default::default()).await);
+            }
             if !survivors.is_empty() {
                 tracing::warn!("a failed launch left {survivors:?} running");
             }
@@ -451,8 +457,11 @@ impl Sessions {
         };
         let ready = loop {
             let launched = core.launched(id);
-            if let Some(i) = launched.as_ref().filter(|i| i.state.is_live()) {
-                break i.clone();
+            if let Some(i) = &launched {
+                recorded = Some(i.process_id());
+                if i.state.is_live() {
+                    break i.clone();
+                }
             }
             tokio::select! {
                 status = child.wait() => {
@@ -461,7 +470,7 @@ impl Sessions {
                         Ok(s) => failed(format!("it exited with {s}")),
                         Err(e) => failed(format!("cannot wait for it: {e}")),
                     };
-                    return Err(give_up(why).await);
+                    return Err(give_up(why, recorded).await);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let why = Launch::Failed(SessionError::Timeout {
@@ -474,16 +483,16 @@ impl Sessions {
                         log: log.display().to_string(),
                         tail: tail(log),
                     });
-                    let why = give_up(why).await;
+                    let why = give_up(why, recorded).await;
                     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                     return Err(why);
                 }
                 _ = self.inner.cancel.cancelled() => {
-                    return Err(give_up(failed("Serena Tray is shutting down".into())).await);
+                    return Err(give_up(failed("Serena Tray is shutting down".into()), recorded).await);
                 }
                 event = events.recv() => {
                     if let Err(broadcast::error::RecvError::Closed) = event {
-                        return Err(give_up(failed("the core stopped".into())).await);
+                        return Err(give_up(failed("the core stopped".into()), recorded).await);
                     }
                 }
                 _ = tokio::time::sleep(LAUNCH_NUDGE) => core.wake(),
