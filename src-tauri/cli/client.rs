@@ -4,6 +4,7 @@
 
 use super::CliError;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -44,7 +45,7 @@ impl Client {
             .await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> Result<Value, CliError> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
@@ -53,9 +54,14 @@ impl Client {
     pub async fn post_as<T: DeserializeOwned>(
         &self,
         path: &str,
-        body: &Value,
+        body: &impl Serialize,
     ) -> Result<T, CliError> {
         serde_json::from_value(self.post(path, body).await?).map_err(CliError::Answer)
+    }
+
+    /// GET, and read the answer into the type the daemon wrote it from.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        serde_json::from_value(self.get(path).await?).map_err(CliError::Answer)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {

@@ -9,6 +9,7 @@ mod output;
 use crate::core::app::{App, AppError, Started};
 use crate::core::engine::ZombieSweep;
 use crate::core::reaper::KillReport;
+use crate::core::sessions::{ReleaseStatus, Released, Session, SessionRequest};
 use crate::core::settings::{Flags, HomeError, Settings};
 use crate::core::Core;
 use clap::{Args, Parser, Subcommand};
@@ -417,37 +418,33 @@ fn session(ctx: Settings, cmd: SessionCommand) -> Result<(), CliError> {
                 transport,
                 shared,
             } => {
-                let abs = absolute(&path)?;
-                let mut body = json!({"project_path": abs});
-                if let Some(c) = context {
-                    body["context"] = json!(c);
-                }
-                if !modes.is_empty() {
-                    body["modes"] = json!(modes);
-                }
-                if let Some(t) = transport {
-                    body["transport"] = json!(t);
-                }
-                if shared {
-                    body["shared"] = json!(true);
-                }
+                let body = SessionRequest {
+                    project_path: absolute(&path)?,
+                    context,
+                    modes: (!modes.is_empty()).then_some(modes),
+                    transport,
+                    shared: shared.then_some(true),
+                };
+                // Printed as the daemon wrote it: the documented JSON of a session.
                 print_json(&client.post("/request-session", &body).await?)
             }
             SessionCommand::Release { id } => {
-                let r = client
-                    .post("/release-session", &json!({"session_id": id}))
+                let r: Released = client
+                    .post_as("/release-session", &json!({"session_id": id}))
                     .await?;
-                println!("{}: {}", id, r["status"].as_str().unwrap_or("released"));
+                let status = match r.status {
+                    ReleaseStatus::Terminated => "terminated",
+                    ReleaseStatus::AlreadyGone => "already_gone",
+                };
+                println!("{}: {status}", r.session_id);
                 Ok(())
             }
             SessionCommand::List { json } => {
-                let list = client.get("/api/sessions").await?;
+                let list: Vec<Session> = client.get_as("/api/sessions").await?;
                 if json {
-                    print_json(&list)
+                    print_json(&json!(list))
                 } else {
-                    print(&output::render_sessions(
-                        list.as_array().map(Vec::as_slice).unwrap_or(&[]),
-                    ))
+                    print(&output::render_sessions(&list))
                 }
             }
         }

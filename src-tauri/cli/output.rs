@@ -1,6 +1,7 @@
 //! What the CLI prints for people: the instance table (with colour words, ANSI colour on a
 //! terminal) and the sessions table.
 
+use crate::core::sessions::Session;
 use crate::core::{Instance, State};
 
 pub fn age(secs: f64) -> String {
@@ -109,7 +110,7 @@ fn strip_ansi_len(s: &str) -> usize {
 }
 
 /// The human table of `session list`.
-pub fn render_sessions(sessions: &[serde_json::Value]) -> String {
+pub fn render_sessions(sessions: &[Session]) -> String {
     if sessions.is_empty() {
         return "No sessions.\n".to_string();
     }
@@ -119,10 +120,7 @@ pub fn render_sessions(sessions: &[serde_json::Value]) -> String {
     for s in sessions {
         out.push_str(&format!(
             "{:<33} {:<8} {:<32} {}\n",
-            s["session_id"].as_str().unwrap_or("-"),
-            s["pid"],
-            s["url"].as_str().unwrap_or("-"),
-            s["project_path"].as_str().unwrap_or("-"),
+            s.session_id, s.pid, s.url, s.project_path,
         ));
     }
     out

@@ -36,19 +36,26 @@ const LAUNCH_NUDGE: Duration = Duration::from_millis(250);
 const PORT_ATTEMPTS: usize = 3;
 
 /// The body of `POST /request-session`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
     pub project_path: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modes: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
     /// Return the live session already serving the same project and context, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<bool>,
+}
+
+/// The answer of `POST /release-session`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Released {
+    pub status: ReleaseStatus,
+    pub session_id: String,
 }
 
 /// One launched session, as persisted and as returned.
@@ -150,7 +157,7 @@ pub enum SessionError {
 }
 
 /// What `release` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseStatus {
     Terminated,

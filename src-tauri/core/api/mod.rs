@@ -13,7 +13,7 @@ pub mod serve;
 
 use crate::core::app::App;
 use crate::core::engine::{KillError, KillErrorKind};
-use crate::core::sessions::{SessionError, SessionRequest};
+use crate::core::sessions::{Released, SessionError, SessionRequest};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -292,15 +292,16 @@ struct ReleaseRequest {
 async fn release_session(
     State(state): State<App>,
     ApiJson(req): ApiJson<ReleaseRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Released>, ApiError> {
     let status = state
         .sessions()
         .release(&req.session_id)
         .await
         .map_err(session_error)?;
-    Ok(Json(
-        json!({"status": status, "session_id": req.session_id}),
-    ))
+    Ok(Json(Released {
+        status,
+        session_id: req.session_id,
+    }))
 }
 
 #[cfg(test)]
