@@ -286,17 +286,4 @@ mod tests {
             "same PID, another start: another process"
         );
     }
-
-    #[test]
-    fn state_words() {
-        assert_eq!(State::LiveNoProject.colour(), "yellow");
-        assert_eq!(
-            serde_json::to_string(&State::LiveWithProject).unwrap_or_default(),
-            "\"live_with_project\""
-        );
-        assert_eq!(
-            serde_json::to_string(&Transport::StreamableHttp).unwrap_or_default(),
-            "\"streamable-http\""
-        );
-    }
 }

@@ -564,29 +564,6 @@ mod tests {
         assert_eq!(plan(&snap, id(20, 200)), Plan::Tree(vec![id(20, 200)]));
     }
 
-    #[test]
-    fn default_timings_are_the_designs() {
-        let t = Timings::default();
-        assert_eq!(t.shutdown_wait, Duration::from_secs(3));
-        assert_eq!(t.term_wait, Duration::from_secs(2));
-        assert_eq!(t.verify_wait, Duration::from_secs(2));
-    }
-
-    #[test]
-    fn report_serialises_in_snake_case() {
-        let mut r = KillReport::new(20, vec![20, 21]);
-        r.outcome = Outcome::ShutDown;
-        r.signalled_term = vec![21];
-        let v = serde_json::to_value(&r).unwrap_or_default();
-        assert_eq!(v["outcome"], "shut_down");
-        assert_eq!(v["tree"], serde_json::json!([20, 21]));
-        assert_eq!(v["signalled_term"], serde_json::json!([21]));
-        assert_eq!(
-            serde_json::to_value(Outcome::AlreadyGone).unwrap_or_default(),
-            "already_gone"
-        );
-    }
-
     /// A live `sleep` child and its identity as the process table reports it.
     #[cfg(unix)]
     fn sleeper() -> (std::process::Child, ProcessId) {
