@@ -57,10 +57,20 @@ fn exit_watchers_end_with_their_instances_and_shutdown_ends_every_task() {
         let port = app.port();
         let before = pidfds();
         let mut shown = 0;
+        let mut armed = false;
         for _ in 0..CYCLES {
             std::fs::write(&registry, &entry).expect("write the registry");
             let all = app.core().refresh().await.expect("refresh");
             shown += usize::from(all.iter().any(|i| i.pid == sleeper));
+            if !armed {
+                // The first time, see its watcher open a pidfd (so the count below means something).
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while pidfds() <= before && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                armed = pidfds() > before;
+                assert!(armed, "an exit watcher opened a pidfd for the instance");
+            }
             std::fs::write(&registry, "[]").expect("empty the registry");
             let all = app.core().refresh().await.expect("refresh");
             assert!(all.iter().all(|i| i.pid != sleeper), "it left the model");

@@ -34,6 +34,11 @@ fn a_real_serena_with_tray_manager_reports_to_the_daemon_on_24224() {
     if std::net::TcpListener::bind(("127.0.0.1", SERENA_TRAY_PORT)).is_err() {
         // Taken (Serena's own tray manager runs here): the exact-bodies test below covers the
         // protocol on a private port. Say so rather than pass silently.
+        // A developer's desk may run Serena's own tray manager; CI must exercise it.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "port {SERENA_TRAY_PORT} is taken"
+        );
         eprintln!("port {SERENA_TRAY_PORT} is taken: real-Serena registration not exercised");
         return;
     }

@@ -154,21 +154,15 @@ impl App {
         });
     }
 
-    /// Runs an HTTP server in the background, tracked. It is handed a future that resolves
-    /// at shutdown; it then finishes the requests in flight, for a bounded time (`api::serve`).
-    pub(crate) fn spawn_server<F>(
-        &self,
-        name: &'static str,
-        serve: impl FnOnce(ShutdownSignal) -> F,
-    ) where
-        F: Future<Output = std::io::Result<()>> + Send + 'static,
-    {
-        let server = serve(Box::pin(self.inner.cancel.clone().cancelled_owned()));
-        self.inner.tasks.spawn(async move {
-            if let Err(e) = server.await {
-                tracing::error!("the {name} stopped: {e}");
-            }
-        });
+    /// Runs `task` in the background, tracked but not dropped at shutdown: it must end by itself
+    /// soon after [`App::cancelled`] resolves (a server finishing the requests in flight).
+    pub(crate) fn track(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(task);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
     }
 
     /// Resolves once shutdown has begun.
@@ -183,9 +177,6 @@ impl App {
         self.inner.tasks.wait().await;
     }
 }
-
-/// What a server is handed to learn that shutdown has begun.
-pub(crate) type ShutdownSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The PID of the Serena Tray serving this port, if one does and that PID really owns the
 /// listening socket. Before anything trusts an answer on the port (the CLI sending its token, a

@@ -10,7 +10,7 @@
 use crate::core::api;
 use crate::core::app::App;
 use crate::core::events::Event;
-use crate::core::model::{now, ProcessId, State};
+use crate::core::model::{now, ProcessId, State, ZombieReason};
 use crate::core::timeline::Timeline;
 use crate::core::tray_protocol;
 use std::collections::{HashMap, HashSet};
@@ -39,10 +39,16 @@ pub(crate) fn start(app: &App, listener: TcpListener) {
     }
     app.spawn(app.sessions().clone().follow(core.subscribe()));
     app.spawn(refresh_loop(app.clone()));
-    app.spawn(tray_protocol_loop(app.clone()));
+    app.track(tray_protocol_loop(app.clone()));
     let api_app = app.clone();
-    app.spawn_server("HTTP server", move |shutdown| {
-        api::serve(listener, api_app, shutdown)
+    app.track(async move {
+        let stop = {
+            let app = api_app.clone();
+            async move { app.cancelled().await }
+        };
+        if let Err(e) = api::serve(listener, api_app, stop).await {
+            tracing::error!("the HTTP server stopped: {e}");
+        }
     });
 }
 
@@ -60,8 +66,8 @@ async fn refresh_loop(app: App) {
 }
 
 /// Runs `handle` for every core event from `rx`; a subscriber that lagged skips what it missed
-/// (the next refresh brings the list up to date anyway). Ends when the bus closes; the app
-/// drops it at shutdown.
+/// (the next refresh brings the list up to date anyway). Runs until the app drops it at
+/// shutdown.
 pub(crate) async fn on_events<F, Fut>(mut rx: broadcast::Receiver<Event>, mut handle: F)
 where
     F: FnMut(Event) -> Fut,
@@ -77,25 +83,30 @@ where
 }
 
 /// Wakes the refresh loop the moment a known instance's process exits. One watcher per live
-/// instance, cancelled when the instance leaves the model (so a watcher never outlives it; after
-/// missed events, the watchers are checked against the model).
+/// instance, cancelled when the instance leaves the model, so a watcher never outlives it; after
+/// missed events the watchers are made to match the model again.
 async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
     let mut watchers: HashMap<ProcessId, CancellationToken> = HashMap::new();
+    let arm = |watchers: &mut HashMap<ProcessId, CancellationToken>, id: ProcessId| {
+        let stop = CancellationToken::new();
+        if let Some(old) = watchers.insert(id, stop.clone()) {
+            old.cancel();
+        }
+        let core = app.core().clone();
+        app.spawn(async move {
+            tokio::select! {
+                gone = exited(id) => if gone { core.wake() },
+                _ = stop.cancelled() => {}
+            }
+        });
+    };
     loop {
         match rx.recv().await {
-            Ok(Event::InstanceAdded { instance }) if instance.state != State::Zombie => {
-                let id = instance.process_id();
-                let stop = CancellationToken::new();
-                if let Some(old) = watchers.insert(id, stop.clone()) {
-                    old.cancel();
-                }
-                let core = app.core().clone();
-                app.spawn(async move {
-                    tokio::select! {
-                        gone = exited(id) => if gone { core.wake() },
-                        _ = stop.cancelled() => {}
-                    }
-                });
+            // Every instance whose process runs (a dead record has none to watch).
+            Ok(Event::InstanceAdded { instance })
+                if instance.state_reason != Some(ZombieReason::Dead) =>
+            {
+                arm(&mut watchers, instance.process_id());
             }
             Ok(Event::InstanceRemoved { pid, started_at }) => {
                 if let Some(stop) = watchers.remove(&ProcessId::of_record(pid, started_at)) {
@@ -104,19 +115,25 @@ async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                let known: HashSet<ProcessId> = app
+                let live: HashSet<ProcessId> = app
                     .core()
                     .instances()
                     .iter()
+                    .filter(|i| i.state_reason != Some(ZombieReason::Dead))
                     .map(|i| i.process_id())
                     .collect();
                 watchers.retain(|id, stop| {
-                    let keep = known.contains(id);
+                    let keep = live.contains(id);
                     if !keep {
                         stop.cancel();
                     }
                     keep
                 });
+                for id in live {
+                    if !watchers.contains_key(&id) {
+                        arm(&mut watchers, id);
+                    }
+                }
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -223,11 +240,12 @@ async fn auto_kill(app: App, rx: broadcast::Receiver<Event>) {
 }
 
 /// Serves Serena's tray protocol; if the port is taken (Serena's own tray manager runs), says so
-/// once, works on from discovery, and takes the port over when it frees.
+/// once, works on from discovery, and takes the port over when it frees. Ends at shutdown, once
+/// the requests in flight are answered.
 async fn tray_protocol_loop(app: App) {
     let port = app.tray_protocol_port();
     let mut warned = false;
-    loop {
+    while !app.is_cancelled() {
         match TcpListener::bind(("127.0.0.1", port)).await {
             Ok(listener) => {
                 if warned {
@@ -252,7 +270,10 @@ async fn tray_protocol_loop(app: App) {
                 }
             }
         }
-        tokio::time::sleep(TRAY_PORT_RETRY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(TRAY_PORT_RETRY) => {}
+            _ = app.cancelled() => {}
+        }
     }
 }
 

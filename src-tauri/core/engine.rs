@@ -1,11 +1,13 @@
-//! The running core: one cloneable [`Core`] handle (an `Arc` inside) that the CLI, the daemon,
-//! the HTTP API, the tray and the tests all drive. This file holds the handle itself: the event
-//! bus, the instances as of the last refresh, tray-protocol registrations and the marks sessions
-//! put on the processes they launched.
+//! The model's handle: one cloneable [`Core`] (an `Arc` inside) that the [`App`] holds and that
+//! the one-shot CLI verbs (`list`, `kill` without a daemon) and the tests use directly. This file
+//! holds the handle itself: the settings, the event bus, the instances as of the last refresh,
+//! tray-protocol registrations and the marks sessions put on the processes they launched.
 //!
 //! Deliberately not here: looking at the world and deciding what it means (`refresh`), killing
-//! (`kill`, with the reaper as its primitive), the timer that calls `refresh` (the daemon's loop),
-//! and sessions.
+//! (`kill`, with the reaper as its primitive), the timer that calls `refresh` (the app's
+//! background refresh loop), and sessions.
+//!
+//! [`App`]: crate::core::app::App
 
 use super::events::Event;
 use super::model::{Instance, ProcessId};

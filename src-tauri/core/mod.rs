@@ -1,6 +1,7 @@
 //! The core: everything that is not GUI. It finds and classifies Serena instances, keeps the
-//! shared registry, and publishes typed events. It never imports tauri: the tray shell, the
-//! daemon, the CLI and the tests all drive it through one cloneable [`Core`] handle.
+//! shared registry, launches and releases sessions, serves the API, and publishes typed events.
+//! It never imports tauri: the tray shell, the daemon verb and the CLI drive the running program
+//! through one cloneable [`app::App`] handle (the model's own handle, [`Core`], is inside it).
 
 pub mod api;
 pub mod app;

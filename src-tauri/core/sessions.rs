@@ -164,7 +164,7 @@ pub enum ReleaseStatus {
     AlreadyGone,
 }
 
-/// The instance manager. Cloneable; one per running daemon.
+/// The instance manager. Cloneable; one per running [`App`](crate::core::app::App).
 #[derive(Clone)]
 pub struct Sessions {
     inner: Arc<SessionsInner>,
@@ -220,7 +220,7 @@ impl Sessions {
     }
 
     /// Follows the core's events: a session whose Serena leaves the model (it exited, or was
-    /// killed other than by `release`) is marked ended. Runs until the bus closes.
+    /// killed other than by `release`) is marked ended. Runs until the app drops it at shutdown.
     pub async fn follow(self, rx: broadcast::Receiver<Event>) {
         on_events(rx, |event| {
             let this = self.clone();
@@ -342,7 +342,10 @@ impl Sessions {
             Ok(session) => {
                 let mut sessions = self.inner.sessions.lock().await;
                 sessions.insert(plan.session_id.clone(), session.clone());
-                self.persist(&mut sessions)?;
+                if let Err(e) = self.persist(&mut sessions) {
+                    // It runs and is known here; the next write records it.
+                    tracing::warn!("{e}");
+                }
                 drop(sessions);
                 core.publish(Event::SessionReady {
                     session: session.clone(),
@@ -544,17 +547,30 @@ impl Sessions {
     /// Releases a session: reaps its whole tree. `AlreadyGone` if its process had ended or it
     /// was released before.
     pub async fn release(&self, id: &str) -> std::result::Result<ReleaseStatus, SessionError> {
-        // Take it out of the table first so the lock is not held through the reap.
+        // Its own task, like a launch: a client that hangs up cannot stop it half-way.
+        let (this, id) = (self.clone(), id.to_string());
+        let release = self
+            .inner
+            .tasks
+            .spawn(async move { this.release_here(&id).await });
+        release.await.map_err(|e| SessionError::Store {
+            path: "release task".into(),
+            message: e.to_string(),
+        })?
+    }
+
+    async fn release_here(&self, id: &str) -> std::result::Result<ReleaseStatus, SessionError> {
+        // Marked released before the reap, so that neither a second release nor its Serena's
+        // exit (seen by `follow`) takes it for a live session meanwhile; put back if it fails.
         let session = {
             let mut sessions = self.inner.sessions.lock().await;
-            match sessions.get(id) {
+            let session = match sessions.get(id) {
                 None => return Err(SessionError::UnknownSession(id.to_string())),
                 Some(s) if !s.is_active() => return Ok(ReleaseStatus::AlreadyGone),
-                Some(_) => {}
-            }
-            sessions
-                .remove(id)
-                .ok_or_else(|| SessionError::UnknownSession(id.to_string()))?
+                Some(s) => s.clone(),
+            };
+            sessions.insert(id.to_string(), session.clone().ended(EndReason::Released));
+            session
         };
         let pid = session.process_id();
         let reaped = reaper::reap(
@@ -575,7 +591,6 @@ impl Sessions {
                 });
             }
         };
-        sessions.insert(id.to_string(), session.ended(EndReason::Released));
         if let Err(e) = self.persist(&mut sessions) {
             // It is released all the same; the next write records it.
             tracing::warn!("{e}");

@@ -134,6 +134,15 @@ mod linux {
         }
     }
 
+    /// Whether a listener bound to `ip` answers connections to 127.0.0.1.
+    fn reached_from_loopback(ip: IpAddr) -> bool {
+        match canonical(ip) {
+            IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified(),
+            // `::` takes IPv4 connections too, unless the socket is IPv6-only (rare).
+            IpAddr::V6(v6) => v6.is_unspecified(),
+        }
+    }
+
     fn rows(mut keep: impl FnMut(&TcpRow) -> bool) -> Vec<TcpRow> {
         let mut out = Vec::new();
         for table in TABLES {
@@ -196,7 +205,11 @@ mod linux {
             if owned.is_empty() {
                 return out;
             }
-            let by_inode: HashMap<u64, u16> = rows(|r| r.state == TCP_LISTEN && r.inode != 0)
+            // Only sockets that 127.0.0.1 reaches: everything here connects there, and a socket
+            // on another address (say [::1]) with the same port number is not the one answering.
+            let by_inode: HashMap<u64, u16> = rows(|r| {
+                r.state == TCP_LISTEN && r.inode != 0 && reached_from_loopback(r.local.ip())
+            })
                 .into_iter()
                 .map(|r| (r.inode, r.local.port()))
                 .collect();

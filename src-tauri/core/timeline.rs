@@ -4,7 +4,7 @@
 //! A line is never split across two files. Files are created 0600 and never opened through a
 //! symbolic link (see `files`).
 //!
-//! Deliberately not here: what a line says (the daemon formats events), reading the timeline
+//! Deliberately not here: what a line says (`background` formats events), reading the timeline
 //! back, and running off the async runtime (`append` blocks; callers use `spawn_blocking`).
 //! Appends from one process are serialised; two processes rotating one file at the same moment
 //! are not coordinated (one Serena Tray runs per user).

@@ -211,6 +211,8 @@ mod tests {
     #[test]
     fn a_token_of_another_user_is_refused() {
         if rustix::process::geteuid().as_raw() != 0 {
+            // CI runs as root and must exercise it; a developer's run says it was skipped.
+            assert!(std::env::var_os("CI").is_none(), "CI must run this as root");
             eprintln!("not root: cannot give a file to another user, skipped");
             return;
         }

@@ -5,6 +5,7 @@
 //! Usage: cargo run --release --example bench-refresh [-- INSTANCES RUNS]
 //! (defaults: 10 fake Serena instances from tests/fake-serena, 50 refreshes each).
 
+use serena_tray::core::procs::{Scope, SCOPE_VAR};
 use serena_tray::core::{Core, Settings};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -43,6 +44,18 @@ fn measure(rt: &tokio::runtime::Runtime, core: &Core, runs: usize) -> (Vec<f64>,
     (times, seen)
 }
 
+/// The benchmark's settings: its own scope (the marker its fakes carry), so that Serenas already
+/// running on the machine neither count nor skew the figures.
+fn settings(serena_home: &std::path::Path) -> Settings {
+    let mut s = Settings::defaults(serena_home.to_path_buf());
+    s.scope = Scope::Marked(marker(serena_home));
+    s
+}
+
+fn marker(serena_home: &std::path::Path) -> String {
+    format!("bench-refresh-{}", serena_home.display())
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -58,7 +71,7 @@ fn main() {
         .build()
         .expect("runtime");
 
-    let core = Core::new(Settings::defaults(serena_home.clone()));
+    let core = Core::new(settings(&serena_home));
     let (idle, _) = measure(&rt, &core, runs);
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake-serena/serena");
@@ -68,6 +81,7 @@ fn main() {
                 .arg(&script)
                 .arg("start-mcp-server")
                 .env("SERENA_HOME", &serena_home)
+                .env(SCOPE_VAR, marker(&serena_home))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -76,7 +90,7 @@ fn main() {
         })
         .collect();
     // Wait until all answer.
-    let core = Core::new(Settings::defaults(serena_home.clone()));
+    let core = Core::new(settings(&serena_home));
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let all = rt.block_on(core.refresh()).unwrap_or_default();
@@ -90,7 +104,7 @@ fn main() {
     // One-shot `list` as a user runs it: a new core each time (first sight: overview fetches).
     let mut first = Vec::new();
     for _ in 0..runs.min(20) {
-        let fresh = Core::new(Settings::defaults(serena_home.clone()));
+        let fresh = Core::new(settings(&serena_home));
         let t = Instant::now();
         let _ = rt.block_on(fresh.refresh());
         first.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -148,7 +162,7 @@ async fn exit_latencies(
 ) -> Vec<f64> {
     use serena_tray::core::app::{App, Started};
     use serena_tray::core::Event;
-    let mut settings = Settings::defaults(serena_home.to_path_buf());
+    let mut settings = settings(serena_home);
     settings.dashboard.port = 0;
     settings.tray.tray_protocol_port = 0;
     let Ok(Started::Running(app)) = App::start(settings).await else {
@@ -161,6 +175,7 @@ async fn exit_latencies(
         let Ok(mut child) = tokio::process::Command::new("python3")
             .arg(script)
             .arg("start-mcp-server")
+            .env(SCOPE_VAR, marker(serena_home))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -210,6 +210,8 @@ async fn shutdown(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let pid = parse_pid(&raw)?;
+    // A dead record or one without a dashboard: 409, as for the overview.
+    dashboard_port(&state, pid)?;
     state.core().shutdown(pid).await.map_err(kill_error)?;
     Ok(Json(json!({"status": "asked", "pid": pid})))
 }
@@ -241,7 +243,15 @@ async fn events(State(state): State<App>) -> Sse<impl Stream<Item = Result<SseEv
             Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
         }
     });
-    Sse::new(stream::once(async move { Ok(snapshot) }).chain(live)).keep_alive(KeepAlive::default())
+    // The stream ends when the app shuts down, so that an open page does not hold it up.
+    let app = state.clone();
+    let stop = async move { app.cancelled().await };
+    Sse::new(
+        stream::once(async move { Ok(snapshot) })
+            .chain(live)
+            .take_until(stop),
+    )
+    .keep_alive(KeepAlive::default())
 }
 
 async fn sessions(State(state): State<App>) -> Json<Value> {

@@ -71,6 +71,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     // Flipped (or dropped) to end every connection at once, after the grace.
     let (drop_all, dropped) = watch::channel(false);
+    let connections = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
 
     loop {
@@ -106,7 +107,7 @@ pub async fn serve(
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let mut dropped = dropped.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             tokio::select! {
                 result = conn => {
                     if let Err(e) = result {
@@ -127,6 +128,9 @@ pub async fn serve(
         tracing::debug!("{local}: dropping the connections still open after the grace");
     }
     let _ = drop_all.send(true);
+    // Returns only once every connection's task is gone.
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! The security layer and the handlers in-process: `router(app)` driven with
-//! `tower::ServiceExt::oneshot`, no socket, no daemon process. The app's discovery is scoped to
+//! `tower::ServiceExt::oneshot`: requests go straight to the router, not through a socket, and no daemon process runs (the app does bind its ports, as it always does). The app's discovery is scoped to
 //! a marker no process carries, so nothing on this machine is seen, let alone signalled. The
 //! end-to-end tests through the binary are in tests/api.rs.
 

@@ -6,7 +6,7 @@
 //! functions over the model (`tracked`) and a scan, so every decision is unit-tested (`tests`)
 //! with scans built in the test; this file only runs them in order, with the I/O between.
 //!
-//! Deliberately not here: the timer that calls `refresh` (the daemon's loop), the states'
+//! Deliberately not here: the timer that calls `refresh` (the app's refresh loop, `background`), the states'
 //! rules themselves (`classify`), and killing.
 
 mod apply;
