@@ -99,3 +99,38 @@ fn exit_watchers_end_with_their_instances_and_shutdown_ends_every_task() {
         );
     });
 }
+
+#[test]
+fn shutdown_is_prompt_with_an_event_stream_open() {
+    let home = Home::new();
+    block_on(async {
+        let app = start(&home).await;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let mut stream = client
+            .get(format!("http://127.0.0.1:{}/api/events", app.port()))
+            .bearer_auth(app.token())
+            .send()
+            .await
+            .expect("the event stream");
+        let first = stream.chunk().await.expect("read").expect("a chunk");
+        assert!(String::from_utf8_lossy(&first).contains("snapshot"));
+        // The stream ends with the app instead of holding its shutdown for the servers' grace
+        // (api::serve::SHUTDOWN_GRACE, 5 s).
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(4), app.shutdown())
+            .await
+            .expect("shutdown does not wait for an open event stream");
+        eprintln!(
+            "shutdown with an open event stream: {:?}",
+            started.elapsed()
+        );
+        let rest = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(_)) = stream.chunk().await {}
+        })
+        .await;
+        assert!(rest.is_ok(), "the stream ended");
+    });
+}

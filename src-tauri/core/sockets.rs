@@ -210,9 +210,9 @@ mod linux {
             let by_inode: HashMap<u64, u16> = rows(|r| {
                 r.state == TCP_LISTEN && r.inode != 0 && reached_from_loopback(r.local.ip())
             })
-                .into_iter()
-                .map(|r| (r.inode, r.local.port()))
-                .collect();
+            .into_iter()
+            .map(|r| (r.inode, r.local.port()))
+            .collect();
             for (pid, inode) in owned {
                 if let Some(port) = by_inode.get(&inode) {
                     out.entry(pid).or_default().insert(*port);
