@@ -61,6 +61,9 @@ pub(super) struct Inner {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registration {
     pub pid: u32,
+    /// The registered process's start time, so that a process that reuses its PID is never
+    /// taken for it.
+    pub start_time: u64,
     pub port: u16,
     pub project: Option<String>,
 }

@@ -155,19 +155,23 @@ async fn register(
         return Err(full(RegisterError::Full));
     }
     let caller = caller(&state, peer);
-    if let Err(refusal) = verify_registration(&state, caller, b.pid, b.port).await {
-        tracing::info!(
-            "tray protocol: refused the registration of pid {} on port {}: {}",
-            b.pid,
-            b.port,
-            refusal.message
-        );
-        return Err(refusal);
-    }
+    let start_time = match verify_registration(&state, caller, b.pid, b.port).await {
+        Ok(start_time) => start_time,
+        Err(refusal) => {
+            tracing::info!(
+                "tray protocol: refused the registration of pid {} on port {}: {}",
+                b.pid,
+                b.port,
+                refusal.message
+            );
+            return Err(refusal);
+        }
+    };
     state
         .core
         .register(Registration {
             pid: b.pid,
+            start_time,
             port: b.port,
             project: b.project.clone(),
         })
@@ -295,14 +299,14 @@ async fn verify_registration(
     caller: Caller,
     pid: u32,
     port: u16,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     verify_caller(state, caller, pid).await?;
-    if !blocking(state, move || looks_like_serena(pid)).await? {
+    let Some(start_time) = blocking(state, move || serena_start_time(pid)).await? else {
         return Err(ApiError::forbidden(
             "not_serena",
             format!("process {pid} is not a running Serena MCP server"),
         ));
-    }
+    };
     let deadline = Instant::now() + REGISTER_GRACE;
     loop {
         if blocking(state, move || {
@@ -310,7 +314,7 @@ async fn verify_registration(
         })
         .await?
         {
-            return Ok(());
+            return Ok(start_time);
         }
         if Instant::now() >= deadline {
             return Err(ApiError::forbidden(
@@ -322,21 +326,22 @@ async fn verify_registration(
     }
 }
 
-/// Whether this PID's command line is a Serena MCP server's.
-fn looks_like_serena(pid: u32) -> bool {
+/// The start time of this PID's process if its command line is a Serena MCP server's.
+fn serena_start_time(pid: u32) -> Option<u64> {
     use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
     let mut sys = System::new();
     let p = Pid::from_u32(pid);
     let kind = ProcessRefreshKind::nothing().with_cmd(UpdateKind::Always);
     sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[p]), true, kind);
-    sys.process(p).is_some_and(|proc| {
-        let cmdline: Vec<String> = proc
-            .cmd()
-            .iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect();
-        proc.status() != ProcessStatus::Zombie && crate::core::cmdline::parse(&cmdline).is_some()
-    })
+    let proc = sys.process(p)?;
+    let cmdline: Vec<String> = proc
+        .cmd()
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let serena =
+        proc.status() != ProcessStatus::Zombie && crate::core::cmdline::parse(&cmdline).is_some();
+    serena.then(|| proc.start_time())
 }
 
 /// The caller is this user's and is `pid`, one of its ancestors or one of its descendants.
@@ -530,6 +535,7 @@ mod tests {
         for port in 0..MAX_REGISTRATIONS as u16 {
             core.register(Registration {
                 pid: 7,
+                start_time: 0,
                 port,
                 project: None,
             })
@@ -537,6 +543,7 @@ mod tests {
         }
         let one_more = Registration {
             pid: 7,
+            start_time: 0,
             port: 9999,
             project: None,
         };
@@ -544,6 +551,7 @@ mod tests {
         // Re-registering a held port replaces it, full or not.
         let again = Registration {
             pid: 8,
+            start_time: 0,
             port: 3,
             project: Some("p".into()),
         };

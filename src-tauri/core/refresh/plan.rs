@@ -5,6 +5,7 @@
 
 use super::scan::Scan;
 use super::tracked::{dead_from_registry, first_sight, Model, OverviewFor, Registered, Sighting};
+use crate::core::engine::Registration;
 use crate::core::model::{Epoch, ProcessId, Source};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use std::collections::HashSet;
@@ -90,14 +91,17 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
         sessions,
         ..
     } = model;
-    registrations.retain(|_, r| scan.visible(r.pid).is_some());
+    // A registration lasts while its very process does (not another that reused the PID).
+    let registered =
+        |r: &Registration| scan.visible(r.pid).filter(|p| p.start_time == r.start_time);
+    registrations.retain(|_, r| registered(r).is_some());
     // Sources are recomputed each time: a registration or a session can end.
     for t in tracked.values_mut() {
         t.registered = Registered::No;
         t.inst.source = t.base_source;
     }
     for r in registrations.values() {
-        let Some(proc) = scan.visible(r.pid) else {
+        let Some(proc) = registered(r) else {
             continue;
         };
         let key = proc.id();

@@ -482,6 +482,7 @@ fn a_registered_serena_takes_the_registrations_project_until_its_dashboard_answe
         DASH,
         Registration {
             pid: 200,
+            start_time: s.start_time,
             port: DASH,
             project: Some("registered".into()),
         },
@@ -516,6 +517,32 @@ fn a_registered_serena_takes_the_registrations_project_until_its_dashboard_answe
 }
 
 #[test]
+fn a_registration_ends_when_its_pid_names_another_process() {
+    let s = serena(200, 100, "--project /w/cmdline");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut model = Model::default();
+    model.registrations.insert(
+        DASH,
+        Registration {
+            pid: 200,
+            // Registered by an older process that held PID 200.
+            start_time: s.start_time - 30,
+            port: DASH,
+            project: Some("theirs".into()),
+        },
+    );
+    refresh(&mut model, &world, T0, &[]);
+    let i = instance(&model, id(&s));
+    assert_eq!(i.source, Source::Discovery, "not the registered process");
+    assert_ne!(i.project_name.as_deref(), Some("theirs"));
+    assert!(
+        model.registrations.is_empty(),
+        "the registration is dropped"
+    );
+}
+
+#[test]
 fn a_registration_that_is_not_serena_is_shown_but_never_recorded_or_trusted() {
     let other = proc(500, 1, T0 - 60.0, "node", "node server.js");
     let mut world = World::of([init(), other.clone()]);
@@ -525,6 +552,7 @@ fn a_registration_that_is_not_serena_is_shown_but_never_recorded_or_trusted() {
         24300,
         Registration {
             pid: 500,
+            start_time: other.start_time,
             port: 24300,
             project: None,
         },
@@ -688,6 +716,7 @@ fn nothing_outside_the_scope_is_seen() {
         DASH,
         Registration {
             pid: 300,
+            start_time: theirs.start_time,
             port: DASH,
             project: None,
         },
