@@ -75,9 +75,12 @@ impl App {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 // Lost a race with another starting Serena Tray? Then it answers in a moment.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if verified_pid(port).await.is_some() {
-                    return Ok(already());
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                while tokio::time::Instant::now() < deadline {
+                    if verified_pid(port).await.is_some() {
+                        return Ok(already());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 return Err(AppError::PortTaken { port });
             }

@@ -154,6 +154,9 @@ pub enum SessionError {
     ReleaseFailed { id: String, message: String },
     #[error("{path}: {message}")]
     Store { path: String, message: String },
+    /// The task that ran the launch or the release failed (a bug, or shutdown).
+    #[error("the session task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// What `release` did.
@@ -281,10 +284,7 @@ impl Sessions {
             .inner
             .tasks
             .spawn(async move { this.request_here(req).await });
-        launch.await.map_err(|e| SessionError::Store {
-            path: "launch task".into(),
-            message: e.to_string(),
-        })?
+        launch.await?
     }
 
     async fn request_here(
@@ -553,10 +553,7 @@ impl Sessions {
             .inner
             .tasks
             .spawn(async move { this.release_here(&id).await });
-        release.await.map_err(|e| SessionError::Store {
-            path: "release task".into(),
-            message: e.to_string(),
-        })?
+        release.await?
     }
 
     async fn release_here(&self, id: &str) -> std::result::Result<ReleaseStatus, SessionError> {

@@ -272,6 +272,7 @@ fn session_error(e: SessionError) -> ApiError {
         SessionError::UnknownSession(_) => (StatusCode::NOT_FOUND, "unknown_session"),
         SessionError::ReleaseFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "release_failed"),
         SessionError::Store { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
+        SessionError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     ApiError::new(status, code, msg)
 }
