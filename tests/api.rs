@@ -72,22 +72,7 @@ fn a_pid_that_is_not_serena_is_refused_at_registration_and_never_killed() {
     let home = Home::new();
     let mut reaper = Reaper::default();
     // Not Serena, yet it does listen on the port it will claim.
-    let port = free_port();
-    let mut cmd = std::process::Command::new("python3");
-    home.env(&mut cmd);
-    let imposter = reaper.adopt(
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server"),
-    );
-    wait_for(
-        "the imposter to listen",
-        std::time::Duration::from_secs(20),
-        || serena_tray::core::sockets::pid_owns_port(imposter, port).then_some(()),
-    );
+    let (imposter, port) = spawn_non_serena_listener(&home, &mut reaper);
     let d = home.daemon();
     // It registers over Serena's tray protocol, claiming to be an instance: refused outright.
     assert_error(

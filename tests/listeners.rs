@@ -48,17 +48,6 @@ fn held_connections(pid: u32, port: u16) -> usize {
         .count()
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// One GET with a fresh connection: (status, how long it took).
 fn timed_get(port: u16, path: &str) -> (u16, Duration) {
     let url = format!("http://127.0.0.1:{port}{path}");

@@ -140,17 +140,6 @@ except urllib.error.HTTPError as e:
     )
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn serenas_exact_request_bodies_register_update_and_unregister() {
     let home = Home::new();
@@ -294,20 +283,7 @@ fn a_registration_for_a_pid_that_does_not_listen_on_the_port_is_refused() {
 fn a_registration_for_a_process_that_is_not_serena_is_refused() {
     let home = Home::new();
     let mut reaper = Reaper::default();
-    let port = free_port();
-    let mut cmd = Command::new("python3");
-    home.env(&mut cmd);
-    let server = reaper.adopt(
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server"),
-    );
-    wait_for("the web server to listen", Duration::from_secs(20), || {
-        serena_tray::core::sockets::pid_owns_port(server, port).then_some(())
-    });
+    let (server, port) = spawn_non_serena_listener(&home, &mut reaper);
     let d = home.daemon();
     let (status, body) = post(d.tray_port, "/register", registration(server, port, None));
     assert_eq!((status, error_code(&body)), (403, "not_serena"), "{body}");

@@ -538,3 +538,35 @@ pub fn json_request(method: &str, port: u16, path: &str, body: Option<Value>) ->
         (status, resp.json().await.unwrap_or(Value::Null))
     })
 }
+
+/// A process of this test that is not Serena yet listens on a port (Python's web server, in the
+/// test's scope): (its PID, its port), once it listens.
+pub fn spawn_non_serena_listener(home: &Home, reaper: &mut Reaper) -> (u32, u16) {
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    home.env(&mut cmd);
+    let pid = reaper.adopt(
+        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    );
+    wait_for("the web server to listen", Duration::from_secs(20), || {
+        serena_tray::core::sockets::pid_owns_port(pid, port).then_some(())
+    });
+    (pid, port)
+}
+
+/// Resident memory of a process, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
