@@ -288,6 +288,16 @@ mod tests {
         let mut other = spawn(Some("someone-else"));
         let mut outside = spawn(None);
         let pids = [inside.id(), other.id(), outside.id()];
+        // Between fork and exec a child still shows its parent's environment: wait for exec.
+        for pid in pids {
+            let start = std::time::Instant::now();
+            while !std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\0"))
+            {
+                assert!(start.elapsed() < std::time::Duration::from_secs(10));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         let mut sys = System::new();
         let admitted = Scope::Marked(marker).admitted(&mut sys, &pids);
         assert_eq!(admitted, Some(HashSet::from([inside.id()])));
