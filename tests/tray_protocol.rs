@@ -214,24 +214,7 @@ fn a_request_with_an_origin_header_is_refused() {
     let d = home.daemon();
     let tp = d.tray_port;
     let send = |method: &str, path: &str, body: Option<Value>| {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let url = format!("http://127.0.0.1:{tp}{path}");
-        block_on(async move {
-            let mut req = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client")
-                .request(method, url)
-                .header("origin", "http://evil.example");
-            if let Some(b) = body {
-                req = req
-                    .header("content-type", "application/json")
-                    .body(b.to_string());
-            }
-            let resp = req.send().await.expect("request");
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        })
+        json_request_with(method, tp, path, body, &[("origin", "http://evil.example")])
     };
     // Everything else about this registration checks out.
     let (status, body) = send("POST", "/register", Some(registration(pid, ports[0], None)));

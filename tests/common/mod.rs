@@ -520,14 +520,32 @@ impl Drop for Daemon {
 
 /// A plain JSON request to a loopback port (no token): (status, JSON body or Null).
 pub fn json_request(method: &str, port: u16, path: &str, body: Option<Value>) -> (u16, Value) {
+    json_request_with(method, port, path, body, &[])
+}
+
+/// [`json_request`] with extra headers.
+pub fn json_request_with(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let url = format!("http://127.0.0.1:{port}{path}");
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     block_on(async move {
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
             .expect("client");
         let mut req = client.request(method, &url);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")

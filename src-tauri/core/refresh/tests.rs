@@ -46,6 +46,17 @@ fn serena(pid: u32, ppid: u32, args: &str) -> Proc {
     proc(pid, ppid, T0 - 5.0, "python3", &cmdline)
 }
 
+/// Records a tray-protocol registration of `pid` (its process started at `start_time`).
+fn register(model: &mut Model, pid: u32, start_time: u64, port: u16, project: Option<String>) {
+    let r = Registration {
+        pid,
+        start_time,
+        port,
+        project,
+    };
+    model.registrations.insert(port, r);
+}
+
 /// The machine as a scan sees it: processes, the registry's entries, listening ports.
 #[derive(Clone, Default)]
 struct World {
@@ -478,14 +489,12 @@ fn a_registered_serena_takes_the_registrations_project_until_its_dashboard_answe
     let mut world = World::of([init(), client(100), s.clone()]);
     world.ports = vec![(200, DASH)];
     let mut model = Model::default();
-    model.registrations.insert(
+    register(
+        &mut model,
+        200,
+        s.start_time,
         DASH,
-        Registration {
-            pid: 200,
-            start_time: s.start_time,
-            port: DASH,
-            project: Some("registered".into()),
-        },
+        Some("registered".into()),
     );
     let d = refresh(&mut model, &world, T0, &[]);
     assert_eq!(said(&d), ["added 200 live_with_project"]);
@@ -522,15 +531,13 @@ fn a_registration_ends_when_its_pid_names_another_process() {
     let mut world = World::of([init(), client(100), s.clone()]);
     world.ports = vec![(200, DASH)];
     let mut model = Model::default();
-    model.registrations.insert(
+    // Registered by an older process that held PID 200.
+    register(
+        &mut model,
+        200,
+        s.start_time - 30,
         DASH,
-        Registration {
-            pid: 200,
-            // Registered by an older process that held PID 200.
-            start_time: s.start_time - 30,
-            port: DASH,
-            project: Some("theirs".into()),
-        },
+        Some("theirs".into()),
     );
     refresh(&mut model, &world, T0, &[]);
     let i = instance(&model, id(&s));
@@ -548,15 +555,7 @@ fn a_registration_that_is_not_serena_is_shown_but_never_recorded_or_trusted() {
     let mut world = World::of([init(), other.clone()]);
     world.ports = vec![(500, 24300)];
     let mut model = Model::default();
-    model.registrations.insert(
-        24300,
-        Registration {
-            pid: 500,
-            start_time: other.start_time,
-            port: 24300,
-            project: None,
-        },
-    );
+    register(&mut model, 500, other.start_time, 24300, None);
     let d = refresh(&mut model, &world, T0, &[]);
     assert_eq!(said(&d), ["added 500 live_no_project"]);
     let i = instance(&model, id(&other));
@@ -712,15 +711,7 @@ fn nothing_outside_the_scope_is_seen() {
     world.admitted = Some(HashSet::from([200]));
     world.registry = vec![RegistryEntry::new(300, T0 - 4.5)];
     let mut model = Model::default();
-    model.registrations.insert(
-        DASH,
-        Registration {
-            pid: 300,
-            start_time: theirs.start_time,
-            port: DASH,
-            project: None,
-        },
-    );
+    register(&mut model, 300, theirs.start_time, DASH, None);
     let d = refresh(&mut model, &world, T0, &[]);
     assert_eq!(said(&d), ["added 200 live_no_project"]);
     assert_eq!(
