@@ -5,7 +5,7 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde_json::{json, Value};
 use serena_tray::core::procs::{Scope, Snapshot, SCOPE_VAR};
 use serena_tray::core::{Core, Settings};
 use std::path::{Path, PathBuf};
@@ -587,4 +587,120 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A home whose tray config points at the test venv's Serena.
+pub fn home_with_serena() -> Home {
+    let home = Home::new();
+    let tray = home.serena_home().join("tray");
+    std::fs::create_dir_all(&tray).expect("mkdir");
+    std::fs::write(
+        tray.join("config.toml"),
+        format!(
+            "serena_command = [{:?}]\n",
+            serena_exe().to_str().expect("utf8")
+        ),
+    )
+    .expect("config");
+    home
+}
+
+/// One MCP JSON-RPC call over streamable HTTP; returns (session header, JSON reply or Null).
+pub async fn mcp(
+    client: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (Option<String>, u16, Value) {
+    let mut req = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .json(&body);
+    if let Some(s) = session {
+        req = req
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-03-26");
+    }
+    let resp = req.send().await.expect("MCP request");
+    let status = resp.status().as_u16();
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let text = resp.text().await.unwrap_or_default();
+    // The reply is JSON or one server-sent event carrying it.
+    let json = serde_json::from_str(&text).ok().or_else(|| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find_map(|d| serde_json::from_str(d.trim()).ok())
+    });
+    (sid, status, json.unwrap_or(Value::Null))
+}
+
+pub fn tools_over_mcp(url: &str) -> Vec<String> {
+    block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let (sid, status, init) = mcp(
+            &client,
+            url,
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-03-26", "capabilities": {},
+                "clientInfo": {"name": "serena-tray-test", "version": "1"}}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{init:?}");
+        assert!(init["result"]["serverInfo"].is_object(), "{init:?}");
+        let sid = sid.expect("mcp-session-id");
+        let (_, status, _) = mcp(
+            &client,
+            url,
+            Some(&sid),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+        assert_eq!(status, 202);
+        let (_, status, list) = mcp(
+            &client,
+            url,
+            Some(&sid),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{list:?}");
+        list["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(String::from))
+            .collect()
+    })
+}
+
+/// The process tree under `pid` once its language server has started.
+pub fn tree_with_language_server(pid: u32) -> Vec<u32> {
+    wait_for(
+        "the language server under Serena",
+        Duration::from_secs(90),
+        || {
+            let snap = Snapshot::capture(&mut System::new());
+            let d: Vec<u32> = snap
+                .descendants(pid)
+                .iter()
+                .filter(|p| p.cmdline.iter().any(|a| a.contains("jedi-language-server")))
+                .map(|p| p.pid)
+                .collect();
+            (!d.is_empty()).then(|| {
+                let mut all: Vec<u32> = snap.descendants(pid).iter().map(|p| p.pid).collect();
+                all.push(pid);
+                all
+            })
+        },
+    )
 }
