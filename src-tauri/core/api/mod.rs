@@ -10,14 +10,15 @@ pub mod error;
 pub mod overview;
 pub mod security;
 pub mod serve;
+pub mod ui;
 
 use crate::core::app::App;
 use crate::core::engine::{KillError, KillErrorKind};
 use crate::core::sessions::{Released, SessionError, SessionRequest};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::{ApiError, ApiJson};
@@ -31,9 +32,6 @@ use tokio_stream::wrappers::BroadcastStream;
 
 /// Largest request body accepted (DESIGN: 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// The web UI, embedded so the binary runs from any directory.
-const INDEX_HTML: &str = include_str!("../../../ui/index.html");
 
 /// The whole app: routes, the security layer, the body limit.
 pub fn router(state: App) -> Router {
@@ -52,7 +50,7 @@ pub fn router(state: App) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/request-session", post(request_session))
         .route("/release-session", post(release_session))
-        .fallback(not_found)
+        .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -71,7 +69,17 @@ pub async fn serve(
     serve::serve(listener, router(state), shutdown).await
 }
 
-async fn not_found() -> ApiError {
+/// Every other path: a file of the web UI (GET or HEAD), else a JSON 404.
+async fn fallback(req: Request) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Some(asset) = ui::lookup(req.uri().path()) {
+            return asset.respond(req.headers());
+        }
+    }
+    not_found().into_response()
+}
+
+fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such route")
 }
 
@@ -82,9 +90,16 @@ struct IndexQuery {
 
 /// `/` serves the page; `/?token=T` sets the token cookie and redirects to `/` (so the token
 /// leaves the address bar and the history).
-async fn index(State(state): State<App>, Query(q): Query<IndexQuery>) -> Response {
+async fn index(
+    State(state): State<App>,
+    Query(q): Query<IndexQuery>,
+    headers: HeaderMap,
+) -> Response {
     match q.token {
-        None => Html(INDEX_HTML).into_response(),
+        None => match ui::lookup("/") {
+            Some(page) => page.respond(&headers),
+            None => not_found().into_response(),
+        },
         Some(t) if crate::core::token::constant_time_eq(&t, state.token()) => {
             let cookie = format!(
                 "{}={}; HttpOnly; SameSite=Strict; Path=/",
