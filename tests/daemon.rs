@@ -116,7 +116,8 @@ fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
         "death seen after {} ms (the refresh timer alone would take up to 1000 ms)",
         killed.elapsed().as_millis()
     );
-    // The timeline records it too (its own subscriber: it may land a moment after the SSE).
+    // The timeline records it too (its own subscriber: it may land a moment after the SSE),
+    // and the API reads it back for that PID, gone as it is.
     wait_for("the timeline entry", Duration::from_secs(10), || {
         std::fs::read_to_string(home.serena_home().join("tray/events.jsonl"))
             .ok()
@@ -126,6 +127,31 @@ fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
                 })
             })
     });
+    let (status, timeline) = d.call("GET", &format!("/api/instances/{pid}/timeline"), None);
+    assert_eq!(status, 200, "{timeline:?}");
+    assert_eq!(timeline["pid"], pid);
+    let events = timeline["events"].as_array().expect("events");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        kinds.len(),
+        events.len(),
+        "every entry has a type: {events:?}"
+    );
+    assert_eq!(kinds.first(), Some(&"instance_added"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"instance_removed"), "{kinds:?}");
+    let times: Vec<f64> = events.iter().filter_map(|e| e["at"].as_f64()).collect();
+    assert_eq!(
+        times.len(),
+        events.len(),
+        "every entry has a time: {events:?}"
+    );
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "chronological: {times:?}"
+    );
+    assert!(events.iter().all(|e| e["pid"] == pid), "{events:?}");
+    let (status, other) = d.call("GET", "/api/instances/4000000/timeline", None);
+    assert_eq!(status, 404, "{other:?}");
 }
 
 #[test]

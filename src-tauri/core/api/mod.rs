@@ -15,6 +15,7 @@ pub mod ui;
 use crate::core::app::App;
 use crate::core::engine::{KillError, KillErrorKind};
 use crate::core::sessions::{Released, SessionError, SessionRequest};
+use crate::core::timeline::Timeline;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -43,6 +44,7 @@ pub fn router(state: App) -> Router {
         .route("/api/instances/{pid}", get(instance))
         .route("/api/instances/{pid}/overview", get(instance_overview))
         .route("/api/instances/{pid}/logs", get(instance_logs))
+        .route("/api/instances/{pid}/timeline", get(instance_timeline))
         .route("/api/instances/{pid}/kill", post(kill))
         .route("/api/instances/{pid}/shutdown", post(shutdown))
         .route("/api/zombies/kill", post(kill_zombies))
@@ -202,6 +204,38 @@ async fn instance_logs(
         .await
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))
+}
+
+/// The most timeline entries one answer carries (the latest).
+pub const TIMELINE_MAX: usize = 500;
+
+/// What the timeline (`tray/events.jsonl` and its rotated predecessor) says about a PID:
+/// `{"pid", "events": [...]}`, oldest first. Known to the timeline or to the model, or 404.
+async fn instance_timeline(
+    State(state): State<App>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw)?;
+    let timeline = Timeline::new(
+        state
+            .settings()
+            .tray_dir()
+            .join(crate::core::timeline::FILE_NAME),
+    );
+    let events = tokio::task::spawn_blocking(move || timeline.about_pid(pid, TIMELINE_MAX))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "timeline_unreadable",
+                format!("cannot read the timeline: {e}"),
+            )
+        })?;
+    if events.is_empty() && state.core().instance(pid).is_none() {
+        return Err(unknown_pid(pid));
+    }
+    Ok(Json(json!({"pid": pid, "events": events})))
 }
 
 fn kill_error(e: KillError) -> ApiError {

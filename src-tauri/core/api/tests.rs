@@ -483,3 +483,66 @@ async fn paths_outside_ui_are_not_found_however_they_are_spelt() {
     assert_ne!(status, StatusCode::OK);
     api.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_timeline_of_a_pid_comes_from_both_files_and_an_unknown_pid_is_not_found() {
+    let api = test_api().await;
+    let dir = api.app.settings().tray_dir();
+    let path = dir.join(crate::core::timeline::FILE_NAME);
+    let old = crate::core::timeline::Timeline::new(&path);
+    std::fs::write(
+        old.previous_path(),
+        "{\"type\":\"instance_added\",\"at\":10.5,\"pid\":4000000,\"state\":\"live_no_project\"}\n",
+    )
+    .expect("write");
+    for line in [
+        json!({"type": "state_changed", "at": 11.5, "pid": 4000000, "from": "live_no_project",
+               "to": "zombie", "reason": "orphaned"})
+        .to_string(),
+        "{broken".to_string(),
+        json!({"type": "instance_added", "at": 11.7, "pid": 4000002}).to_string(),
+        json!({"type": "instance_removed", "at": 12.5, "pid": 4000000, "started_at": 1.0})
+            .to_string(),
+    ] {
+        old.append(&line).expect("append");
+    }
+    let (status, v, _) = api.call(get("/api/instances/4000000/timeline")).await;
+    assert_eq!(status, StatusCode::OK, "{v:?}");
+    assert_eq!(v["pid"], 4000000);
+    let events = v["events"].as_array().expect("events");
+    let seen: Vec<(&str, f64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("?"),
+                e["at"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("instance_added", 10.5),
+            ("state_changed", 11.5),
+            ("instance_removed", 12.5)
+        ]
+    );
+    assert_eq!(events[1]["reason"], "orphaned");
+    // The token is needed, as for every other route.
+    assert_error(
+        api.send(get("/api/instances/4000000/timeline")).await,
+        401,
+        "no_token",
+    );
+    assert_error(
+        api.call(get("/api/instances/4000001/timeline")).await,
+        404,
+        "unknown_pid",
+    );
+    assert_error(
+        api.call(get("/api/instances/x/timeline")).await,
+        400,
+        "bad_pid",
+    );
+    api.app.shutdown().await;
+}
