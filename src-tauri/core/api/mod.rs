@@ -45,6 +45,10 @@ pub fn router(state: App) -> Router {
         .route("/api/instances/{pid}/overview", get(instance_overview))
         .route("/api/instances/{pid}/logs", get(instance_logs))
         .route("/api/instances/{pid}/timeline", get(instance_timeline))
+        .route(
+            "/api/instances/{pid}/executions/{task_id}/cancel",
+            post(cancel_execution),
+        )
         .route("/api/instances/{pid}/kill", post(kill))
         .route("/api/instances/{pid}/shutdown", post(shutdown))
         .route("/api/zombies/kill", post(kill_zombies))
@@ -236,6 +240,34 @@ async fn instance_timeline(
         return Err(unknown_pid(pid));
     }
     Ok(Json(json!({"pid": pid, "events": events})))
+}
+
+/// A task ID as Serena's dashboard has it: a non-negative integer (decimal digits only).
+fn parse_task_id(raw: &str) -> Result<u64, ApiError> {
+    Some(raw)
+        .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|r| r.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_task_id",
+                format!("{raw:?} is not a task ID (a non-negative integer)"),
+            )
+        })
+}
+
+/// Cancels a task in the instance's Executions Queue through its own dashboard
+/// (`POST /cancel_task_execution`): Serena's reply, e.g. `{"status":"success","was_cancelled"}`.
+async fn cancel_execution(
+    State(state): State<App>,
+    Path((raw_pid, raw_task)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw_pid)?;
+    let task_id = parse_task_id(&raw_task)?;
+    let port = dashboard_port(&state, pid)?;
+    overview::cancel_execution(state.core().prober(), port, task_id)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))
 }
 
 fn kill_error(e: KillError) -> ApiError {

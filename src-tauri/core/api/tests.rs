@@ -546,3 +546,49 @@ async fn the_timeline_of_a_pid_comes_from_both_files_and_an_unknown_pid_is_not_f
     );
     api.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn cancelling_an_execution_checks_the_task_id_and_the_pid() {
+    let api = test_api().await;
+    for task in [
+        "abc",
+        "-1",
+        "+5",
+        "1.5",
+        "1e3",
+        "99999999999999999999999",
+        "%20",
+    ] {
+        assert_error(
+            api.call(post(
+                &format!("/api/instances/4000000/executions/{task}/cancel"),
+                "{}",
+            ))
+            .await,
+            400,
+            "bad_task_id",
+        );
+    }
+    assert_error(
+        api.call(post("/api/instances/4000000/executions/3/cancel", "{}"))
+            .await,
+        404,
+        "unknown_pid",
+    );
+    assert_error(
+        api.send(post("/api/instances/4000000/executions/3/cancel", "{}"))
+            .await,
+        401,
+        "no_token",
+    );
+    assert_error(
+        api.call(
+            post("/api/instances/4000000/executions/3/cancel", "{}")
+                .header("origin", "http://evil.example"),
+        )
+        .await,
+        403,
+        "cross_origin",
+    );
+    api.app.shutdown().await;
+}
