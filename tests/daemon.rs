@@ -1,6 +1,8 @@
 //! The daemon as a user runs it: server-sent events push every change (a death is seen through
-//! the exit watcher, not the next poll), the overview's eight sections and incremental logs come
-//! from the instance's own dashboard with per-section errors when it hangs, ports come from
+//! the exit watcher, not the next poll) and the timeline keeps them for the API, the overview's
+//! eight sections and incremental logs come from the instance's own dashboard with per-section
+//! errors when it hangs, so does cancelling an execution (409 without a dashboard, 502 when it
+//! fails), ports come from
 //! Serena's config file, bad settings files warn with file and line and never stop it, and a
 //! launch that fails answers with the log's last lines and leaves nothing running.
 
@@ -116,7 +118,8 @@ fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
         "death seen after {} ms (the refresh timer alone would take up to 1000 ms)",
         killed.elapsed().as_millis()
     );
-    // The timeline records it too (its own subscriber: it may land a moment after the SSE).
+    // The timeline records it too (its own subscriber: it may land a moment after the SSE),
+    // and the API reads it back for that PID, gone as it is.
     wait_for("the timeline entry", Duration::from_secs(10), || {
         std::fs::read_to_string(home.serena_home().join("tray/events.jsonl"))
             .ok()
@@ -126,6 +129,31 @@ fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
                 })
             })
     });
+    let (status, timeline) = d.call("GET", &format!("/api/instances/{pid}/timeline"), None);
+    assert_eq!(status, 200, "{timeline:?}");
+    assert_eq!(timeline["pid"], pid);
+    let events = timeline["events"].as_array().expect("events");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        kinds.len(),
+        events.len(),
+        "every entry has a type: {events:?}"
+    );
+    assert_eq!(kinds.first(), Some(&"instance_added"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"instance_removed"), "{kinds:?}");
+    let times: Vec<f64> = events.iter().filter_map(|e| e["at"].as_f64()).collect();
+    assert_eq!(
+        times.len(),
+        events.len(),
+        "every entry has a time: {events:?}"
+    );
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "chronological: {times:?}"
+    );
+    assert!(events.iter().all(|e| e["pid"] == pid), "{events:?}");
+    let (status, other) = d.call("GET", "/api/instances/4000000/timeline", None);
+    assert_eq!(status, 404, "{other:?}");
 }
 
 #[test]
@@ -770,4 +798,59 @@ fn a_client_that_hangs_up_mid_launch_leaves_a_recorded_session_not_a_stray() {
     );
     assert_eq!((status, &r["status"]), (200, &json!("terminated")), "{r:?}");
     assert!(fakes_for(&dir).is_empty());
+}
+
+#[test]
+fn an_execution_is_cancelled_through_the_instances_own_dashboard() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let pid = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let nodash = reaper.adopt(spawn_fake(&home, &[], &[("FAKE_SERENA_NO_DASHBOARD", "1")]));
+    let d = home.daemon();
+    wait_for("the fakes to be seen", Duration::from_secs(20), || {
+        let (_, i) = d.call("GET", &format!("/api/instances/{pid}"), None);
+        let (status, _) = d.call("GET", &format!("/api/instances/{nodash}"), None);
+        (!i["last_heartbeat"].is_null() && status == 200).then_some(())
+    });
+    // Serena's answer, as it gives it (the fake runs no task, as an idle Serena).
+    let (status, v) = d.call(
+        "POST",
+        &format!("/api/instances/{pid}/executions/7/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{v:?}");
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["was_cancelled"], false);
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("id 7 ")),
+        "the task ID reached it as a number: {v:?}"
+    );
+    let (status, v) = d.call(
+        "POST",
+        &format!("/api/instances/{pid}/executions/x7/cancel"),
+        None,
+    );
+    assert_eq!((status, &v["error"]["code"]), (400, &json!("bad_task_id")));
+
+    let (status, v) = d.call(
+        "POST",
+        &format!("/api/instances/{nodash}/executions/7/cancel"),
+        None,
+    );
+    assert_eq!(status, 409, "{v:?}");
+    assert_eq!(v["error"]["code"], "no_dashboard");
+
+    // Its dashboard hangs: the call fails upstream.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .expect("hang");
+    let (status, v) = d.call(
+        "POST",
+        &format!("/api/instances/{pid}/executions/7/cancel"),
+        None,
+    );
+    assert_eq!(status, 502, "{v:?}");
+    assert_eq!(v["error"]["code"], "dashboard_error");
 }

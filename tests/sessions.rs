@@ -1,7 +1,8 @@
 //! The instance manager against REAL Serena 2.1.0: request a session for a temp project (jedi),
-//! speak MCP to it (initialize, tools/list), release it and prove Serena and its language server
-//! are gone; the daemon restarted between request and release still releases it; `shared`
-//! returns the same session. Also: an orphaned real Serena reaped by `POST /api/zombies/kill`
+//! speak MCP to it (initialize, tools/list), cancel a task of its Executions Queue through the
+//! API, read its timeline, release it and prove Serena and its language server are gone; the
+//! daemon restarted between request and release still releases it; `shared` returns the same
+//! session. Also: an orphaned real Serena reaped by `POST /api/zombies/kill`
 //! with its language server.
 
 mod common;
@@ -70,6 +71,32 @@ fn a_session_is_requested_spoken_to_over_mcp_survives_a_daemon_restart_and_is_re
     let (status, logs) = d.call("GET", &format!("/api/instances/{pid}/logs?since=0"), None);
     assert_eq!(status, 200);
     assert!(logs["messages"].as_array().is_some_and(|m| !m.is_empty()));
+
+    // Its Executions Queue: a task that is not running is not cancelled, in Serena's words.
+    let (status, c) = d.call(
+        "POST",
+        &format!("/api/instances/{pid}/executions/424242/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{c:?}");
+    assert_eq!(c["status"], "success", "{c:?}");
+    assert_eq!(c["was_cancelled"], false, "{c:?}");
+    assert!(
+        c["message"].as_str().is_some_and(|m| m.contains("424242")),
+        "{c:?}"
+    );
+    // Its timeline: launched, seen, ready (and nothing about other PIDs).
+    let (status, t) = d.call("GET", &format!("/api/instances/{pid}/timeline"), None);
+    assert_eq!(status, 200, "{t:?}");
+    let kinds: Vec<&str> = t["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    for kind in ["session_launching", "instance_added", "session_ready"] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
 
     // `shared` gives back the same session instead of a duplicate.
     let (status, again) = d.call(

@@ -11,7 +11,7 @@ use crate::core::api;
 use crate::core::app::App;
 use crate::core::events::Event;
 use crate::core::model::{now, ProcessId, State, ZombieReason};
-use crate::core::timeline::Timeline;
+use crate::core::timeline::{self, Timeline};
 use crate::core::tray_protocol;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub(crate) fn start(app: &App, listener: TcpListener) {
     let core = app.core();
     // Subscribed here, before the first refresh runs, so that no event is missed.
     let timeline = Arc::new(Timeline::new(
-        core.settings().tray_dir().join("events.jsonl"),
+        core.settings().tray_dir().join(timeline::FILE_NAME),
     ));
     app.spawn(record_timeline(timeline, core.subscribe()));
     app.spawn(watch_exits(app.clone(), core.subscribe()));

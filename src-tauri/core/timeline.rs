@@ -2,21 +2,27 @@
 //! it would grow past a limit (10 MB by default): the current file becomes `events.jsonl.1`
 //! (replacing the previous one, so at most twice the limit is kept) and a fresh file is started.
 //! A line is never split across two files. Files are created 0600 and never opened through a
-//! symbolic link (see `files`).
+//! symbolic link (see `files`). [`Timeline::about_pid`] reads it back for one instance (the
+//! `/api/instances/{pid}/timeline` route), reading at most the limit's worth of each file.
 //!
-//! Deliberately not here: what a line says (`background` formats events), reading the timeline
-//! back, and running off the async runtime (`append` blocks; callers use `spawn_blocking`).
+//! Deliberately not here: what a line says (`background` formats events), and running off the
+//! async runtime (`append` and `about_pid` block; callers use `spawn_blocking`).
 //! Appends from one process are serialised; two processes rotating one file at the same moment
 //! are not coordinated (one Serena Tray runs per user).
 
 use super::files;
+use serde_json::Value;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The size past which `events.jsonl` is rotated.
 pub const DEFAULT_LIMIT: u64 = 10 * 1024 * 1024;
+
+/// The timeline's file name in `$SERENA_HOME/tray/`.
+pub const FILE_NAME: &str = "events.jsonl";
 
 /// An appender to one timeline file. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -82,6 +88,124 @@ impl Timeline {
         }
         file.write_all(record.as_bytes())
     }
+
+    /// The entries about `pid`, oldest first, at most the last `max`: from the previous file,
+    /// then the current one. An entry is a line's JSON object as written, which names the PID
+    /// (`pid`, or a session's `session.pid`) or a session first seen with that PID (a failed
+    /// launch names only its `session_id`). Each carries `type` and `at` (epoch seconds); a line
+    /// that does not parse or lacks them is skipped. Reads at most the limit's worth of each file
+    /// (the end of a larger one, from its first whole line); missing files are empty.
+    pub fn about_pid(&self, pid: u32, max: usize) -> io::Result<Vec<Value>> {
+        let mut about = About {
+            pid,
+            needle: pid.to_string(),
+            sessions: HashSet::new(),
+            kept: VecDeque::new(),
+            max,
+        };
+        for path in [&self.previous, &self.path] {
+            match files::open_read(path) {
+                Ok(file) => about.read(file, self.limit)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(about.kept.into())
+    }
+}
+
+/// The state of one [`Timeline::about_pid`] read.
+struct About {
+    pid: u32,
+    needle: String,
+    /// The sessions launched with this PID: a later line naming only the session is about it.
+    sessions: HashSet<String>,
+    kept: VecDeque<Value>,
+    max: usize,
+}
+
+impl About {
+    fn read(&mut self, mut file: std::fs::File, limit: u64) -> io::Result<()> {
+        let len = file.metadata()?.len();
+        let mut skip_first = false;
+        if len > limit {
+            // Start `limit` bytes before the end; unless a line ends just before, the first
+            // piece read is the end of a line, not a line.
+            file.seek(SeekFrom::Start(len - limit - 1))?;
+            let mut before = [0u8];
+            file.read_exact(&mut before)?;
+            skip_first = before[0] != b'\n';
+        }
+        let mut reader = io::BufReader::new(file.take(limit));
+        let mut line = Vec::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            // Started mid-line: that part is not a line.
+            if std::mem::take(&mut first) && skip_first {
+                continue;
+            }
+            self.line(&line);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        // Most lines are about other instances: parse only those that may name this one.
+        let cheap = contains(line, self.needle.as_bytes())
+            || (!self.sessions.is_empty() && contains(line, b"session_id"));
+        if !cheap {
+            return;
+        }
+        let Ok(Value::Object(mut entry)) = serde_json::from_slice::<Value>(line) else {
+            return;
+        };
+        if !entry.get("at").is_some_and(Value::is_f64) {
+            // An integer or a `timestamp` is still a time; anything else is not an entry.
+            let at = ["at", "timestamp"]
+                .iter()
+                .find_map(|k| entry.get(*k).and_then(Value::as_f64));
+            match at {
+                Some(t) => entry.insert("at".into(), Value::from(t)),
+                None => return,
+            };
+        }
+        if !entry.get("type").is_some_and(Value::is_string) {
+            return;
+        }
+        let entry = Value::Object(entry);
+        if !concerns(&entry, self.pid, &mut self.sessions) {
+            return;
+        }
+        if self.kept.len() == self.max {
+            self.kept.pop_front();
+        }
+        if self.max > 0 {
+            self.kept.push_back(entry);
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether a timeline entry is about `pid`; remembers the sessions launched with it.
+fn concerns(entry: &Value, pid: u32, sessions: &mut HashSet<String>) -> bool {
+    let is = |v: Option<&Value>| v.and_then(Value::as_u64) == Some(u64::from(pid));
+    let session = entry
+        .get("session_id")
+        .or_else(|| entry.pointer("/session/session_id"))
+        .and_then(Value::as_str);
+    if is(entry.get("pid")) || is(entry.pointer("/session/pid")) {
+        if let Some(s) = session {
+            sessions.insert(s.to_string());
+        }
+        return true;
+    }
+    session.is_some_and(|s| sessions.contains(s))
 }
 
 #[cfg(test)]
@@ -181,6 +305,85 @@ mod tests {
             .collect();
         want.sort();
         assert_eq!(seen, want);
+    }
+
+    fn types(entries: &[serde_json::Value]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| format!("{}@{}", e["type"].as_str().unwrap_or("?"), e["at"]))
+            .collect()
+    }
+
+    #[test]
+    fn about_pid_reads_both_files_in_order_and_follows_its_sessions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Timeline::new(dir.path().join("events.jsonl"));
+        fs::write(
+            t.previous_path(),
+            [
+                r#"{"type":"instance_added","at":1.0,"pid":42,"state":"live_no_project"}"#,
+                r#"{"type":"instance_added","at":2.0,"pid":420,"state":"live_no_project"}"#,
+                r#"{"type":"session_launching","at":3.0,"pid":42,"session_id":"s1","project_path":"/p"}"#,
+                r#"{"type":"session_launching","at":3.5,"pid":7,"session_id":"s2","project_path":"/p"}"#,
+                "",
+            ]
+            .join("\n"),
+        )
+        .expect("write");
+        fs::write(
+            t.path(),
+            [
+                "{not json 42",
+                r#"{"type":"state_changed","at":4,"pid":42,"from":"live_no_project","to":"zombie","reason":"orphaned"}"#,
+                r#"{"type":"session_failed","at":5.0,"session_id":"s1","error":"boom"}"#,
+                r#"{"type":"session_failed","at":5.5,"session_id":"s2","error":"other"}"#,
+                r#"{"type":"session_ready","at":6.0,"session":{"pid":42,"session_id":"s3"}}"#,
+                r#"{"at":6.5,"pid":42}"#,
+                r#"{"type":"instance_updated","pid":42}"#,
+                r#"{"type":"instance_updated","timestamp":7.0,"pid":42}"#,
+                r#"[42]"#,
+                r#"{"type":"instance_removed","at":8.0,"pid":42,"started_at":1.0}"#,
+                r#"{"type":"instance_killed","at":9.0,"pid":42"#,
+            ]
+            .join("\n"),
+        )
+        .expect("write");
+        let got = t.about_pid(42, 500).expect("read");
+        assert_eq!(
+            types(&got),
+            [
+                "instance_added@1.0",
+                "session_launching@3.0",
+                "state_changed@4.0",
+                "session_failed@5.0",
+                "session_ready@6.0",
+                "instance_updated@7.0",
+                "instance_removed@8.0",
+            ]
+        );
+        assert_eq!(got[2]["reason"], "orphaned", "the line as written");
+        assert_eq!(types(&t.about_pid(42, 2).expect("read")), types(&got[5..]));
+        assert!(t.about_pid(43, 500).expect("read").is_empty());
+        assert_eq!(types(&t.about_pid(7, 500).expect("read")).len(), 2);
+        let empty = Timeline::new(dir.path().join("none.jsonl"));
+        assert!(empty.about_pid(42, 500).expect("no files").is_empty());
+    }
+
+    #[test]
+    fn about_pid_reads_no_more_than_the_limit_of_each_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entry = |n: u32| format!(r#"{{"type":"instance_updated","at":{n}.5,"pid":42}}"#);
+        // 40 lines of 47 bytes (the last 30) in one file, written past the limit by someone
+        // else: only the last `limit` bytes are read, and a line cut there is not one.
+        let text: String = (0..40).map(|n| entry(n) + "\n").collect();
+        let line = entry(10).len() as u64 + 1;
+        for limit in [200, 4 * line] {
+            let t = Timeline::new(dir.path().join("events.jsonl")).with_limit(limit);
+            fs::write(t.path(), &text).expect("write");
+            let got = t.about_pid(42, 500).expect("read");
+            assert_eq!(got.len() as u64, limit / line, "{limit}: {:?}", types(&got));
+            assert_eq!(got.last().map(|e| e["at"].clone()), Some(39.5.into()));
+        }
     }
 
     #[cfg(unix)]

@@ -3,6 +3,8 @@
 //! `serena-tray` binary, and waiting for a condition.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};

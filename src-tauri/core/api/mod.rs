@@ -10,14 +10,16 @@ pub mod error;
 pub mod overview;
 pub mod security;
 pub mod serve;
+pub mod ui;
 
 use crate::core::app::App;
 use crate::core::engine::{KillError, KillErrorKind};
 use crate::core::sessions::{Released, SessionError, SessionRequest};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use crate::core::timeline::Timeline;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::{ApiError, ApiJson};
@@ -32,9 +34,6 @@ use tokio_stream::wrappers::BroadcastStream;
 /// Largest request body accepted (DESIGN: 64 KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The web UI, embedded so the binary runs from any directory.
-const INDEX_HTML: &str = include_str!("../../../ui/index.html");
-
 /// The whole app: routes, the security layer, the body limit.
 pub fn router(state: App) -> Router {
     Router::new()
@@ -45,6 +44,11 @@ pub fn router(state: App) -> Router {
         .route("/api/instances/{pid}", get(instance))
         .route("/api/instances/{pid}/overview", get(instance_overview))
         .route("/api/instances/{pid}/logs", get(instance_logs))
+        .route("/api/instances/{pid}/timeline", get(instance_timeline))
+        .route(
+            "/api/instances/{pid}/executions/{task_id}/cancel",
+            post(cancel_execution),
+        )
         .route("/api/instances/{pid}/kill", post(kill))
         .route("/api/instances/{pid}/shutdown", post(shutdown))
         .route("/api/zombies/kill", post(kill_zombies))
@@ -52,7 +56,7 @@ pub fn router(state: App) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/request-session", post(request_session))
         .route("/release-session", post(release_session))
-        .fallback(not_found)
+        .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -71,7 +75,17 @@ pub async fn serve(
     serve::serve(listener, router(state), shutdown).await
 }
 
-async fn not_found() -> ApiError {
+/// Every other path: a file of the web UI (GET or HEAD), else a JSON 404.
+async fn fallback(req: Request) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Some(asset) = ui::lookup(req.uri().path()) {
+            return asset.respond(req.headers());
+        }
+    }
+    not_found().into_response()
+}
+
+fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such route")
 }
 
@@ -82,9 +96,16 @@ struct IndexQuery {
 
 /// `/` serves the page; `/?token=T` sets the token cookie and redirects to `/` (so the token
 /// leaves the address bar and the history).
-async fn index(State(state): State<App>, Query(q): Query<IndexQuery>) -> Response {
+async fn index(
+    State(state): State<App>,
+    Query(q): Query<IndexQuery>,
+    headers: HeaderMap,
+) -> Response {
     match q.token {
-        None => Html(INDEX_HTML).into_response(),
+        None => match ui::lookup("/") {
+            Some(page) => page.respond(&headers),
+            None => not_found().into_response(),
+        },
         Some(t) if crate::core::token::constant_time_eq(&t, state.token()) => {
             let cookie = format!(
                 "{}={}; HttpOnly; SameSite=Strict; Path=/",
@@ -184,6 +205,66 @@ async fn instance_logs(
     };
     let port = dashboard_port(&state, pid)?;
     overview::logs(state.core().prober(), port, since)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))
+}
+
+/// The most timeline entries one answer carries (the latest).
+pub const TIMELINE_MAX: usize = 500;
+
+/// What the timeline (`tray/events.jsonl` and its rotated predecessor) says about a PID:
+/// `{"pid", "events": [...]}`, oldest first. Known to the timeline or to the model, or 404.
+async fn instance_timeline(
+    State(state): State<App>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw)?;
+    let timeline = Timeline::new(
+        state
+            .settings()
+            .tray_dir()
+            .join(crate::core::timeline::FILE_NAME),
+    );
+    let events = tokio::task::spawn_blocking(move || timeline.about_pid(pid, TIMELINE_MAX))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "timeline_unreadable",
+                format!("cannot read the timeline: {e}"),
+            )
+        })?;
+    if events.is_empty() && state.core().instance(pid).is_none() {
+        return Err(unknown_pid(pid));
+    }
+    Ok(Json(json!({"pid": pid, "events": events})))
+}
+
+/// A task ID as Serena's dashboard has it: a non-negative integer (decimal digits only).
+fn parse_task_id(raw: &str) -> Result<u64, ApiError> {
+    Some(raw)
+        .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|r| r.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_task_id",
+                format!("{raw:?} is not a task ID (a non-negative integer)"),
+            )
+        })
+}
+
+/// Cancels a task in the instance's Executions Queue through its own dashboard
+/// (`POST /cancel_task_execution`): Serena's reply, e.g. `{"status":"success","was_cancelled"}`.
+async fn cancel_execution(
+    State(state): State<App>,
+    Path((raw_pid, raw_task)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let pid = parse_pid(&raw_pid)?;
+    let task_id = parse_task_id(&raw_task)?;
+    let port = dashboard_port(&state, pid)?;
+    overview::cancel_execution(state.core().prober(), port, task_id)
         .await
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))

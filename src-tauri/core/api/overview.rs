@@ -4,7 +4,8 @@
 //!
 //! This is the only proxy to instance dashboards, and it is closed: it reaches only the dashboard
 //! port of an instance the core knows (on 127.0.0.1) and only the fixed routes below, so no
-//! request can make it fetch anything else (no SSRF). Each upstream call has its own short
+//! request can make it fetch anything else (no SSRF). The one call that changes something is
+//! cancelling a task of the instance's Executions Queue. Each upstream call has its own short
 //! timeout; a failed one becomes that section's error, never a failed page.
 
 use crate::core::probe::Prober;
@@ -135,6 +136,26 @@ pub async fn logs(prober: &Prober, port: u16, since: i64) -> Result<Value, Strin
     unwrap_app_error(
         prober
             .post_json(port, "/get_log_messages", &json!({ "start_idx": since }))
+            .await
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// Asks the instance to cancel the task `task_id` of its Executions Queue:
+/// `{"status":"success","was_cancelled":bool,"message"?}` (not cancelled: it had finished, or
+/// never existed). An application error from the dashboard is an `Err`, as a failed call is.
+///
+/// The ID goes as a decimal string: Serena validates it as an int (pydantic, lax, so the string
+/// is the same int), but 2.1.0's "not found" reply runs `html.escape` on the raw value, which
+/// fails for a JSON number and turns a plain "already finished" into an error.
+pub async fn cancel_execution(prober: &Prober, port: u16, task_id: u64) -> Result<Value, String> {
+    unwrap_app_error(
+        prober
+            .post_json(
+                port,
+                "/cancel_task_execution",
+                &json!({ "task_id": task_id.to_string() }),
+            )
             .await
             .map_err(|e| e.to_string()),
     )

@@ -2,23 +2,30 @@
 //! loopback (DNS rebinding), a state-changing request with an `Origin` must be same-origin
 //! (CSRF), bodies over 64 KiB are refused before they are read, and everything but
 //! `/api/health` and the static page needs the token, as `Authorization: Bearer` or as the
-//! cookie that `/?token=` sets.
+//! cookie that `/?token=` sets. Every response that leaves, errors included, carries the strict
+//! content security policy, `nosniff` and `no-referrer`.
 
 use super::error::{too_large, ApiError};
 use crate::core::app::App;
 use crate::core::token::constant_time_eq;
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// The cookie that carries the token for browsers.
 pub const COOKIE: &str = "serena_tray_token";
 
-/// Routes anyone on this machine may read: the health check and the static page.
+/// The policy of every response: only this origin's own files, no inline script or style, no
+/// framing, no plugins, forms only to itself.
+pub const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+                       form-action 'self'; object-src 'none'";
+
+/// Routes anyone on this machine may read: the health check and the static page's files.
 fn is_public(method: &Method, path: &str) -> bool {
     (method == Method::GET || method == Method::HEAD)
-        && matches!(path, "/api/health" | "/" | "/index.html" | "/favicon.ico")
+        && (matches!(path, "/api/health" | "/" | "/index.html" | "/favicon.ico")
+            || super::ui::exists(path))
 }
 
 /// The `Host` values that name this server (anything else may be DNS rebinding).
@@ -46,10 +53,24 @@ fn presented_token(req: &Request) -> Option<String> {
 }
 
 pub async fn guard(State(state): State<App>, req: Request, next: Next) -> Response {
-    match check(&state, &req) {
+    let mut resp = match check(&state, &req) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
-    }
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
 }
 
 fn check(state: &App, req: &Request) -> Result<(), ApiError> {

@@ -75,6 +75,13 @@ impl TestApi {
 
     /// Sends `req` as it is (plus the Host header, unless it sets one).
     async fn send(&self, req: Req<'_>) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let (status, bytes, headers) = self.send_raw(req).await;
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v, headers)
+    }
+
+    /// [`TestApi::send`], the body as bytes.
+    async fn send_raw(&self, req: Req<'_>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
         let mut b = Request::builder().method(req.method).uri(req.path);
         if !req.headers.iter().any(|(k, _)| *k == "host") {
             b = b.header(header::HOST, format!("127.0.0.1:{}", self.app.port()));
@@ -92,8 +99,7 @@ impl TestApi {
             .expect("infallible");
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (parts.status, v, parts.headers)
+        (parts.status, bytes.to_vec(), parts.headers)
     }
 }
 
@@ -303,5 +309,286 @@ async fn unknown_sessions_pids_and_routes_are_not_found() {
     assert_error(api.call(get("/api/nothing-here")).await, 404, "not_found");
     let (status, sessions, _) = api.call(get("/api/sessions")).await;
     assert_eq!((status, sessions), (StatusCode::OK, json!([])));
+    api.app.shutdown().await;
+}
+
+fn header_of<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> &'h str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn every_ui_file_is_served_with_its_type_and_an_etag_that_revalidates() {
+    let api = test_api().await;
+    let names: Vec<String> = super::ui::names().collect();
+    assert!(names.iter().any(|n| n == "index.html"), "{names:?}");
+    for name in &names {
+        let path = format!("/{name}");
+        // Static files need no token.
+        let (status, body, headers) = api.send_raw(get(&path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(
+            header_of(&headers, "content-type"),
+            super::ui::content_type(name),
+            "{path}"
+        );
+        let want = match name.rsplit_once('.').map(|(_, e)| e) {
+            Some("html") => Some("text/html; charset=utf-8"),
+            Some("js") => Some("text/javascript; charset=utf-8"),
+            Some("css") => Some("text/css; charset=utf-8"),
+            Some("svg") => Some("image/svg+xml; charset=utf-8"),
+            Some("png") => Some("image/png"),
+            Some("json") => Some("application/json; charset=utf-8"),
+            _ => None,
+        };
+        if let Some(want) = want {
+            assert_eq!(header_of(&headers, "content-type"), want, "{path}");
+        }
+        let on_disk = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("ui")
+                .join(name),
+        )
+        .expect("the file in ui/");
+        assert_eq!(body, on_disk, "{path} is the file as it is in ui/");
+        assert_eq!(header_of(&headers, "cache-control"), "no-cache", "{path}");
+        let etag = header_of(&headers, "etag").to_string();
+        assert!(
+            etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'),
+            "a strong ETag: {etag:?}"
+        );
+
+        let (status, body, again) = api
+            .send_raw(get(&path).header("if-none-match", etag.clone()))
+            .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}");
+        assert!(body.is_empty());
+        assert_eq!(header_of(&again, "etag"), etag);
+        assert_eq!(header_of(&again, "cache-control"), "no-cache");
+        let (status, _, _) = api
+            .send_raw(get(&path).header("if-none-match", "\"something-else\""))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{path}: another ETag is not this file"
+        );
+        let (status, _, _) = api
+            .send_raw(get(&path).header("if-none-match", format!("\"x\", W/{etag}")))
+            .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}: one of a list");
+    }
+    // `/` is index.html, with the same validator.
+    let (_, root, root_headers) = api.send_raw(get("/")).await;
+    let (_, index, index_headers) = api.send_raw(get("/index.html")).await;
+    assert_eq!(root, index);
+    assert_eq!(
+        header_of(&root_headers, "etag"),
+        header_of(&index_headers, "etag")
+    );
+    assert!(String::from_utf8_lossy(&root).contains("<html"));
+    let (status, _, _) = api
+        .send_raw(get("/").header(
+            "if-none-match",
+            header_of(&index_headers, "etag").to_string(),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_response_carries_the_csp_nosniff_and_no_referrer() {
+    let api = test_api().await;
+    let port = api.app.port();
+    let cases: Vec<(&str, (StatusCode, Value, axum::http::HeaderMap))> = vec![
+        ("page", api.send(get("/")).await),
+        ("health", api.send(get("/api/health")).await),
+        ("API JSON", api.call(get("/api/instances")).await),
+        ("404", api.call(get("/api/nothing-here")).await),
+        ("401", api.send(get("/api/instances")).await),
+        (
+            "403 host",
+            api.call(get("/api/instances").header("host", format!("evil.example:{port}")))
+                .await,
+        ),
+        (
+            "login redirect",
+            api.send(get(&format!("/?token={}", api.app.token()))).await,
+        ),
+        (
+            "413",
+            api.call(post("/release-session", "x".repeat(70 * 1024)))
+                .await,
+        ),
+    ];
+    for (what, (status, _, headers)) in cases {
+        assert_eq!(
+            header_of(&headers, "content-security-policy"),
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; \
+             object-src 'none'",
+            "{what} ({status})"
+        );
+        assert!(
+            !header_of(&headers, "content-security-policy").contains("unsafe-inline"),
+            "{what}"
+        );
+        assert_eq!(
+            header_of(&headers, "x-content-type-options"),
+            "nosniff",
+            "{what}"
+        );
+        assert_eq!(
+            header_of(&headers, "referrer-policy"),
+            "no-referrer",
+            "{what}"
+        );
+    }
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn paths_outside_ui_are_not_found_however_they_are_spelt() {
+    let api = test_api().await;
+    for path in [
+        "/../Cargo.toml",
+        "/..%2fCargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/%2E%2E%2FCargo.toml",
+        "/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/icons/../../Cargo.toml",
+        "/icons/..%2f..%2fCargo.toml",
+        "/..%5cCargo.toml",
+        "/./index.html",
+        "//index.html",
+        "/.%2e/src-tauri/main.rs",
+        "/ui/index.html",
+        "/Cargo.toml",
+        "/src-tauri/lib.rs",
+    ] {
+        let (status, body, headers) = api.call(get(path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body:?}");
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+        assert!(
+            header_of(&headers, "content-type").starts_with("application/json"),
+            "{path}"
+        );
+        // Without the token it is no file either.
+        assert_ne!(api.send(get(path)).await.0, StatusCode::OK, "{path}");
+    }
+    // Only GET and HEAD read files.
+    let (status, _, _) = api.call(post("/index.html", "{}")).await;
+    assert_ne!(status, StatusCode::OK);
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_timeline_of_a_pid_comes_from_both_files_and_an_unknown_pid_is_not_found() {
+    let api = test_api().await;
+    let dir = api.app.settings().tray_dir();
+    let path = dir.join(crate::core::timeline::FILE_NAME);
+    let old = crate::core::timeline::Timeline::new(&path);
+    std::fs::write(
+        old.previous_path(),
+        "{\"type\":\"instance_added\",\"at\":10.5,\"pid\":4000000,\"state\":\"live_no_project\"}\n",
+    )
+    .expect("write");
+    for line in [
+        json!({"type": "state_changed", "at": 11.5, "pid": 4000000, "from": "live_no_project",
+               "to": "zombie", "reason": "orphaned"})
+        .to_string(),
+        "{broken".to_string(),
+        json!({"type": "instance_added", "at": 11.7, "pid": 4000002}).to_string(),
+        json!({"type": "instance_removed", "at": 12.5, "pid": 4000000, "started_at": 1.0})
+            .to_string(),
+    ] {
+        old.append(&line).expect("append");
+    }
+    let (status, v, _) = api.call(get("/api/instances/4000000/timeline")).await;
+    assert_eq!(status, StatusCode::OK, "{v:?}");
+    assert_eq!(v["pid"], 4000000);
+    let events = v["events"].as_array().expect("events");
+    let seen: Vec<(&str, f64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("?"),
+                e["at"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("instance_added", 10.5),
+            ("state_changed", 11.5),
+            ("instance_removed", 12.5)
+        ]
+    );
+    assert_eq!(events[1]["reason"], "orphaned");
+    // The token is needed, as for every other route.
+    assert_error(
+        api.send(get("/api/instances/4000000/timeline")).await,
+        401,
+        "no_token",
+    );
+    assert_error(
+        api.call(get("/api/instances/4000001/timeline")).await,
+        404,
+        "unknown_pid",
+    );
+    assert_error(
+        api.call(get("/api/instances/x/timeline")).await,
+        400,
+        "bad_pid",
+    );
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_an_execution_checks_the_task_id_and_the_pid() {
+    let api = test_api().await;
+    for task in [
+        "abc",
+        "-1",
+        "+5",
+        "1.5",
+        "1e3",
+        "99999999999999999999999",
+        "%20",
+    ] {
+        assert_error(
+            api.call(post(
+                &format!("/api/instances/4000000/executions/{task}/cancel"),
+                "{}",
+            ))
+            .await,
+            400,
+            "bad_task_id",
+        );
+    }
+    assert_error(
+        api.call(post("/api/instances/4000000/executions/3/cancel", "{}"))
+            .await,
+        404,
+        "unknown_pid",
+    );
+    assert_error(
+        api.send(post("/api/instances/4000000/executions/3/cancel", "{}"))
+            .await,
+        401,
+        "no_token",
+    );
+    assert_error(
+        api.call(
+            post("/api/instances/4000000/executions/3/cancel", "{}")
+                .header("origin", "http://evil.example"),
+        )
+        .await,
+        403,
+        "cross_origin",
+    );
     api.app.shutdown().await;
 }
