@@ -317,3 +317,46 @@ fn log_text(home: &Home, pid: u32) -> Option<String> {
         .find(|f| f.file_name().to_string_lossy().ends_with(&suffix))
         .and_then(|f| std::fs::read_to_string(f.path()).ok())
 }
+
+#[test]
+fn what_an_instance_costs_is_its_whole_tree_language_server_included() {
+    let home = Home::new();
+    let project = home.jedi_project("costly");
+    let mut reaper = Reaper::default();
+    let (serena, _stdin) = spawn_serena(&home, &["--project", project.to_str().expect("utf8")]);
+    let serena = reaper.adopt(serena);
+    let tree = tree_with_language_server(serena);
+    let core = home.core(10.0);
+    // Two looks: the second has a CPU figure over the interval between them.
+    block_on(core.refresh()).expect("refresh");
+    let cost = wait_for("the cost to match /proc within 10 %", STARTUP, || {
+        let i = block_on(core.refresh())
+            .expect("refresh")
+            .into_iter()
+            .find(|i| i.pid == serena)?;
+        let cost = i.cost?;
+        let real = tree_rss_bytes(serena) as f64;
+        let off = (cost.memory_bytes as f64 - real).abs() / real;
+        (off <= 0.10).then_some(cost)
+    });
+    assert_eq!(cost.processes[0].pid, serena, "Serena first");
+    assert_eq!(cost.process_count as usize, tree.len(), "{cost:?}");
+    let ls = cost
+        .processes
+        .iter()
+        .find(|p| p.name.contains("jedi"))
+        .unwrap_or_else(|| panic!("the language server in {cost:?}"));
+    assert!(ls.memory_bytes > 10 << 20, "{ls:?}");
+    assert!(cost.cpu_percent.is_finite() && cost.cpu_percent >= 0.0);
+    assert!(cost.memory_bytes >= cost.processes.iter().map(|p| p.memory_bytes).sum::<u64>());
+
+    // The CLI shows it: `list --json` carries the cost, the table a MEM and a CPU column.
+    let row = find_pid(&home.list_json(), serena).expect("listed");
+    assert!(
+        row["cost"]["memory_bytes"].as_u64().expect("memory") > 20 << 20,
+        "{row}"
+    );
+    let table = String::from_utf8(home.tray(&["list"]).stdout).expect("utf8");
+    let header = table.lines().next().expect("a header");
+    assert!(header.contains("MEM") && header.contains("CPU"), "{table}");
+}

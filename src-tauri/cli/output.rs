@@ -27,6 +27,19 @@ fn paint(word: &str, state: State, colour: bool) -> String {
     format!("\x1b[{code}m{word}\x1b[0m")
 }
 
+/// Bytes in a column: `512K`, `180M`, `1.1G`.
+pub fn size(bytes: u64) -> String {
+    const K: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < K * K {
+        format!("{:.0}K", b / K)
+    } else if b < K * K * K {
+        format!("{:.0}M", b / (K * K))
+    } else {
+        format!("{:.1}G", b / (K * K * K))
+    }
+}
+
 /// The human table of `list`.
 pub fn render_table(instances: &[Instance], now: f64, colour: bool) -> String {
     if instances.is_empty() {
@@ -40,10 +53,12 @@ pub fn render_table(instances: &[Instance], now: f64, colour: bool) -> String {
         "PORT",
         "TRANSPORT",
         "CLIENT",
+        "MEM",
+        "CPU",
         "AGE",
     ];
     let dash = || "-".to_string();
-    let rows: Vec<(State, [String; 8])> = instances
+    let rows: Vec<(State, [String; 10])> = instances
         .iter()
         .map(|i| {
             let client = match (&i.client_name, i.client_pid) {
@@ -63,6 +78,14 @@ pub fn render_table(instances: &[Instance], now: f64, colour: bool) -> String {
                     i.port.map(|p| p.to_string()).unwrap_or_else(dash),
                     i.transport.to_string(),
                     client,
+                    i.cost
+                        .as_ref()
+                        .map(|c| size(c.memory_bytes))
+                        .unwrap_or_else(dash),
+                    i.cost
+                        .as_ref()
+                        .map(|c| format!("{:.0}%", c.cpu_percent))
+                        .unwrap_or_else(dash),
                     age(now - i.started_at),
                 ],
             )
@@ -136,5 +159,12 @@ mod tests {
         assert_eq!(age(125.0), "2m");
         assert_eq!(age(3.0 * 3600.0 + 65.0), "3h01m");
         assert_eq!(age(-4.0), "0s");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size(512 * 1024), "512K");
+        assert_eq!(size(180 * 1024 * 1024), "180M");
+        assert_eq!(size(1181116006), "1.1G");
     }
 }

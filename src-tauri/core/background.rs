@@ -181,12 +181,14 @@ async fn exited(_id: ProcessId) -> bool {
     false
 }
 
-/// Appends every event to the timeline, with a timestamp.
+/// Appends every event to the timeline, with a timestamp; not what an instance costs (it moves
+/// all the time, and the page shows it live).
 async fn record_timeline(timeline: Arc<Timeline>, rx: broadcast::Receiver<Event>) {
     on_events(rx, |event| {
-        let line = timeline_line(&event);
+        let line = (!matches!(event, Event::CostChanged { .. })).then(|| timeline_line(&event));
         let timeline = timeline.clone();
         async move {
+            let Some(line) = line else { return };
             let written = tokio::task::spawn_blocking(move || timeline.append(&line)).await;
             if let Ok(Err(e)) = written {
                 tracing::warn!("cannot write the timeline: {e}");
@@ -203,7 +205,14 @@ fn timeline_line(event: &Event) -> String {
     if let Some(o) = v.as_object_mut() {
         o.insert("at".into(), serde_json::json!(now()));
         if let Some(inst) = o.remove("instance") {
-            for k in ["pid", "state", "state_reason", "project_name", "port"] {
+            for k in [
+                "pid",
+                "state",
+                "state_reason",
+                "project_name",
+                "port",
+                "source",
+            ] {
                 if let Some(x) = inst.get(k) {
                     o.entry(k).or_insert(x.clone());
                 }
@@ -311,6 +320,7 @@ mod tests {
                 last_activity: None,
                 state_since: 1000.0,
                 verified_serena: true,
+                cost: None,
             },
         };
         let v: serde_json::Value =

@@ -2,7 +2,7 @@
 //! `tokio::sync::broadcast` channel; the tray, notifications, the SSE stream and the timeline are
 //! subscribers. The JSON form (`{"type": "...", ...}`) is what `/api/events` sends.
 
-use super::model::{Instance, State, ZombieReason};
+use super::model::{Cost, Instance, State, ZombieReason};
 use super::sessions::Session;
 use serde::Serialize;
 
@@ -21,6 +21,13 @@ pub enum Event {
     },
     /// Something shown about it changed (project, port, modes, ...), not its state.
     InstanceUpdated { instance: Instance },
+    /// What its process tree costs moved by more than a tenth (memory or CPU) or its process
+    /// count changed (see `cost`); the other events carry the cost too.
+    CostChanged {
+        pid: u32,
+        started_at: f64,
+        cost: Option<Cost>,
+    },
     /// It exited (seen live) or its registry entry was pruned.
     InstanceRemoved { pid: u32, started_at: f64 },
     /// This program killed it (with its tree).

@@ -235,6 +235,36 @@ pub struct Instance {
     /// False when the PID was only registered (registry, tray protocol) and its command line does
     /// not look like Serena: shown, never killed.
     pub verified_serena: bool,
+    /// What its whole process tree costs, as of the last refresh; `None` before the first
+    /// measurement and for a process that is gone.
+    #[serde(default)]
+    pub cost: Option<Cost>,
+}
+
+/// What an instance's process tree (Serena, its language servers and their descendants) costs.
+/// JSON: `{"memory_bytes", "cpu_percent", "process_count", "processes": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Resident memory of the whole tree (the sum of each process's RSS), in bytes.
+    pub memory_bytes: u64,
+    /// CPU of the whole tree over the last refresh interval (at the first look at a process:
+    /// its average since it started); 100 is one core (may exceed 100).
+    pub cpu_percent: f64,
+    /// Processes in the tree, the root included.
+    pub process_count: u32,
+    /// The root first, then its descendants, the most memory first.
+    pub processes: Vec<ProcessCost>,
+}
+
+/// One process of an instance's tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessCost {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    /// What it is: the script or program it runs (`jedi-language-server`, not `python3`).
+    pub name: String,
+    pub memory_bytes: u64,
+    pub cpu_percent: f64,
 }
 
 impl Instance {

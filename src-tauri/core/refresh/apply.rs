@@ -8,11 +8,11 @@ use super::plan::ProbeResult;
 use super::scan::Scan;
 use super::tracked::{Model, OverviewFor, Registered, Tracked};
 use crate::core::classify::{self, Observation};
-use crate::core::cmdline;
 use crate::core::events::Event;
 use crate::core::model::{Epoch, Instance, ProcessId, Source, State, Transport, ZombieReason};
 use crate::core::procs::Snapshot;
 use crate::core::registry::{RegistryWrites, Upsert};
+use crate::core::{cmdline, cost};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -63,6 +63,11 @@ pub(crate) fn apply(
             let result = results.remove(&key).unwrap_or_default();
             observe(t, &scan.snap, result, now);
         }
+        t.inst.cost = if t.alive {
+            scan.costs.get(&key.pid).cloned()
+        } else {
+            None
+        };
         // A session being launched: the launched process itself, or one running under it.
         t.launch_root = launching
             .iter()
@@ -74,7 +79,21 @@ pub(crate) fn apply(
             t.inst.state_reason = reason;
             t.inst.state_since = now;
         }
-        events.extend(event_for(&before, &t.inst, now));
+        match event_for(&before, &t.inst, now) {
+            Some(e) => {
+                events.push(e);
+                t.cost_told = t.inst.cost.clone();
+            }
+            None if cost::moved(t.cost_told.as_ref(), t.inst.cost.as_ref()) => {
+                events.push(Event::CostChanged {
+                    pid: key.pid,
+                    started_at: t.inst.started_at,
+                    cost: t.inst.cost.clone(),
+                });
+                t.cost_told = t.inst.cost.clone();
+            }
+            None => {}
+        }
         writes.upsert.extend(upsert_for(t, key, scan));
         true
     });

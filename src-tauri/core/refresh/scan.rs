@@ -4,11 +4,13 @@
 //! Deliberately not here: what any of it means (`plan`, `apply`).
 
 use crate::core::cmdline::{self, SerenaArgs};
+use crate::core::cost::CostMeter;
 use crate::core::engine::lock;
+use crate::core::model::Cost;
 use crate::core::procs::{Proc, Scope, Snapshot};
 use crate::core::registry::{Registry, RegistryEntry};
 use crate::core::sockets::{ListenerSource, PortMap};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use sysinfo::System;
 
@@ -35,6 +37,8 @@ pub(crate) struct Scan {
     pub(crate) ports: PortMap,
     /// The live PIDs inside the scope, when discovery is scoped (`None`: all are).
     pub(crate) admitted: Option<HashSet<u32>>,
+    /// What the tree of each live instance PID costs.
+    pub(crate) costs: HashMap<u32, Cost>,
 }
 
 impl Scan {
@@ -51,6 +55,7 @@ impl Scan {
 pub(crate) struct Scanner {
     sys: Mutex<System>,
     ports: Mutex<PortCache>,
+    meter: Mutex<CostMeter>,
 }
 
 /// The Serena servers in a process table, by PID; a launcher (e.g. Windows' `serena.exe`) whose
@@ -106,6 +111,7 @@ impl Scanner {
         }
         let candidate_pids: Vec<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
         snap.fill_cwd(&mut sys, &candidate_pids);
+        let costs = lock(&self.meter).measure(&mut sys, &snap, &pids);
         drop(sys);
         let ports = {
             let mut cache = lock(&self.ports);
@@ -125,6 +131,7 @@ impl Scanner {
             registry,
             ports,
             admitted,
+            costs,
         }
     }
 

@@ -7,7 +7,7 @@ use super::scan::{serena_candidates, Scan};
 use super::tracked::{Model, OverviewFor};
 use crate::core::engine::Registration;
 use crate::core::events::Event;
-use crate::core::model::{Epoch, Instance, ProcessId, Source, State, ZombieReason};
+use crate::core::model::{Cost, Epoch, Instance, ProcessId, Source, State, ZombieReason};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use crate::core::procs::{Proc, Snapshot};
 use crate::core::registry::{write_entries, RegistryEntry};
@@ -65,6 +65,8 @@ struct World {
     ports: Vec<(u32, u16)>,
     /// PIDs inside the scope (`None`: all).
     admitted: Option<HashSet<u32>>,
+    /// What each instance PID's tree costs.
+    costs: HashMap<u32, Cost>,
 }
 
 impl World {
@@ -91,6 +93,7 @@ impl World {
             registry: self.registry.clone(),
             ports,
             admitted: self.admitted.clone(),
+            costs: self.costs.clone(),
         }
     }
 }
@@ -184,6 +187,10 @@ fn said(d: &Decisions) -> Vec<String> {
             } => format!("{pid}: {from} -> {}", state(*to, *reason)),
             Event::InstanceUpdated { instance: i } => format!("updated {}", i.pid),
             Event::InstanceRemoved { pid, .. } => format!("removed {pid}"),
+            Event::CostChanged { pid, cost, .. } => match cost {
+                Some(c) => format!("cost {pid} {} MB", c.memory_bytes >> 20),
+                None => format!("cost {pid} gone"),
+            },
             other => format!("{other:?}"),
         })
         .collect()
@@ -744,4 +751,53 @@ fn a_steady_refresh_loop_does_not_rewrite_the_heartbeat_every_second() {
     let d = refresh(&mut model, &world, T0 + 2.0, &dash);
     world.registry = written(&world.registry, &d);
     assert_eq!(world.registry[0].last_heartbeat, T0 + 2.0);
+}
+
+fn cost_of(mb: u64) -> Cost {
+    Cost {
+        memory_bytes: mb << 20,
+        cpu_percent: 1.0,
+        process_count: 2,
+        processes: Vec::new(),
+    }
+}
+
+#[test]
+fn a_cost_is_told_with_the_instance_and_again_only_when_it_moves_by_more_than_a_tenth() {
+    let (code, s) = (client(100), serena(200, 100, ""));
+    let mut world = World::of([init(), code, s.clone()]);
+    world.ports = vec![(200, DASH)];
+    world.costs.insert(200, cost_of(100));
+    let mut model = Model::default();
+    let dash = [(200, answers(Some("p")))];
+
+    let d = refresh(&mut model, &world, T0, &dash);
+    assert_eq!(said(&d), ["added 200 live_with_project"]);
+    let added = match &d.events[0] {
+        Event::InstanceAdded { instance } => instance.cost.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        added,
+        Some(cost_of(100)),
+        "the new instance carries its cost"
+    );
+
+    // Small moves, even adding up past a tenth of what was last told, one refresh at a time...
+    world.costs.insert(200, cost_of(105));
+    assert!(said(&refresh(&mut model, &world, T0 + 1.0, &dash)).is_empty());
+    assert_eq!(
+        instance(&model, id(&s)).cost,
+        Some(cost_of(105)),
+        "the API is current"
+    );
+    world.costs.insert(200, cost_of(109));
+    assert!(said(&refresh(&mut model, &world, T0 + 2.0, &dash)).is_empty());
+    // ...are told once the total exceeds a tenth of what the page shows.
+    world.costs.insert(200, cost_of(111));
+    assert_eq!(
+        said(&refresh(&mut model, &world, T0 + 3.0, &dash)),
+        ["cost 200 111 MB"]
+    );
+    assert!(said(&refresh(&mut model, &world, T0 + 4.0, &dash)).is_empty());
 }

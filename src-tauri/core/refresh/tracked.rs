@@ -6,7 +6,7 @@ use crate::core::classify::ALREADY;
 use crate::core::cmdline::{self, SerenaArgs};
 use crate::core::engine::Registration;
 use crate::core::model::{
-    ClientInfo, Epoch, Instance, ProcessId, Source, State, Transport, ZombieReason,
+    ClientInfo, Cost, Epoch, Instance, ProcessId, Source, State, Transport, ZombieReason,
 };
 use crate::core::probe::ConfigSummary;
 use crate::core::procs::{Proc, Snapshot};
@@ -61,6 +61,8 @@ pub(crate) struct Tracked {
     pub(crate) mcp_listening: bool,
     /// The process a session launch started, when this instance is it or runs under it.
     pub(crate) launch_root: Option<ProcessId>,
+    /// The cost last published in an event (the page shows that one).
+    pub(crate) cost_told: Option<Cost>,
 }
 
 /// Which active project the overview an instance's record holds was fetched for.
@@ -191,6 +193,7 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         last_activity: None,
         state_since: now,
         verified_serena: verified,
+        cost: None,
     };
     Tracked {
         inst,
@@ -210,6 +213,7 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         base_source: source,
         mcp_listening: false,
         launch_root: None,
+        cost_told: None,
     }
 }
 
@@ -237,6 +241,7 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         last_activity: None,
         state_since: now,
         verified_serena: false,
+        cost: None,
     };
     Tracked {
         inst,
@@ -254,5 +259,6 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         base_source: Source::Registry,
         mcp_listening: false,
         launch_root: None,
+        cost_told: None,
     }
 }
