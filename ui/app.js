@@ -168,6 +168,7 @@ function connect() {
       return;
     }
     f(d);
+    if (type === 'cost_changed') return; // not news for the timeline
     if (d && state.panel && d.pid === state.panel.pid) state.panel.touched();
     else if (d?.instance && state.panel && d.instance.pid === state.panel.pid) state.panel.touched();
   });
@@ -179,7 +180,10 @@ function connect() {
     $('signed-out').hidden = true;
     setConn('open', 'live');
     render();
-    document.documentElement.dataset.ready = '1';
+    if (document.documentElement.dataset.ready !== '1') {
+      performance.mark('serena-tray-ready');
+      document.documentElement.dataset.ready = '1';
+    }
   });
   for (const type of ['instance_added', 'state_changed', 'instance_updated']) {
     on(type, (d) => {
@@ -188,6 +192,12 @@ function connect() {
       render();
     });
   }
+  on('cost_changed', (d) => {
+    const inst = state.instances.get(keyOf(d.pid, d.started_at));
+    if (!inst) return;
+    inst.cost = d.cost;
+    render();
+  });
   on('instance_removed', (d) => {
     state.instances.delete(keyOf(d.pid, d.started_at));
     render();

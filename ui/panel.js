@@ -50,11 +50,11 @@ export class Panel {
       this.why,
       this.noDashboard,
       this.cost,
-      el('div', { class: 'grid' },
+      el('div', { class: 'grid sections' },
         el('div', { class: 'column' }, SECTIONS.slice(0, 4).map(card)),
         el('div', { class: 'column' }, SECTIONS.slice(4).map(card))),
       el('div', { class: 'grid wide' },
-        el('section', { class: 'card', dataset: { section: 'logs' }, 'aria-labelledby': 'h-logs' }, el('h3', { id: 'h-logs', text: 'Logs' }), this.logs.root),
+        el('section', { class: 'card logs-card', dataset: { section: 'logs' }, 'aria-labelledby': 'h-logs' }, el('h3', { id: 'h-logs', text: 'Logs' }), this.logs.root),
         el('section', { class: 'card', dataset: { section: 'timeline' }, 'aria-labelledby': 'h-timeline' }, el('h3', { id: 'h-timeline', text: 'Timeline' }), this.timeline.root)));
   }
 
@@ -81,8 +81,13 @@ export class Panel {
     this.renderCost(inst);
     this.renderWhy(inst);
     const dead = inst.state_reason === 'dead';
+    const young = Date.now() / 1000 - inst.started_at < 15;
     this.noDashboard.hidden = dead || !!inst.port;
-    this.noDashboard.textContent = 'This instance has no dashboard (it probably lost Serena’s port race with another instance started at the same moment), so its configuration, tool usage and logs cannot be shown. It is still a Serena process: Kill works.';
+    this.noDashboard.textContent = young
+      ? 'Waiting for its dashboard to answer…'
+      : 'This instance has no dashboard (it probably lost Serena’s port race with another instance started at the same moment), so its configuration, tool usage and logs cannot be shown. It is still a Serena process: Kill works.';
+    // Nothing to fetch from a gone process or one without a dashboard: no empty sections.
+    this.root.classList.toggle('no-details', dead || !inst.port);
     this.renderActions(inst);
   }
 
@@ -181,12 +186,7 @@ export class Panel {
   /** One round of polling: the sections and the new log lines. */
   async poll() {
     const inst = this.inst;
-    if (inst.state_reason === 'dead' || !inst.port) {
-      const why = inst.state_reason === 'dead' ? 'The process is gone.' : 'This instance has no dashboard.';
-      for (const [id] of SECTIONS) this.show(id, { ok: false, error: why });
-      this.logs.showError(`No logs: ${why.toLowerCase()}`);
-      return;
-    }
+    if (inst.state_reason === 'dead' || !inst.port) return;
     await Promise.all([this.pollSections(), this.logs.poll()]);
   }
 

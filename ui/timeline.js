@@ -8,10 +8,11 @@ import { el, fill, clock, colour } from './util.js';
 const SHOWN = 200;
 
 function describe(e) {
-  const inst = e.instance ?? {};
+  // A timeline line carries what identifies the instance and what changed, at its top level.
+  const inst = e.instance ?? e;
   switch (e.type) {
     case 'instance_added':
-      return `Seen (${inst.source ?? 'discovery'}), ${inst.project_name ? `project ${inst.project_name}` : 'no project'}`;
+      return `Seen (${String(inst.source ?? 'discovery').replaceAll('_', ' ')}), ${inst.project_name ? `project ${inst.project_name}` : 'no project'}`;
     case 'state_changed':
       return `${colour(e.from)} → ${colour(e.to)} (${e.to}${e.reason ? `: ${e.reason}` : ''})`;
     case 'instance_updated':

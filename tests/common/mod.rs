@@ -41,7 +41,12 @@ pub fn fake_serena_script() -> PathBuf {
 }
 
 pub fn tray_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_serena-tray"))
+    // Known to integration tests only; the benchmarks (examples) that share this module run the
+    // app in-process instead.
+    let Some(exe) = option_env!("CARGO_BIN_EXE_serena-tray") else {
+        panic!("only the integration tests know the serena-tray binary");
+    };
+    PathBuf::from(exe)
 }
 
 /// A temporary HOME with its own `.serena`, and the discovery scope of one test: every process
@@ -705,4 +710,12 @@ pub fn tree_with_language_server(pid: u32) -> Vec<u32> {
             })
         },
     )
+}
+
+/// Sum of `VmRSS` over the process tree of `pid`, in bytes, read from /proc now.
+pub fn tree_rss_bytes(pid: u32) -> u64 {
+    let snap = Snapshot::capture(&mut System::new());
+    let mut pids: Vec<u32> = snap.descendants(pid).iter().map(|p| p.pid).collect();
+    pids.push(pid);
+    pids.into_iter().map(rss_kib).sum::<u64>() * 1024
 }
