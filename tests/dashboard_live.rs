@@ -443,3 +443,45 @@ fn untrusted_names_are_text_and_fifty_tabs_fit_800_px_and_the_keyboard_moves_bet
     );
     no_csp_violation(&b);
 }
+
+#[test]
+fn the_page_follows_a_daemon_restart_by_itself() {
+    let Some(b) = Browser::start() else { return };
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let first = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let mut d = home.daemon();
+    login(&b, &d);
+    assert_eq!(
+        tab_turns(&b, first, "yellow", PAGE),
+        format!("{first} - NO PROJECT")
+    );
+    b.execute("window.__same_page = true", vec![]);
+
+    let (port, tray_port) = (d.port, d.tray_port);
+    d.stop();
+    b.wait_until_js(
+        "document.getElementById('conn').dataset.state != 'open'",
+        PAGE,
+    );
+    // While it is down a new instance starts; the restarted daemon finds it and the page, which
+    // reconnected by itself with the same cookie, shows it.
+    let second = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let _d = home.daemon_on(port, tray_port);
+    assert_eq!(
+        tab_turns(&b, second, "yellow", PAGE),
+        format!("{second} - NO PROJECT")
+    );
+    b.wait_until_js(
+        "document.getElementById('conn').dataset.state == 'open'",
+        PAGE,
+    );
+    assert!(b
+        .try_find(&format!("[role=tab][data-pid='{first}']"))
+        .is_some());
+    assert_eq!(
+        b.execute("return window.__same_page === true", vec![]),
+        Value::Bool(true),
+        "no reload"
+    );
+}

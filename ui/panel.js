@@ -175,6 +175,8 @@ export class Panel {
   }
 
   async cancel(execution) {
+    // A queued task is simply dropped; a running one is interrupted: ask first, as Serena does.
+    if (execution.is_running && !(await this.ctx.confirm(`Cancel ${execution.name}?`, ['It is running: cancelling interrupts it, and what it was doing may be left half done.'], 'Cancel it'))) return;
     try {
       await post(`/api/instances/${this.pid}/executions/${encodeURIComponent(execution.task_id)}/cancel`);
       this.ctx.notify(`Asked ${label(this.inst)} to cancel ${execution.name}.`, 'ok');

@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the outside world is looked at when nothing wakes the loop earlier.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long after a grace ends its refresh runs (past it, whatever the clock's rounding).
+const GRACE_SLACK: Duration = Duration::from_millis(5);
+
 /// How often a taken tray-protocol port is tried again.
 const TRAY_PORT_RETRY: Duration = Duration::from_secs(5);
 
@@ -58,8 +61,13 @@ async fn refresh_loop(app: App) {
         if let Err(e) = core.refresh().await {
             tracing::warn!("refresh failed: {e}");
         }
+        // Once a second, at once when woken, and the moment a grace runs out (so an orphan
+        // turns red when its grace ends, not up to a second later).
+        let next = core.next_grace_end().map_or(REFRESH_INTERVAL, |left| {
+            (left + GRACE_SLACK).min(REFRESH_INTERVAL)
+        });
         tokio::select! {
-            _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
+            _ = tokio::time::sleep(next) => {}
             _ = core.woken() => {}
         }
     }
@@ -82,7 +90,8 @@ where
     }
 }
 
-/// Wakes the refresh loop the moment a known instance's process exits. One watcher per live
+/// Wakes the refresh loop the moment a known instance's process exits, or its MCP client does
+/// (which orphans it: its grace starts then, not at the next timed refresh). Watchers per live
 /// instance, cancelled when the instance leaves the model, so a watcher never outlives it; after
 /// missed events the watchers are made to match the model again.
 async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
@@ -92,13 +101,17 @@ async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
         if let Some(old) = watchers.insert(id, stop.clone()) {
             old.cancel();
         }
-        let core = app.core().clone();
-        app.spawn(async move {
-            tokio::select! {
-                gone = exited(id) => if gone { core.wake() },
-                _ = stop.cancelled() => {}
-            }
-        });
+        let client = app.core().client_of(id);
+        for watched in std::iter::once(id).chain(client) {
+            let core = app.core().clone();
+            let stop = stop.clone();
+            app.spawn(async move {
+                tokio::select! {
+                    gone = exited(watched) => if gone { core.wake() },
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
     };
     loop {
         match rx.recv().await {

@@ -157,6 +157,33 @@ impl Core {
             .map(|t| t.inst.clone())
     }
 
+    /// The MCP client that started this instance, as first seen (its exit orphans the instance).
+    pub(crate) fn client_of(&self, id: ProcessId) -> Option<ProcessId> {
+        lock(&self.inner.model)
+            .tracked
+            .get(&id)
+            .and_then(|t| t.client.as_ref())
+            .map(|c| c.id())
+    }
+
+    /// How long until a live instance's grace runs out (orphaned or silent for the grace: it
+    /// turns red then), if one is running; the refresh loop looks again at that moment.
+    pub(crate) fn next_grace_end(&self) -> Option<std::time::Duration> {
+        let grace = self.inner.settings.tray.zombie_grace.as_secs_f64();
+        let now = super::model::now();
+        lock(&self.inner.model)
+            .tracked
+            .values()
+            .filter(|t| t.alive && t.inst.state.is_live())
+            .flat_map(|t| [t.orphaned_since, t.silent_since])
+            .flatten()
+            .map(|since| since + grace - now)
+            // One that ran out already was looked at; the timer covers anything else.
+            .filter(|left| *left > 0.0)
+            .min_by(f64::total_cmp)
+            .map(std::time::Duration::from_secs_f64)
+    }
+
     /// The record for a PID: the live one if a dead record shares the PID.
     pub(crate) fn tracked_id(&self, pid: u32) -> Option<ProcessId> {
         let model = lock(&self.inner.model);

@@ -352,7 +352,12 @@ async fn every_ui_file_is_served_with_its_type_and_an_etag_that_revalidates() {
                 .join(name),
         )
         .expect("the file in ui/");
-        assert_eq!(body, on_disk, "{path} is the file as it is in ui/");
+        assert!(
+            body == on_disk,
+            "{path} is not the file as it is in ui/ ({} bytes served, {} on disk)",
+            body.len(),
+            on_disk.len()
+        );
         assert_eq!(header_of(&headers, "cache-control"), "no-cache", "{path}");
         let etag = header_of(&headers, "etag").to_string();
         assert!(
