@@ -191,7 +191,7 @@ fn main() {
 
     println!("dashboard page in headless Chromium, {n} instances (ms)");
     println!(
-        "{:<44} {:>8} {:>8} {:>5}",
+        "{:<50} {:>8} {:>8} {:>5}",
         "measure", "median", "p90", "runs"
     );
     for (what, v) in [
@@ -202,7 +202,7 @@ fn main() {
     ] {
         let runs = v.len();
         println!(
-            "{what:<44} {:>8.1} {:>8.1} {runs:>5}",
+            "{what:<50} {:>8.1} {:>8.1} {runs:>5}",
             median(v.clone()),
             p90(v)
         );
