@@ -468,10 +468,10 @@ async fn paths_outside_ui_are_not_found_however_they_are_spelt() {
         "/..%5cCargo.toml",
         "/./index.html",
         "//index.html",
-        "/.%2e/src-tauri/main.rs",
+        "/.%2e/.ci/run",
         "/ui/index.html",
         "/Cargo.toml",
-        "/src-tauri/lib.rs",
+        "/tests/common/mod.rs",
     ] {
         let (status, body, headers) = api.call(get(path)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body:?}");
