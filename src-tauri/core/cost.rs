@@ -147,9 +147,12 @@ pub(crate) fn display_name(p: &Proc) -> String {
     }
 }
 
+/// The smallest memory move worth telling, in bytes.
+const MEMORY_FLOOR: f64 = (4 << 20) as f64;
+
 /// Whether `now` differs enough from the cost last told (`shown`) to tell again: the process
-/// count changed, memory moved by more than a tenth, or CPU by more than a tenth and at least
-/// two points (so 0.1 % -> 0.2 % is not news).
+/// count changed, memory moved by more than a tenth and at least 4 MiB, or CPU by more than a
+/// tenth and at least two points (so 0.1 % -> 0.2 % is not news).
 pub(crate) fn moved(shown: Option<&Cost>, now: Option<&Cost>) -> bool {
     match (shown, now) {
         (None, None) => false,
@@ -157,7 +160,7 @@ pub(crate) fn moved(shown: Option<&Cost>, now: Option<&Cost>) -> bool {
             let mem = (a.memory_bytes as f64 - b.memory_bytes as f64).abs();
             let cpu = (a.cpu_percent - b.cpu_percent).abs();
             a.process_count != b.process_count
-                || mem > a.memory_bytes as f64 / 10.0
+                || (mem > a.memory_bytes as f64 / 10.0 && mem >= MEMORY_FLOOR)
                 || (cpu > a.cpu_percent / 10.0 && cpu >= 2.0)
         }
         _ => true,
@@ -236,6 +239,15 @@ mod tests {
         let idle = cost(100 * mb, 0.1, 2);
         assert!(!moved(Some(&idle), Some(&cost(100 * mb, 0.2, 2))), "jitter");
         assert!(moved(Some(&idle), Some(&cost(100 * mb, 2.5, 2))), "busy");
+        let small = cost(20 * mb, 0.0, 1);
+        assert!(
+            !moved(Some(&small), Some(&cost(23 * mb, 0.0, 1))),
+            "+15 % but 3 MiB"
+        );
+        assert!(
+            moved(Some(&small), Some(&cost(25 * mb, 0.0, 1))),
+            "+25 %, 5 MiB"
+        );
     }
 
     #[test]
