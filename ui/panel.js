@@ -119,12 +119,17 @@ export class Panel {
 
   renderActions(inst) {
     const dead = inst.state_reason === 'dead';
+    const session = this.ctx.session(inst.pid);
+    // Rebuilt only when what they offer changes: a button replaced under the pointer (on every
+    // cost update) would swallow the click.
+    const shape = JSON.stringify([inst.port, dead, inst.verified_serena, session?.session_id ?? null]);
+    if (this.actionsShape === shape) return;
+    this.actionsShape = shape;
     const buttons = [];
     if (inst.port && !dead) {
       buttons.push(el('a', { class: 'button', href: `http://127.0.0.1:${inst.port}/dashboard/`, target: '_blank', rel: 'noopener noreferrer', dataset: { action: 'open-dashboard' }, text: 'Open its dashboard' }));
       buttons.push(el('button', { type: 'button', dataset: { action: 'shutdown' }, onclick: () => this.shutdown(), text: 'Shut down' }));
     }
-    const session = this.ctx.session(inst.pid);
     if (session) buttons.push(el('button', { type: 'button', dataset: { action: 'release' }, onclick: () => this.release(session), text: 'Release session' }));
     buttons.push(el('button', {
       type: 'button',
