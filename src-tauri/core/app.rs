@@ -6,6 +6,11 @@
 //! start on a port where Serena Tray verifiably answers reports `AlreadyRunning` instead of
 //! starting twice.
 //!
+//! A window host (the tray app) subscribes to [`App::window_requests`]: whoever wants the
+//! dashboard window shown (the API's `POST /api/window`, a second start, a notification) asks
+//! through [`App::show`], which says whether anyone was there to show it (the headless daemon
+//! has no window).
+//!
 //! Deliberately not here: argument parsing and printing (the CLI), windows and menus (the shell),
 //! and what each background task does (`background`).
 
@@ -18,6 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,6 +50,28 @@ pub enum Started {
     Running(App),
 }
 
+/// What a window host is asked to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// The dashboard, on whatever tab it has open.
+    Dashboard,
+    /// The dashboard on this instance's tab.
+    Instance(u32),
+    /// The dashboard's New session form.
+    NewSession,
+}
+
+impl Show {
+    /// The dashboard path (with its fragment) that shows it.
+    pub fn path(self) -> String {
+        match self {
+            Show::Dashboard => "/".into(),
+            Show::Instance(pid) => format!("/#{pid}"),
+            Show::NewSession => "/#new-session".into(),
+        }
+    }
+}
+
 /// The handle on the running program. Clone it freely.
 #[derive(Clone)]
 pub struct App {
@@ -58,6 +86,11 @@ struct Inner {
     port: u16,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// The runtime it started on: its tasks run there, whichever thread spawns them (a tray
+    /// menu click runs on the GUI's main thread, outside any runtime).
+    runtime: tokio::runtime::Handle,
+    /// Requests to show the dashboard window, to whichever window host subscribed.
+    show: broadcast::Sender<Show>,
 }
 
 impl App {
@@ -100,6 +133,8 @@ impl App {
                 port,
                 cancel,
                 tasks,
+                runtime: tokio::runtime::Handle::current(),
+                show: broadcast::channel(16).0,
             }),
         };
         background::start(&app, listener);
@@ -146,10 +181,21 @@ impl App {
         )
     }
 
-    /// Runs `task` in the background, tracked: it is dropped when the app shuts down.
+    /// Asks the window host to show `what`; false when none listens (the headless daemon).
+    pub fn show(&self, what: Show) -> bool {
+        self.inner.show.send(what).is_ok()
+    }
+
+    /// The requests of [`App::show`], for the window host.
+    pub fn window_requests(&self) -> broadcast::Receiver<Show> {
+        self.inner.show.subscribe()
+    }
+
+    /// Runs `task` in the background, tracked: it is dropped when the app shuts down. Callable
+    /// from any thread.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         let cancel = self.inner.cancel.clone();
-        self.inner.tasks.spawn(async move {
+        self.track(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = task => {}
@@ -160,7 +206,7 @@ impl App {
     /// Runs `task` in the background, tracked but not dropped at shutdown: it must end by itself
     /// soon after [`App::cancelled`] resolves (a server finishing the requests in flight).
     pub(crate) fn track(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.inner.tasks.spawn(task);
+        self.inner.tasks.spawn_on(task, &self.inner.runtime);
     }
 
     /// Whether shutdown has begun.

@@ -12,7 +12,7 @@ pub mod security;
 pub mod serve;
 pub mod ui;
 
-use crate::core::app::App;
+use crate::core::app::{App, Show};
 use crate::core::engine::{KillError, KillErrorKind};
 use crate::core::sessions::{Released, SessionError, SessionRequest};
 use crate::core::timeline::Timeline;
@@ -52,6 +52,7 @@ pub fn router(state: App) -> Router {
         .route("/api/instances/{pid}/kill", post(kill))
         .route("/api/instances/{pid}/shutdown", post(shutdown))
         .route("/api/zombies/kill", post(kill_zombies))
+        .route("/api/window", post(show_window))
         .route("/api/events", get(events))
         .route("/api/sessions", get(sessions))
         .route("/request-session", post(request_session))
@@ -299,6 +300,47 @@ async fn shutdown(
 
 async fn kill_zombies(State(state): State<App>) -> Json<Value> {
     Json(json!(state.core().kill_zombies().await))
+}
+
+/// What `POST /api/window` is asked to show: the dashboard, at an instance's tab (`pid`), or
+/// at the New session form (`new_session`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowBody {
+    pid: Option<u32>,
+    #[serde(default)]
+    new_session: bool,
+}
+
+/// Shows the tray app's dashboard window (a second start, `serena-tray open`): 200 once asked,
+/// 409 `no_window` from the headless daemon, which has none.
+async fn show_window(
+    State(state): State<App>,
+    ApiJson(ShowBody { pid, new_session }): ApiJson<ShowBody>,
+) -> Result<Json<Value>, ApiError> {
+    let what = match (pid, new_session) {
+        (Some(_), true) => {
+            return Err(ApiError::bad_request(
+                "bad_window_request",
+                "ask for an instance's tab or for the New session form, not both",
+            ))
+        }
+        (Some(pid), false) => Show::Instance(pid),
+        (None, true) => Show::NewSession,
+        (None, false) => Show::Dashboard,
+    };
+    if state.show(what) {
+        Ok(Json(json!({"status": "shown"})))
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_window",
+            format!(
+                "this Serena Tray runs headless (the daemon) and has no window: open {} in a browser",
+                state.url()
+            ),
+        ))
+    }
 }
 
 /// Server-sent events: first a `snapshot` of every instance, then every core event as it

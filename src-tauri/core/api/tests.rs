@@ -4,7 +4,7 @@
 //! end-to-end tests through the binary are in tests/api.rs.
 
 use super::router;
-use crate::core::app::{App, Started};
+use crate::core::app::{App, Show, Started};
 use crate::core::procs::Scope;
 use crate::core::settings::Settings;
 use axum::body::Body;
@@ -595,5 +595,44 @@ async fn cancelling_an_execution_checks_the_task_id_and_the_pid() {
         403,
         "cross_origin",
     );
+    api.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_window_request_reaches_the_window_host_and_the_headless_daemon_says_it_has_none() {
+    let api = test_api().await;
+    // No window host: the daemon says so, with the URL to open instead.
+    let (status, v, _) = api.call(post("/api/window", "{}")).await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "no_window");
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(&api.app.url())));
+
+    let mut host = api.app.window_requests();
+    for (body, shown) in [
+        ("{}", Show::Dashboard),
+        (r#"{"pid": 4242}"#, Show::Instance(4242)),
+        (r#"{"new_session": true}"#, Show::NewSession),
+    ] {
+        let (status, v, _) = api.call(post("/api/window", body)).await;
+        assert_eq!((status, &v["status"]), (StatusCode::OK, &json!("shown")));
+        assert_eq!(host.try_recv().expect("the host was asked"), shown);
+    }
+    assert_error(
+        api.call(post("/api/window", r#"{"pid": 1, "new_session": true}"#))
+            .await,
+        400,
+        "bad_window_request",
+    );
+    assert_error(
+        api.call(post("/api/window", r#"{"tab": 1}"#)).await,
+        422,
+        "invalid_body",
+    );
+    assert_error(api.send(post("/api/window", "{}")).await, 401, "no_token");
+    assert!(host.try_recv().is_err(), "refused requests reach no one");
+    assert_eq!(Show::Instance(7).path(), "/#7");
+    assert_eq!(Show::NewSession.path(), "/#new-session");
     api.app.shutdown().await;
 }
