@@ -1,6 +1,9 @@
 """Regenerates the PNG icons in this folder (pure Python, no imaging library needed).
 
-App icons are the brand green; tray-<colour>.png are the tray states (worst state wins).
+App icons are the brand green. tray-<state>.png (64 px: crisp at 2x in a 32 px panel) and
+tray-<state>-32.png (1x) are the tray states, worst state wins; each state has a shape besides
+its colour, as the dashboard's tabs do: green a dot, yellow a half dot, red a cross, grey an
+empty ring. Edges are antialiased by 4x4 supersampling.
 Run: python3 icons/make_icons.py
 """
 import math
@@ -9,19 +12,61 @@ import struct
 import zlib
 
 HERE = pathlib.Path(__file__).parent
+WHITE = (255, 255, 255)
+SAMPLES = 4
 
 
-def png(path, size, rgb):
+def glyph_dot(u, v):
+    return math.hypot(u, v) < 0.42
+
+
+def glyph_half(u, v):
+    # The left half of the dot, and a thin ring around the whole of it.
+    d = math.hypot(u, v)
+    return (d < 0.42 and u <= 0) or 0.33 < d < 0.42
+
+
+def glyph_cross(u, v):
+    w = 0.11
+    return abs(u) < 0.46 and abs(v) < 0.46 and (abs(u - v) < w * 1.414 or abs(u + v) < w * 1.414)
+
+
+def glyph_none(u, v):
+    return False
+
+
+def pixel(x, y, size, rgb, glyph, ring):
+    """The colour and coverage of one pixel: a disc of `rgb` (or only its ring) with `glyph` in white."""
+    c = size / 2
+    r = size * 0.46
+    covered = 0
+    white = 0
+    for sy in range(SAMPLES):
+        for sx in range(SAMPLES):
+            px = x + (sx + 0.5) / SAMPLES
+            py = y + (sy + 0.5) / SAMPLES
+            d = math.hypot(px - c, py - c)
+            if d > r:
+                continue
+            if ring and d < r * 0.62:
+                continue
+            covered += 1
+            if glyph((px - c) / r, (py - c) / r):
+                white += 1
+    n = SAMPLES * SAMPLES
+    if covered == 0:
+        return (0, 0, 0, 0)
+    t = white / covered
+    col = tuple(round(a * (1 - t) + b * t) for a, b in zip(rgb, WHITE))
+    return col + (round(255 * covered / n),)
+
+
+def png(path, size, rgb, glyph=glyph_dot, ring=False):
     rows = []
-    c = (size - 1) / 2
-    r = size * 0.42
     for y in range(size):
         row = bytearray([0])
         for x in range(size):
-            d = math.hypot(x - c, y - c)
-            alpha = max(0.0, min(1.0, r - d + 0.5))
-            col = (255, 255, 255) if d < r * 0.45 else rgb
-            row += bytes(col) + bytes([int(alpha * 255)])
+            row += bytes(pixel(x, y, size, rgb, glyph, ring))
         rows.append(bytes(row))
 
     def chunk(tag, data):
@@ -36,5 +81,12 @@ BRAND = (46, 125, 50)
 png("32x32.png", 32, BRAND)
 png("128x128.png", 128, BRAND)
 png("icon.png", 512, BRAND)
-for name, col in [("green", (46, 160, 67)), ("yellow", (212, 167, 44)), ("red", (207, 34, 46)), ("grey", (140, 149, 159))]:
-    png(f"tray-{name}.png", 64, col)
+TRAY = [
+    ("green", (46, 160, 67), glyph_dot, False),
+    ("yellow", (212, 167, 44), glyph_half, False),
+    ("red", (207, 34, 46), glyph_cross, False),
+    ("grey", (140, 149, 159), glyph_none, True),
+]
+for name, col, glyph, ring in TRAY:
+    png(f"tray-{name}.png", 64, col, glyph, ring)
+    png(f"tray-{name}-32.png", 32, col, glyph, ring)

@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-pub(crate) struct Client {
+pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
@@ -64,21 +64,46 @@ impl Client {
         serde_json::from_value(self.get(path).await?).map_err(CliError::Answer)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+    /// Asks the running app to show its dashboard window (`body` as `POST /api/window` takes
+    /// it); false from a headless daemon, which has none.
+    pub async fn show_window(&self, body: &impl Serialize) -> Result<bool, CliError> {
+        let req = self
+            .http
+            .post(format!("{}/api/window", self.base))
+            .json(body);
+        match self.answer(req).await? {
+            (status, _) if status.is_success() => Ok(true),
+            (_, body) if body["error"]["code"] == "no_window" => Ok(false),
+            (status, body) => Err(failure(status, &body)),
+        }
+    }
+
+    async fn answer(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Value), CliError> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| CliError::Other(format!("the daemon did not answer: {e}")))?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(body);
-        }
-        let message = body["error"]["message"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| format!("the daemon answered {status}"));
-        Err(CliError::Other(message))
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        match self.answer(req).await? {
+            (status, body) if status.is_success() => Ok(body),
+            (status, body) => Err(failure(status, &body)),
+        }
+    }
+}
+
+/// An error answer as one line: the daemon's message, else its status.
+fn failure(status: reqwest::StatusCode, body: &Value) -> CliError {
+    let message = body["error"]["message"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| format!("the daemon answered {status}"));
+    CliError::Other(message)
 }

@@ -239,7 +239,10 @@ fn default_verb(ctx: Settings) -> Result<(), CliError> {
         eprintln!("serena-tray: no display (DISPLAY and WAYLAND_DISPLAY are unset): running as the daemon");
         return run_daemon(ctx);
     }
-    crate::shell::run(ctx).map_err(|e| CliError::Other(e.to_string()))
+    match crate::shell::run(ctx.clone()).map_err(|e| CliError::Other(e.to_string()))? {
+        crate::shell::Outcome::Quit => Ok(()),
+        crate::shell::Outcome::AlreadyRunning => open(ctx),
+    }
 }
 
 /// Whether a desktop session is there to show a tray in (always, outside X11/Wayland systems).
@@ -457,10 +460,16 @@ fn absolute(path: &Path) -> Result<String, CliError> {
         .map(|p| p.display().to_string())
 }
 
+/// Shows the running tray app's dashboard window; a headless daemon has none: then prints the
+/// URL that logs a browser in.
 fn open(ctx: Settings) -> Result<(), CliError> {
     runtime()?.block_on(async move {
         let client = need_daemon(&ctx).await?;
-        println!("{}", client.login_url());
+        if client.show_window(&json!({})).await? {
+            println!("serena-tray is running: showing its dashboard window");
+        } else {
+            println!("{}", client.login_url());
+        }
         Ok(())
     })
 }

@@ -1,0 +1,79 @@
+//! Launch at login, with tauri-plugin-autostart: an XDG autostart entry on Linux
+//! (`~/.config/autostart/Serena Tray.desktop`), a LaunchAgent on macOS, the Run key on Windows;
+//! each starts `serena-tray` with no verb (the tray app). The state shown is always read from
+//! the system, never remembered: on Linux and macOS the folder of the entry is watched, so an
+//! entry removed by hand unchecks the menu at once.
+//!
+//! Deliberately not here: the menu item (`menu`) and when the menu is rebuilt (`tray`).
+
+use std::path::PathBuf;
+use tauri::plugin::TauriPlugin;
+use tauri::{Manager, Runtime};
+use tauri_plugin_autostart::AutoLaunchManager;
+
+/// The plugin (on macOS its default: a LaunchAgent).
+pub fn plugin<R: Runtime>() -> TauriPlugin<R> {
+    tauri_plugin_autostart::Builder::new().build()
+}
+
+/// Whether the app launches at login; `None` where it cannot be told (no plugin, an
+/// unreadable entry).
+pub fn state<R: Runtime, M: Manager<R>>(m: &M) -> Option<bool> {
+    let manager = m.try_state::<AutoLaunchManager>()?;
+    match manager.is_enabled() {
+        Ok(on) => Some(on),
+        Err(e) => {
+            tracing::warn!("cannot tell whether Serena Tray launches at login: {e}");
+            None
+        }
+    }
+}
+
+/// Makes the app launch at login (`on`) or not.
+pub fn set<R: Runtime, M: Manager<R>>(m: &M, on: bool) -> Result<(), String> {
+    let manager = m
+        .try_state::<AutoLaunchManager>()
+        .ok_or("launch at login is not available here")?;
+    if on {
+        manager.enable()
+    } else {
+        manager.disable()
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The folder whose entries decide launch at login, where it is a folder of files.
+pub fn watched_dir() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    if cfg!(target_os = "linux") {
+        Some(home.join(".config").join("autostart"))
+    } else if cfg!(target_os = "macos") {
+        Some(home.join("Library").join("LaunchAgents"))
+    } else {
+        None
+    }
+}
+
+/// Calls `changed` whenever an entry of [`watched_dir`] changes; the watcher lives as long as
+/// the value returned.
+pub fn watch(changed: impl Fn() + Send + 'static) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = watched_dir()?;
+    // The folder may not exist before the first entry; watching it needs it.
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        tracing::warn!("cannot watch {} for launch at login: {e}", dir.display());
+        return None;
+    }
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            changed();
+        }
+    })
+    .map_err(|e| tracing::warn!("cannot watch {}: {e}", dir.display()))
+    .ok()?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!("cannot watch {}: {e}", dir.display()))
+        .ok()?;
+    Some(watcher)
+}

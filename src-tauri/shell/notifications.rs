@@ -1,0 +1,301 @@
+//! Desktop notifications (notify-rust) when instances become zombies: one per batch (the zombies
+//! one refresh found, gathered for a moment), naming each by its tab label and saying what they
+//! hold, never twice for the same instance (by PID and start time). Where the notification
+//! server has actions: "Kill" kills exactly those instances (each checked again by the core),
+//! and clicking the notification opens the dashboard on the first of them. A record whose
+//! process is already gone (`dead`) holds nothing and is not announced. The `notifications`
+//! setting turns them off; without a notification service it says so once and carries on.
+//!
+//! Deliberately not here: what a zombie is (the core) and killing (the core's `kill_process`).
+
+use crate::core::app::{App, Show};
+use crate::core::events::Event;
+use crate::core::model::{Instance, ProcessId, State, ZombieReason};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How long a batch stays open after its first zombie: the zombies of one refresh (or of a few
+/// in a row) make one notification.
+const BATCH: Duration = Duration::from_millis(300);
+
+/// The instance an event reports as newly a zombie with a process to kill.
+fn new_zombie(event: &Event) -> Option<&Instance> {
+    let inst = match event {
+        Event::StateChanged {
+            to: State::Zombie,
+            instance,
+            ..
+        } => instance,
+        Event::InstanceAdded { instance } if instance.state == State::Zombie => instance,
+        _ => return None,
+    };
+    (inst.state_reason != Some(ZombieReason::Dead)).then_some(inst)
+}
+
+/// Which zombies have been announced: each once, for as long as it is known.
+#[derive(Default)]
+pub struct Announced {
+    seen: HashSet<ProcessId>,
+}
+
+impl Announced {
+    /// The zombies of `events` not announced before (each once, in order); marks them.
+    pub fn batch(&mut self, events: &[Event]) -> Vec<Instance> {
+        let mut out = vec![];
+        for event in events {
+            if let Event::InstanceRemoved { pid, started_at } = event {
+                self.seen.remove(&ProcessId::of_record(*pid, *started_at));
+            } else if let Some(inst) = new_zombie(event) {
+                if self.seen.insert(inst.process_id()) {
+                    out.push(inst.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The notification's summary and body: `2 Serena instances became zombies, holding 1.6 GB`,
+/// `4242 - webapp, 4243 - NO PROJECT`.
+pub fn text(batch: &[Instance]) -> (String, String) {
+    let memory: u64 = batch
+        .iter()
+        .filter_map(|i| i.cost.as_ref())
+        .map(|c| c.memory_bytes)
+        .sum();
+    let holding = if memory > 0 {
+        format!(", holding {}", super::menu::bytes(memory))
+    } else {
+        String::new()
+    };
+    let summary = match batch.len() {
+        1 => format!("A Serena instance became a zombie{holding}"),
+        n => format!("{n} Serena instances became zombies{holding}"),
+    };
+    let body = batch
+        .iter()
+        .map(Instance::label)
+        .collect::<Vec<_>>()
+        .join(", ");
+    (summary, body)
+}
+
+/// Announces new zombies for as long as the app runs.
+pub fn follow(app: &App) {
+    let mut rx = app.core().subscribe();
+    let a = app.clone();
+    app.spawn(async move {
+        let mut announced = Announced::default();
+        let Some(actions) = tokio::task::spawn_blocking(server_has_actions)
+            .await
+            .ok()
+            .flatten()
+        else {
+            tracing::warn!(
+                "no desktop notification service (org.freedesktop.Notifications): zombies are \
+                 shown in the tray and the dashboard only"
+            );
+            return;
+        };
+        loop {
+            let first = match rx.recv().await {
+                Ok(e) => e,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            if new_zombie(&first).is_none() && !matches!(first, Event::InstanceRemoved { .. }) {
+                continue;
+            }
+            let mut events = vec![first];
+            let close = tokio::time::sleep(BATCH);
+            tokio::pin!(close);
+            loop {
+                tokio::select! {
+                    _ = &mut close => break,
+                    e = rx.recv() => match e {
+                        Ok(e) => events.push(e),
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return,
+                    },
+                }
+            }
+            let batch = announced.batch(&events);
+            if !batch.is_empty() {
+                send(&a, batch, actions);
+            }
+        }
+    });
+}
+
+/// Whether a notification service answers (`None` if none) and offers actions.
+fn server_has_actions() -> Option<bool> {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    {
+        notify_rust::get_server_information().ok()?;
+        let caps = notify_rust::get_capabilities().ok()?;
+        Some(caps.iter().any(|c| c == "actions"))
+    }
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    {
+        Some(false)
+    }
+}
+
+const KILL: &str = "kill";
+const OPEN: &str = "default";
+
+/// Shows one notification for `batch`, and acts on its actions in a thread of its own (the
+/// server answers when it is clicked or closed).
+fn send(app: &App, batch: Vec<Instance>, actions: bool) {
+    let (summary, body) = text(&batch);
+    let mut n = notify_rust::Notification::new();
+    n.appname("Serena Tray")
+        .summary(&summary)
+        .body(&body)
+        .icon("dialog-warning");
+    if actions {
+        n.action(OPEN, "Open dashboard").action(KILL, "Kill");
+    }
+    let shown = match n.show() {
+        Ok(shown) => shown,
+        Err(e) => {
+            tracing::warn!("cannot show a notification: {e}");
+            return;
+        }
+    };
+    tracing::info!("notified: {summary}: {body}");
+    #[cfg(all(unix, not(target_os = "macos")))]
+    if actions {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            shown.wait_for_action(|action| match action {
+                KILL => {
+                    let ids: Vec<ProcessId> = batch.iter().map(Instance::process_id).collect();
+                    let a = app.clone();
+                    app.spawn(async move {
+                        for id in ids {
+                            if let Err(e) = a.core().kill_process(id).await {
+                                tracing::warn!("kill of zombie {} failed: {e}", id.pid);
+                            }
+                        }
+                    });
+                }
+                OPEN => {
+                    app.show(
+                        batch
+                            .first()
+                            .map_or(Show::Dashboard, |i| Show::Instance(i.pid)),
+                    );
+                }
+                _ => {}
+            })
+        });
+    }
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    let _ = (app, shown, batch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{Cost, Source, Transport};
+
+    fn zombie(pid: u32, project: Option<&str>, reason: ZombieReason) -> Instance {
+        Instance {
+            pid,
+            state: State::Zombie,
+            state_reason: Some(reason),
+            port: None,
+            project_name: project.map(String::from),
+            project_path: None,
+            context: None,
+            modes: vec![],
+            transport: Transport::Stdio,
+            mcp_port: None,
+            mcp_url: None,
+            started_at: 1000.0,
+            client_pid: None,
+            client_name: None,
+            source: Source::Discovery,
+            cmdline: vec![],
+            first_seen: 1000.0,
+            last_heartbeat: None,
+            last_activity: None,
+            state_since: 1000.0,
+            verified_serena: true,
+            cost: Some(Cost {
+                memory_bytes: 800 * 1024 * 1024,
+                cpu_percent: 1.0,
+                process_count: 2,
+                processes: vec![],
+            }),
+        }
+    }
+
+    fn turned(i: &Instance) -> Event {
+        Event::StateChanged {
+            pid: i.pid,
+            from: State::LiveWithProject,
+            to: State::Zombie,
+            reason: i.state_reason,
+            instance: i.clone(),
+        }
+    }
+
+    #[test]
+    fn each_zombie_is_announced_once_and_a_dead_record_not_at_all() {
+        let a = zombie(4242, Some("webapp"), ZombieReason::Orphaned);
+        let b = zombie(4243, None, ZombieReason::Unresponsive);
+        let dead = zombie(4244, None, ZombieReason::Dead);
+        let mut announced = Announced::default();
+        let batch = announced.batch(&[
+            turned(&a),
+            Event::InstanceAdded {
+                instance: b.clone(),
+            },
+            turned(&dead),
+            Event::InstanceUpdated {
+                instance: a.clone(),
+            },
+        ]);
+        assert_eq!(batch, [a.clone(), b.clone()]);
+        assert_eq!(
+            text(&batch),
+            (
+                "2 Serena instances became zombies, holding 1.6 GB".into(),
+                "4242 - webapp, 4243 - NO PROJECT".into()
+            )
+        );
+        // Seen again on later refreshes (it recovers and relapses, say): not again.
+        assert!(announced.batch(&[turned(&a), turned(&b)]).is_empty());
+        // Its PID reused by another process: that one is news.
+        let mut again = a.clone();
+        again.started_at = 2000.0;
+        assert_eq!(announced.batch(&[turned(&again)]), [again]);
+        // Gone and forgotten; its PID and start time could only come back as a new record.
+        assert!(
+            announced
+                .batch(&[
+                    Event::InstanceRemoved {
+                        pid: b.pid,
+                        started_at: b.started_at
+                    },
+                    turned(&b)
+                ])
+                .len()
+                == 1
+        );
+    }
+
+    #[test]
+    fn one_zombie_reads_in_the_singular_and_without_a_cost_says_no_size() {
+        let mut a = zombie(7, Some("p"), ZombieReason::Orphaned);
+        assert_eq!(
+            text(std::slice::from_ref(&a)).0,
+            "A Serena instance became a zombie, holding 800 MB"
+        );
+        a.cost = None;
+        assert_eq!(text(&[a]).0, "A Serena instance became a zombie");
+    }
+}
