@@ -1,5 +1,6 @@
 //! Headless Chromium driven over WebDriver (chromedriver + fantoccini), for the tests of the web
-//! page. [`Browser::start`] starts `chromedriver` on a free port (the binary from `CHROMEDRIVER`,
+//! page; and the tray app's own window, driven the same way through WebKitWebDriver
+//! ([`Browser::webkit`]). [`Browser::start`] starts `chromedriver` on a free port (the binary from `CHROMEDRIVER`,
 //! else /usr/bin/chromedriver), waits until it answers `/status`, and opens a session with
 //! headless Chromium (`CHROMIUM`, else /usr/bin/chromium) in a fresh profile; dropping the
 //! `Browser` closes the session and kills chromedriver's whole tree (Chromium included).
@@ -129,44 +130,6 @@ impl Browser {
             .prefix("serena-tray-chromium-")
             .tempdir()
             .expect("profile dir");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        // The port is picked free and then given to chromedriver: another process may take it
-        // in between, so a chromedriver that exits at once is started again on another port.
-        let mut attempt = 0;
-        let (child, port, driver_log) = loop {
-            attempt += 1;
-            let port = super::free_port();
-            let log = profile.path().join(format!("chromedriver-{port}.log"));
-            let mut child = Command::new(&driver)
-                .arg(format!("--port={port}"))
-                .arg(format!("--log-path={}", log.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
-            if wait_status(&rt, &mut child, port) {
-                break (child, port, log);
-            }
-            kill_tree(child.id());
-            let _ = child.wait();
-            assert!(
-                attempt < 3,
-                "chromedriver did not answer /status on port {port}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let mut browser = Browser {
-            rt,
-            client: None,
-            driver: child,
-            driver_log,
-            logs: Mutex::new(Vec::new()),
-            _profile: profile,
-        };
         let args = [
             "--headless".to_string(),
             "--no-sandbox".to_string(),
@@ -179,7 +142,7 @@ impl Browser {
             "--no-proxy-server".to_string(),
             format!(
                 "--user-data-dir={}",
-                browser._profile.path().join("chromium").display()
+                profile.path().join("chromium").display()
             ),
             "--window-size=1280,900".to_string(),
         ];
@@ -188,6 +151,85 @@ impl Browser {
             "goog:chromeOptions": {"binary": chromium, "args": args},
             "goog:loggingPrefs": {"browser": "ALL"},
         });
+        let driver_cmd = |port: u16, log: &Path| {
+            let mut cmd = Command::new(&driver);
+            cmd.arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            cmd
+        };
+        Some(Browser::launch(profile, driver_cmd, caps))
+    }
+
+    /// The tray app's own window, driven by WebKitWebDriver (Debian `webkit2gtk-driver`): the
+    /// driver starts `app` with `args` (`configure` sets the environment both inherit: the
+    /// desktop, the home) and attaches to the first webview it opens, which must be opened at
+    /// start (`web_dashboard_global_open_on_launch`). `TAURI_WEBVIEW_AUTOMATION=true` lets the
+    /// app's webviews be automated.
+    pub fn webkit(app: &Path, args: &[String], configure: impl Fn(&mut Command)) -> Browser {
+        let profile = tempfile::Builder::new()
+            .prefix("serena-tray-webkit-")
+            .tempdir()
+            .expect("log dir");
+        let caps = json!({
+            "webkitgtk:browserOptions": {"binary": app, "args": args},
+        });
+        let driver_cmd = |port: u16, log: &Path| {
+            let mut cmd = Command::new("WebKitWebDriver");
+            configure(&mut cmd);
+            let log = std::fs::File::create(log).expect("driver log");
+            cmd.arg(format!("--port={port}"))
+                .env("TAURI_WEBVIEW_AUTOMATION", "true")
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log);
+            cmd
+        };
+        Browser::launch(profile, driver_cmd, caps)
+    }
+
+    /// Starts the driver `driver_cmd(port, log)` makes on a free port and opens a session with
+    /// `caps`.
+    fn launch(
+        profile: tempfile::TempDir,
+        driver_cmd: impl Fn(u16, &Path) -> Command,
+        caps: Value,
+    ) -> Browser {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // The port is picked free and then given to the driver: another process may take it in
+        // between, so a driver that exits at once is started again on another port.
+        let mut attempt = 0;
+        let (child, port, driver_log) = loop {
+            attempt += 1;
+            let port = super::free_port();
+            let log = profile.path().join(format!("driver-{port}.log"));
+            let mut cmd = driver_cmd(port, &log);
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+            if wait_status(&rt, &mut child, port) {
+                break (child, port, log);
+            }
+            kill_tree(child.id());
+            let _ = child.wait();
+            assert!(
+                attempt < 3,
+                "the WebDriver server did not answer /status on port {port}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        let mut browser = Browser {
+            rt,
+            client: None,
+            driver: child,
+            driver_log,
+            logs: Mutex::new(Vec::new()),
+            _profile: profile,
+        };
         let caps = caps.as_object().cloned().expect("object");
         let connected = browser.rt.block_on(async {
             let mut builder =
@@ -202,16 +244,15 @@ impl Browser {
         match connected {
             Ok(Ok(client)) => browser.client = Some(client),
             Ok(Err(e)) => panic!(
-                "chromedriver could not start Chromium ({}): {e}\n{}",
-                chromium.display(),
+                "the WebDriver server could not start the browser: {e}\n{}",
                 browser.driver_log_tail()
             ),
             Err(_) => panic!(
-                "no Chromium session within {CALL_TIMEOUT:?}\n{}",
+                "no browser session within {CALL_TIMEOUT:?}\n{}",
                 browser.driver_log_tail()
             ),
         }
-        Some(browser)
+        browser
     }
 
     fn driver_log_tail(&self) -> String {
@@ -446,6 +487,17 @@ impl Browser {
         }
         std::fs::write(&path, png).expect("write the screenshot");
         path
+    }
+
+    /// Closes the current window, as its close button does.
+    #[track_caller]
+    pub fn close_window(&self) {
+        self.run("close the window", self.client().close_window());
+    }
+
+    /// The WebDriver server's PID (the browser it started runs under it).
+    pub fn driver_pid(&self) -> u32 {
+        self.driver.id()
     }
 
     /// The cookies the browser holds for the current page (fantoccini's `cookie::Cookie`s).

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod desktop;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -182,6 +183,23 @@ impl Home {
     pub fn registry(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.registry_path()).expect("registry");
         serde_json::from_str(&text).expect("registry JSON")
+    }
+}
+
+impl Drop for Home {
+    /// The last line of defence, pass or fail: every process still carrying this home's scope
+    /// marker (anything a test started, and what that started: sessions a daemon launched,
+    /// orphans) is killed. Nothing else carries it.
+    fn drop(&mut self) {
+        let mut sys = System::new();
+        let snap = Snapshot::capture(&mut sys);
+        let pids: Vec<u32> = snap.iter().map(|p| p.pid).collect();
+        let ours = Scope::Marked(self.scope())
+            .admitted(&mut sys, &pids)
+            .unwrap_or_default();
+        for pid in ours {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
     }
 }
 
