@@ -173,54 +173,39 @@ fn the_tray_menu_names_instances_kills_zombies_toggles_launch_at_login_and_quits
     });
 
     // Launch at login: the XDG autostart entry, written and removed; the check mark is what
-    // the system says, also when the entry goes by hand.
+    // the system says, also when the entry goes by hand. Each step waits for the app to show
+    // it: a new menu (the item gets a new id) with the mark as the file says.
     let entry = home.path().join(".config/autostart/Serena Tray.desktop");
-    let checked = |want: bool| {
-        menu_when(
+    let shown = |old: i32, on: bool| {
+        let m = menu_when(
             &watcher,
             &item,
-            &format!("Launch at login checked: {want}"),
-            |m| m.find("Launch at login").and_then(|n| n.checked) == Some(want),
-        )
-        .find("Launch at login")
-        .expect("item")
-        .id
+            &format!("the menu rebuilt with launch at login {on}"),
+            |m| {
+                m.find("Launch at login")
+                    .is_some_and(|n| n.id != old && n.checked == Some(on))
+            },
+        );
+        assert_eq!(entry.exists(), on, "{}", entry.display());
+        m.find("Launch at login").expect("item").id
     };
-    let id = checked(false);
+    let first = watcher.menu(&item);
+    let autostart = first.find("Launch at login").expect("item");
+    assert_eq!(autostart.checked, Some(false));
     assert!(!entry.exists());
-    let exists = |want: bool| {
-        wait_for(
-            &format!("the autostart entry to exist: {want}"),
-            SOON,
-            || (entry.exists() == want).then_some(()),
-        )
-    };
-    watcher.click(&item, id);
-    exists(true);
-    let id = checked(true);
+    watcher.click(&item, autostart.id);
+    let id = shown(autostart.id, true);
     let text = std::fs::read_to_string(&entry).expect("the autostart entry");
     assert!(
         text.contains(&format!("Exec={}", tray_exe().display())),
         "{text}"
     );
     watcher.click(&item, id);
-    exists(false);
-    let id = checked(false);
+    let id = shown(id, false);
     watcher.click(&item, id);
-    exists(true);
-    // Once the app has shown the new state (a new menu: the item has a new id), only the
-    // watched folder can tell it that the entry went.
-    menu_when(
-        &watcher,
-        &item,
-        "the menu rebuilt, launch at login on",
-        |m| {
-            m.find("Launch at login")
-                .is_some_and(|n| n.id != id && n.checked == Some(true))
-        },
-    );
+    let id = shown(id, true);
     std::fs::remove_file(&entry).expect("removed by hand");
-    checked(false);
+    shown(id, false);
 
     // Quit ends the app (sessions it launched would live on, as a daemon's do).
     let quit = watcher.menu(&item).find("Quit").expect("Quit").id;
@@ -345,6 +330,17 @@ fn a_second_start_exits_0_and_the_first_shows_its_window() {
         200
     );
     wait_for("a new window", SOON, || has_window(app).then_some(()));
+
+    // SIGTERM (a logout) ends it as Quit does.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(app as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = wait_for("the app to stop", SOON, || {
+        reaper.child(app).and_then(|c| c.try_wait().ok()).flatten()
+    });
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -401,8 +397,31 @@ fn the_window_shows_the_dashboard_with_a_tab_per_instance() {
             seen == serde_json::json!([colour, label])
         });
     }
-    b.click(&format!("[role=tab][data-pid='{red}']"));
+    // What the tray menu asks for moves the open window: "New session..." opens the form, an
+    // instance's "Open in dashboard" its tab (`POST /api/window`, as a second start does too).
+    let mut api = Daemon::attach(port, 0);
+    api.token = std::fs::read_to_string(home.serena_home().join("tray/token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let show = |body: serde_json::Value| {
+        assert_eq!(api.call("POST", "/api/window", Some(body)).0, 200);
+    };
+    show(serde_json::json!({"new_session": true}));
+    b.wait_until_js("document.getElementById('session-dialog').open", SOON);
+    b.execute("document.getElementById('session-dialog').close()", vec![]);
+    show(serde_json::json!({"pid": red}));
+    b.wait_until_js(
+        &format!(
+            "document.querySelector('[role=tab][aria-selected=true]')?.dataset.pid == '{red}'"
+        ),
+        SOON,
+    );
     b.wait_for_css("#panel .why:not([hidden])", SOON);
+    // Asked again, the form opens again (the page gave the fragment back to the open tab).
+    show(serde_json::json!({"new_session": true}));
+    b.wait_until_js("document.getElementById('session-dialog').open", SOON);
+    b.execute("document.getElementById('session-dialog').close()", vec![]);
     let shot: PathBuf = b.screenshot(screenshots_dir().join("tray-window.png"));
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),

@@ -263,10 +263,20 @@ const openSession = setupSessionDialog(() => loadSessions());
 $('new-session').addEventListener('click', openSession);
 $('first-run-session').addEventListener('click', openSession);
 
-window.addEventListener('hashchange', () => {
+// `#new-session` (the tray's "New session...") opens the form, then gives the fragment back to
+// the open tab, so that asking again opens it again.
+function followHash() {
+  if (location.hash === '#new-session') {
+    const inst = state.instances.get(state.selected);
+    history.replaceState(null, '', inst ? `#${inst.pid}` : location.pathname);
+    openSession();
+    return;
+  }
   const key = fromHash();
   if (key) select(key, false);
-});
+}
+window.addEventListener('hashchange', followHash);
+followHash();
 
 // ---- the poll loop (the open tab only) ---------------------------------------------------------
 

@@ -59,8 +59,10 @@ export function setupSessionDialog(onCreated) {
     submit.disabled = false;
   };
   const open = () => {
-    reset();
-    dialog.showModal();
+    if (!dialog.open) {
+      reset();
+      dialog.showModal();
+    }
     $('session-path').focus();
   };
   $('session-close').addEventListener('click', () => dialog.close());

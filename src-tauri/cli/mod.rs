@@ -311,7 +311,7 @@ pub(crate) fn dashboard_line(app: &App) -> String {
 }
 
 /// SIGINT or SIGTERM (Ctrl+C on Windows).
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -71,6 +71,12 @@ pub fn run(settings: Settings) -> Result<Outcome, ShellError> {
         return Ok(Outcome::AlreadyRunning);
     };
     println!("{}", crate::cli::dashboard_line(&app));
+    // SIGTERM (a logout, `kill`) and Ctrl+C end it as Quit does: every task stops cleanly.
+    let handle = tauri.handle().clone();
+    app.spawn(async move {
+        crate::cli::wait_for_signal().await;
+        handle.exit(0);
+    });
     tauri.run(move |_handle, event| match event {
         // A tray app lives on with no window open.
         RunEvent::ExitRequested {

@@ -122,7 +122,9 @@ pub fn follow(app: &App) {
             }
             let batch = announced.batch(&events);
             if !batch.is_empty() {
-                send(&a, batch, actions);
+                // A D-Bus call (and, with actions, a thread that waits for the answer).
+                let a = a.clone();
+                let _ = tokio::task::spawn_blocking(move || send(&a, batch, actions)).await;
             }
         }
     });
