@@ -6,8 +6,9 @@
 //!   the menu then reads "Kill all zombies (0)" (disabled) and the icon turns from red to green;
 //!   "Launch at login" writes and removes the XDG autostart entry, and its check mark follows an
 //!   entry removed by hand; "Quit" ends the app;
-//! - a zombie is announced by exactly one notification (never again for it), whose "Kill"
-//!   action kills exactly it, and whose click opens the dashboard window;
+//! - a zombie is announced by exactly one notification (never again for it; one that was there
+//!   before the app started too), whose "Kill" action kills exactly it, and whose click opens
+//!   the dashboard window;
 //! - a second start exits 0 and makes the first show its window, through the single-instance
 //!   plugin and, without a session bus, through the port check and the API;
 //! - the window, driven by WebKitWebDriver, shows the dashboard with the instances' tabs (a
@@ -35,6 +36,30 @@ fn app_command(home: &Home, desktop: &Desktop, port: u16) -> Command {
     home.env(&mut cmd);
     desktop.env(&mut cmd);
     let log = std::fs::File::create(home.path().join(format!("app-{port}.log"))).expect("log");
+    // The user's browser, as the app opens it (`xdg-open URL`): a script that writes down what
+    // it was asked to open, in the home's `browser/opened`.
+    let browser = home.path().join("browser");
+    std::fs::create_dir_all(&browser).expect("mkdir");
+    let script = browser.join("xdg-open");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\n",
+            browser.join("opened").display()
+        ),
+    )
+    .expect("xdg-open");
+    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    let path = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .and_then(|(_, v)| v.map(std::ffi::OsStr::to_os_string))
+        .unwrap_or_default();
+    let mut dirs = vec![browser];
+    dirs.extend(std::env::split_paths(&path));
+    cmd.env("PATH", std::env::join_paths(dirs).expect("PATH"));
     cmd.arg("--serena-home")
         .arg(home.serena_home())
         .args(["--port", &port.to_string()])
@@ -88,16 +113,8 @@ fn orphan(
     let serena = serena_under(client);
     reaper.watch(serena);
     let tree = tree_with_language_server(serena);
-    kill_tree_only(client);
+    kill_one(client);
     (serena, tree, stdin)
-}
-
-/// SIGKILLs just this one process (not its children: they are to become orphans).
-fn kill_tree_only(pid: u32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
 }
 
 fn menu_when(
@@ -113,6 +130,7 @@ fn menu_when(
 fn the_tray_menu_names_instances_kills_zombies_toggles_launch_at_login_and_quits() {
     let desktop = Desktop::start();
     let watcher = Watcher::start(&desktop);
+    let notifications = NotificationServer::start(&desktop);
     let home = Home::new();
     let mut reaper = Reaper::default();
     let green_dir = home.jedi_project("greenhouse");
@@ -120,7 +138,7 @@ fn the_tray_menu_names_instances_kills_zombies_toggles_launch_at_login_and_quits
         spawn_serena(&home, &["--project", green_dir.to_str().expect("utf8")]);
     let green = reaper.adopt(green);
     let (orphan, tree, _orphan_stdin) = orphan(&home, &mut reaper, "orphanage");
-    let (app, _api) = start_app(&home, &desktop, &mut reaper);
+    let (app, api) = start_app(&home, &desktop, &mut reaper);
 
     let item = watcher.item(SOON);
     let red = format!("✕ {orphan} - orphanage");
@@ -156,7 +174,35 @@ fn the_tray_menu_names_instances_kills_zombies_toggles_launch_at_login_and_quits
         sub,
         ["Open in dashboard", "Open its Serena dashboard", "Kill"]
     );
+    // "Open its Serena dashboard" opens that instance's own page in the browser.
+    let (_, green_inst) = api.call("GET", &format!("/api/instances/{green}"), None);
+    let green_port = green_inst["port"].as_u64().expect("a dashboard port");
+    let own = menu
+        .find(&format!("● {green} - greenhouse"))
+        .and_then(|n| {
+            n.children
+                .iter()
+                .find(|c| c.label == "Open its Serena dashboard")
+        })
+        .expect("its item")
+        .id;
+    watcher.click(&item, own);
+    let opened = home.path().join("browser/opened");
+    wait_for("the browser to be asked", SOON, || {
+        std::fs::read_to_string(&opened)
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&opened).expect("opened").trim(),
+        format!("http://127.0.0.1:{green_port}/dashboard/index.html")
+    );
     assert_eq!(watcher.icon_colour(&item), "red");
+    // A zombie there before the app started is announced too, once.
+    let told = wait_for("the notification", SOON, || {
+        notifications.received().into_iter().next()
+    });
+    assert_eq!(told.body, format!("{orphan} - orphanage"));
 
     // Kill all zombies, clicked over D-Bus: the orphan and its language server are reaped.
     watcher.click(&item, menu.find("Kill all zombies").expect("item").id);
@@ -214,6 +260,12 @@ fn the_tray_menu_names_instances_kills_zombies_toggles_launch_at_login_and_quits
         reaper.child(app).and_then(|c| c.try_wait().ok()).flatten()
     });
     assert!(status.success(), "{status:?}");
+    assert_eq!(
+        notifications.received().len(),
+        1,
+        "{:?}",
+        notifications.received()
+    );
 }
 
 #[test]

@@ -75,8 +75,12 @@ enum Command {
     /// Launch, release and list dedicated Serena sessions (needs a running daemon)
     #[command(subcommand)]
     Session(SessionCommand),
-    /// Print the dashboard URL (it logs the browser in)
+    /// Show the tray app's dashboard window (or print the URL that logs a browser in)
     Open,
+    /// The tray app's dashboard window, as a process of its own (started by the tray app)
+    #[cfg(feature = "gui")]
+    #[command(name = "window", hide = true)]
+    Window,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +213,13 @@ fn seconds(arg: &str) -> Result<std::time::Duration, String> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    #[cfg(feature = "gui")]
+    if let Some(Command::Window) = cli.command {
+        // Started by the tray app, told by it what to show: no settings of its own.
+        return crate::shell::run_window_process()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| CliError::Other(e.to_string()));
+    }
     let ctx = settings(&cli.global)?;
     match cli.command {
         Some(Command::List { json }) => list(ctx, json).map(|()| ExitCode::SUCCESS),
@@ -216,6 +227,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::Kill { pids, zombies }) => kill(ctx, pids, zombies),
         Some(Command::Session(cmd)) => session(ctx, cmd).map(|()| ExitCode::SUCCESS),
         Some(Command::Open) => open(ctx).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "gui")]
+        Some(Command::Window) => unreachable!("handled above"),
         None => default_verb(ctx).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -510,5 +523,12 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&args).is_ok(), "{args:?}");
         }
+    }
+
+    #[cfg(feature = "gui")]
+    #[test]
+    fn the_window_process_verb_is_the_one_the_tray_app_starts() {
+        let cli = Cli::try_parse_from(["serena-tray", crate::shell::WINDOW_VERB]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Window)));
     }
 }

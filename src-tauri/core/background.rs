@@ -302,7 +302,7 @@ async fn tray_protocol_loop(app: App) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{Instance, Source, Transport, ZombieReason};
+    use crate::core::model::{test_instance, Instance, ZombieReason};
 
     #[test]
     fn a_timeline_line_says_what_happened_without_the_whole_record() {
@@ -312,28 +312,9 @@ mod tests {
             to: State::Zombie,
             reason: Some(ZombieReason::Orphaned),
             instance: Instance {
-                pid: 42,
                 state: State::Zombie,
                 state_reason: Some(ZombieReason::Orphaned),
-                port: Some(24282),
-                project_name: Some("proj".into()),
-                project_path: None,
-                context: None,
-                modes: vec![],
-                transport: Transport::Stdio,
-                mcp_port: None,
-                mcp_url: None,
-                started_at: 1000.0,
-                client_pid: None,
-                client_name: None,
-                source: Source::Discovery,
-                cmdline: vec!["serena".into(), "start-mcp-server".into()],
-                first_seen: 1000.0,
-                last_heartbeat: None,
-                last_activity: None,
-                state_since: 1000.0,
-                verified_serena: true,
-                cost: None,
+                ..test_instance(42, Some("proj"))
             },
         };
         let v: serde_json::Value =

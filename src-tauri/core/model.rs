@@ -282,6 +282,40 @@ impl Instance {
     }
 }
 
+/// An instance for unit tests: a live stdio Serena with a project (or without, `None`), seen
+/// and started at 1000 s, no cost; tests change what they look at.
+#[cfg(test)]
+pub(crate) fn test_instance(pid: u32, project: Option<&str>) -> Instance {
+    Instance {
+        pid,
+        state: if project.is_some() {
+            State::LiveWithProject
+        } else {
+            State::LiveNoProject
+        },
+        state_reason: None,
+        port: Some(24282),
+        project_name: project.map(String::from),
+        project_path: None,
+        context: None,
+        modes: vec![],
+        transport: Transport::Stdio,
+        mcp_port: None,
+        mcp_url: None,
+        started_at: 1000.0,
+        client_pid: None,
+        client_name: None,
+        source: Source::Discovery,
+        cmdline: vec!["serena".into(), "start-mcp-server".into()],
+        first_seen: 1000.0,
+        last_heartbeat: None,
+        last_activity: None,
+        state_since: 1000.0,
+        verified_serena: true,
+        cost: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

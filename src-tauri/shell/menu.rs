@@ -314,38 +314,22 @@ pub fn build<R: Runtime, M: Manager<R>>(app: &M, model: &MenuModel) -> tauri::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{Cost, Source, Transport, ZombieReason};
+    use crate::core::model::{test_instance, Cost, ZombieReason};
     use tauri::menu::MenuItemKind;
 
     fn instance(pid: u32, state: State, project: Option<&str>) -> Instance {
         Instance {
-            pid,
             state,
             state_reason: (state == State::Zombie).then_some(ZombieReason::Orphaned),
-            port: Some(24282),
-            project_name: project.map(String::from),
-            project_path: None,
-            context: None,
-            modes: vec![],
-            transport: Transport::Stdio,
-            mcp_port: None,
-            mcp_url: None,
             started_at: 1000.0 + f64::from(pid),
-            client_pid: None,
-            client_name: None,
-            source: Source::Discovery,
-            cmdline: vec![],
             first_seen: 2000.0 - f64::from(pid),
-            last_heartbeat: None,
-            last_activity: None,
-            state_since: 0.0,
-            verified_serena: true,
             cost: Some(Cost {
                 memory_bytes: 600 * 1024 * 1024,
                 cpu_percent: 0.0,
                 process_count: 2,
                 processes: vec![],
             }),
+            ..test_instance(pid, project)
         }
     }
 

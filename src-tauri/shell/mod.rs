@@ -28,6 +28,17 @@ pub enum ShellError {
     Tauri(#[from] tauri::Error),
     #[error(transparent)]
     App(#[from] AppError),
+    #[error("the dashboard window: {0}")]
+    Window(String),
+    #[error("the dashboard window: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub use window::{run_window_process, VERB as WINDOW_VERB};
+
+/// The app's context (`tauri.conf.json`), for the tray app and the window process.
+fn context() -> Context<tauri::Wry> {
+    tauri::generate_context!()
 }
 
 /// How the tray app ended.
@@ -39,11 +50,12 @@ pub enum Outcome {
 }
 
 /// What of the desktop the wiring uses: all of it in the real app, none of it in a test on
-/// the mock runtime (no GTK for a tray, no session bus to notify on).
+/// the mock runtime (no GTK for a tray, no session bus to notify on, no window process).
 #[derive(Debug, Clone, Copy)]
 pub struct Desktop {
     pub tray: bool,
     pub notifications: bool,
+    pub window: bool,
 }
 
 /// The app, wired and running in the background, before its event loop runs.
@@ -64,10 +76,9 @@ pub fn run(settings: Settings) -> Result<Outcome, ShellError> {
     let desktop = Desktop {
         tray: true,
         notifications: true,
+        window: true,
     };
-    let Some(Running { tauri, app }) =
-        run_app(builder, tauri::generate_context!(), settings, desktop)?
-    else {
+    let Some(Running { tauri, app }) = run_app(builder, context(), settings, desktop)? else {
         return Ok(Outcome::AlreadyRunning);
     };
     println!("{}", crate::cli::dashboard_line(&app));
@@ -108,7 +119,9 @@ pub fn run_app<R: Runtime>(
     };
     tauri.manage(app.clone());
     let handle = tauri.handle();
-    window::follow_requests(handle, &app);
+    if desktop.window {
+        window::follow_requests(&app);
+    }
     let model = tray::model(handle, &app);
     let built = menu::build(handle, &model)?;
     let icon = if desktop.tray {
@@ -136,14 +149,20 @@ fn act<R: Runtime>(handle: &AppHandle<R>, action: Option<Action>) {
     };
     let app = app.inner().clone();
     match action {
-        Action::OpenDashboard => window::show(handle, &app, Show::Dashboard),
-        Action::ShowInstance(id) => window::show(handle, &app, Show::Instance(id.pid)),
-        Action::NewSession => window::show(handle, &app, Show::NewSession),
+        Action::OpenDashboard => show(&app, Show::Dashboard),
+        Action::ShowInstance(id) => show(&app, Show::Instance(id.pid)),
+        Action::NewSession => show(&app, Show::NewSession),
         Action::OpenInstanceDashboard(id) => open_instance_dashboard(&app, id),
         Action::KillZombies => kill_zombies(&app),
         Action::Kill(id) => kill(&app, id),
         Action::ToggleAutostart => toggle_autostart(handle),
         Action::Quit => handle.exit(0),
+    }
+}
+
+fn show(app: &App, what: Show) {
+    if !app.show(what) {
+        tracing::warn!("no dashboard window to show");
     }
 }
 
@@ -214,6 +233,7 @@ mod tests {
             Desktop {
                 tray: false,
                 notifications: false,
+                window: false,
             },
         )
         .expect("the wiring")
@@ -221,8 +241,8 @@ mod tests {
         let managed = tauri.state::<App>();
         assert_eq!(managed.port(), app.port());
         assert_ne!(app.port(), 0, "the API listens");
-        // The window host listens: the API's `POST /api/window` reaches someone.
-        assert!(app.show(Show::Dashboard));
+        // Without a window process, nobody takes a window request.
+        assert!(!app.show(Show::Dashboard));
         // A click on an id of no item, or before anything, does nothing (and does not panic).
         act(tauri.handle(), Action::parse("summary"));
         tauri::async_runtime::block_on(app.shutdown());

@@ -87,6 +87,13 @@ pub fn follow(app: &App) {
     let a = app.clone();
     app.spawn(async move {
         let mut announced = Announced::default();
+        // The zombies there before this subscribed (found at start) make the first batch.
+        let mut pending: Vec<Event> = a
+            .core()
+            .instances()
+            .into_iter()
+            .map(|instance| Event::InstanceAdded { instance })
+            .collect();
         let Some(actions) = tokio::task::spawn_blocking(server_has_actions)
             .await
             .ok()
@@ -99,32 +106,34 @@ pub fn follow(app: &App) {
             return;
         };
         loop {
+            let batch = announced.batch(&std::mem::take(&mut pending));
+            if !batch.is_empty() {
+                // A D-Bus call (and, with actions, a thread that waits for the answer).
+                let a = a.clone();
+                let _ = tokio::task::spawn_blocking(move || send(&a, batch, actions)).await;
+            }
             let first = match rx.recv().await {
                 Ok(e) => e,
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
-            if new_zombie(&first).is_none() && !matches!(first, Event::InstanceRemoved { .. }) {
+            if new_zombie(&first).is_none() {
+                // Nothing to announce; a removal is forgotten at once.
+                announced.batch(std::slice::from_ref(&first));
                 continue;
             }
-            let mut events = vec![first];
+            pending.push(first);
             let close = tokio::time::sleep(BATCH);
             tokio::pin!(close);
             loop {
                 tokio::select! {
                     _ = &mut close => break,
                     e = rx.recv() => match e {
-                        Ok(e) => events.push(e),
+                        Ok(e) => pending.push(e),
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return,
                     },
                 }
-            }
-            let batch = announced.batch(&events);
-            if !batch.is_empty() {
-                // A D-Bus call (and, with actions, a thread that waits for the answer).
-                let a = a.clone();
-                let _ = tokio::task::spawn_blocking(move || send(&a, batch, actions)).await;
             }
         }
     });
@@ -201,37 +210,19 @@ fn send(app: &App, batch: Vec<Instance>, actions: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{Cost, Source, Transport};
+    use crate::core::model::{test_instance, Cost};
 
     fn zombie(pid: u32, project: Option<&str>, reason: ZombieReason) -> Instance {
         Instance {
-            pid,
             state: State::Zombie,
             state_reason: Some(reason),
-            port: None,
-            project_name: project.map(String::from),
-            project_path: None,
-            context: None,
-            modes: vec![],
-            transport: Transport::Stdio,
-            mcp_port: None,
-            mcp_url: None,
-            started_at: 1000.0,
-            client_pid: None,
-            client_name: None,
-            source: Source::Discovery,
-            cmdline: vec![],
-            first_seen: 1000.0,
-            last_heartbeat: None,
-            last_activity: None,
-            state_since: 1000.0,
-            verified_serena: true,
             cost: Some(Cost {
                 memory_bytes: 800 * 1024 * 1024,
                 cpu_percent: 1.0,
                 process_count: 2,
                 processes: vec![],
             }),
+            ..test_instance(pid, project)
         }
     }
 

@@ -9,8 +9,8 @@
 //! Deliberately not here: the menu's model and items (`menu`) and what a click does
 //! (`mod.rs`).
 
+use super::autostart;
 use super::menu::{self, Built, MenuModel, Worst};
-use super::{autostart, window};
 use crate::core::app::{App, Show};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,9 +83,8 @@ pub fn create<R: Runtime>(
                 ..
             } = event
             {
-                let handle = tray.app_handle();
-                if let Some(app) = handle.try_state::<App>() {
-                    window::show(handle, &app, Show::Dashboard);
+                if let Some(app) = tray.app_handle().try_state::<App>() {
+                    app.show(Show::Dashboard);
                 }
             }
         });
@@ -131,6 +130,8 @@ pub fn follow<R: Runtime>(
 ) {
     let mut rx = app.core().subscribe();
     let nudge = handle.state::<Nudge>().0.clone();
+    // What the core found before this subscribed is shown by a first update.
+    nudge.notify_one();
     let (h, a) = (handle.clone(), app.clone());
     app.spawn(async move {
         let (mut model, mut built) = shown;

@@ -48,48 +48,6 @@ fn seen_after(b: &Browser, what: &str, since: f64) -> f64 {
     b.execute(&script, vec![]).as_f64().unwrap_or(f64::NAN) - since
 }
 
-/// A client process that starts a fake Serena and waits on it, as an MCP client does: (client,
-/// Serena).
-fn spawn_fake_client(home: &Home, reaper: &mut Reaper) -> (u32, u32) {
-    let mut cmd = std::process::Command::new("python3");
-    home.env(&mut cmd);
-    let client = cmd
-        .args([
-            "-c",
-            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
-        ])
-        .arg("python3")
-        .arg(fake_serena_script())
-        .arg("start-mcp-server")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("client");
-    let client = reaper.adopt(client);
-    let serena = serena_under(client);
-    reaper.watch(serena);
-    (client, serena)
-}
-
-/// SIGKILL to one process (its children live on).
-fn kill_tree_root_only(pid: u32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn p90(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * 0.9).round() as usize]
-}
-
 fn now_ms() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -175,7 +133,7 @@ fn main() {
         });
         watch_tab(&b, orphan);
         let killed = now_ms();
-        kill_tree_root_only(client);
+        kill_one(client);
         to_red.push(seen_after(&b, "red", killed) - GRACE_MS);
         rt.block_on(app.core().kill_zombies());
         fakes.push(reaper.adopt(spawn_fake(&home, &[], &[])));

@@ -443,6 +443,8 @@ pub struct Notified {
     pub body: String,
     /// Action keys (the labels left out).
     pub actions: Vec<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 struct NotificationsIface {
@@ -475,6 +477,7 @@ impl NotificationsIface {
             summary,
             body,
             actions: actions.chunks(2).map(|c| c[0].clone()).collect(),
+            at: std::time::Instant::now(),
         });
         id
     }

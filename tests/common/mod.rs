@@ -213,6 +213,47 @@ pub fn kill_tree(pid: u32) {
     }
 }
 
+/// SIGKILL to this one process (its children live on: they are to become orphans).
+pub fn kill_one(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// A client process that starts a fake Serena and waits on it, as an MCP client does:
+/// (client, Serena).
+pub fn spawn_fake_client(home: &Home, reaper: &mut Reaper) -> (u32, u32) {
+    let mut cmd = Command::new("python3");
+    home.env(&mut cmd);
+    let client = cmd
+        .args([
+            "-c",
+            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
+        ])
+        .arg("python3")
+        .arg(fake_serena_script())
+        .arg("start-mcp-server")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("client");
+    let client = reaper.adopt(client);
+    let serena = serena_under(client);
+    reaper.watch(serena);
+    (client, serena)
+}
+
+/// The median of measured figures (the benchmarks).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The 90th percentile of measured figures (the benchmarks).
+pub fn p90(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * 0.9).round() as usize]
+}
+
 /// Processes started by a test; their trees are killed when it is dropped, pass or fail.
 #[derive(Default)]
 pub struct Reaper {
