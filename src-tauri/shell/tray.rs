@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 pub const TRAY_ID: &str = "serena-tray";
 
 /// How long after an event the tray updates: the events of one refresh make one update.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+const DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// Asks the tray for an update outside the core's events (launch at login changed).
 #[derive(Default)]
