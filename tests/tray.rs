@@ -78,15 +78,7 @@ fn start_app(home: &Home, desktop: &Desktop, reaper: &mut Reaper) -> (u32, Daemo
         .spawn()
         .expect("serena-tray");
     let pid = reaper.adopt(child);
-    let mut d = Daemon::attach(port, pid);
-    wait_for("the app's API to answer", SOON, || {
-        (d.raw("GET", "/api/health", None, &[]).0 == 200).then_some(())
-    });
-    d.token = std::fs::read_to_string(home.serena_home().join("tray/token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    (pid, d)
+    (pid, Daemon::attach_app(home, port, pid))
 }
 
 /// Whether `pid` has a WebKit web process under it: its dashboard window (a webview) is open.
@@ -451,11 +443,7 @@ fn the_window_shows_the_dashboard_with_a_tab_per_instance() {
     }
     // What the tray menu asks for moves the open window: "New session..." opens the form, an
     // instance's "Open in dashboard" its tab (`POST /api/window`, as a second start does too).
-    let mut api = Daemon::attach(port, 0);
-    api.token = std::fs::read_to_string(home.serena_home().join("tray/token"))
-        .expect("token")
-        .trim()
-        .to_string();
+    let api = Daemon::attach_app(&home, port, 0);
     let show = |body: serde_json::Value| {
         assert_eq!(api.call("POST", "/api/window", Some(body)).0, 200);
     };

@@ -69,14 +69,7 @@ fn has_webview(pid: u32) -> bool {
 
 /// A process's private dirty memory (its heap and what it wrote; no library or file pages), KiB.
 fn private_dirty_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Private_Dirty:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    proc_kib(pid, "smaps_rollup", "Private_Dirty")
 }
 
 /// Median resident memory of the app's tree and median of its private dirty memory, MiB, and
@@ -169,14 +162,7 @@ fn main() {
         .spawn()
         .expect("serena-tray");
     let app = reaper.adopt(app);
-    let mut api = Daemon::attach(port, app);
-    wait_for("the app's API", WAIT, || {
-        (api.raw("GET", "/api/health", None, &[]).0 == 200).then_some(())
-    });
-    api.token = std::fs::read_to_string(home.serena_home().join("tray/token"))
-        .expect("token")
-        .trim()
-        .to_string();
+    let api = Daemon::attach_app(&home, port, app);
     let item = watcher.item(WAIT);
     let summary = format!("{n} live");
     wait_for("every instance in the tray menu", WAIT, || {

@@ -124,6 +124,23 @@ print(asked)
             .expect("a count")
     }
 
+    /// A connection of the test's own that owns `name` and serves `iface` at `path`.
+    fn serve<I: zbus::object_server::Interface>(
+        &self,
+        name: &str,
+        path: &str,
+        iface: I,
+    ) -> Connection {
+        zbus::blocking::connection::Builder::address(self.bus_address.as_str())
+            .expect("bus address")
+            .name(name)
+            .expect("name")
+            .serve_at(path, iface)
+            .expect("serve")
+            .build()
+            .unwrap_or_else(|e| panic!("{name} on the test bus: {e}"))
+    }
+
     /// A connection of the test's own to the bus.
     pub fn connect(&self) -> Connection {
         zbus::blocking::connection::Builder::address(self.bus_address.as_str())
@@ -207,19 +224,13 @@ pub struct Watcher {
 impl Watcher {
     pub fn start(desktop: &Desktop) -> Watcher {
         let items = Arc::new(Mutex::new(vec![]));
-        let conn = zbus::blocking::connection::Builder::address(desktop.bus_address.as_str())
-            .expect("bus address")
-            .name("org.kde.StatusNotifierWatcher")
-            .expect("name")
-            .serve_at(
-                "/StatusNotifierWatcher",
-                WatcherIface {
-                    items: items.clone(),
-                },
-            )
-            .expect("serve")
-            .build()
-            .expect("the watcher on the test bus");
+        let conn = desktop.serve(
+            "org.kde.StatusNotifierWatcher",
+            "/StatusNotifierWatcher",
+            WatcherIface {
+                items: items.clone(),
+            },
+        );
         Watcher { conn, items }
     }
 
@@ -505,19 +516,13 @@ pub struct NotificationServer {
 impl NotificationServer {
     pub fn start(desktop: &Desktop) -> NotificationServer {
         let received = Arc::new(Mutex::new(vec![]));
-        let conn = zbus::blocking::connection::Builder::address(desktop.bus_address.as_str())
-            .expect("bus address")
-            .name("org.freedesktop.Notifications")
-            .expect("name")
-            .serve_at(
-                NOTIFICATIONS_PATH,
-                NotificationsIface {
-                    received: received.clone(),
-                },
-            )
-            .expect("serve")
-            .build()
-            .expect("the notification server on the test bus");
+        let conn = desktop.serve(
+            "org.freedesktop.Notifications",
+            NOTIFICATIONS_PATH,
+            NotificationsIface {
+                received: received.clone(),
+            },
+        );
         NotificationServer { conn, received }
     }
 

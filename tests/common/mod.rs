@@ -498,6 +498,20 @@ impl Home {
 }
 
 impl Daemon {
+    /// A handle on the app `pid` of `home` started some other way (not owned: not killed on
+    /// drop), once its API answers on `port`, with its token.
+    pub fn attach_app(home: &Home, port: u16, pid: u32) -> Daemon {
+        let mut d = Daemon::attach(port, pid);
+        wait_for("the app's API to answer", Duration::from_secs(60), || {
+            (d.raw("GET", "/api/health", None, &[]).0 == 200).then_some(())
+        });
+        d.token = std::fs::read_to_string(home.serena_home().join("tray/token"))
+            .expect("token file")
+            .trim()
+            .to_string();
+        d
+    }
+
     /// A handle on a daemon started some other way (not owned: not killed on drop).
     pub fn attach(port: u16, pid: u32) -> Daemon {
         Daemon {
@@ -643,16 +657,21 @@ pub fn spawn_non_serena_listener(home: &Home, reaper: &mut Reaper) -> (u32, u16)
     (pid, port)
 }
 
-/// Resident memory of a process, in KiB (0 if it cannot be read).
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A `key: N kB` line of `/proc/<pid>/<file>`, in KiB (0 if it cannot be read).
+pub fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resident memory of a process, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_kib(pid, "status", "VmRSS")
 }
 
 /// A home whose tray config points at the test venv's Serena.
