@@ -7,8 +7,10 @@
 //! what it loads into the process that hosts it) never stays behind in the tray app, which
 //! stays as small after the window was open as before. The tray app writes the login URL to the
 //! window process's stdin (never on a command line, which other users can read), then one line
-//! per later request; the window moves its page there (a fragment change, no reload) and comes
-//! to the front. When the tray app goes, the window's stdin ends and it closes too.
+//! per later request; the window moves its page there (a fragment change, no reload), comes to
+//! the front and answers `shown` on its stdout. A window closed a moment ago answers `gone`
+//! (or nothing, once its process ended): then a new one is started. When the tray app goes, the
+//! window's stdin ends and it closes too.
 //!
 //! Deliberately not here: who asks (the tray menu, a second start, `POST /api/window`,
 //! notifications: all through `App::show`).
@@ -16,8 +18,8 @@
 use crate::core::app::{App, Show};
 use std::io::{BufRead, Write};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 use tauri::{Manager, WebviewUrl, WebviewWindowBuilder};
 
 /// The label of the one dashboard window (in the window process).
@@ -26,10 +28,26 @@ const LABEL: &str = "dashboard";
 /// The hidden verb that runs the window process.
 pub const VERB: &str = "window";
 
-/// The running window process, if any.
+/// How long the window process may take to answer a request.
+const ANSWER: Duration = Duration::from_secs(5);
+/// How long it may take to show its window at start (WebKit starts its processes).
+const FIRST_ANSWER: Duration = Duration::from_secs(30);
+/// The window process's answer once its window shows what was asked.
+const SHOWN: &str = "shown";
+
+/// The running window process: its stdin, and its answers (one line per request, read by a
+/// thread that reaps the process once its stdout ends).
 struct Open {
     stdin: ChildStdin,
-    alive: Arc<AtomicBool>,
+    answers: mpsc::Receiver<String>,
+}
+
+impl Open {
+    /// Asks it to show `url`; whether its window did.
+    fn ask(&mut self, url: &str, wait: Duration) -> bool {
+        writeln!(self.stdin, "{url}").is_ok()
+            && self.answers.recv_timeout(wait).is_ok_and(|a| a == SHOWN)
+    }
 }
 
 /// Shows the dashboard window whenever the app is asked to (`App::show`), for as long as the
@@ -58,27 +76,41 @@ pub fn follow_requests(app: &App) {
 fn show(app: &App, open: &Mutex<Option<Open>>, what: Show) -> std::io::Result<()> {
     let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
     let path = what.path();
-    if let Some(o) = open.as_mut().filter(|o| o.alive.load(Ordering::Acquire)) {
-        // A window that closed a moment ago cannot read it: then a new one starts.
-        if writeln!(o.stdin, "{}{}", app.url().trim_end_matches('/'), path).is_ok() {
+    if let Some(o) = open.as_mut() {
+        // Its window may have closed a moment ago: it says so (or has gone); then a new one.
+        if o.ask(
+            &format!("{}{path}", app.url().trim_end_matches('/')),
+            ANSWER,
+        ) {
             return Ok(());
         }
     }
     let mut child = Command::new(std::env::current_exe()?)
         .arg(VERB)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()?;
-    let mut stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
-    // The login URL sets the cookie and redirects to `/`; the fragment survives the redirect.
-    writeln!(stdin, "{}{}", app.login_url(), path.trim_start_matches('/'))?;
-    let alive = Arc::new(AtomicBool::new(true));
-    let watch = alive.clone();
+    let stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+    let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+    let (tx, answers) = mpsc::channel();
     std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
         let _ = child.wait();
-        watch.store(false, Ordering::Release);
     });
-    *open = Some(Open { stdin, alive });
+    let mut started = Open { stdin, answers };
+    // The login URL sets the cookie and redirects to `/`; the fragment survives the redirect.
+    let login = format!("{}{}", app.login_url(), path.trim_start_matches('/'));
+    if !started.ask(&login, FIRST_ANSWER) {
+        tracing::warn!("the dashboard window did not come up");
+    }
+    *open = Some(started);
     Ok(())
 }
 
@@ -100,27 +132,44 @@ pub fn run_window_process() -> Result<(), super::ShellError> {
         .min_inner_size(800.0, 480.0)
         .focused(true)
         .build()?;
+    answer(true);
     let handle = app.handle().clone();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
-            let Ok(url) = line.map(|l| l.trim().parse::<tauri::Url>()) else {
-                break;
+            let Ok(line) = line else { break };
+            let Ok(url) = line.trim().parse::<tauri::Url>() else {
+                answer(false);
+                continue;
             };
-            let Ok(url) = url else { continue };
+            let (tx, rx) = mpsc::channel();
             let h = handle.clone();
-            let _ = handle.run_on_main_thread(move || {
-                if let Some(w) = h.get_webview_window(LABEL) {
+            let posted = handle.run_on_main_thread(move || {
+                let window = h.get_webview_window(LABEL);
+                if let Some(w) = &window {
                     let _ = w.navigate(url);
                     let _ = w.unminimize();
                     let _ = w.show();
                     let _ = w.set_focus();
                 }
+                let _ = tx.send(window.is_some());
             });
+            // No main loop any more (the window closed): nothing to answer with.
+            match posted.ok().and_then(|()| rx.recv().ok()) {
+                Some(shown) => answer(shown),
+                None => break,
+            }
         }
-        // The tray app is gone: so is the page's server.
+        // The tray app is gone (so is the page's server), or this window is.
         handle.exit(0);
     });
     // Once the window is closed, this process has done its work (the default: it exits).
     app.run(|_, _| {});
     Ok(())
+}
+
+/// Tells the tray app whether the window shows what it asked for.
+fn answer(shown: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", if shown { SHOWN } else { "gone" });
+    let _ = out.flush();
 }
