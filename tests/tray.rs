@@ -364,11 +364,19 @@ fn a_second_start_exits_0_and_the_first_shows_its_window() {
     let home = Home::new();
     let mut reaper = Reaper::default();
     let (app, api) = start_app(&home, &desktop, &mut reaper);
-    assert_eq!(
-        api.call("POST", "/api/window", Some(serde_json::json!({})))
-            .0,
-        200
-    );
+    // `serena-tray open` shows the running app's window.
+    let mut open = Command::new(tray_exe());
+    home.env(&mut open);
+    let out = open
+        .arg("--serena-home")
+        .arg(home.serena_home())
+        .args(["--port", &api.port.to_string(), "open"])
+        .output()
+        .expect("serena-tray open");
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("showing its dashboard window"), "{said}");
+    assert!(!said.contains("token"), "{said}");
     wait_for("the window", SOON, || has_window(app).then_some(()));
     let first = window_process(app).expect("the window process");
     let asked = wait_for("the window to be mapped", SOON, || {
