@@ -854,3 +854,73 @@ fn an_execution_is_cancelled_through_the_instances_own_dashboard() {
     assert_eq!(status, 502, "{v:?}");
     assert_eq!(v["error"]["code"], "dashboard_error");
 }
+
+#[test]
+fn with_port_0_the_port_file_says_where_it_listens_and_every_verb_finds_it_without_flags() {
+    let home = Home::new();
+    let port_file = home.path().join("run/port");
+    let mut cmd = Command::new(tray_exe());
+    home.env(&mut cmd);
+    let log = std::fs::File::create(home.path().join("daemon.log")).expect("log");
+    let child = cmd
+        .arg("--serena-home")
+        .arg(home.serena_home())
+        .args(["daemon", "--port", "0", "--port-file"])
+        .arg(&port_file)
+        .args(["--tray-protocol-port", &free_port().to_string()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("daemon");
+    let mut reaper = Reaper::default();
+    let pid = reaper.adopt(child);
+    let port: u16 = wait_for("the port file", Duration::from_secs(20), || {
+        std::fs::read_to_string(&port_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&port_file).expect("meta").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let d = Daemon::attach_app(&home, port, pid);
+    let (status, health) = d.call("GET", "/api/health", None);
+    assert_eq!(
+        (status, health["pid"].as_u64()),
+        (200, Some(u64::from(pid)))
+    );
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(home.serena_home().join("tray/daemon.json")).expect("daemon.json"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        (record["pid"].as_u64(), record["port"].as_u64()),
+        (Some(u64::from(pid)), Some(u64::from(port)))
+    );
+
+    // No --port: the verbs find it through daemon.json, as a new user would expect.
+    let out = home.tray(&["session", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "No sessions.\n");
+    let out = home.tray(&["open"]);
+    let url = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/?token=")),
+        "{url}"
+    );
+
+    // Stopped: both records go.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    wait_for("the daemon to stop", Duration::from_secs(20), || {
+        reaper.child(pid).and_then(|c| c.try_wait().ok()).flatten()
+    });
+    assert!(!port_file.exists());
+    assert!(!home.serena_home().join("tray/daemon.json").exists());
+}

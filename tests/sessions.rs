@@ -187,3 +187,103 @@ fn an_orphaned_real_serena_is_reaped_by_kill_all_zombies_with_its_language_serve
         "{list:?}"
     );
 }
+
+#[test]
+fn a_lease_not_renewed_releases_its_session_and_renewing_keeps_it() {
+    let home = home_with_serena();
+    let project = home.jedi_project("leased");
+    let d = home.daemon();
+    let request = |lease: f64| {
+        let (status, s) = d.call(
+            "POST",
+            "/request-session",
+            Some(json!({"project_path": project.to_str().expect("utf8"), "lease_seconds": lease})),
+        );
+        assert_eq!(status, 201, "{s:?}");
+        assert_eq!(s["lease_seconds"], lease);
+        assert!(s["expires_at"]
+            .as_f64()
+            .is_some_and(|at| at > s["created_at"].as_f64().unwrap_or(0.0)));
+        (
+            s["session_id"].as_str().expect("id").to_string(),
+            s["pid"].as_u64().expect("pid") as u32,
+        )
+    };
+    let (kept, kept_pid) = request(4.0);
+    let (dropped, dropped_pid) = request(4.0);
+    let dropped_tree = tree_with_language_server(dropped_pid);
+    // One is renewed every second and a half; the other is left to run out.
+    let start = std::time::Instant::now();
+    while alive(dropped_pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the lease did not run out"
+        );
+        let (status, s) = d.call(
+            "POST",
+            &format!("/api/sessions/{kept}/renew"),
+            Some(json!({})),
+        );
+        assert_eq!(status, 200, "{s:?}");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    wait_for(
+        "the dropped session's tree to be gone",
+        Duration::from_secs(20),
+        || dropped_tree.iter().all(|p| !alive(*p)).then_some(()),
+    );
+    assert!(alive(kept_pid), "the renewed one lives on");
+    let (_, list) = d.call("GET", "/api/sessions", None);
+    let ids: Vec<&str> = list
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["session_id"].as_str())
+        .collect();
+    assert_eq!(ids, [kept.as_str()], "the expired one left the list");
+    let (status, r) = d.call(
+        "POST",
+        "/release-session",
+        Some(json!({"session_id": dropped})),
+    );
+    assert_eq!((status, &r["status"]), (200, &json!("already_gone")));
+    let (status, e) = d.call(
+        "POST",
+        &format!("/api/sessions/{dropped}/renew"),
+        Some(json!({})),
+    );
+    assert_eq!((status, &e["error"]["code"]), (409, &json!("already_gone")));
+    let (status, e) = d.call("POST", "/api/sessions/nope/renew", Some(json!({})));
+    assert_eq!(
+        (status, &e["error"]["code"]),
+        (404, &json!("unknown_session"))
+    );
+    let (status, e) = d.call(
+        "POST",
+        &format!("/api/sessions/{kept}/renew"),
+        Some(json!({"lease_seconds": -1})),
+    );
+    assert_eq!((status, &e["error"]["code"]), (400, &json!("bad_value")));
+    // `session list` shows the time left.
+    let table = String::from_utf8(
+        home.tray(&["--port", &d.port.to_string(), "session", "list"])
+            .stdout,
+    )
+    .expect("utf8");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&kept))
+        .expect("its row");
+    assert!(
+        row.split_whitespace()
+            .nth(3)
+            .is_some_and(|lease| lease.ends_with('s')),
+        "{table}"
+    );
+    let (status, _) = d.call(
+        "POST",
+        "/release-session",
+        Some(json!({"session_id": kept})),
+    );
+    assert_eq!(status, 200);
+}

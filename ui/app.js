@@ -185,7 +185,7 @@ function connect() {
       document.documentElement.dataset.ready = '1';
     }
   });
-  for (const type of ['instance_added', 'state_changed', 'instance_updated']) {
+  for (const type of ['instance_added', 'state_changed', 'instance_updated', 'idle_warning', 'idle_shutdown']) {
     on(type, (d) => {
       if (!d.instance) return;
       put(d.instance);
@@ -202,7 +202,7 @@ function connect() {
     state.instances.delete(keyOf(d.pid, d.started_at));
     render();
   });
-  for (const type of ['session_launching', 'session_ready', 'session_failed', 'session_released', 'session_exited']) {
+  for (const type of ['session_launching', 'session_ready', 'session_failed', 'session_released', 'session_exited', 'session_renewed', 'session_expired']) {
     on(type, () => loadSessions());
   }
   on('lagged', () => reloadInstances());

@@ -7,7 +7,7 @@ import { api, post } from './api.js';
 import { SECTIONS, renderSection } from './sections.js';
 import { Logs } from './logs.js';
 import { Timeline } from './timeline.js';
-import { el, fill, label, colour, cue, stateWords, reasonText, client, ago, bytes, percent } from './util.js';
+import { el, fill, label, colour, cue, stateWords, reasonText, client, ago, bytes, percent, clock } from './util.js';
 
 export class Panel {
   /**
@@ -35,6 +35,7 @@ export class Panel {
     this.actions = el('div', { class: 'panel-actions' });
     this.why = el('div', { class: 'why', role: 'note', hidden: true });
     this.noDashboard = el('p', { class: 'note', hidden: true });
+    this.idle = el('p', { class: 'note idle', hidden: true });
     this.cost = el('div', { class: 'cost' });
     this.sectionBodies = new Map();
     const card = ([id, title]) => {
@@ -48,6 +49,7 @@ export class Panel {
         this.actions),
       this.factsLine,
       this.why,
+      this.idle,
       this.noDashboard,
       this.cost,
       el('div', { class: 'grid sections' },
@@ -77,6 +79,16 @@ export class Panel {
     facts.push(`up ${ago(inst.started_at)}`, `via ${String(inst.source).replaceAll('_', ' ')}`);
     if (inst.project_path) facts.push(inst.project_path);
     this.factsLine.textContent = facts.join(' · ');
+    const session = this.ctx.session(inst.pid);
+    const notes = [];
+    if (inst.idle_shutdown_at) {
+      notes.push(`Idle since ${clock(inst.idle_since)}; shuts down at ${clock(inst.idle_shutdown_at)} unless it is used before.`);
+    }
+    if (session?.expires_at) {
+      notes.push(`Session lease: released at ${clock(session.expires_at)} unless renewed (every ${Math.round(session.lease_seconds)} s).`);
+    }
+    this.idle.hidden = !notes.length;
+    this.idle.textContent = notes.join(' ');
 
     this.renderCost(inst);
     this.renderWhy(inst);

@@ -4,7 +4,7 @@
 // rebuilds the strip, so focus and scroll survive), keep the order they are given, and follow the
 // WAI-ARIA tabs pattern: one tab in the focus order, arrow keys, Home and End move and select.
 
-import { el, fill, label, colour, cue, stateWords, client, ago, bytes, percent } from './util.js';
+import { el, fill, label, colour, cue, stateWords, client, ago, bytes, percent, clock } from './util.js';
 
 export class Tabs {
   constructor(root, onSelect) {
@@ -89,6 +89,7 @@ export class Tabs {
     if (who) lines.push(`Client: ${who}`);
     lines.push(`Up ${ago(inst.started_at)}, seen ${ago(inst.first_seen)} ago`);
     if (inst.cost) lines.push(`${bytes(inst.cost.memory_bytes)}, CPU ${percent(inst.cost.cpu_percent)}, ${inst.cost.process_count} processes`);
+    if (inst.idle_shutdown_at) lines.push(`Idle since ${clock(inst.idle_since)}; shuts down at ${clock(inst.idle_shutdown_at)}`);
     node.title = lines.join('\n');
   }
 

@@ -17,6 +17,19 @@ pub struct Client {
 }
 
 impl Client {
+    /// The running program of this Serena home: on the configured port (`--port`, else
+    /// `web_dashboard_global_port`), else on the port its `daemon.json` records.
+    pub async fn find(ctx: &crate::core::Settings) -> Option<Client> {
+        if let Some(c) = Client::connect(&ctx.serena_home, ctx.dashboard.port).await {
+            return Some(c);
+        }
+        let recorded = crate::core::running::read(&ctx.serena_home)?;
+        if recorded.port == ctx.dashboard.port {
+            return None;
+        }
+        Client::connect(&ctx.serena_home, recorded.port).await
+    }
+
     /// The daemon on `port`, if Serena Tray answers there and its token is readable.
     pub async fn connect(serena_home: &Path, port: u16) -> Option<Client> {
         // Only a daemon that verifiably owns the port gets the token.

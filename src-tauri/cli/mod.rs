@@ -42,8 +42,24 @@ struct Global {
     #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds)]
     zombie_grace: Option<std::time::Duration>,
     /// Port of the dashboard and API [default: web_dashboard_global_port in serena_config.yml, else 25282]
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        alias = "web-dashboard-global-port"
+    )]
     port: Option<u16>,
+    /// With --port 0: write the chosen port to this file once it listens (removed on exit)
+    #[arg(long, global = true, value_name = "PATH")]
+    port_file: Option<PathBuf>,
+    /// Open the dashboard once at start [default: web_dashboard_global_open_on_launch in
+    /// serena_config.yml, else false]
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    web_dashboard_global_open_on_launch: Option<bool>,
+    /// Shut down an instance idle for this many minutes, 0 for never [default:
+    /// idle_shutdown_minutes in serena_config.yml, else never]
+    #[arg(long, global = true, value_name = "MINUTES", value_parser = minutes)]
+    idle_shutdown_minutes: Option<std::time::Duration>,
     /// Port of the receiver for Serena's tray protocol [default: 24224]
     #[arg(long, global = true, value_name = "N")]
     tray_protocol_port: Option<u16>,
@@ -77,10 +93,25 @@ enum Command {
     Session(SessionCommand),
     /// Show the tray app's dashboard window (or print the URL that logs a browser in)
     Open,
+    /// Run Serena for an MCP client (put this in the client's config): starts the dashboard
+    /// once, passes stdio through, and ends Serena with its whole tree when the client goes
+    Launch(LaunchArgs),
     /// The tray app's dashboard window, as a process of its own (started by the tray app)
     #[cfg(feature = "gui")]
     #[command(name = "window", hide = true)]
     Window,
+}
+
+#[derive(Debug, Args)]
+struct LaunchArgs {
+    /// Make sure the global dashboard runs [default: web_dashboard_global in
+    /// serena_config.yml, else true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    web_dashboard_global: Option<bool>,
+    /// The command and its arguments, after `--` (e.g. `-- serena start-mcp-server --context
+    /// ide`)
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +131,16 @@ enum SessionCommand {
         /// Reuse the live session already serving this project and context
         #[arg(long)]
         shared: bool,
+        /// Release it unless renewed (`session renew`) within this many seconds (with
+        /// --idle-shutdown-minutes, it is also shut down once idle that long)
+        #[arg(long, value_name = "SECONDS")]
+        lease_seconds: Option<f64>,
+    },
+    /// Renew a session's lease (by its own length, or --lease-seconds)
+    Renew {
+        id: String,
+        #[arg(long, value_name = "SECONDS")]
+        lease_seconds: Option<f64>,
     },
     /// Stop a session and its whole process tree
     Release { id: String },
@@ -121,6 +162,8 @@ pub(crate) enum CliError {
     App(#[from] AppError),
     #[error(transparent)]
     Kill(#[from] crate::core::engine::KillError),
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
     #[error("the daemon's answer is not what this serena-tray expects: {0}")]
     Answer(serde_json::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -196,11 +239,22 @@ fn settings(g: &Global) -> Result<Settings, CliError> {
         zombie_grace: g.zombie_grace,
         port: g.port,
         tray_protocol_port: g.tray_protocol_port,
+        open_on_launch: g.web_dashboard_global_open_on_launch,
+        idle_shutdown: g.idle_shutdown_minutes,
+        port_file: g.port_file.clone(),
     })?;
     for w in &warnings {
         eprintln!("serena-tray: warning: {w}");
     }
     Ok(settings)
+}
+
+/// A number of minutes (decimals allowed), >= 0.
+fn minutes(arg: &str) -> Result<std::time::Duration, String> {
+    arg.parse::<f64>()
+        .ok()
+        .and_then(crate::core::settings::minutes)
+        .ok_or_else(|| format!("{arg:?} is not a number of minutes >= 0"))
 }
 
 /// A number of seconds, >= 0.
@@ -225,8 +279,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(Command::List { json }) => list(ctx, json).map(|()| ExitCode::SUCCESS),
         Some(Command::Daemon) => run_daemon(ctx).map(|()| ExitCode::SUCCESS),
         Some(Command::Kill { pids, zombies }) => kill(ctx, pids, zombies),
-        Some(Command::Session(cmd)) => session(ctx, cmd).map(|()| ExitCode::SUCCESS),
+        Some(Command::Session(cmd)) => {
+            session(ctx, cmd, cli.global.idle_shutdown_minutes).map(|()| ExitCode::SUCCESS)
+        }
         Some(Command::Open) => open(ctx).map(|()| ExitCode::SUCCESS),
+        Some(Command::Launch(args)) => launch(ctx, args),
         #[cfg(feature = "gui")]
         Some(Command::Window) => unreachable!("handled above"),
         None => default_verb(ctx).map(|()| ExitCode::SUCCESS),
@@ -258,8 +315,18 @@ fn default_verb(ctx: Settings) -> Result<(), CliError> {
     }
 }
 
+/// `serena-tray launch ... -- CMD...`; its exit code is CMD's.
+fn launch(ctx: Settings, args: LaunchArgs) -> Result<ExitCode, CliError> {
+    let dashboard = args.web_dashboard_global.unwrap_or(ctx.dashboard.enabled);
+    let launch = crate::launch::Launch {
+        dashboard,
+        tray_app: cfg!(feature = "gui") && has_display(),
+        command: args.command,
+    };
+    Ok(crate::launch::run(ctx, launch)?)
+}
+
 /// Whether a desktop session is there to show a tray in (always, outside X11/Wayland systems).
-#[cfg(feature = "gui")]
 fn has_display() -> bool {
     if cfg!(any(target_os = "windows", target_os = "macos")) {
         return true;
@@ -301,6 +368,11 @@ fn run_daemon(ctx: Settings) -> Result<(), CliError> {
                 println!("Serena Tray daemon listening on {}", app.url());
                 println!("{}", dashboard_line(&app));
                 let _ = std::io::stdout().flush();
+                if app.settings().dashboard.open_on_launch {
+                    if let Err(e) = app.open_in_browser() {
+                        eprintln!("serena-tray: cannot open the dashboard in a browser: {e}");
+                    }
+                }
                 wait_for_signal().await;
                 eprintln!("serena-tray: stopping");
                 app.shutdown().await;
@@ -374,7 +446,7 @@ impl Killer {
 fn kill(ctx: Settings, pids: Vec<u32>, zombies: bool) -> Result<ExitCode, CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        let killer = match Client::connect(&ctx.serena_home, ctx.dashboard.port).await {
+        let killer = match Client::find(&ctx).await {
             Some(c) => Killer::Daemon(c),
             None => Killer::Core(Core::new(ctx.clone())),
         };
@@ -413,7 +485,7 @@ fn kill(ctx: Settings, pids: Vec<u32>, zombies: bool) -> Result<ExitCode, CliErr
 }
 
 async fn need_daemon(ctx: &Settings) -> Result<Client, CliError> {
-    Client::connect(&ctx.serena_home, ctx.dashboard.port)
+    Client::find(ctx)
         .await
         .ok_or_else(|| {
             CliError::Other(format!(
@@ -423,7 +495,11 @@ async fn need_daemon(ctx: &Settings) -> Result<Client, CliError> {
         })
 }
 
-fn session(ctx: Settings, cmd: SessionCommand) -> Result<(), CliError> {
+fn session(
+    ctx: Settings,
+    cmd: SessionCommand,
+    idle: Option<std::time::Duration>,
+) -> Result<(), CliError> {
     runtime()?.block_on(async move {
         let client = need_daemon(&ctx).await?;
         match cmd {
@@ -433,6 +509,7 @@ fn session(ctx: Settings, cmd: SessionCommand) -> Result<(), CliError> {
                 modes,
                 transport,
                 shared,
+                lease_seconds,
             } => {
                 let body = SessionRequest {
                     project_path: absolute(&path)?,
@@ -440,6 +517,9 @@ fn session(ctx: Settings, cmd: SessionCommand) -> Result<(), CliError> {
                     modes: (!modes.is_empty()).then_some(modes),
                     transport,
                     shared: shared.then_some(true),
+                    lease_seconds,
+                    // `--idle-shutdown-minutes` given for this session.
+                    idle_shutdown_minutes: idle.map(|d| d.as_secs_f64() / 60.0),
                 };
                 // Printed as the daemon wrote it: the documented JSON of a session.
                 print_json(&client.post("/request-session", &body).await?)
@@ -455,12 +535,27 @@ fn session(ctx: Settings, cmd: SessionCommand) -> Result<(), CliError> {
                 println!("{}: {status}", r.session_id);
                 Ok(())
             }
+            SessionCommand::Renew { id, lease_seconds } => {
+                let path = format!("/api/sessions/{id}/renew");
+                let s: Session = client
+                    .post_as(&path, &json!({"lease_seconds": lease_seconds}))
+                    .await?;
+                let left = s
+                    .expires_at
+                    .map_or(0.0, |at| at - crate::core::model::now());
+                println!(
+                    "{}: lease renewed, {} left",
+                    s.session_id,
+                    output::age(left)
+                );
+                Ok(())
+            }
             SessionCommand::List { json } => {
                 let list: Vec<Session> = client.get_as("/api/sessions").await?;
                 if json {
                     print_json(&json!(list))
                 } else {
-                    print(&output::render_sessions(&list))
+                    print(&output::render_sessions(&list, crate::core::model::now()))
                 }
             }
         }

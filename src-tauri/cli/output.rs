@@ -133,17 +133,21 @@ fn strip_ansi_len(s: &str) -> usize {
 }
 
 /// The human table of `session list`.
-pub fn render_sessions(sessions: &[Session]) -> String {
+/// The human table of `session list`; LEASE is the time left (`-`: no lease).
+pub fn render_sessions(sessions: &[Session], now: f64) -> String {
     if sessions.is_empty() {
         return "No sessions.\n".to_string();
     }
     let mut out = String::from(
-        "SESSION                           PID      URL                              PROJECT\n",
+        "SESSION                           PID      URL                              LEASE   PROJECT\n",
     );
     for s in sessions {
+        let lease = s
+            .expires_at
+            .map_or_else(|| "-".to_string(), |at| age(at - now));
         out.push_str(&format!(
-            "{:<33} {:<8} {:<32} {}\n",
-            s.session_id, s.pid, s.url, s.project_path,
+            "{:<33} {:<8} {:<32} {:<7} {}\n",
+            s.session_id, s.pid, s.url, lease, s.project_path,
         ));
     }
     out

@@ -16,6 +16,7 @@
 
 use crate::core::background;
 use crate::core::engine::Core;
+use crate::core::running;
 use crate::core::sessions::Sessions;
 use crate::core::settings::Settings;
 use crate::core::token;
@@ -39,6 +40,12 @@ pub enum AppError {
     },
     #[error(transparent)]
     Token(#[from] token::TokenError),
+    #[error("cannot write the port file {}: {source}", path.display())]
+    PortFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The outcome of [`App::start`].
@@ -137,8 +144,26 @@ impl App {
                 show: broadcast::channel(16).0,
             }),
         };
+        app.record_where_it_runs()?;
         background::start(&app, listener);
         Ok(Started::Running(app))
+    }
+
+    /// `daemon.json` (a hint for the CLI and `launch`) and `--port-file` (a promise to whoever
+    /// passed it: failing to keep it is an error). The listener is bound: connections to the
+    /// port are accepted from now on.
+    fn record_where_it_runs(&self) -> Result<(), AppError> {
+        let home = &self.settings().serena_home;
+        if let Err(e) = running::write(home, self.port()) {
+            tracing::warn!("cannot write {}: {e}", running::path(home).display());
+        }
+        if let Some(file) = &self.settings().port_file {
+            running::write_port_file(file, self.port()).map_err(|source| AppError::PortFile {
+                path: file.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     pub fn core(&self) -> &Core {
@@ -181,6 +206,21 @@ impl App {
         )
     }
 
+    /// Opens the dashboard in the user's browser, signed in. The login URL (it holds the token)
+    /// never goes on a command line, which other users can read: the browser is handed a
+    /// private file (`tray/open.html`, 0600) that redirects to it, as Jupyter does.
+    pub fn open_in_browser(&self) -> std::io::Result<()> {
+        let page = self.settings().tray_dir().join("open.html");
+        let login = self.login_url();
+        let html = format!(
+            "<!doctype html><meta charset=\"utf-8\"><title>Serena Tray</title>\
+             <meta http-equiv=\"refresh\" content=\"0;url={login}\">\
+             <p><a href=\"{login}\">Open the Serena Tray dashboard</a></p>\n"
+        );
+        crate::core::files::write_atomic(&page, html.as_bytes())?;
+        open::that_detached(&page)
+    }
+
     /// Asks the window host to show `what`; false when none listens (the headless daemon).
     pub fn show(&self, what: Show) -> bool {
         self.inner.show.send(what).is_ok()
@@ -219,11 +259,16 @@ impl App {
         self.inner.cancel.cancelled().await
     }
 
-    /// Stops every background task and returns once they are all gone.
+    /// Stops every background task and returns once they are all gone; the records of where
+    /// it ran go with it.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        running::remove_if_ours(&self.settings().serena_home);
+        if let Some(file) = &self.settings().port_file {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

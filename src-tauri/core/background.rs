@@ -40,7 +40,9 @@ pub(crate) fn start(app: &App, listener: TcpListener) {
     if app.settings().tray.auto_kill_zombies {
         app.spawn(auto_kill(app.clone(), core.subscribe()));
     }
+    app.spawn(idle_shutdown(app.clone(), core.subscribe()));
     app.spawn(app.sessions().clone().follow(core.subscribe()));
+    app.spawn(app.sessions().clone().keep_leases());
     app.spawn(refresh_loop(app.clone()));
     app.track(tray_protocol_loop(app.clone()));
     let api_app = app.clone();
@@ -156,7 +158,7 @@ async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
 /// Waits for the process to exit; false where the platform cannot tell (the timer covers it)
 /// or the PID no longer names that process.
 #[cfg(target_os = "linux")]
-async fn exited(id: ProcessId) -> bool {
+pub(crate) async fn exited(id: ProcessId) -> bool {
     use rustix::process::{pidfd_open, Pid, PidfdFlags};
     use tokio::io::unix::AsyncFd;
     let Some(pid) = i32::try_from(id.pid).ok().and_then(Pid::from_raw) else {
@@ -166,15 +168,10 @@ async fn exited(id: ProcessId) -> bool {
         return false;
     };
     // Pinned: now make sure the pin holds the instance, not a process that reused its PID.
-    let same = tokio::task::spawn_blocking(move || {
-        let mut sys = sysinfo::System::new();
-        let p = sysinfo::Pid::from_u32(id.pid);
-        sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[p]), true);
-        sys.process(p)
-            .is_some_and(|p| p.start_time() == id.start_time)
-    })
-    .await
-    .unwrap_or(false);
+    let same =
+        tokio::task::spawn_blocking(move || crate::core::procs::identity(id.pid) == Some(id))
+            .await
+            .unwrap_or(false);
     if !same {
         return false;
     }
@@ -190,7 +187,7 @@ async fn exited(id: ProcessId) -> bool {
 }
 
 #[cfg(not(target_os = "linux"))]
-async fn exited(_id: ProcessId) -> bool {
+pub(crate) async fn exited(_id: ProcessId) -> bool {
     false
 }
 
@@ -225,6 +222,8 @@ fn timeline_line(event: &Event) -> String {
                 "project_name",
                 "port",
                 "source",
+                "idle_since",
+                "idle_shutdown_at",
             ] {
                 if let Some(x) = inst.get(k) {
                     o.entry(k).or_insert(x.clone());
@@ -253,6 +252,28 @@ async fn auto_kill(app: App, rx: broadcast::Receiver<Event>) {
             app.spawn(async move {
                 if let Err(e) = core.kill_process(instance.process_id()).await {
                     tracing::warn!("auto-kill of zombie {} failed: {e}", instance.pid);
+                }
+            });
+        }
+        async {}
+    })
+    .await
+}
+
+/// Shuts down (and reaps) each instance whose idle shutdown came (`idle_shutdown` events):
+/// exactly that instance, checked again by the reaper.
+async fn idle_shutdown(app: App, rx: broadcast::Receiver<Event>) {
+    on_events(rx, |event| {
+        if let Event::IdleShutdown { instance } = event {
+            let core = app.core().clone();
+            app.spawn(async move {
+                tracing::info!(
+                    "{} has been idle since {:?}: shutting it down",
+                    instance.pid,
+                    instance.idle_since
+                );
+                if let Err(e) = core.kill_process(instance.process_id()).await {
+                    tracing::warn!("idle shutdown of {} failed: {e}", instance.pid);
                 }
             });
         }

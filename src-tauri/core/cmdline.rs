@@ -7,8 +7,10 @@
 //! - `python -m serena start-mcp-server ...` and `python -m serena.cli start-mcp-server ...`;
 //! - the old `serena-mcp-server ...` script.
 //!
-//! Deliberately not recognised: wrappers such as `uvx ... serena start-mcp-server` or
-//! `serena-tray launch -- serena start-mcp-server`; the Python process they start is the server.
+//! Deliberately not recognised as a server: wrappers such as `uvx ... serena start-mcp-server`
+//! or `serena-tray launch -- serena start-mcp-server`; the Python process they start is the
+//! server. `serena-tray launch` is recognised as what it is ([`launcher_args`]): the parent
+//! of an instance it started, whose own parent is the real MCP client.
 
 use super::model::Transport;
 
@@ -101,6 +103,72 @@ pub fn serena_server_args(argv: &[String]) -> Option<&[String]> {
     }
 }
 
+/// What a `serena-tray launch` command line says about the instance it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LauncherArgs {
+    /// `--idle-shutdown-minutes N` (0: never), if given.
+    pub idle_shutdown: Option<std::time::Duration>,
+}
+
+/// If argv is `serena-tray [GLOBAL OPTIONS] launch [OPTIONS] -- CMD...`, its options.
+pub fn launcher_args(argv: &[String]) -> Option<LauncherArgs> {
+    let first = argv.first()?;
+    let base = basename(first);
+    if base.strip_suffix(".exe").unwrap_or(base) != "serena-tray" {
+        return None;
+    }
+    // Only what comes before `--` is serena-tray's own; the verb is the first such token that
+    // is not an option or an option's value (all of serena-tray's valued options take one).
+    let own: Vec<&String> = argv[1..].iter().take_while(|a| *a != "--").collect();
+    let mut i = 0;
+    let mut verb_at = None;
+    while let Some(tok) = own.get(i) {
+        if tok.starts_with("--") {
+            i += if tok.contains('=') || !takes_value(tok) {
+                1
+            } else {
+                2
+            };
+        } else {
+            verb_at = Some(i);
+            break;
+        }
+    }
+    if own.get(verb_at?).map(|v| v.as_str()) != Some("launch") {
+        return None;
+    }
+    let mut out = LauncherArgs::default();
+    let mut it = own.iter();
+    while let Some(tok) = it.next() {
+        let value = match tok.split_once('=') {
+            Some(("--idle-shutdown-minutes", v)) => Some(v.to_string()),
+            None if tok.as_str() == "--idle-shutdown-minutes" => it.next().map(|v| v.to_string()),
+            _ => None,
+        };
+        if let Some(idle) = value
+            .and_then(|v| v.parse().ok())
+            .and_then(crate::core::settings::minutes)
+        {
+            out.idle_shutdown = Some(idle);
+        }
+    }
+    Some(out)
+}
+
+/// serena-tray's options that take a separate value (the boolean ones take `=BOOL` only).
+fn takes_value(option: &str) -> bool {
+    matches!(
+        option,
+        "--serena-home"
+            | "--zombie-grace"
+            | "--port"
+            | "--web-dashboard-global-port"
+            | "--tray-protocol-port"
+            | "--port-file"
+            | "--idle-shutdown-minutes"
+    )
+}
+
 /// Parses `start-mcp-server` options (both `--opt value` and `--opt=value`).
 pub fn parse_server_args(args: &[String]) -> SerenaArgs {
     let mut out = SerenaArgs::default();
@@ -160,6 +228,34 @@ pub fn project_name_from_arg(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_launch_wrapper_is_recognised_with_its_idle_option() {
+        let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        for (line, want) in [
+            ("/usr/bin/serena-tray launch -- serena start-mcp-server", Some(None)),
+            (
+                "serena-tray --serena-home /h launch --idle-shutdown-minutes 30 -- serena start-mcp-server",
+                Some(Some(30)),
+            ),
+            (
+                "C:\\bin\\serena-tray.exe --port 26000 launch --idle-shutdown-minutes=5 --web-dashboard-global=false -- x",
+                Some(Some(5)),
+            ),
+            // The server's own options are not the launcher's.
+            ("serena-tray launch -- serena start-mcp-server --idle-shutdown-minutes 9", Some(None)),
+            ("serena-tray daemon", None),
+            ("serena-tray --serena-home launch daemon", None),
+            ("serena-trayx launch -- serena", None),
+            ("python -m serena start-mcp-server", None),
+        ] {
+            assert_eq!(
+                launcher_args(&argv(line)).map(|l| l.idle_shutdown.map(|d| d.as_secs() / 60)),
+                want,
+                "{line}"
+            );
+        }
+    }
 
     fn v(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()

@@ -263,10 +263,20 @@ impl Core {
         }
     }
 
+    /// A session's own idle shutdown (zero: never), over the launcher's and the setting.
+    pub fn set_session_idle(&self, id: ProcessId, idle: Option<std::time::Duration>) {
+        let mut model = lock(&self.inner.model);
+        match idle {
+            Some(idle) => model.session_idle.insert(id, idle),
+            None => model.session_idle.remove(&id),
+        };
+    }
+
     /// Forgets that a process is a session (released or failed).
     pub fn unmark_session(&self, id: ProcessId) {
         let mut model = lock(&self.inner.model);
         model.sessions.remove(&id);
         model.launching.remove(&id);
+        model.session_idle.remove(&id);
     }
 }

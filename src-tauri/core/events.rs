@@ -35,6 +35,12 @@ pub enum Event {
         pid: u32,
         outcome: crate::core::reaper::Outcome,
     },
+    /// Under idle shutdown, it has been idle long enough that its shutdown nears:
+    /// `instance.idle_since` and `instance.idle_shutdown_at` say when. Once per idle stretch.
+    IdleWarning { instance: Instance },
+    /// It stayed idle until `instance.idle_shutdown_at`: the running dashboard shuts it down
+    /// and reaps its tree (an `instance_killed` follows).
+    IdleShutdown { instance: Instance },
     /// The registry file did not parse and was moved aside.
     RegistryRecovered { moved_to: String },
     /// A session's Serena was started; it does not answer yet.
@@ -51,4 +57,8 @@ pub enum Event {
     SessionReleased { session_id: String, pid: u32 },
     /// A session's Serena exited by itself, or was killed other than by a release.
     SessionExited { session_id: String, pid: u32 },
+    /// A session's lease was renewed: it now runs out at `expires_at` (epoch seconds).
+    SessionRenewed { session_id: String, expires_at: f64 },
+    /// A session's lease ran out: it was released (its tree reaped).
+    SessionExpired { session_id: String, pid: u32 },
 }

@@ -19,6 +19,7 @@ pub mod procs;
 pub mod reaper;
 mod refresh;
 pub mod registry;
+pub mod running;
 pub mod sessions;
 pub mod settings;
 pub mod sockets;

@@ -176,13 +176,15 @@ impl fmt::Display for Transport {
 }
 
 /// Where this program learnt of the instance. When several apply, the most specific wins
-/// (session > tray protocol > discovery > registry).
+/// (session > launch > tray protocol > discovery > registry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Registry,
     Discovery,
     TrayProtocol,
+    /// Started by `serena-tray launch` (its client is the launcher's parent).
+    Launch,
     Session,
 }
 
@@ -230,6 +232,12 @@ pub struct Instance {
     pub last_heartbeat: Option<Epoch>,
     /// Last time the instance's log index moved (it did something).
     pub last_activity: Option<Epoch>,
+    /// Under idle shutdown, once its shutdown nears: since when it has been idle ...
+    #[serde(default)]
+    pub idle_since: Option<Epoch>,
+    /// ... and when it is shut down unless it does something first.
+    #[serde(default)]
+    pub idle_shutdown_at: Option<Epoch>,
     /// Since when the instance has been in its current state.
     pub state_since: Epoch,
     /// False when the PID was only registered (registry, tray protocol) and its command line does
@@ -310,6 +318,8 @@ pub(crate) fn test_instance(pid: u32, project: Option<&str>) -> Instance {
         first_seen: 1000.0,
         last_heartbeat: None,
         last_activity: None,
+        idle_since: None,
+        idle_shutdown_at: None,
         state_since: 1000.0,
         verified_serena: true,
         cost: None,

@@ -72,6 +72,18 @@ impl Scope {
     }
 }
 
+/// The identity of the process `pid` now (only that one process is read), if it runs.
+/// Blocking (well under a millisecond).
+pub fn identity(pid: u32) -> Option<ProcessId> {
+    let mut sys = System::new();
+    let p = sysinfo::Pid::from_u32(pid);
+    sys.refresh_processes(ProcessesToUpdate::Some(&[p]), true);
+    sys.process(p).map(|x| ProcessId {
+        pid,
+        start_time: x.start_time(),
+    })
+}
+
 /// Processes by PID at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {

@@ -49,6 +49,12 @@ pub struct SessionRequest {
     /// Return the live session already serving the same project and context, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<bool>,
+    /// A lease: released unless renewed within this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<f64>,
+    /// Its own idle shutdown (0: never), over `idle_shutdown_minutes` of the settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_shutdown_minutes: Option<f64>,
 }
 
 /// The answer of `POST /release-session`.
@@ -87,6 +93,14 @@ pub struct Session {
     pub ended_at: Option<Epoch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
+    /// Its lease, if it has one: renewed (`POST /api/sessions/{id}/renew`) by this many
+    /// seconds, released at `expires_at` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_shutdown_minutes: Option<f64>,
 }
 
 /// How a session ended.
@@ -97,6 +111,8 @@ pub enum EndReason {
     Released,
     /// Its Serena exited (or was killed) by other means.
     Exited,
+    /// Its lease ran out.
+    LeaseExpired,
 }
 
 impl Session {
@@ -118,6 +134,11 @@ impl Session {
             start_time: self.start_time,
         }
     }
+
+    fn idle_shutdown(&self) -> Option<Duration> {
+        self.idle_shutdown_minutes
+            .and_then(super::settings::minutes)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +153,12 @@ pub enum SessionError {
     BadTransport(String),
     #[error("{0:?} is not a valid {1}: use letters, digits, '-', '_', '.' or a path")]
     BadName(String, &'static str),
+    #[error("{0}")]
+    BadValue(String),
+    #[error("session {0:?} has no lease: pass lease_seconds to give it one")]
+    NoLease(String),
+    #[error("session {0:?} has ended")]
+    Ended(String),
     #[error(transparent)]
     SerenaMissing(#[from] SerenaCommandError),
     #[error("Serena did not start: {message}\n--- last lines of {log} ---\n{tail}")]
@@ -183,6 +210,8 @@ struct SessionsInner {
     /// The app's: launches and the reaping of launched children are tracked and stop with it.
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// A lease was given or renewed: the lease keeper looks again.
+    leases_changed: tokio::sync::Notify,
 }
 
 impl Sessions {
@@ -207,6 +236,7 @@ impl Sessions {
             .collect();
         for s in sessions.values().filter(|s| s.is_active()) {
             core.mark_session(s.process_id(), &s.session_id, false);
+            core.set_session_idle(s.process_id(), s.idle_shutdown());
         }
         Sessions {
             inner: Arc::new(SessionsInner {
@@ -218,6 +248,7 @@ impl Sessions {
                 sessions: Mutex::new(sessions),
                 tasks,
                 cancel,
+                leases_changed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -304,6 +335,17 @@ impl Sessions {
         for m in &modes {
             check_name(m, "mode")?;
         }
+        let lease = req.lease_seconds.map(lease_of).transpose()?;
+        let idle = req
+            .idle_shutdown_minutes
+            .map(|m| {
+                super::settings::minutes(m).ok_or_else(|| {
+                    SessionError::BadValue(format!(
+                        "idle_shutdown_minutes must be a number of minutes >= 0, got {m}"
+                    ))
+                })
+            })
+            .transpose()?;
         if req.shared == Some(true) {
             let snap = snapshot().await;
             let sessions = self.inner.sessions.lock().await;
@@ -339,7 +381,14 @@ impl Sessions {
         let launched = self.launch_with_retries(&plan).await;
         let core = &self.inner.core;
         match launched {
-            Ok(session) => {
+            Ok(mut session) => {
+                session.lease_seconds = lease;
+                session.expires_at = lease.map(|l| session.created_at + l);
+                session.idle_shutdown_minutes = req.idle_shutdown_minutes;
+                core.set_session_idle(session.process_id(), idle);
+                if lease.is_some() {
+                    self.inner.leases_changed.notify_one();
+                }
                 let mut sessions = self.inner.sessions.lock().await;
                 sessions.insert(plan.session_id.clone(), session.clone());
                 if let Err(e) = self.persist(&mut sessions) {
@@ -436,8 +485,11 @@ impl Sessions {
         let pid = child
             .id()
             .ok_or_else(|| failed("the process vanished at once".into()))?;
-        let start_time = snapshot().await.get(pid).map(|p| p.start_time).unwrap_or(0);
-        let id = ProcessId { pid, start_time };
+        let id = tokio::task::spawn_blocking(move || crate::core::procs::identity(pid))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(ProcessId { pid, start_time: 0 });
         let core = &self.inner.core;
         core.mark_session(id, session_id, true);
         core.publish(Event::SessionLaunching {
@@ -541,22 +593,102 @@ impl Sessions {
             log_path: log.display().to_string(),
             ended_at: None,
             end_reason: None,
+            lease_seconds: None,
+            expires_at: None,
+            idle_shutdown_minutes: None,
         })
     }
 
     /// Releases a session: reaps its whole tree. `AlreadyGone` if its process had ended or it
     /// was released before.
     pub async fn release(&self, id: &str) -> std::result::Result<ReleaseStatus, SessionError> {
+        self.end(id, EndReason::Released).await
+    }
+
+    /// Ends a session for `reason` (a release, or its lease ran out): reaps its whole tree.
+    async fn end(
+        &self,
+        id: &str,
+        reason: EndReason,
+    ) -> std::result::Result<ReleaseStatus, SessionError> {
         // Its own task, like a launch: a client that hangs up cannot stop it half-way.
         let (this, id) = (self.clone(), id.to_string());
         let release = self
             .inner
             .tasks
-            .spawn(async move { this.release_here(&id).await });
+            .spawn(async move { this.release_here(&id, reason).await });
         release.await?
     }
 
-    async fn release_here(&self, id: &str) -> std::result::Result<ReleaseStatus, SessionError> {
+    /// Renews a session's lease: it now runs out `lease_seconds` from now (its own lease's
+    /// length if not given). Returns the session.
+    pub async fn renew(
+        &self,
+        id: &str,
+        lease_seconds: Option<f64>,
+    ) -> std::result::Result<Session, SessionError> {
+        let lease = lease_seconds.map(lease_of).transpose()?;
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = match sessions.get_mut(id) {
+            None => return Err(SessionError::UnknownSession(id.to_string())),
+            Some(s) if !s.is_active() => return Err(SessionError::Ended(id.to_string())),
+            Some(s) => s,
+        };
+        let lease = lease
+            .or(session.lease_seconds)
+            .ok_or_else(|| SessionError::NoLease(id.to_string()))?;
+        session.lease_seconds = Some(lease);
+        session.expires_at = Some(now() + lease);
+        let renewed = session.clone();
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.inner.leases_changed.notify_one();
+        self.inner.core.publish(Event::SessionRenewed {
+            session_id: renewed.session_id.clone(),
+            expires_at: renewed.expires_at.unwrap_or_default(),
+        });
+        Ok(renewed)
+    }
+
+    /// Releases every session whose lease ran out, as it runs out; runs until the app stops.
+    pub async fn keep_leases(self) {
+        loop {
+            let now = now();
+            let (due, next): (Vec<String>, Option<Epoch>) = {
+                let sessions = self.inner.sessions.lock().await;
+                let leased = sessions
+                    .values()
+                    .filter(|s| s.is_active())
+                    .filter_map(|s| Some((s.session_id.clone(), s.expires_at?)));
+                let (due, later): (Vec<_>, Vec<_>) = leased.partition(|(_, at)| *at <= now);
+                (
+                    due.into_iter().map(|(id, _)| id).collect(),
+                    later.into_iter().map(|(_, at)| at).min_by(f64::total_cmp),
+                )
+            };
+            for id in due {
+                match self.end(&id, EndReason::LeaseExpired).await {
+                    Ok(_) => tracing::info!("session {id}: its lease ran out; released"),
+                    Err(e) => tracing::warn!("session {id}: its lease ran out, but {e}"),
+                }
+            }
+            let wait = next.map_or(Duration::from_secs(3600), |at| {
+                Duration::from_secs_f64((at - now).max(0.0))
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.leases_changed.notified() => {}
+            }
+        }
+    }
+
+    async fn release_here(
+        &self,
+        id: &str,
+        reason: EndReason,
+    ) -> std::result::Result<ReleaseStatus, SessionError> {
         // Marked released before the reap, so that neither a second release nor its Serena's
         // exit (seen by `follow`) takes it for a live session meanwhile; put back if it fails.
         let session = {
@@ -566,7 +698,7 @@ impl Sessions {
                 Some(s) if !s.is_active() => return Ok(ReleaseStatus::AlreadyGone),
                 Some(s) => s.clone(),
             };
-            sessions.insert(id.to_string(), session.clone().ended(EndReason::Released));
+            sessions.insert(id.to_string(), session.clone().ended(reason));
             session
         };
         let pid = session.process_id();
@@ -594,9 +726,15 @@ impl Sessions {
         }
         drop(sessions);
         self.inner.core.unmark_session(pid);
-        self.inner.core.publish(Event::SessionReleased {
-            session_id: id.to_string(),
-            pid: pid.pid,
+        self.inner.core.publish(match reason {
+            EndReason::LeaseExpired => Event::SessionExpired {
+                session_id: id.to_string(),
+                pid: pid.pid,
+            },
+            _ => Event::SessionReleased {
+                session_id: id.to_string(),
+                pid: pid.pid,
+            },
         });
         let _ = self.inner.core.refresh().await;
         Ok(match report.outcome {
@@ -627,6 +765,17 @@ impl Sessions {
         super::files::write_atomic(&self.inner.store, text.as_bytes())
             .map_err(|e| store_err(e.to_string()))
     }
+}
+
+/// A lease's length: a number of seconds > 0.
+fn lease_of(seconds: f64) -> std::result::Result<f64, SessionError> {
+    (seconds.is_finite() && seconds > 0.0)
+        .then_some(seconds)
+        .ok_or_else(|| {
+            SessionError::BadValue(format!(
+                "lease_seconds must be a number of seconds > 0, got {seconds}"
+            ))
+        })
 }
 
 /// What is recorded: every active session, and the [`HISTORY_KEPT`] that ended last.

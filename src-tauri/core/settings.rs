@@ -63,6 +63,9 @@ pub struct GlobalDashboard {
     pub open_on_launch: bool,
     /// `web_dashboard_global_port` (default 25282).
     pub port: u16,
+    /// `idle_shutdown_minutes` (default none: off; decimals allowed): an instance idle that
+    /// long is shut down.
+    pub idle_shutdown: Option<Duration>,
 }
 
 impl Default for GlobalDashboard {
@@ -71,6 +74,7 @@ impl Default for GlobalDashboard {
             enabled: true,
             open_on_launch: false,
             port: DEFAULT_DASHBOARD_PORT,
+            idle_shutdown: None,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Settings {
     pub dashboard: GlobalDashboard,
     /// From `tray/config.toml`; `zombie_grace` and `tray_protocol_port` overridden by their flags.
     pub tray: TraySettings,
+    /// `--port-file`: where the running program writes the port it listens on.
+    pub port_file: Option<PathBuf>,
 }
 
 /// The command-line flags that override the files.
@@ -138,6 +144,10 @@ pub struct Flags {
     pub zombie_grace: Option<Duration>,
     pub port: Option<u16>,
     pub tray_protocol_port: Option<u16>,
+    pub open_on_launch: Option<bool>,
+    /// `--idle-shutdown-minutes` (zero: off).
+    pub idle_shutdown: Option<Duration>,
+    pub port_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +156,8 @@ pub enum HomeError {
     NoHome,
     #[error("--serena-home {0}: {1}")]
     BadHome(PathBuf, String),
+    #[error("--port-file: {0}")]
+    BadPortFile(String),
 }
 
 impl Settings {
@@ -168,11 +180,25 @@ impl Settings {
         if let Some(port) = flags.tray_protocol_port {
             tray.tray_protocol_port = port;
         }
+        if let Some(open) = flags.open_on_launch {
+            dashboard.open_on_launch = open;
+        }
+        if let Some(idle) = flags.idle_shutdown {
+            // 0 on the command line turns a file's idle shutdown off.
+            dashboard.idle_shutdown = (!idle.is_zero()).then_some(idle);
+        }
+        let port_file = flags
+            .port_file
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()
+            .map_err(|e| HomeError::BadPortFile(e.to_string()))?;
         let settings = Settings {
             serena_home,
             scope: Scope::from_env(),
             dashboard,
             tray,
+            port_file,
         };
         Ok((settings, warnings))
     }
@@ -184,6 +210,7 @@ impl Settings {
             scope: Scope::All,
             dashboard: GlobalDashboard::default(),
             tray: TraySettings::default(),
+            port_file: None,
         }
     }
 
@@ -313,6 +340,7 @@ fn parse_dashboard(text: &str, _: &mut Vec<Problem>) -> Result<GlobalDashboard, 
         web_dashboard_global: Option<bool>,
         web_dashboard_global_open_on_launch: Option<bool>,
         web_dashboard_global_port: Option<Port>,
+        idle_shutdown_minutes: Option<Minutes>,
     }
     let options = serde_saphyr::options! { strict_booleans: true };
     // `None`: a file with no document (empty, comments only) or a null one.
@@ -337,6 +365,11 @@ fn parse_dashboard(text: &str, _: &mut Vec<Problem>) -> Result<GlobalDashboard, 
         port: file
             .web_dashboard_global_port
             .map_or(defaults.port, |p| p.0),
+        // 0 is off, as absent is.
+        idle_shutdown: file
+            .idle_shutdown_minutes
+            .map(|m| m.0)
+            .filter(|d| !d.is_zero()),
     })
 }
 
@@ -370,6 +403,28 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count();
     (1 + before.matches('\n').count(), 1 + column)
+}
+
+/// A number of minutes (decimals allowed), finite and not negative.
+#[derive(Deserialize)]
+#[serde(try_from = "f64")]
+struct Minutes(Duration);
+
+impl TryFrom<f64> for Minutes {
+    type Error = String;
+
+    fn try_from(m: f64) -> Result<Minutes, String> {
+        minutes(m)
+            .map(Minutes)
+            .ok_or_else(|| format!("expected a number of minutes >= 0, got {m}"))
+    }
+}
+
+/// `m` minutes as a duration, if `m` is a finite number >= 0.
+pub fn minutes(m: f64) -> Option<Duration> {
+    (m.is_finite() && m >= 0.0)
+        .then(|| Duration::try_from_secs_f64(m * 60.0).ok())
+        .flatten()
 }
 
 /// A TCP port number, 1 to 65535.
@@ -523,6 +578,42 @@ fn default_serena(
     })
 }
 
+/// The program an MCP client's config names for `serena-tray launch -- PROGRAM ...`: a path is
+/// taken as it is (if it can be run), a bare name is searched on PATH, then in `~/.local/bin`
+/// (where `uv tool` and `pipx` put `serena`, and which the PATH of a desktop app often lacks).
+pub fn find_program(program: &OsStr) -> Result<PathBuf, SerenaCommandError> {
+    let path_var = std::env::var_os("PATH");
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let local_bin = std::env::home_dir().map(|home| home.join(".local").join("bin"));
+    let found = which::which_in(program, path_var.as_deref(), &cwd)
+        .ok()
+        .or_else(|| {
+            let is_path = Path::new(program).components().count() > 1;
+            let dir = local_bin.as_ref().filter(|_| !is_path)?;
+            which::which_in(dir.join(program), None::<&OsStr>, &cwd).ok()
+        });
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    let name = program.to_string_lossy();
+    let path = path_var
+        .as_ref()
+        .map_or("PATH is not set".to_string(), |p| {
+            format!("PATH={}", p.to_string_lossy())
+        });
+    let also = local_bin
+        .as_ref()
+        .map_or(String::new(), |dir| format!(" and in {}", dir.display()));
+    Err(SerenaCommandError::NotFound {
+        looked_for: format!("`{name}` on PATH ({path}){also}"),
+        hint: format!(
+            "install it (for Serena: the `serena-agent` package, e.g. `uv tool install \
+             serena-agent`), or give its absolute path after `--` in the MCP client's config \
+             (`serena-tray launch -- /path/to/{name} ...`)"
+        ),
+    })
+}
+
 /// The configured program: a bare name is searched on PATH, a path (`~/` expanded) is checked.
 fn configured_program(
     program: &str,
@@ -626,6 +717,26 @@ mod tests {
         assert_eq!(s.tray.tray_protocol_port, 24301);
         assert_eq!(s.tray.probe_timeout, Duration::from_millis(500), "kept");
         assert!(s.dashboard.open_on_launch, "kept");
+        assert_eq!(s.dashboard.idle_shutdown, None, "off by default");
+
+        std::fs::write(
+            serena_config_path(dir.path()),
+            "idle_shutdown_minutes: 30\nweb_dashboard_global_open_on_launch: true\n",
+        )
+        .expect("yml");
+        let (s, _) = Settings::resolve(&flags).expect("resolved");
+        assert_eq!(
+            s.dashboard.idle_shutdown,
+            Some(Duration::from_secs(30 * 60))
+        );
+        flags.open_on_launch = Some(false);
+        flags.idle_shutdown = Some(Duration::ZERO);
+        flags.port_file = Some("relative/port".into());
+        let (s, _) = Settings::resolve(&flags).expect("resolved");
+        assert!(!s.dashboard.open_on_launch, "the flag wins");
+        assert_eq!(s.dashboard.idle_shutdown, None, "0 turns it off");
+        let port_file = s.port_file.expect("a port file");
+        assert!(port_file.is_absolute() && port_file.ends_with("relative/port"));
     }
 
     use super::*;
@@ -700,6 +811,7 @@ mod tests {
             enabled: false,
             open_on_launch: true,
             port: 27000,
+            idle_shutdown: None,
         };
         assert_eq!(s.dashboard, want);
     }

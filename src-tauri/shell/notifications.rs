@@ -81,6 +81,25 @@ pub fn text(batch: &[Instance]) -> (String, String) {
     (summary, body)
 }
 
+/// The notification of an instance whose idle shutdown nears: `Serena 4242 - webapp is idle`,
+/// `It has done nothing for 24 minutes and shuts down in 6 minutes unless it is used.`
+pub fn idle_text(inst: &Instance, now: f64) -> (String, String) {
+    let minutes = |secs: f64| {
+        let m = (secs / 60.0).round().max(1.0) as u64;
+        if m == 1 {
+            "1 minute".to_string()
+        } else {
+            format!("{m} minutes")
+        }
+    };
+    let idle = minutes(now - inst.idle_since.unwrap_or(now));
+    let left = minutes(inst.idle_shutdown_at.unwrap_or(now) - now);
+    (
+        format!("Serena {} is idle", inst.label()),
+        format!("It has done nothing for {idle} and shuts down in {left} unless it is used."),
+    )
+}
+
 /// Announces new zombies for as long as the app runs.
 pub fn follow(app: &App) {
     let mut rx = app.core().subscribe();
@@ -117,6 +136,11 @@ pub fn follow(app: &App) {
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
+            if let Event::IdleWarning { instance } = &first {
+                let (a, n) = (a.clone(), idle_text(instance, crate::core::model::now()));
+                let _ = tokio::task::spawn_blocking(move || show(&a, n, None)).await;
+                continue;
+            }
             if new_zombie(&first).is_none() {
                 // Nothing to announce; a removal is forgotten at once.
                 announced.batch(std::slice::from_ref(&first));
@@ -159,13 +183,18 @@ const OPEN: &str = "default";
 /// Shows one notification for `batch`, and acts on its actions in a thread of its own (the
 /// server answers when it is clicked or closed).
 fn send(app: &App, batch: Vec<Instance>, actions: bool) {
-    let (summary, body) = text(&batch);
+    let text = text(&batch);
+    show(app, text, actions.then_some(batch));
+}
+
+/// Shows a notification; with `zombies`, its actions (Kill, open) act on them.
+fn show(app: &App, (summary, body): (String, String), zombies: Option<Vec<Instance>>) {
     let mut n = notify_rust::Notification::new();
     n.appname("Serena Tray")
         .summary(&summary)
         .body(&body)
         .icon("dialog-warning");
-    if actions {
+    if zombies.is_some() {
         n.action(OPEN, "Open dashboard").action(KILL, "Kill");
     }
     let shown = match n.show() {
@@ -177,7 +206,7 @@ fn send(app: &App, batch: Vec<Instance>, actions: bool) {
     };
     tracing::info!("notified: {summary}: {body}");
     #[cfg(all(unix, not(target_os = "macos")))]
-    if actions {
+    if let Some(batch) = zombies {
         let app = app.clone();
         std::thread::spawn(move || {
             shown.wait_for_action(|action| match action {
@@ -204,7 +233,7 @@ fn send(app: &App, batch: Vec<Instance>, actions: bool) {
         });
     }
     #[cfg(not(all(unix, not(target_os = "macos"))))]
-    let _ = (app, shown, batch);
+    let _ = (app, shown, zombies);
 }
 
 #[cfg(test)]
@@ -279,6 +308,24 @@ mod tests {
                 .len()
                 == 1
         );
+    }
+
+    #[test]
+    fn an_idle_instance_is_told_how_long_it_has_been_idle_and_how_long_it_has_left() {
+        let mut i = test_instance(4242, Some("webapp"));
+        i.idle_since = Some(1000.0);
+        i.idle_shutdown_at = Some(1000.0 + 1800.0);
+        assert_eq!(
+            idle_text(&i, 1000.0 + 1440.0),
+            (
+                "Serena 4242 - webapp is idle".into(),
+                "It has done nothing for 24 minutes and shuts down in 6 minutes unless it is used."
+                    .into()
+            )
+        );
+        assert!(idle_text(&i, 1000.0 + 1790.0)
+            .1
+            .contains("in 1 minute unless"));
     }
 
     #[test]

@@ -461,6 +461,21 @@ impl Home {
 
     /// A daemon with extra environment (inherited by the sessions it launches).
     pub fn daemon_with(&self, port: u16, tray_port: u16, env: &[(&str, &str)]) -> Daemon {
+        self.daemon_with_args(port, tray_port, env, &[])
+    }
+
+    /// A daemon on free ports with extra arguments (`--idle-shutdown-minutes 0.2`).
+    pub fn daemon_args(&self, args: &[&str]) -> Daemon {
+        self.daemon_with_args(free_port(), free_port(), &[], args)
+    }
+
+    fn daemon_with_args(
+        &self,
+        port: u16,
+        tray_port: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Daemon {
         let mut cmd = Command::new(tray_exe());
         self.env(&mut cmd);
         for (k, v) in env {
@@ -472,6 +487,7 @@ impl Home {
             .arg(self.serena_home())
             .args(["daemon", "--port", &port.to_string()])
             .args(["--tray-protocol-port", &tray_port.to_string()])
+            .args(args)
             .env("SERENA_TRAY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -55,6 +55,7 @@ pub fn router(state: App) -> Router {
         .route("/api/window", post(show_window))
         .route("/api/events", get(events))
         .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{id}/renew", post(renew_session))
         .route("/request-session", post(request_session))
         .route("/release-session", post(release_session))
         .fallback(fallback)
@@ -389,6 +390,9 @@ fn session_error(e: SessionError) -> ApiError {
         SessionError::NotADirectory(_) => (StatusCode::BAD_REQUEST, "not_a_directory"),
         SessionError::BadTransport(_) => (StatusCode::BAD_REQUEST, "bad_transport"),
         SessionError::BadName(..) => (StatusCode::BAD_REQUEST, "bad_name"),
+        SessionError::BadValue(_) => (StatusCode::BAD_REQUEST, "bad_value"),
+        SessionError::NoLease(_) => (StatusCode::CONFLICT, "no_lease"),
+        SessionError::Ended(_) => (StatusCode::CONFLICT, "already_gone"),
         SessionError::SerenaMissing(_) => (StatusCode::FAILED_DEPENDENCY, "serena_not_found"),
         SessionError::LaunchFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "launch_failed"),
         SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "launch_timeout"),
@@ -436,6 +440,26 @@ async fn release_session(
         status,
         session_id: req.session_id,
     }))
+}
+
+/// The body of `POST /api/sessions/{id}/renew`: optionally a new lease length.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RenewRequest {
+    lease_seconds: Option<f64>,
+}
+
+async fn renew_session(
+    State(state): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let session = state
+        .sessions()
+        .renew(&id, req.lease_seconds)
+        .await
+        .map_err(session_error)?;
+    Ok(Json(json!(session)))
 }
 
 #[cfg(test)]

@@ -32,20 +32,25 @@ pub(crate) struct Decisions {
     pub(crate) rescan: bool,
 }
 
-/// Folds probe results into the model, classifies, and returns what follows.
+/// Folds probe results into the model, classifies, and returns what follows. `idle_default`
+/// is `idle_shutdown_minutes` (sessions and launchers may say otherwise).
 pub(crate) fn apply(
     model: &mut Model,
     scan: &Scan,
     results: Vec<(ProcessId, ProbeResult)>,
     now: Epoch,
     grace: Duration,
+    idle_default: Option<Duration>,
 ) -> Decisions {
     let mut events = Vec::new();
     let mut writes = RegistryWrites::default();
     let mut results: BTreeMap<ProcessId, ProbeResult> = results.into_iter().collect();
 
     let Model {
-        tracked, launching, ..
+        tracked,
+        launching,
+        session_idle,
+        ..
     } = model;
     tracked.retain(|&key, t| {
         if let Some(gone) = gone(t, key, scan) {
@@ -79,20 +84,30 @@ pub(crate) fn apply(
             t.inst.state_reason = reason;
             t.inst.state_since = now;
         }
-        match event_for(&before, &t.inst, now) {
-            Some(e) => {
-                events.push(e);
-                t.cost_told = t.inst.cost.clone();
-            }
-            None if cost::moved(t.cost_told.as_ref(), t.inst.cost.as_ref()) => {
-                events.push(Event::CostChanged {
-                    pid: key.pid,
-                    started_at: t.inst.started_at,
-                    cost: t.inst.cost.clone(),
-                });
-                t.cost_told = t.inst.cost.clone();
-            }
-            None => {}
+        let policy = session_idle
+            .get(&key)
+            .copied()
+            .or_else(|| t.launcher.and_then(|l| l.idle_shutdown))
+            .or(idle_default)
+            .filter(|d| !d.is_zero());
+        let idle_event = idle(t, policy, now);
+        let shown = match (event_for(&before, &t.inst, now), &idle_event) {
+            // The idle event carries the instance as it is now.
+            (Some(Event::InstanceUpdated { .. }), Some(_)) => None,
+            (e, _) => e,
+        };
+        let told: Vec<Event> = shown.into_iter().chain(idle_event).collect();
+        // Every event carries the cost; without one, a cost that moved is news of its own.
+        if !told.is_empty() {
+            events.extend(told);
+            t.cost_told = t.inst.cost.clone();
+        } else if cost::moved(t.cost_told.as_ref(), t.inst.cost.as_ref()) {
+            events.push(Event::CostChanged {
+                pid: key.pid,
+                started_at: t.inst.started_at,
+                cost: t.inst.cost.clone(),
+            });
+            t.cost_told = t.inst.cost.clone();
         }
         writes.upsert.extend(upsert_for(t, key, scan));
         true
@@ -107,6 +122,49 @@ pub(crate) fn apply(
         events,
         writes,
         rescan,
+    }
+}
+
+/// How long before its idle shutdown an instance is announced: a fifth of its idle time, at
+/// most five minutes.
+fn idle_lead(after: Duration) -> f64 {
+    (after.as_secs_f64() / 5.0).min(300.0)
+}
+
+/// Idle shutdown of a live instance under `policy`: idle since its last activity (or since it
+/// was first seen), announced once when its shutdown nears (`idle_warning`), shut down once
+/// that moment comes (`idle_shutdown`: the running dashboard acts on it). The instance shows
+/// `idle_since` and `idle_shutdown_at` from the announcement on; activity clears them.
+fn idle(t: &mut Tracked, policy: Option<Duration>, now: Epoch) -> Option<Event> {
+    let clear = |t: &mut Tracked| {
+        t.inst.idle_since = None;
+        t.inst.idle_shutdown_at = None;
+    };
+    let Some(after) =
+        policy.filter(|_| t.alive && t.inst.verified_serena && t.inst.state.is_live())
+    else {
+        clear(t);
+        return None;
+    };
+    let since = t.inst.last_activity.unwrap_or(t.inst.first_seen);
+    let at = since + after.as_secs_f64();
+    if now < at - idle_lead(after) {
+        clear(t);
+        return None;
+    }
+    t.inst.idle_since = Some(since);
+    t.inst.idle_shutdown_at = Some(at);
+    let instance = t.inst.clone();
+    if now >= at {
+        (t.idle_expired != Some(since)).then(|| {
+            t.idle_expired = Some(since);
+            Event::IdleShutdown { instance }
+        })
+    } else {
+        (t.idle_warned != Some(since)).then(|| {
+            t.idle_warned = Some(since);
+            Event::IdleWarning { instance }
+        })
     }
 }
 
@@ -284,4 +342,5 @@ fn same_shown(a: &Instance, b: &Instance) -> bool {
         && a.context == b.context
         && a.modes == b.modes
         && a.mcp_port == b.mcp_port
+        && a.idle_shutdown_at == b.idle_shutdown_at
 }

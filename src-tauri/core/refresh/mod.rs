@@ -53,11 +53,19 @@ impl Core {
         }))
         .await;
         let grace = self.inner.settings.tray.zombie_grace;
+        let idle = self.inner.settings.dashboard.idle_shutdown;
         let Decisions {
             mut events,
             writes,
             rescan,
-        } = apply(&mut lock(&self.inner.model), &scan, results, now, grace);
+        } = apply(
+            &mut lock(&self.inner.model),
+            &scan,
+            results,
+            now,
+            grace,
+            idle,
+        );
         self.inner.scanner.map_ports_afresh(rescan);
 
         let inner = self.inner.clone();

@@ -142,6 +142,17 @@ fn refresh(
     now: Epoch,
     dashboards: &[(u32, ProbeResult)],
 ) -> Decisions {
+    refresh_idle(model, world, now, dashboards, None)
+}
+
+/// [`refresh`] with `idle_shutdown_minutes` set to `idle`.
+fn refresh_idle(
+    model: &mut Model,
+    world: &World,
+    now: Epoch,
+    dashboards: &[(u32, ProbeResult)],
+    idle: Option<Duration>,
+) -> Decisions {
     let scan = world.scan();
     let jobs = plan(model, &scan, now);
     let results = jobs
@@ -152,7 +163,7 @@ fn refresh(
             (job.key, result)
         })
         .collect();
-    apply(model, &scan, results, now, GRACE)
+    apply(model, &scan, results, now, GRACE, idle)
 }
 
 fn instance(model: &Model, key: ProcessId) -> &Instance {
@@ -221,7 +232,7 @@ fn a_serena_seen_for_the_first_time_is_live_without_a_project_and_announced() {
         }]
     );
     let results = vec![(id(&s), answers(None))];
-    let d = apply(&mut model, &world.scan(), results, T0, GRACE);
+    let d = apply(&mut model, &world.scan(), results, T0, GRACE, None);
 
     assert_eq!(said(&d), ["added 200 live_no_project"]);
     let i = instance(&model, id(&s));
@@ -418,7 +429,7 @@ fn a_pid_reused_by_a_younger_serena_is_another_instance_and_the_old_record_turns
         [id(&young)],
         "only the live process is asked"
     );
-    let d = apply(&mut model, &scan, Vec::new(), T0, GRACE);
+    let d = apply(&mut model, &scan, Vec::new(), T0, GRACE, None);
 
     assert_eq!(
         said(&d),
@@ -465,7 +476,7 @@ fn an_instance_seen_to_exit_is_removed_with_its_entry_even_when_its_pid_lives_on
         plan(&mut model, &scan, T0 + 2.0).is_empty(),
         "nobody is asked"
     );
-    let d = apply(&mut model, &scan, Vec::new(), T0 + 2.0, GRACE);
+    let d = apply(&mut model, &scan, Vec::new(), T0 + 2.0, GRACE, None);
 
     assert_eq!(said(&d), ["removed 200"]);
     assert!(model.tracked.is_empty());
@@ -701,6 +712,7 @@ fn a_launched_session_is_starting_until_its_dashboard_answers_and_its_mcp_port_l
         vec![(id(&s), answers(None))],
         T0 + 2.0,
         GRACE,
+        None,
     );
     assert_eq!(said(&d), ["701: starting -> live_no_project"]);
 
@@ -800,4 +812,147 @@ fn a_cost_is_told_with_the_instance_and_again_only_when_it_moves_by_more_than_a_
         ["cost 200 111 MB"]
     );
     assert!(said(&refresh(&mut model, &world, T0 + 4.0, &dash)).is_empty());
+}
+
+/// A dashboard that answers with a project and this log index (it moves when Serena works).
+fn working(max_idx: i64) -> ProbeResult {
+    ProbeResult {
+        port: Some(DASH),
+        status: Some(LogStatus {
+            max_idx,
+            active_project: Some("proj".into()),
+        }),
+        overview: None,
+    }
+}
+
+/// The idle events among `d`'s: ("warning" | "shutdown", idle_since, idle_shutdown_at).
+fn idle_events(d: &Decisions) -> Vec<(&'static str, Epoch, Epoch)> {
+    d.events
+        .iter()
+        .filter_map(|e| {
+            let (kind, i) = match e {
+                Event::IdleWarning { instance } => ("warning", instance),
+                Event::IdleShutdown { instance } => ("shutdown", instance),
+                _ => return None,
+            };
+            Some((kind, i.idle_since?, i.idle_shutdown_at?))
+        })
+        .collect()
+}
+
+#[test]
+fn under_launch_the_client_is_the_launchers_parent_and_its_idle_option_applies() {
+    let launcher = proc(
+        300,
+        100,
+        T0 - 6.0,
+        "serena-tray",
+        "/usr/bin/serena-tray launch --idle-shutdown-minutes 1 -- serena start-mcp-server",
+    );
+    let world = World::of([init(), client(100), launcher, serena(301, 300, "")]);
+    let key = ProcessId {
+        pid: 301,
+        start_time: (T0 - 5.0) as u64,
+    };
+    let mut model = Model::default();
+    let idle = |model: &mut Model, at: Epoch, idx: i64| {
+        refresh_idle(model, &world, at, &[(301, working(idx))], None)
+    };
+    let d = idle(&mut model, T0, 0);
+    assert!(idle_events(&d).is_empty());
+    let i = instance(&model, key);
+    assert_eq!(i.source, Source::Launch);
+    assert_eq!(
+        (i.client_pid, i.client_name.as_deref()),
+        (Some(100), Some("code"))
+    );
+    assert_eq!(
+        i.idle_shutdown_at, None,
+        "not shown until its shutdown nears"
+    );
+
+    // One minute, announced a fifth of it (12 s) before: at T0 + 48.
+    assert!(idle_events(&idle(&mut model, T0 + 47.0, 0)).is_empty());
+    let d = idle(&mut model, T0 + 49.0, 0);
+    assert_eq!(idle_events(&d), [("warning", T0, T0 + 60.0)]);
+    assert_eq!(
+        d.events.len(),
+        1,
+        "the warning carries the instance: {:?}",
+        d.events
+    );
+    assert_eq!(instance(&model, key).idle_shutdown_at, Some(T0 + 60.0));
+    assert!(
+        idle_events(&idle(&mut model, T0 + 50.0, 0)).is_empty(),
+        "once"
+    );
+
+    // It does something: the clock starts again, and the page hears it is no longer idle.
+    let d = idle(&mut model, T0 + 55.0, 7);
+    assert!(idle_events(&d).is_empty());
+    assert!(
+        d.events.iter().any(|e| matches!(e, Event::InstanceUpdated { instance } if instance.idle_shutdown_at.is_none())),
+        "{:?}",
+        d.events
+    );
+    assert!(
+        idle_events(&idle(&mut model, T0 + 60.0, 7)).is_empty(),
+        "not due any more"
+    );
+    let d = idle(&mut model, T0 + 104.0, 7);
+    assert_eq!(idle_events(&d), [("warning", T0 + 55.0, T0 + 115.0)]);
+    let d = idle(&mut model, T0 + 115.0, 7);
+    assert_eq!(idle_events(&d), [("shutdown", T0 + 55.0, T0 + 115.0)]);
+    assert!(
+        idle_events(&idle(&mut model, T0 + 116.0, 7)).is_empty(),
+        "once"
+    );
+}
+
+#[test]
+fn idle_shutdown_is_off_by_default_the_setting_applies_and_a_session_or_launcher_overrides_it() {
+    let pinned = proc(
+        300,
+        100,
+        T0 - 6.0,
+        "serena-tray",
+        "serena-tray launch --idle-shutdown-minutes 0 -- serena start-mcp-server",
+    );
+    let world = World::of([
+        init(),
+        client(100),
+        serena(200, 100, ""),
+        pinned,
+        serena(301, 300, ""),
+        serena(400, 100, ""),
+    ]);
+    let answers: Vec<(u32, ProbeResult)> = [200, 301, 400].map(|p| (p, working(0))).into();
+    let session = ProcessId {
+        pid: 400,
+        start_time: (T0 - 5.0) as u64,
+    };
+    let due = |idle: Option<Duration>| {
+        let mut model = Model::default();
+        model.session_idle.insert(session, Duration::from_secs(600));
+        refresh_idle(&mut model, &world, T0, &answers, idle);
+        let d = refresh_idle(&mut model, &world, T0 + 61.0, &answers, idle);
+        let mut pids: Vec<u32> = d
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::IdleShutdown { instance } => Some(instance.pid),
+                _ => None,
+            })
+            .collect();
+        pids.sort();
+        pids
+    };
+    assert_eq!(
+        due(None),
+        Vec::<u32>::new(),
+        "off: nothing is ever shut down"
+    );
+    // A minute for all: not the launcher's pinned one (0: never), not the session (10 min).
+    assert_eq!(due(Some(Duration::from_secs(60))), [200]);
 }

@@ -12,6 +12,7 @@ use crate::core::probe::ConfigSummary;
 use crate::core::procs::{Proc, Snapshot};
 use crate::core::registry::RegistryEntry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 /// Everything the refresh tracks, keyed by process identity.
 #[derive(Default)]
@@ -23,6 +24,8 @@ pub(crate) struct Model {
     pub(crate) sessions: HashMap<ProcessId, String>,
     /// Sessions being launched that do not answer yet (state `starting`).
     pub(crate) launching: HashSet<ProcessId>,
+    /// Sessions' own idle shutdown (zero: never), over the launcher's and the default.
+    pub(crate) session_idle: HashMap<ProcessId, Duration>,
 }
 
 impl Model {
@@ -35,6 +38,7 @@ impl Model {
             .and_then(|t| t.registry_started_at);
         self.sessions.remove(&key);
         self.launching.remove(&key);
+        self.session_idle.remove(&key);
         self.registrations.retain(|_, r| r.pid != key.pid);
         exact
     }
@@ -63,6 +67,11 @@ pub(crate) struct Tracked {
     pub(crate) launch_root: Option<ProcessId>,
     /// The cost last published in an event (the page shows that one).
     pub(crate) cost_told: Option<Cost>,
+    /// The `serena-tray launch` it runs under (its parent), if it does.
+    pub(crate) launcher: Option<cmdline::LauncherArgs>,
+    /// The idle stretch (by its start) already announced, and the one already shut down.
+    pub(crate) idle_warned: Option<Epoch>,
+    pub(crate) idle_expired: Option<Epoch>,
 }
 
 /// Which active project the overview an instance's record holds was fetched for.
@@ -158,14 +167,32 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
     };
     let stdio = args.transport == Transport::Stdio;
     let adopted = snap.parent_is_adopter(proc);
-    let client = if adopted {
+    let info = |c: &Proc| ClientInfo {
+        pid: c.pid,
+        name: c.name.clone(),
+        start_time: c.start_time,
+    };
+    // Its parent: the client, whose exit orphans it.
+    let parent = if adopted {
         None
     } else {
-        proc.ppid.and_then(|pp| snap.get(pp)).map(|c| ClientInfo {
-            pid: c.pid,
-            name: c.name.clone(),
-            start_time: c.start_time,
-        })
+        proc.ppid.and_then(|pp| snap.get(pp))
+    };
+    let client = parent.map(info);
+    // Under `serena-tray launch`, the client to show is the launcher's own parent.
+    let launcher = parent.and_then(|p| cmdline::launcher_args(&p.cmdline));
+    let shown_client = match launcher {
+        Some(_) => parent
+            .and_then(|p| p.ppid)
+            .and_then(|pp| snap.get(pp))
+            .filter(|c| !snap.parent_is_adopter(parent.unwrap_or(c)))
+            .map(info),
+        None => client.clone(),
+    };
+    let source = if launcher.is_some() && source == Source::Discovery {
+        Source::Launch
+    } else {
+        source
     };
     let inst = Instance {
         pid: proc.pid,
@@ -184,13 +211,15 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
                 .map(|path| format!("http://127.0.0.1:{p}{path}"))
         }),
         started_at: proc.start_time as Epoch,
-        client_pid: client.as_ref().map(|c| c.pid),
-        client_name: client.as_ref().map(|c| c.name.clone()),
+        client_pid: shown_client.as_ref().map(|c| c.pid),
+        client_name: shown_client.as_ref().map(|c| c.name.clone()),
         source,
         cmdline: proc.cmdline.clone(),
         first_seen: now,
         last_heartbeat: None,
         last_activity: None,
+        idle_since: None,
+        idle_shutdown_at: None,
         state_since: now,
         verified_serena: verified,
         cost: None,
@@ -214,6 +243,9 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         mcp_listening: false,
         launch_root: None,
         cost_told: None,
+        launcher,
+        idle_warned: None,
+        idle_expired: None,
     }
 }
 
@@ -239,6 +271,8 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         first_seen: now,
         last_heartbeat: Some(e.last_heartbeat).filter(|t| *t > 0.0),
         last_activity: None,
+        idle_since: None,
+        idle_shutdown_at: None,
         state_since: now,
         verified_serena: false,
         cost: None,
@@ -260,5 +294,8 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         mcp_listening: false,
         launch_root: None,
         cost_told: None,
+        launcher: None,
+        idle_warned: None,
+        idle_expired: None,
     }
 }

@@ -1,0 +1,357 @@
+//! `serena-tray launch [OPTIONS] -- CMD ARGS...`: what an MCP client's config runs in place of
+//! the plain Serena command, so that Serena never outlives its client and the one global
+//! dashboard runs.
+//!
+//! CMD starts at once with this process's stdin, stdout and stderr (inherited, not copied: the
+//! MCP stream is CMD's own, byte for byte, and this program never writes to stdout). Then, in
+//! the background and never waited for: if `web_dashboard_global` is on and Serena Tray does not
+//! verifiably answer on its port, one launch (under a lock in the tray directory, with a look
+//! again once it holds it) starts the tray app (or, without a display, the daemon) detached in
+//! its own process group, its output to `tray/logs/app.log`; only the launch that started it
+//! passes on `web_dashboard_global_open_on_launch`, so the dashboard opens once however many
+//! clients start together. The dashboard learns of the instance by itself: it recognises this
+//! process as the instance's parent and shows the launcher's own parent as the client.
+//!
+//! While CMD runs, the client (this process's parent) is watched (a pidfd on Linux, else a look
+//! at the parent PID every quarter second): when it goes, even while someone else still holds
+//! the pipes, CMD's whole tree is reaped (SIGTERM, then SIGKILL, each PID checked first) and
+//! this process exits. SIGINT, SIGTERM and SIGHUP are passed on to CMD (its tree is reaped if
+//! it is not gone 10 s later). The exit code is CMD's (128 + the signal when a signal ended it).
+//!
+//! Deliberately not here: idle shutdown (the running dashboard does it; it reads
+//! `--idle-shutdown-minutes` from this process's command line) and anything of the MCP stream.
+
+use crate::core::files;
+use crate::core::model::ProcessId;
+use crate::core::reaper::{self, Timings};
+use crate::core::settings::{self, SerenaCommandError, Settings};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+/// How long the dashboard may take to answer once started (the other launches wait as long).
+const DASHBOARD_START: Duration = Duration::from_secs(20);
+/// How long CMD gets to end after a passed-on signal before its tree is reaped.
+const AFTER_SIGNAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(
+        "nothing to launch: put the command after `--`, e.g. `serena-tray launch -- serena \
+         start-mcp-server`"
+    )]
+    NoCommand,
+    #[error(transparent)]
+    NotFound(#[from] SerenaCommandError),
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What `launch` was asked to do.
+pub struct Launch {
+    /// `web_dashboard_global`: make sure the dashboard runs.
+    pub dashboard: bool,
+    /// Start the tray app (a display is there) rather than the daemon.
+    pub tray_app: bool,
+    /// CMD and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// Runs CMD under watch (see the module docs); returns its exit code.
+pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> {
+    let (program, args) = launch.command.split_first().ok_or(LaunchError::NoCommand)?;
+    let program = settings::find_program(program)?;
+    let client = client_pid();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LaunchError::Runtime)?;
+    rt.block_on(async move {
+        let child = tokio::process::Command::new(&program)
+            .args(args)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|source| LaunchError::Spawn {
+                program: program.display().to_string(),
+                source,
+            })?;
+        if launch.dashboard {
+            // Never waited for: CMD is already running.
+            tokio::spawn(ensure_dashboard(settings, launch.tray_app));
+        }
+        Ok(supervise(child, client).await)
+    })
+}
+
+/// This process's parent: the MCP client.
+fn client_pid() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        Some(std::os::unix::process::parent_id())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Waits for CMD, passing signals on; reaps its tree when the client goes.
+async fn supervise(mut child: tokio::process::Child, client: Option<u32>) -> ExitCode {
+    let Some(pid) = child.id() else {
+        return ExitCode::FAILURE;
+    };
+    let id = tokio::task::spawn_blocking(move || crate::core::procs::identity(pid))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(ProcessId { pid, start_time: 0 });
+    let client_gone = client_exit(client);
+    tokio::pin!(client_gone);
+    let mut signals = Signals::new();
+    let mut reap_at: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = async {
+            match reap_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = child.wait() => return exit_code(status.ok()),
+            () = &mut client_gone => {
+                tracing::info!("the MCP client is gone: ending {}", id.pid);
+                break;
+            }
+            sig = signals.next() => {
+                signals.pass_on(pid, sig);
+                reap_at.get_or_insert(tokio::time::Instant::now() + AFTER_SIGNAL);
+            }
+            () = deadline => {
+                tracing::warn!("{} did not end after the signal: reaping its tree", id.pid);
+                break;
+            }
+        }
+    }
+    let timings = Timings::default();
+    let left = reaper::kill_own_tree(id, &timings).await;
+    if !left.is_empty() {
+        tracing::warn!("processes of {} still alive: {left:?}", id.pid);
+    }
+    exit_code(child.wait().await.ok())
+}
+
+fn exit_code(status: Option<std::process::ExitStatus>) -> ExitCode {
+    let Some(status) = status else {
+        return ExitCode::FAILURE;
+    };
+    if let Some(code) = status.code() {
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return ExitCode::from((128 + sig).clamp(0, 255) as u8);
+        }
+    }
+    ExitCode::FAILURE
+}
+
+/// Resolves when the client exits (never, if there is none to watch).
+async fn client_exit(client: Option<u32>) {
+    let Some(client) = client.filter(|p| *p > 1) else {
+        return std::future::pending().await;
+    };
+    #[cfg(unix)]
+    {
+        // Already re-parented: the client went before we looked.
+        let gone = || std::os::unix::process::parent_id() != client;
+        let watched = tokio::task::spawn_blocking(move || crate::core::procs::identity(client))
+            .await
+            .ok()
+            .flatten();
+        if let Some(id) = watched.filter(|_| !gone()) {
+            if crate::core::background::exited(id).await {
+                return;
+            }
+        }
+        while !gone() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = client;
+        std::future::pending::<()>().await
+    }
+}
+
+/// The signals passed on to CMD.
+struct Signals {
+    #[cfg(unix)]
+    streams: Vec<(rustix::process::Signal, tokio::signal::unix::Signal)>,
+}
+
+/// A signal received, to pass on.
+#[cfg(unix)]
+type Received = rustix::process::Signal;
+#[cfg(not(unix))]
+type Received = ();
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use rustix::process::Signal;
+            use tokio::signal::unix::{signal, SignalKind};
+            let kinds = [
+                (Signal::INT, SignalKind::interrupt()),
+                (Signal::TERM, SignalKind::terminate()),
+                (Signal::HUP, SignalKind::hangup()),
+            ];
+            let streams = kinds
+                .into_iter()
+                .filter_map(|(sig, kind)| signal(kind).ok().map(|s| (sig, s)))
+                .collect();
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    /// The next signal received.
+    async fn next(&mut self) -> Received {
+        #[cfg(unix)]
+        {
+            if self.streams.is_empty() {
+                return std::future::pending().await;
+            }
+            let waits = self.streams.iter_mut().map(|(sig, stream)| {
+                let sig = *sig;
+                Box::pin(async move {
+                    stream.recv().await;
+                    sig
+                })
+            });
+            futures::future::select_all(waits).await.0
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending().await
+        }
+    }
+
+    fn pass_on(&self, pid: u32, sig: Received) {
+        #[cfg(unix)]
+        {
+            let Some(target) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            else {
+                return;
+            };
+            if let Err(e) = rustix::process::kill_process(target, sig) {
+                tracing::warn!("cannot pass the signal on to {pid}: {e}");
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (pid, sig);
+    }
+}
+
+/// Makes sure the dashboard runs on its port: if Serena Tray does not answer there, the first
+/// launch to take the lock starts it; the others wait for the lock, look again and find it.
+async fn ensure_dashboard(settings: Settings, tray_app: bool) {
+    let port = settings.dashboard.port;
+    if crate::core::app::verified_pid(port).await.is_some() {
+        return;
+    }
+    let lock_path = settings.tray_dir().join("launch.lock");
+    let tray_dir = settings.tray_dir();
+    let lock = tokio::task::spawn_blocking(move || {
+        files::private_dir(&tray_dir)?;
+        let lock = files::open_append(&lock_path)?;
+        lock.lock()?;
+        Ok::<_, std::io::Error>(lock)
+    })
+    .await;
+    let _lock = match lock {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot take the launch lock: {e}; not starting the dashboard");
+            return;
+        }
+        Err(_) => return,
+    };
+    // Held: whoever had it before has started the dashboard, or failed to.
+    if crate::core::app::verified_pid(port).await.is_some() {
+        return;
+    }
+    if let Err(e) = start_dashboard(&settings, tray_app) {
+        tracing::warn!("cannot start the dashboard: {e}");
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + DASHBOARD_START;
+    while tokio::time::Instant::now() < deadline {
+        if crate::core::app::verified_pid(port).await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(
+        "the dashboard did not answer on port {port} within {} s (see {})",
+        DASHBOARD_START.as_secs(),
+        app_log(&settings).display()
+    );
+}
+
+/// Where a dashboard that `launch` started writes its output.
+fn app_log(settings: &Settings) -> PathBuf {
+    settings.tray_dir().join("logs").join("app.log")
+}
+
+/// Starts the tray app (or the daemon) detached: its own process group, no stdin, its output
+/// to `tray/logs/app.log`; it outlives this MCP session.
+fn start_dashboard(settings: &Settings, tray_app: bool) -> std::io::Result<()> {
+    let log_path = app_log(settings);
+    if let Some(dir) = log_path.parent() {
+        files::private_dir(dir)?;
+    }
+    let log = files::open_append(&log_path)?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--serena-home")
+        .arg(&settings.serena_home)
+        .args(["--port", &settings.dashboard.port.to_string()])
+        .arg(format!(
+            "--web-dashboard-global-open-on-launch={}",
+            settings.dashboard.open_on_launch
+        ));
+    if !tray_app {
+        cmd.arg("daemon");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn()?;
+    tracing::info!(
+        "started the dashboard ({}), pid {}",
+        if tray_app { "tray app" } else { "daemon" },
+        child.id()
+    );
+    // Reaped when it ends (it normally outlives this process, then init reaps it).
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! `serena-tray launch` with real Serena under a stand-in MCP client (a Python process that runs
+//! the command it is given with the test's pipes as its stdin and stdout, as an MCP client
+//! does): the MCP stream goes through byte for byte; the instance is shown as launched, with the
+//! real client; the client killed while the test still holds the pipes takes Serena and its
+//! language server with it; SIGTERM to launch ends Serena; exit codes pass through; a missing
+//! command is one clear line; ten launches at once start exactly one dashboard and open it
+//! exactly once (a recording `xdg-open` on PATH stands in for the browser).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const STARTUP: Duration = Duration::from_secs(90);
+const SOON: Duration = Duration::from_secs(30);
+
+/// One side of an MCP stdio stream: lines written to a process, lines read from it.
+struct Stream {
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Stream {
+    fn of(child: &mut Child) -> Stream {
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Stream { stdin, lines }
+    }
+
+    fn send(&mut self, msg: &Value) {
+        writeln!(self.stdin, "{msg}").expect("write to the MCP stream");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The next line, as the server wrote it.
+    fn line(&self, timeout: Duration) -> String {
+        self.lines
+            .recv_timeout(timeout)
+            .expect("a line on the MCP stream")
+    }
+
+    /// initialize, initialized, tools/list: the two answers, exactly as written.
+    fn handshake(&mut self) -> (String, String) {
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": {"name": "serena-tray-test", "version": "1"}}}),
+        );
+        let init = self.line(STARTUP);
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        self.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        let tools = self.line(SOON);
+        (init, tools)
+    }
+}
+
+/// A stand-in MCP client running `program args...` with the test's pipes as its stdio.
+fn client(home: &Home, program: &Path, args: &[&str]) -> Child {
+    let mut cmd = Command::new(venv().join("bin/python3"));
+    home.env(&mut cmd);
+    cmd.args([
+        "-c",
+        "import subprocess, sys; sys.exit(subprocess.Popen(sys.argv[1:]).wait())",
+    ])
+    .arg(program)
+    .args(args)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("the stand-in client")
+}
+
+/// `serena-tray --serena-home H [global...] launch [opts...] -- cmd...` as argv for [`client`].
+fn launch_args(home: &Home, global: &[&str], opts: &[&str], cmd: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "--serena-home".to_string(),
+        home.serena_home().display().to_string(),
+    ];
+    v.extend(global.iter().map(|s| s.to_string()));
+    v.push("launch".into());
+    v.extend(opts.iter().map(|s| s.to_string()));
+    v.push("--".into());
+    v.extend(cmd.iter().map(|s| s.to_string()));
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The launch process under a stand-in client, once it runs.
+fn launch_under(client: u32) -> u32 {
+    wait_for("launch under the client", SOON, || {
+        let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+        let found = snap
+            .iter()
+            .find(|p| p.ppid == Some(client) && p.cmdline.iter().any(|a| a == "launch"))
+            .map(|p| p.pid);
+        found
+    })
+}
+
+#[test]
+fn mcp_goes_through_byte_for_byte_and_serena_goes_with_its_client() {
+    let home = Home::new();
+    let project = home.jedi_project("through");
+    let project = project.to_str().expect("utf8");
+    let d = home.daemon();
+    let mut reaper = Reaper::default();
+    let serena_cmd = [
+        serena_exe().display().to_string(),
+        "start-mcp-server".into(),
+        "--project".into(),
+        project.into(),
+        "--open-web-dashboard".into(),
+        "False".into(),
+    ];
+
+    // The same session straight to Serena, for comparison.
+    let mut direct = Command::new(serena_exe());
+    home.env(&mut direct);
+    let mut direct = direct
+        .args(&serena_cmd[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serena");
+    let mut direct_stream = Stream::of(&mut direct);
+    reaper.adopt(direct);
+    let (direct_init, direct_tools) = direct_stream.handshake();
+
+    let args = launch_args(
+        &home,
+        &["--port", &d.port.to_string()],
+        &["--web-dashboard-global"],
+        &strs(&serena_cmd),
+    );
+    let mut c = client(&home, &tray_exe(), &strs(&args));
+    let mut stream = Stream::of(&mut c);
+    let client_pid = reaper.adopt(c);
+    let (init, tools) = stream.handshake();
+    assert_eq!(init, direct_init, "initialize, byte for byte");
+    assert_eq!(tools, direct_tools, "tools/list, byte for byte");
+    assert!(init.contains("\"serverInfo\""), "{init}");
+
+    // The dashboard (already running: launch left it alone) shows it as launched, with the
+    // real client.
+    let launcher = launch_under(client_pid);
+    let serena = serena_under(launcher);
+    let tree = tree_with_language_server(serena);
+    let shown = wait_for("the instance in the dashboard", SOON, || {
+        let (_, list) = d.call("GET", "/api/instances", None);
+        find_pid(list.as_array()?, serena).filter(|i| i["project_name"] == "through")
+    });
+    assert_eq!(shown["source"], "launch", "{shown}");
+    assert_eq!(shown["client_pid"], client_pid, "{shown}");
+    assert_eq!(shown["state"], "live_with_project");
+
+    // The client dies; the test still holds the pipes, so nothing closes: launch ends Serena.
+    kill_one(client_pid);
+    wait_for("Serena and its language server to be gone", SOON, || {
+        tree.iter().all(|p| !alive(*p)).then_some(())
+    });
+    wait_for("launch to end", SOON, || (!alive(launcher)).then_some(()));
+    assert!(alive(d.pid), "the dashboard outlives the MCP session");
+    drop(stream);
+}
+
+/// Runs `serena-tray launch --web-dashboard-global=false -- cmd` directly; returns it (its
+/// stdin a pipe the returned child holds open, as a client does).
+fn launch_directly(home: &Home, cmd: &[&str]) -> Child {
+    let args = launch_args(home, &[], &["--web-dashboard-global=false"], cmd);
+    let mut c = Command::new(tray_exe());
+    home.env(&mut c);
+    c.args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serena-tray launch")
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through_and_a_missing_command_is_one_line() {
+    let home = Home::new();
+    let out = launch_directly(&home, &["sh", "-c", "exit 7"])
+        .wait_with_output()
+        .expect("launch");
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        out.stdout.is_empty(),
+        "launch writes nothing of its own on stdout"
+    );
+    let out = launch_directly(&home, &["sh", "-c", "kill -9 $$"])
+        .wait_with_output()
+        .expect("launch");
+    assert_eq!(out.status.code(), Some(128 + 9), "died by SIGKILL");
+
+    let out = launch_directly(&home, &["no-such-serena-xyz", "start-mcp-server"])
+        .wait_with_output()
+        .expect("launch");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("`no-such-serena-xyz` on PATH"), "{err}");
+    assert!(err.contains("absolute path after `--`"), "{err}");
+
+    // SIGTERM to launch: passed on; real Serena ends (its language server with it), and
+    // launch exits with Serena's code.
+    let project = home.jedi_project("term");
+    let mut reaper = Reaper::default();
+    let serena = serena_exe().display().to_string();
+    let child = launch_directly(
+        &home,
+        &[
+            &serena,
+            "start-mcp-server",
+            "--project",
+            project.to_str().expect("utf8"),
+            "--open-web-dashboard",
+            "False",
+        ],
+    );
+    let launcher = reaper.adopt(child);
+    let serena = serena_under(launcher);
+    let tree = tree_with_language_server(serena);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launcher as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = wait_for("launch to end", SOON, || {
+        reaper
+            .child(launcher)
+            .and_then(|c| c.try_wait().ok())
+            .flatten()
+    });
+    assert!(tree.iter().all(|p| !alive(*p)), "Serena's tree is gone");
+    let code = status.code().expect("an exit code");
+    assert!(
+        code == 0 || code == 128 + 15,
+        "Serena's own code: {status:?}"
+    );
+}
+
+#[test]
+fn ten_launches_at_once_start_one_dashboard_and_open_it_once() {
+    let home = Home::new();
+    let port = free_port();
+    // The user's browser: records what it is asked to open.
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let opened = home.path().join("opened");
+    let script = bin.join("xdg-open");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", opened.display()),
+    )
+    .expect("xdg-open");
+    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+
+    let start = |n: usize| -> Vec<Child> {
+        (0..n)
+            .map(|_| {
+                let args = launch_args(
+                    &home,
+                    &["--port", &port.to_string()],
+                    &[
+                        "--web-dashboard-global",
+                        "--web-dashboard-global-open-on-launch",
+                    ],
+                    &["sleep", "120"],
+                );
+                let mut c = Command::new(tray_exe());
+                home.env(&mut c);
+                let path = format!(
+                    "{}:{}",
+                    bin.display(),
+                    c.get_envs()
+                        .find(|(k, _)| *k == "PATH")
+                        .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+                        .unwrap_or_default()
+                );
+                c.env("PATH", path)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("serena-tray launch")
+            })
+            .collect()
+    };
+    let mut reaper = Reaper::default();
+    let first: Vec<u32> = start(10).into_iter().map(|c| reaper.adopt(c)).collect();
+    let d = Daemon::attach_app(&home, port, 0);
+    let daemons = || {
+        let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+        snap.iter()
+            .filter(|p| p.cmdline.iter().any(|a| a == "daemon"))
+            .filter(|p| {
+                p.cmdline
+                    .iter()
+                    .any(|a| a == &home.serena_home().display().to_string())
+            })
+            .map(|p| p.pid)
+            .collect::<Vec<u32>>()
+    };
+    wait_for("the browser to be asked once", SOON, || {
+        std::fs::read_to_string(&opened)
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    // Every launch has looked (each started its command and its look at the dashboard); the
+    // losers of the lock found the winner's dashboard answering.
+    for pid in &first {
+        assert!(alive(*pid), "launch {pid} runs its command");
+    }
+    let (_, health) = d.call("GET", "/api/health", None);
+    assert_eq!(daemons(), vec![health["pid"].as_u64().expect("pid") as u32]);
+    // More clients later: still one dashboard, never opened again.
+    let more: Vec<u32> = start(3).into_iter().map(|c| reaper.adopt(c)).collect();
+    for pid in more {
+        wait_for("a later launch to find the dashboard", SOON, || {
+            // It has looked once its command runs and the lock is free again.
+            let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+            (!snap.descendants(pid).is_empty()).then_some(())
+        });
+    }
+    let log = std::fs::read_to_string(&opened).expect("opened");
+    assert_eq!(log.lines().count(), 1, "opened exactly once: {log}");
+    let page = log.trim();
+    assert!(page.ends_with("tray/open.html"), "{page}");
+    // The page it opened signs the browser in; the token is in a private file, not on a
+    // command line.
+    let html = std::fs::read_to_string(page).expect("the page");
+    assert!(html.contains(&format!("http://127.0.0.1:{port}/?token={}", d.token)));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(page).expect("meta").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(daemons().len(), 1);
+}
+
+/// A tool call on the MCP stream (`initial_instructions`), answered.
+fn call_tool(stream: &mut Stream, id: u64) {
+    stream.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "initial_instructions", "arguments": {}}}));
+    let answer = stream.line(SOON);
+    assert!(answer.contains(&format!("\"id\":{id}")), "{answer}");
+}
+
+/// The types of the timeline of `pid`, in order.
+fn timeline(d: &Daemon, pid: u32) -> Vec<String> {
+    let (_, t) = d.call("GET", &format!("/api/instances/{pid}/timeline"), None);
+    t["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["type"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn idle_shutdown_ends_an_idle_serena_and_spares_one_in_use() {
+    let home = Home::new();
+    let idle_dir = home.jedi_project("idle");
+    let busy_dir = home.jedi_project("busy");
+    // Nine seconds of idleness (announced 1.8 s before).
+    let d = home.daemon_args(&["--idle-shutdown-minutes", "0.15"]);
+    let mut reaper = Reaper::default();
+    let (idle, _idle_stdin) = spawn_serena(&home, &["--project", idle_dir.to_str().expect("utf8")]);
+    let idle = reaper.adopt(idle);
+    let idle_tree = tree_with_language_server(idle);
+
+    let serena = serena_exe().display().to_string();
+    let args = launch_args(
+        &home,
+        &["--port", &d.port.to_string()],
+        &["--web-dashboard-global=false"],
+        &[
+            &serena,
+            "start-mcp-server",
+            "--project",
+            busy_dir.to_str().expect("utf8"),
+            "--open-web-dashboard",
+            "False",
+        ],
+    );
+    let mut c = client(&home, &tray_exe(), &strs(&args));
+    let mut stream = Stream::of(&mut c);
+    let client_pid = reaper.adopt(c);
+    stream.handshake();
+    // Used every two seconds, for longer than the idle one lives.
+    let busy = serena_under(launch_under(client_pid));
+    let mut id = 10;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while alive(idle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle one was not shut down"
+        );
+        call_tool(&mut stream, id);
+        id += 1;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    wait_for("the idle one's tree to be gone", SOON, || {
+        idle_tree.iter().all(|p| !alive(*p)).then_some(())
+    });
+    let told = timeline(&d, idle);
+    for kind in ["idle_warning", "idle_shutdown", "instance_killed"] {
+        assert!(told.iter().any(|t| t == kind), "{kind} in {told:?}");
+    }
+    // The busy one: a few more calls, then still alive and never announced.
+    for _ in 0..3 {
+        call_tool(&mut stream, id);
+        id += 1;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(alive(busy), "the one in use lives on");
+    let told = timeline(&d, busy);
+    assert!(!told.iter().any(|t| t.starts_with("idle")), "{told:?}");
+}
