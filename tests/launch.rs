@@ -311,10 +311,16 @@ fn ten_launches_at_once_start_one_dashboard_and_open_it_once() {
     let mut reaper = Reaper::default();
     let first: Vec<u32> = start(10).into_iter().map(|c| reaper.adopt(c)).collect();
     let d = Daemon::attach_app(&home, port, 0);
+    // The dashboards of this home: serena-tray processes that are not a launch.
     let daemons = || {
         let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
         snap.iter()
-            .filter(|p| p.cmdline.iter().any(|a| a == "daemon"))
+            .filter(|p| {
+                p.cmdline
+                    .first()
+                    .is_some_and(|c| c.ends_with("/serena-tray"))
+            })
+            .filter(|p| !p.cmdline.iter().any(|a| a == "launch"))
             .filter(|p| {
                 p.cmdline
                     .iter()

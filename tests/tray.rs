@@ -246,7 +246,7 @@ fn the_tray_menu_names_instances_kills_zombies_toggles_launch_at_login_and_quits
     let id = shown(autostart.id, true);
     let text = std::fs::read_to_string(&entry).expect("the autostart entry");
     assert!(
-        text.contains(&format!("Exec={}", tray_exe().display())),
+        text.contains(&format!("Exec={}", tray_app_exe().display())),
         "{text}"
     );
     watcher.click(&item, id);

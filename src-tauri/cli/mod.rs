@@ -97,7 +97,6 @@ enum Command {
     /// once, passes stdio through, and ends Serena with its whole tree when the client goes
     Launch(LaunchArgs),
     /// The tray app's dashboard window, as a process of its own (started by the tray app)
-    #[cfg(feature = "gui")]
     #[command(name = "window", hide = true)]
     Window,
 }
@@ -174,14 +173,40 @@ pub(crate) enum CliError {
     Other(String),
 }
 
-/// Entry point of the `serena-tray` binary.
+/// What only the app binary (`serena-tray-app`, with the GUI libraries) can run: the tray app
+/// and its window process. The `serena-tray` binary has none, and starts no GUI library at all
+/// (a `launch`, `list` or the daemon start in a few milliseconds, also where GTK is missing):
+/// it hands the tray app over to `serena-tray-app`.
+pub trait AppHost {
+    /// Runs the tray app until it quits.
+    fn run_app(&self, settings: Settings) -> Result<AppOutcome, String>;
+    /// Runs the dashboard window process (`window`, started by the tray app).
+    fn run_window(&self) -> Result<(), String>;
+}
+
+/// How the tray app ended.
+pub enum AppOutcome {
+    Quit,
+    /// Serena Tray already serves the port: nothing was started.
+    AlreadyRunning,
+}
+
+/// The app binary's name, next to `serena-tray`.
+pub const APP_BINARY: &str = "serena-tray-app";
+
+/// Entry point of the `serena-tray` binary (no GUI).
 pub fn main() -> ExitCode {
+    main_with(None)
+}
+
+/// Entry point of both binaries: `host` is the app binary's GUI, `None` in `serena-tray`.
+pub fn main_with(host: Option<&dyn AppHost>) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
     init_logging();
-    match run(cli) {
+    match run(cli, host) {
         Ok(code) => code,
         Err(e) => {
             let msg = e.to_string();
@@ -266,13 +291,16 @@ fn seconds(arg: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{arg:?} is not a number of seconds >= 0"))
 }
 
-fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    #[cfg(feature = "gui")]
+fn run(cli: Cli, host: Option<&dyn AppHost>) -> Result<ExitCode, CliError> {
     if let Some(Command::Window) = cli.command {
         // Started by the tray app, told by it what to show: no settings of its own.
-        return crate::shell::run_window_process()
+        let Some(host) = host else {
+            return hand_to_app().map(|()| ExitCode::SUCCESS);
+        };
+        return host
+            .run_window()
             .map(|()| ExitCode::SUCCESS)
-            .map_err(|e| CliError::Other(e.to_string()));
+            .map_err(CliError::Other);
     }
     let ctx = settings(&cli.global)?;
     match cli.command {
@@ -284,9 +312,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Some(Command::Open) => open(ctx).map(|()| ExitCode::SUCCESS),
         Some(Command::Launch(args)) => launch(ctx, args),
-        #[cfg(feature = "gui")]
         Some(Command::Window) => unreachable!("handled above"),
-        None => default_verb(ctx).map(|()| ExitCode::SUCCESS),
+        None => default_verb(ctx, host).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -303,15 +330,54 @@ fn print_json(v: &Value) -> Result<(), CliError> {
     print(&s)
 }
 
-#[cfg(feature = "gui")]
-fn default_verb(ctx: Settings) -> Result<(), CliError> {
+/// No verb: the tray app where there is a display (run here by the app binary, handed over to
+/// it by `serena-tray`), else the daemon.
+fn default_verb(ctx: Settings, host: Option<&dyn AppHost>) -> Result<(), CliError> {
     if !has_display() {
         eprintln!("serena-tray: no display (DISPLAY and WAYLAND_DISPLAY are unset): running as the daemon");
         return run_daemon(ctx);
     }
-    match crate::shell::run(ctx.clone()).map_err(|e| CliError::Other(e.to_string()))? {
-        crate::shell::Outcome::Quit => Ok(()),
-        crate::shell::Outcome::AlreadyRunning => open(ctx),
+    let Some(host) = host else {
+        return hand_to_app().or_else(|e| {
+            eprintln!("serena-tray: {e}: running as the daemon");
+            run_daemon(ctx)
+        });
+    };
+    match host.run_app(ctx.clone()).map_err(CliError::Other)? {
+        AppOutcome::Quit => Ok(()),
+        AppOutcome::AlreadyRunning => open(ctx),
+    }
+}
+
+/// Becomes `serena-tray-app` (next to this binary) with the same arguments: on Unix the same
+/// process (its PID, its environment), elsewhere a child whose exit code is this one's.
+/// Returns only if it could not.
+fn hand_to_app() -> Result<(), CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?;
+    let app = exe.with_file_name(format!("{APP_BINARY}{}", std::env::consts::EXE_SUFFIX));
+    if !app.is_file() {
+        return Err(CliError::Other(format!(
+            "the tray app ({}) is not installed next to serena-tray",
+            app.display()
+        )));
+    }
+    let mut cmd = std::process::Command::new(&app);
+    cmd.args(std::env::args_os().skip(1));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        Err(CliError::Other(format!(
+            "cannot run {}: {e}",
+            app.display()
+        )))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .map_err(|e| CliError::Other(format!("cannot run {}: {e}", app.display())))?;
+        std::process::exit(status.code().unwrap_or(1));
     }
 }
 
@@ -320,7 +386,6 @@ fn launch(ctx: Settings, args: LaunchArgs) -> Result<ExitCode, CliError> {
     let dashboard = args.web_dashboard_global.unwrap_or(ctx.dashboard.enabled);
     let launch = crate::launch::Launch {
         dashboard,
-        tray_app: cfg!(feature = "gui") && has_display(),
         command: args.command,
     };
     Ok(crate::launch::run(ctx, launch)?)
@@ -334,11 +399,6 @@ fn has_display() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
-}
-
-#[cfg(not(feature = "gui"))]
-fn default_verb(ctx: Settings) -> Result<(), CliError> {
-    run_daemon(ctx)
 }
 
 fn list(ctx: Settings, json: bool) -> Result<(), CliError> {

@@ -58,8 +58,6 @@ pub enum LaunchError {
 pub struct Launch {
     /// `web_dashboard_global`: make sure the dashboard runs.
     pub dashboard: bool,
-    /// Start the tray app (a display is there) rather than the daemon.
-    pub tray_app: bool,
     /// CMD and its arguments.
     pub command: Vec<OsString>,
 }
@@ -84,7 +82,7 @@ pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> 
             })?;
         if launch.dashboard {
             // Never waited for: CMD is already running.
-            tokio::spawn(ensure_dashboard(settings, launch.tray_app));
+            tokio::spawn(ensure_dashboard(settings));
         }
         Ok(supervise(child, client).await)
     })
@@ -270,7 +268,7 @@ impl Signals {
 
 /// Makes sure the dashboard runs on its port: if Serena Tray does not answer there, the first
 /// launch to take the lock starts it; the others wait for the lock, look again and find it.
-async fn ensure_dashboard(settings: Settings, tray_app: bool) {
+async fn ensure_dashboard(settings: Settings) {
     let port = settings.dashboard.port;
     if crate::core::app::verified_pid(port).await.is_some() {
         return;
@@ -296,7 +294,7 @@ async fn ensure_dashboard(settings: Settings, tray_app: bool) {
     if crate::core::app::verified_pid(port).await.is_some() {
         return;
     }
-    if let Err(e) = start_dashboard(&settings, tray_app) {
+    if let Err(e) = start_dashboard(&settings) {
         tracing::warn!("cannot start the dashboard: {e}");
         return;
     }
@@ -319,9 +317,10 @@ fn app_log(settings: &Settings) -> PathBuf {
     settings.tray_dir().join("logs").join("app.log")
 }
 
-/// Starts the tray app (or the daemon) detached: its own process group, no stdin, its output
-/// to `tray/logs/app.log`; it outlives this MCP session.
-fn start_dashboard(settings: &Settings, tray_app: bool) -> std::io::Result<()> {
+/// Starts `serena-tray` with no verb detached (the tray app where there is a display, else the
+/// daemon): its own process group, no stdin, its output to `tray/logs/app.log`; it outlives
+/// this MCP session.
+fn start_dashboard(settings: &Settings) -> std::io::Result<()> {
     let log_path = app_log(settings);
     if let Some(dir) = log_path.parent() {
         files::private_dir(dir)?;
@@ -335,20 +334,13 @@ fn start_dashboard(settings: &Settings, tray_app: bool) -> std::io::Result<()> {
             "--web-dashboard-global-open-on-launch={}",
             settings.dashboard.open_on_launch
         ));
-    if !tray_app {
-        cmd.arg("daemon");
-    }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn()?;
-    tracing::info!(
-        "started the dashboard ({}), pid {}",
-        if tray_app { "tray app" } else { "daemon" },
-        child.id()
-    );
+    tracing::info!("started the dashboard, pid {}", child.id());
     // Reaped when it ends (it normally outlives this process, then init reaps it).
     std::thread::spawn(move || {
         let _ = child.wait();

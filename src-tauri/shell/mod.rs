@@ -34,19 +34,26 @@ pub enum ShellError {
     Io(#[from] std::io::Error),
 }
 
-pub use window::{run_window_process, VERB as WINDOW_VERB};
+pub use window::VERB as WINDOW_VERB;
 
 /// The app's context (`tauri.conf.json`), for the tray app and the window process.
 fn context() -> Context<tauri::Wry> {
     tauri::generate_context!()
 }
 
-/// How the tray app ended.
-pub enum Outcome {
-    /// Quit from the tray menu (or the session ended).
-    Quit,
-    /// Serena Tray already serves the port (found by the port check): nothing was started.
-    AlreadyRunning,
+use crate::cli::{AppHost, AppOutcome};
+
+/// The GUI verbs of the app binary (`serena-tray-app`).
+pub struct Host;
+
+impl AppHost for Host {
+    fn run_app(&self, settings: Settings) -> Result<AppOutcome, String> {
+        run(settings).map_err(|e| e.to_string())
+    }
+
+    fn run_window(&self) -> Result<(), String> {
+        window::run_window_process().map_err(|e| e.to_string())
+    }
 }
 
 /// What of the desktop the wiring uses: all of it in the real app, none of it in a test on
@@ -68,7 +75,7 @@ pub struct Running<R: Runtime> {
 struct AutostartWatch(#[allow(dead_code)] Mutex<Option<notify::RecommendedWatcher>>);
 
 /// Runs the tray app until it is asked to quit.
-pub fn run(settings: Settings) -> Result<Outcome, ShellError> {
+pub fn run(settings: Settings) -> Result<AppOutcome, ShellError> {
     let builder = tauri::Builder::default()
         // First: a second start hands over to the first and exits here, before it runs anything.
         .plugin(single_instance::plugin())
@@ -79,7 +86,7 @@ pub fn run(settings: Settings) -> Result<Outcome, ShellError> {
         window: true,
     };
     let Some(Running { tauri, app }) = run_app(builder, context(), settings, desktop)? else {
-        return Ok(Outcome::AlreadyRunning);
+        return Ok(AppOutcome::AlreadyRunning);
     };
     println!("{}", crate::cli::dashboard_line(&app));
     // SIGTERM (a logout, `kill`) and Ctrl+C end it as Quit does: every task stops cleanly.
@@ -96,7 +103,7 @@ pub fn run(settings: Settings) -> Result<Outcome, ShellError> {
         RunEvent::Exit => tauri::async_runtime::block_on(app.shutdown()),
         _ => {}
     });
-    Ok(Outcome::Quit)
+    Ok(AppOutcome::Quit)
 }
 
 /// Builds the app around `builder` and starts the core in it: the menu's actions, the window

@@ -50,6 +50,11 @@ pub fn tray_exe() -> PathBuf {
     PathBuf::from(exe)
 }
 
+/// The tray app binary (`serena-tray` hands over to it when there is a display).
+pub fn tray_app_exe() -> PathBuf {
+    tray_exe().with_file_name("serena-tray-app")
+}
+
 /// A temporary HOME with its own `.serena`, and the discovery scope of one test: every process
 /// started through [`Home::env`] carries the scope's marker, and every core and daemon of this
 /// home sees only those, so a test never sees (or signals) a process it did not start.
