@@ -1,6 +1,6 @@
 """Regenerates the PNG icons in this folder (pure Python, no imaging library needed).
 
-App icons are the brand green. tray-<state>.png (64 px: crisp at 2x in a 32 px panel) and
+App icons are the brand green (`icon.ico` for Windows holds 16 to 256 px). tray-<state>.png (64 px: crisp at 2x in a 32 px panel) and
 tray-<state>-32.png (1x) are the tray states, worst state wins; each state has a shape besides
 its colour, as the dashboard's tabs do: green a dot, yellow a half dot, red a cross, grey an
 empty ring. Edges are antialiased by 4x4 supersampling.
@@ -61,7 +61,7 @@ def pixel(x, y, size, rgb, glyph, ring):
     return col + (round(255 * covered / n),)
 
 
-def png(path, size, rgb, glyph=glyph_dot, ring=False):
+def png_bytes(size, rgb, glyph=glyph_dot, ring=False):
     rows = []
     for y in range(size):
         row = bytearray([0])
@@ -73,14 +73,31 @@ def png(path, size, rgb, glyph=glyph_dot, ring=False):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b"")
-    (HERE / path).write_bytes(data)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b"")
+
+
+def png(path, size, rgb, glyph=glyph_dot, ring=False):
+    (HERE / path).write_bytes(png_bytes(size, rgb, glyph, ring))
+
+
+def ico(path, sizes, rgb):
+    """A Windows icon holding one PNG image per size (PNG entries: Windows Vista and later)."""
+    images = [png_bytes(size, rgb) for size in sizes]
+    header = struct.pack("<HHH", 0, 1, len(images))
+    offset = 6 + 16 * len(images)
+    entries = b""
+    for size, data in zip(sizes, images):
+        side = 0 if size >= 256 else size
+        entries += struct.pack("<BBBBHHII", side, side, 0, 0, 1, 32, len(data), offset)
+        offset += len(data)
+    (HERE / path).write_bytes(header + entries + b"".join(images))
 
 
 BRAND = (46, 125, 50)
 png("32x32.png", 32, BRAND)
 png("128x128.png", 128, BRAND)
 png("icon.png", 512, BRAND)
+ico("icon.ico", [16, 24, 32, 48, 64, 256], BRAND)
 TRAY = [
     ("green", (46, 160, 67), glyph_dot, False),
     ("yellow", (212, 167, 44), glyph_half, False),

@@ -256,8 +256,9 @@ fn registered_pid(state: &TrayState, port: u16) -> Result<u32, ApiError> {
         .ok_or_else(|| not_registered(port))
 }
 
-/// Both ends of the caller's connection.
+/// Both ends of the caller's connection (read by the Linux caller check only).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 struct Caller {
     remote: Option<SocketAddr>,
     local: SocketAddr,

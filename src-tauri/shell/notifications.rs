@@ -8,7 +8,7 @@
 //!
 //! Deliberately not here: what a zombie is (the core) and killing (the core's `kill_process`).
 
-use crate::core::app::{App, Show};
+use crate::core::app::App;
 use crate::core::events::Event;
 use crate::core::model::{Instance, ProcessId, State, ZombieReason};
 use std::collections::HashSet;
@@ -177,7 +177,10 @@ fn server_has_actions() -> Option<bool> {
     }
 }
 
+/// The action keys of a zombie notification (freedesktop and Windows notifications).
+#[cfg(not(target_os = "macos"))]
 const KILL: &str = "kill";
+#[cfg(not(target_os = "macos"))]
 const OPEN: &str = "default";
 
 /// Shows one notification for `batch`, and acts on its actions in a thread of its own (the
@@ -187,7 +190,28 @@ fn send(app: &App, batch: Vec<Instance>, actions: bool) {
     show(app, text, actions.then_some(batch));
 }
 
+/// Shows a notification with `osascript` (Notification Center; no actions: a click opens
+/// nothing). notify-rust's macOS backend needs the macOS SDK to build.
+#[cfg(target_os = "macos")]
+fn show(_app: &App, (summary, body): (String, String), _zombies: Option<Vec<Instance>>) {
+    let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let script = format!(
+        "display notification {} with title \"Serena Tray\" subtitle {}",
+        quoted(&body),
+        quoted(&summary)
+    );
+    match std::process::Command::new("osascript")
+        .args(["-e", &script])
+        .status()
+    {
+        Ok(s) if s.success() => tracing::info!("notified: {summary}: {body}"),
+        Ok(s) => tracing::warn!("cannot show a notification: osascript {s}"),
+        Err(e) => tracing::warn!("cannot show a notification: {e}"),
+    }
+}
+
 /// Shows a notification; with `zombies`, its actions (Kill, open) act on them.
+#[cfg(not(target_os = "macos"))]
 fn show(app: &App, (summary, body): (String, String), zombies: Option<Vec<Instance>>) {
     let mut n = notify_rust::Notification::new();
     n.appname("Serena Tray")
@@ -225,14 +249,16 @@ fn show(app: &App, (summary, body): (String, String), zombies: Option<Vec<Instan
                     app.show(
                         batch
                             .first()
-                            .map_or(Show::Dashboard, |i| Show::Instance(i.pid)),
+                            .map_or(crate::core::app::Show::Dashboard, |i| {
+                                crate::core::app::Show::Instance(i.pid)
+                            }),
                     );
                 }
                 _ => {}
             })
         });
     }
-    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    #[cfg(windows)]
     let _ = (app, shown, zombies);
 }
 
