@@ -446,3 +446,30 @@ fn idle_shutdown_ends_an_idle_serena_and_spares_one_in_use() {
     let told = timeline(&d, busy);
     assert!(!told.iter().any(|t| t.starts_with("idle")), "{told:?}");
 }
+
+#[test]
+fn launch_killed_outright_takes_its_serena_with_it() {
+    // SIGKILL leaves launch no chance to reap: Serena dies by PR_SET_PDEATHSIG, and its
+    // language server with it (Serena gives it its own).
+    let home = Home::new();
+    let project = home.jedi_project("pdeath");
+    let mut reaper = Reaper::default();
+    let serena = serena_exe().display().to_string();
+    let launcher = reaper.adopt(launch_directly(
+        &home,
+        &[
+            &serena,
+            "start-mcp-server",
+            "--project",
+            project.to_str().expect("utf8"),
+            "--open-web-dashboard",
+            "False",
+        ],
+    ));
+    let serena = serena_under(launcher);
+    let tree = tree_with_language_server(serena);
+    kill_one(launcher);
+    wait_for("Serena and its language server to be gone", SOON, || {
+        tree.iter().all(|p| !alive(*p)).then_some(())
+    });
+}

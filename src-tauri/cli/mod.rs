@@ -350,8 +350,8 @@ fn default_verb(ctx: Settings, host: Option<&dyn AppHost>) -> Result<(), CliErro
 }
 
 /// Becomes `serena-tray-app` (next to this binary) with the same arguments: on Unix the same
-/// process (its PID, its environment), elsewhere a child whose exit code is this one's.
-/// Returns only if it could not.
+/// process (its PID, its environment); on Windows a detached process of its own (the console
+/// this one may have opened goes away), this one ending at once. Returns only if it could not.
 fn hand_to_app() -> Result<(), CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?;
     let app = exe.with_file_name(format!("{APP_BINARY}{}", std::env::consts::EXE_SUFFIX));
@@ -372,7 +372,16 @@ fn hand_to_app() -> Result<(), CliError> {
             app.display()
         )))
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        use windows_sys::Win32::System::Threading::{CREATE_NO_WINDOW, DETACHED_PROCESS};
+        cmd.creation_flags(DETACHED_PROCESS | CREATE_NO_WINDOW)
+            .spawn()
+            .map_err(|e| CliError::Other(format!("cannot run {}: {e}", app.display())))?;
+        std::process::exit(0);
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let status = cmd
             .status()

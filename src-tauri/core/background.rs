@@ -1,7 +1,6 @@
 //! The background tasks of a running [`App`], each tracked by it and stopped with it: the refresh
-//! loop (about once a second, at once when woken), an exit watcher per live instance (a pidfd on
-//! Linux wakes the loop the moment the process exits; cancelled when the instance leaves the
-//! model), the timeline in `tray/events.jsonl`, auto-kill of zombies when configured, the receiver
+//! loop (about once a second, at once when woken), an exit watcher per live instance (`watch`
+//! wakes the loop the moment the process exits; cancelled when the instance leaves the model), the timeline in `tray/events.jsonl`, auto-kill of zombies when configured, the receiver
 //! for Serena's tray protocol (taking its port over when it frees), and the HTTP API.
 //!
 //! Deliberately not here: the decisions of a refresh (the core), killing (the reaper, through
@@ -109,7 +108,7 @@ async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
             let stop = stop.clone();
             app.spawn(async move {
                 tokio::select! {
-                    gone = exited(watched) => if gone { core.wake() },
+                    gone = crate::core::watch::exited(watched) => if gone { core.wake() },
                     _ = stop.cancelled() => {}
                 }
             });
@@ -153,42 +152,6 @@ async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
-}
-
-/// Waits for the process to exit; false where the platform cannot tell (the timer covers it)
-/// or the PID no longer names that process.
-#[cfg(target_os = "linux")]
-pub(crate) async fn exited(id: ProcessId) -> bool {
-    use rustix::process::{pidfd_open, Pid, PidfdFlags};
-    use tokio::io::unix::AsyncFd;
-    let Some(pid) = i32::try_from(id.pid).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
-    let Ok(fd) = pidfd_open(pid, PidfdFlags::NONBLOCK) else {
-        return false;
-    };
-    // Pinned: now make sure the pin holds the instance, not a process that reused its PID.
-    let same =
-        tokio::task::spawn_blocking(move || crate::core::procs::identity(id.pid) == Some(id))
-            .await
-            .unwrap_or(false);
-    if !same {
-        return false;
-    }
-    // SAFETY: `fd` is a valid pidfd that the AsyncFd owns from here on; nothing else closes or
-    // replaces it while it is registered.
-    #[allow(unsafe_code)]
-    let registered = unsafe { AsyncFd::register(fd) };
-    match registered {
-        // A pidfd becomes readable when the process exits.
-        Ok(afd) => afd.readable().await.is_ok(),
-        Err(_) => false,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) async fn exited(_id: ProcessId) -> bool {
-    false
 }
 
 /// Appends every event to the timeline, with a timestamp; not what an instance costs (it moves

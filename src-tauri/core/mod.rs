@@ -26,6 +26,7 @@ pub mod sockets;
 pub mod timeline;
 pub mod token;
 pub mod tray_protocol;
+pub mod watch;
 
 pub use engine::{Core, CoreError};
 pub use events::Event;

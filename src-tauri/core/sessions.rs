@@ -477,6 +477,9 @@ impl Sessions {
             .kill_on_drop(false);
         #[cfg(unix)]
         cmd.process_group(0);
+        // No console window flashes up for it.
+        #[cfg(windows)]
+        cmd.creation_flags(windows_sys::Win32::System::Threading::CREATE_NO_WINDOW);
         // Subscribed before Serena starts, so that no step of its start-up is missed.
         let mut events = self.inner.core.subscribe();
         let mut child = cmd

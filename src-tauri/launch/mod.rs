@@ -72,20 +72,48 @@ pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> 
         .build()
         .map_err(LaunchError::Runtime)?;
     rt.block_on(async move {
-        let child = tokio::process::Command::new(&program)
-            .args(args)
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|source| LaunchError::Spawn {
-                program: program.display().to_string(),
-                source,
-            })?;
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(args).kill_on_drop(false);
+        die_with_this_process(&mut cmd);
+        let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+        // Held for as long as this process runs (Windows: its job ends CMD's tree with it).
+        let _job = platform::Job::of(&child);
         if launch.dashboard {
             // Never waited for: CMD is already running.
             tokio::spawn(ensure_dashboard(settings));
         }
         Ok(supervise(child, client).await)
     })
+}
+
+/// Even if this process is killed outright (SIGKILL, a crash), CMD does not outlive it: on
+/// Linux CMD gets SIGKILL when this process dies (`PR_SET_PDEATHSIG`; its language server has
+/// its own); on Windows a Job Object does the same for CMD's whole tree (`platform::Job`).
+fn die_with_this_process(cmd: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let launcher = rustix::process::getpid();
+        // SAFETY: the closure runs in the child between fork and exec and only makes two
+        // async-signal-safe system calls (prctl, getppid); it allocates nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                // This process died before the line above: nothing will signal the child.
+                if rustix::process::getppid() != Some(launcher) {
+                    return Err(std::io::Error::other("serena-tray launch is gone"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 /// This process's parent: the MCP client.
@@ -176,7 +204,7 @@ async fn client_exit(client: Option<u32>) {
             .ok()
             .flatten();
         if let Some(id) = watched.filter(|_| !gone()) {
-            if crate::core::background::exited(id).await {
+            if crate::core::watch::exited(id).await {
                 return;
             }
         }
@@ -339,6 +367,8 @@ fn start_dashboard(settings: &Settings) -> std::io::Result<()> {
         .stderr(log);
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    #[cfg(windows)]
+    std::os::windows::process::CommandExt::creation_flags(&mut cmd, platform::DETACHED);
     let mut child = cmd.spawn()?;
     tracing::info!("started the dashboard, pid {}", child.id());
     // Reaped when it ends (it normally outlives this process, then init reaps it).
@@ -346,4 +376,70 @@ fn start_dashboard(settings: &Settings) -> std::io::Result<()> {
         let _ = child.wait();
     });
     Ok(())
+}
+
+/// What `launch` needs of each platform beyond the standard library.
+mod platform {
+    /// Windows: no console of its own, detached from this one (a dashboard `launch` starts).
+    #[cfg(windows)]
+    pub const DETACHED: u32 = windows_sys::Win32::System::Threading::CREATE_NO_WINDOW
+        | windows_sys::Win32::System::Threading::DETACHED_PROCESS;
+
+    /// A Job Object holding CMD (and so everything it starts): when this process ends, however
+    /// it ends, the job's last handle closes and the whole tree is terminated. Elsewhere
+    /// nothing (Linux: `PR_SET_PDEATHSIG` does it for CMD).
+    pub struct Job {
+        #[cfg(windows)]
+        handle: windows_sys::Win32::Foundation::HANDLE,
+    }
+
+    impl Job {
+        #[cfg(not(windows))]
+        pub fn of(_child: &tokio::process::Child) -> Option<Job> {
+            None
+        }
+
+        #[cfg(windows)]
+        #[allow(unsafe_code)]
+        pub fn of(child: &tokio::process::Child) -> Option<Job> {
+            use windows_sys::Win32::Foundation::CloseHandle;
+            use windows_sys::Win32::System::JobObjects::{
+                AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
+                SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+                JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+            };
+            let process = child.raw_handle()?;
+            // SAFETY: plain calls on a job handle created here and the child's own handle,
+            // which lives as long as `child`; the job is closed on failure.
+            unsafe {
+                let handle = CreateJobObjectW(std::ptr::null(), std::ptr::null());
+                if handle.is_null() {
+                    return None;
+                }
+                let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = std::mem::zeroed();
+                limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+                let set = SetInformationJobObject(
+                    handle,
+                    JobObjectExtendedLimitInformation,
+                    &limits as *const _ as *const std::ffi::c_void,
+                    std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+                );
+                if set == 0 || AssignProcessToJobObject(handle, process as _) == 0 {
+                    CloseHandle(handle);
+                    tracing::warn!("cannot put the command in a Job Object");
+                    return None;
+                }
+                Some(Job { handle })
+            }
+        }
+    }
+
+    #[cfg(windows)]
+    impl Drop for Job {
+        #[allow(unsafe_code)]
+        fn drop(&mut self) {
+            // SAFETY: the job handle is owned here.
+            unsafe { windows_sys::Win32::Foundation::CloseHandle(self.handle) };
+        }
+    }
 }

@@ -116,10 +116,14 @@ pub fn run_app<R: Runtime>(
     settings: Settings,
     desktop: Desktop,
 ) -> Result<Option<Running<R>>, ShellError> {
-    let tauri = builder
+    #[cfg_attr(not(target_os = "macos"), allow(unused_mut))]
+    let mut tauri = builder
         .manage(tray::Nudge::default())
         .on_menu_event(|handle, event| act(handle, Action::parse(event.id().as_ref())))
         .build(context)?;
+    // A menu-bar app: no Dock icon.
+    #[cfg(target_os = "macos")]
+    tauri.set_activation_policy(tauri::ActivationPolicy::Accessory);
     let app = match tauri::async_runtime::block_on(App::start(settings))? {
         Started::AlreadyRunning { .. } => return Ok(None),
         Started::Running(app) => app,

@@ -359,6 +359,37 @@ fn a_client_whose_pid_was_reused_is_gone_too() {
 }
 
 #[test]
+fn without_re_parenting_a_dead_parent_orphans_too() {
+    // Windows keeps a dead parent's PID as the parent: no process has that PID any more.
+    let at_first_sight = serena(200, 150, "");
+    let later = serena(201, 100, "");
+    let mut world = World::of([init(), client(100), at_first_sight, later.clone()]);
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &[]);
+    assert_eq!(
+        said(&d),
+        ["added 200 zombie(orphaned)", "added 201 live_no_project"]
+    );
+    // Its client exits; its parent PID still names the client.
+    world.procs.retain(|p| p.pid != 100);
+    assert_eq!(
+        world
+            .procs
+            .iter()
+            .find(|p| p.pid == 201)
+            .and_then(|p| p.ppid),
+        Some(100)
+    );
+    refresh(&mut model, &world, T0 + 1.0, &[]);
+    let d = refresh(&mut model, &world, T0 + 11.0, &[]);
+    assert_eq!(said(&d), ["201: live_no_project -> zombie(orphaned)"]);
+    assert_eq!(
+        instance(&model, id(&later)).client_name.as_deref(),
+        Some("code")
+    );
+}
+
+#[test]
 fn silence_past_the_grace_is_unresponsive_and_an_answer_brings_it_back() {
     let s = serena(200, 100, "");
     let mut world = World::of([init(), client(100), s.clone()]);
