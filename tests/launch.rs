@@ -8,111 +8,12 @@
 
 mod common;
 
+use common::mcp::*;
 use common::*;
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const STARTUP: Duration = Duration::from_secs(90);
 const SOON: Duration = Duration::from_secs(30);
-
-/// One side of an MCP stdio stream: lines written to a process, lines read from it.
-struct Stream {
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Stream {
-    fn of(child: &mut Child) -> Stream {
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Stream { stdin, lines }
-    }
-
-    fn send(&mut self, msg: &Value) {
-        writeln!(self.stdin, "{msg}").expect("write to the MCP stream");
-        self.stdin.flush().expect("flush");
-    }
-
-    /// The next line, as the server wrote it.
-    fn line(&self, timeout: Duration) -> String {
-        self.lines
-            .recv_timeout(timeout)
-            .expect("a line on the MCP stream")
-    }
-
-    /// initialize, initialized, tools/list: the two answers, exactly as written.
-    fn handshake(&mut self) -> (String, String) {
-        self.send(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-03-26", "capabilities": {},
-            "clientInfo": {"name": "serena-tray-test", "version": "1"}}}),
-        );
-        let init = self.line(STARTUP);
-        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        self.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
-        let tools = self.line(SOON);
-        (init, tools)
-    }
-}
-
-/// A stand-in MCP client running `program args...` with the test's pipes as its stdio.
-fn client(home: &Home, program: &Path, args: &[&str]) -> Child {
-    let mut cmd = Command::new(venv().join("bin/python3"));
-    home.env(&mut cmd);
-    cmd.args([
-        "-c",
-        "import subprocess, sys; sys.exit(subprocess.Popen(sys.argv[1:]).wait())",
-    ])
-    .arg(program)
-    .args(args)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("the stand-in client")
-}
-
-/// `serena-tray --serena-home H [global...] launch [opts...] -- cmd...` as argv for [`client`].
-fn launch_args(home: &Home, global: &[&str], opts: &[&str], cmd: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        "--serena-home".to_string(),
-        home.serena_home().display().to_string(),
-    ];
-    v.extend(global.iter().map(|s| s.to_string()));
-    v.push("launch".into());
-    v.extend(opts.iter().map(|s| s.to_string()));
-    v.push("--".into());
-    v.extend(cmd.iter().map(|s| s.to_string()));
-    v
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-/// The launch process under a stand-in client, once it runs.
-fn launch_under(client: u32) -> u32 {
-    wait_for("launch under the client", SOON, || {
-        let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
-        let found = snap
-            .iter()
-            .find(|p| p.ppid == Some(client) && p.cmdline.iter().any(|a| a == "launch"))
-            .map(|p| p.pid);
-        found
-    })
-}
 
 #[test]
 fn mcp_goes_through_byte_for_byte_and_serena_goes_with_its_client() {
@@ -363,27 +264,6 @@ fn ten_launches_at_once_start_one_dashboard_and_open_it_once() {
     );
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(daemons().len(), 1);
-}
-
-/// A tool call on the MCP stream (`initial_instructions`), answered.
-fn call_tool(stream: &mut Stream, id: u64) {
-    stream.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": "initial_instructions", "arguments": {}}}));
-    let answer = stream.line(SOON);
-    assert!(answer.contains(&format!("\"id\":{id}")), "{answer}");
-}
-
-/// The types of the timeline of `pid`, in order.
-fn timeline(d: &Daemon, pid: u32) -> Vec<String> {
-    let (_, t) = d.call("GET", &format!("/api/instances/{pid}/timeline"), None);
-    t["events"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|x| x["type"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

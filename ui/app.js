@@ -202,7 +202,7 @@ function connect() {
     state.instances.delete(keyOf(d.pid, d.started_at));
     render();
   });
-  for (const type of ['session_launching', 'session_ready', 'session_failed', 'session_released', 'session_exited', 'session_renewed', 'session_expired']) {
+  for (const type of ['session_launching', 'session_ready', 'session_failed', 'session_released', 'session_exited', 'session_renewed', 'session_expired', 'session_attached', 'session_detached']) {
     on(type, () => loadSessions());
   }
   on('lagged', () => reloadInstances());

@@ -84,6 +84,15 @@ export class Panel {
     if (inst.idle_shutdown_at) {
       notes.push(`Idle since ${clock(inst.idle_since)}; shuts down at ${clock(inst.idle_shutdown_at)} unless it is used before.`);
     }
+    if (session?.shared) {
+      const clients = Array.isArray(session.attached) ? session.attached : [];
+      if (clients.length) {
+        const who = clients.map((c) => `${c.client_name ?? 'a client'} (${c.client_pid ?? c.pid})`).join(', ');
+        notes.push(`Shared session: ${clients.length} ${clients.length === 1 ? 'client' : 'clients'} attached: ${who}.`);
+      } else if (session.linger_until) {
+        notes.push(`Shared session with no client: released at ${clock(session.linger_until)} unless one attaches.`);
+      }
+    }
     if (session?.expires_at) {
       notes.push(`Session lease: released at ${clock(session.expires_at)} unless renewed (every ${Math.round(session.lease_seconds)} s).`);
     }

@@ -3,7 +3,7 @@
 //! act (`kill`, `session`) go through the running daemon's API when there is one, so that the
 //! daemon's view stays the truth; `list` and `kill` also work without one, on the core directly.
 
-mod client;
+pub(crate) mod client;
 mod output;
 
 use crate::core::app::{App, AppError, Started};
@@ -60,6 +60,10 @@ struct Global {
     /// idle_shutdown_minutes in serena_config.yml, else never]
     #[arg(long, global = true, value_name = "MINUTES", value_parser = minutes)]
     idle_shutdown_minutes: Option<std::time::Duration>,
+    /// How long a shared session outlives its last client [default: share_linger_seconds in
+    /// tray/config.toml, else 120]
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds)]
+    share_linger_seconds: Option<std::time::Duration>,
     /// Port of the receiver for Serena's tray protocol [default: 24224]
     #[arg(long, global = true, value_name = "N")]
     tray_protocol_port: Option<u16>,
@@ -107,6 +111,10 @@ struct LaunchArgs {
     /// serena_config.yml, else true]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     web_dashboard_global: Option<bool>,
+    /// Serve this client from the one shared Serena of its project, context and modes
+    /// (started on first use, kept warm after its last client) instead of a Serena of its own
+    #[arg(long)]
+    share: bool,
     /// The command and its arguments, after `--` (e.g. `-- serena start-mcp-server --context
     /// ide`)
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -266,6 +274,7 @@ fn settings(g: &Global) -> Result<Settings, CliError> {
         tray_protocol_port: g.tray_protocol_port,
         open_on_launch: g.web_dashboard_global_open_on_launch,
         idle_shutdown: g.idle_shutdown_minutes,
+        share_linger: g.share_linger_seconds,
         port_file: g.port_file.clone(),
     })?;
     for w in &warnings {
@@ -395,6 +404,7 @@ fn launch(ctx: Settings, args: LaunchArgs) -> Result<ExitCode, CliError> {
     let dashboard = args.web_dashboard_global.unwrap_or(ctx.dashboard.enabled);
     let launch = crate::launch::Launch {
         dashboard,
+        share: args.share,
         command: args.command,
     };
     Ok(crate::launch::run(ctx, launch)?)

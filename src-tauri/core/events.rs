@@ -59,6 +59,21 @@ pub enum Event {
     SessionExited { session_id: String, pid: u32 },
     /// A session's lease was renewed: it now runs out at `expires_at` (epoch seconds).
     SessionRenewed { session_id: String, expires_at: f64 },
-    /// A session's lease ran out: it was released (its tree reaped).
+    /// A session's lease ran out, or a shared session lingered without a client: it was
+    /// released (its tree reaped).
     SessionExpired { session_id: String, pid: u32 },
+    /// A client (`launch --share`, PID `pid`) attached to a shared session; `clients` now.
+    SessionAttached {
+        session_id: String,
+        pid: u32,
+        clients: usize,
+    },
+    /// A client detached (its launcher ended); with none left, the session is released at
+    /// `linger_until` unless one attaches first.
+    SessionDetached {
+        session_id: String,
+        pid: u32,
+        clients: usize,
+        linger_until: Option<f64>,
+    },
 }

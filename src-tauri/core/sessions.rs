@@ -101,6 +101,36 @@ pub struct Session {
     pub expires_at: Option<Epoch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_shutdown_minutes: Option<f64>,
+    /// A shared session (`shared` on the request that created it): its clients attach
+    /// (`launch --share`), and it is released `share_linger_seconds` after the last detaches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+    /// The clients attached to a shared session now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attached: Vec<Attachment>,
+    /// When a shared session with no client left is released, unless one attaches first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linger_until: Option<Epoch>,
+}
+
+/// One client of a shared session: the `launch --share` process that holds the attachment
+/// (watched: its exit detaches it) and the MCP client it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub pid: u32,
+    pub start_time: u64,
+    pub client_pid: Option<u32>,
+    pub client_name: Option<String>,
+    pub since: Epoch,
+}
+
+impl Attachment {
+    fn process_id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
 }
 
 /// How a session ended.
@@ -113,6 +143,8 @@ pub enum EndReason {
     Exited,
     /// Its lease ran out.
     LeaseExpired,
+    /// A shared session whose last client left `share_linger_seconds` before.
+    Unattached,
 }
 
 impl Session {
@@ -159,6 +191,10 @@ pub enum SessionError {
     NoLease(String),
     #[error("session {0:?} has ended")]
     Ended(String),
+    #[error("session {0:?} is not shared: only shared sessions take attachments")]
+    NotShared(String),
+    #[error("no process {0} to attach")]
+    NoProcess(u32),
     #[error(transparent)]
     SerenaMissing(#[from] SerenaCommandError),
     #[error("Serena did not start: {message}\n--- last lines of {log} ---\n{tail}")]
@@ -210,8 +246,14 @@ struct SessionsInner {
     /// The app's: launches and the reaping of launched children are tracked and stop with it.
     tasks: TaskTracker,
     cancel: CancellationToken,
-    /// A lease was given or renewed: the lease keeper looks again.
+    /// A lease was given or renewed, or a shared session lost its last client: the keeper of
+    /// leases and lingers looks again.
     leases_changed: tokio::sync::Notify,
+    /// How long a shared session outlives its last client.
+    linger: Duration,
+    /// One lock per shared session's key (project, context, modes, transport): two clients
+    /// asking at once get one session, not two.
+    shared_launches: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Sessions {
@@ -222,6 +264,7 @@ impl Sessions {
         let tray = settings.tray_dir();
         let serena_command = settings.serena_command();
         let ready_timeout = settings.tray.session_start_timeout;
+        let linger = settings.tray.share_linger_seconds;
         let store = tray.join("sessions.json");
         let snap = Snapshot::capture(&mut sysinfo::System::new());
         let sessions: BTreeMap<String, Session> = read_store(&store)
@@ -249,8 +292,148 @@ impl Sessions {
                 tasks,
                 cancel,
                 leases_changed: tokio::sync::Notify::new(),
+                linger,
+                shared_launches: Default::default(),
             }),
         }
+        .watching_attachments()
+    }
+
+    /// After a restart: the recorded clients of shared sessions that still run are watched
+    /// again, the others detached.
+    fn watching_attachments(self) -> Sessions {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            let recorded: Vec<(String, Attachment)> = {
+                let sessions = this.inner.sessions.lock().await;
+                sessions
+                    .values()
+                    .filter(|s| s.is_active())
+                    .flat_map(|s| s.attached.iter().map(|a| (s.session_id.clone(), a.clone())))
+                    .collect()
+            };
+            for (id, a) in recorded {
+                this.watch_attachment(&id, a.process_id());
+            }
+            // A shared session with no client left when this program stopped lingers anew.
+            let mut sessions = this.inner.sessions.lock().await;
+            let linger = this.inner.linger.as_secs_f64();
+            for s in sessions.values_mut().filter(|s| s.is_active() && s.shared) {
+                if s.attached.is_empty() && s.linger_until.is_none() {
+                    s.linger_until = Some(now() + linger);
+                }
+            }
+            drop(sessions);
+            this.inner.leases_changed.notify_one();
+        });
+        self
+    }
+
+    /// Detaches `launcher` from session `id` once its process exits, however it exits.
+    fn watch_attachment(&self, id: &str, launcher: ProcessId) {
+        let (this, id) = (self.clone(), id.to_string());
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = super::watch::exited(launcher) => {}
+                _ = cancel.cancelled() => return,
+            }
+            // Gone (or not watchable: then gone already or never to be told).
+            if super::procs::identity(launcher.pid) != Some(launcher) {
+                let _ = this.detach(&id, launcher.pid).await;
+            } else {
+                // Cannot watch here (no pidfd): look every few seconds instead.
+                while super::procs::identity(launcher.pid) == Some(launcher) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+                let _ = this.detach(&id, launcher.pid).await;
+            }
+        });
+    }
+
+    /// Attaches the `launch --share` process `pid` (serving the MCP client `client_pid`) to
+    /// the shared session `id`; returns the session.
+    pub async fn attach(
+        &self,
+        id: &str,
+        pid: u32,
+        client_pid: Option<u32>,
+    ) -> std::result::Result<Session, SessionError> {
+        let launcher = tokio::task::spawn_blocking(move || super::procs::identity(pid))
+            .await?
+            .ok_or(SessionError::NoProcess(pid))?;
+        let client_name = match client_pid {
+            Some(c) => {
+                tokio::task::spawn_blocking(move || {
+                    let snap = Snapshot::capture(&mut sysinfo::System::new());
+                    snap.get(c).map(|p| p.name.clone())
+                })
+                .await?
+            }
+            None => None,
+        };
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = match sessions.get_mut(id) {
+            None => return Err(SessionError::UnknownSession(id.to_string())),
+            Some(s) if !s.is_active() => return Err(SessionError::Ended(id.to_string())),
+            Some(s) if !s.shared => return Err(SessionError::NotShared(id.to_string())),
+            Some(s) => s,
+        };
+        session.attached.retain(|a| a.pid != pid);
+        session.attached.push(Attachment {
+            pid,
+            start_time: launcher.start_time,
+            client_pid,
+            client_name,
+            since: now(),
+        });
+        session.linger_until = None;
+        let attached = session.clone();
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.watch_attachment(id, launcher);
+        self.inner.core.publish(Event::SessionAttached {
+            session_id: id.to_string(),
+            pid,
+            clients: attached.attached.len(),
+        });
+        Ok(attached)
+    }
+
+    /// Detaches the `launch --share` process `pid` from session `id`; the last one out starts
+    /// the linger. Returns the session.
+    pub async fn detach(&self, id: &str, pid: u32) -> std::result::Result<Session, SessionError> {
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = match sessions.get_mut(id) {
+            None => return Err(SessionError::UnknownSession(id.to_string())),
+            Some(s) => s,
+        };
+        let before = session.attached.len();
+        session.attached.retain(|a| a.pid != pid);
+        if session.attached.len() == before || !session.is_active() {
+            return Ok(session.clone());
+        }
+        if session.attached.is_empty() {
+            session.linger_until = Some(now() + self.inner.linger.as_secs_f64());
+        }
+        let detached = session.clone();
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.inner.leases_changed.notify_one();
+        self.inner.core.publish(Event::SessionDetached {
+            session_id: id.to_string(),
+            pid,
+            clients: detached.attached.len(),
+            linger_until: detached.linger_until,
+        });
+        Ok(detached)
     }
 
     /// Follows the core's events: a session whose Serena leaves the model (it exited, or was
@@ -346,13 +529,31 @@ impl Sessions {
                 })
             })
             .transpose()?;
-        if req.shared == Some(true) {
+        let shared = req.shared == Some(true);
+        let mut wanted = modes.clone();
+        wanted.sort();
+        // Held until this request has found or launched its shared session.
+        let _one_launch = if shared {
+            let key = format!("{project}\0{:?}\0{wanted:?}\0{transport}", req.context);
+            let lock = super::engine::lock(&self.inner.shared_launches)
+                .entry(key)
+                .or_default()
+                .clone();
+            Some(lock.lock_owned().await)
+        } else {
+            None
+        };
+        if shared {
             let snap = snapshot().await;
             let sessions = self.inner.sessions.lock().await;
             let existing = sessions.values().find(|s| {
+                let mut theirs = s.modes.clone();
+                theirs.sort();
                 s.is_active()
+                    && s.shared
                     && s.project_path == project
                     && s.context == req.context
+                    && theirs == wanted
                     && s.transport == transport
                     && snap.get_id(s.process_id()).is_some()
             });
@@ -382,6 +583,13 @@ impl Sessions {
         let core = &self.inner.core;
         match launched {
             Ok(mut session) => {
+                session.shared = shared;
+                if shared {
+                    // Until its first client attaches, it lingers as if its last had left.
+                    session.linger_until =
+                        Some(session.created_at + self.inner.linger.as_secs_f64());
+                    self.inner.leases_changed.notify_one();
+                }
                 session.lease_seconds = lease;
                 session.expires_at = lease.map(|l| session.created_at + l);
                 session.idle_shutdown_minutes = req.idle_shutdown_minutes;
@@ -599,6 +807,9 @@ impl Sessions {
             lease_seconds: None,
             expires_at: None,
             idle_shutdown_minutes: None,
+            shared: false,
+            attached: Vec::new(),
+            linger_until: None,
         })
     }
 
@@ -655,26 +866,37 @@ impl Sessions {
         Ok(renewed)
     }
 
-    /// Releases every session whose lease ran out, as it runs out; runs until the app stops.
+    /// Releases every session whose lease ran out, and every shared session that lingered
+    /// without a client for `share_linger_seconds`, as that moment comes; runs until the app
+    /// stops.
     pub async fn keep_leases(self) {
         loop {
             let now = now();
-            let (due, next): (Vec<String>, Option<Epoch>) = {
+            let (due, next): (Vec<(String, EndReason)>, Option<Epoch>) = {
                 let sessions = self.inner.sessions.lock().await;
-                let leased = sessions
-                    .values()
-                    .filter(|s| s.is_active())
-                    .filter_map(|s| Some((s.session_id.clone(), s.expires_at?)));
-                let (due, later): (Vec<_>, Vec<_>) = leased.partition(|(_, at)| *at <= now);
+                let ends = sessions.values().filter(|s| s.is_active()).flat_map(|s| {
+                    let lease = s
+                        .expires_at
+                        .map(|at| (s.session_id.clone(), EndReason::LeaseExpired, at));
+                    let linger = s
+                        .linger_until
+                        .filter(|_| s.attached.is_empty())
+                        .map(|at| (s.session_id.clone(), EndReason::Unattached, at));
+                    lease.into_iter().chain(linger)
+                });
+                let (due, later): (Vec<_>, Vec<_>) = ends.partition(|(_, _, at)| *at <= now);
                 (
-                    due.into_iter().map(|(id, _)| id).collect(),
-                    later.into_iter().map(|(_, at)| at).min_by(f64::total_cmp),
+                    due.into_iter().map(|(id, why, _)| (id, why)).collect(),
+                    later
+                        .into_iter()
+                        .map(|(_, _, at)| at)
+                        .min_by(f64::total_cmp),
                 )
             };
-            for id in due {
-                match self.end(&id, EndReason::LeaseExpired).await {
-                    Ok(_) => tracing::info!("session {id}: its lease ran out; released"),
-                    Err(e) => tracing::warn!("session {id}: its lease ran out, but {e}"),
+            for (id, why) in due {
+                match self.end(&id, why).await {
+                    Ok(_) => tracing::info!("session {id} released ({why:?})"),
+                    Err(e) => tracing::warn!("session {id}: {why:?}, but {e}"),
                 }
             }
             let wait = next.map_or(Duration::from_secs(3600), |at| {
@@ -730,7 +952,7 @@ impl Sessions {
         drop(sessions);
         self.inner.core.unmark_session(pid);
         self.inner.core.publish(match reason {
-            EndReason::LeaseExpired => Event::SessionExpired {
+            EndReason::LeaseExpired | EndReason::Unattached => Event::SessionExpired {
                 session_id: id.to_string(),
                 pid: pid.pid,
             },

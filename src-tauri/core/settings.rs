@@ -32,9 +32,12 @@ pub const DEFAULT_TRAY_PROTOCOL_PORT: u16 = 24224;
 /// The default of `session_start_timeout`.
 pub const DEFAULT_SESSION_START_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The default of `share_linger_seconds`.
+pub const DEFAULT_SHARE_LINGER: Duration = Duration::from_secs(120);
+
 /// The keys of `tray/config.toml` (the fields of [`TraySettings`]), named in the warning about
 /// an unknown key.
-const TRAY_KEYS: [&str; 7] = [
+const TRAY_KEYS: [&str; 8] = [
     "zombie_grace",
     "probe_timeout",
     "session_start_timeout",
@@ -42,6 +45,7 @@ const TRAY_KEYS: [&str; 7] = [
     "notifications",
     "auto_kill_zombies",
     "tray_protocol_port",
+    "share_linger_seconds",
 ];
 
 /// `$SERENA_HOME/serena_config.yml`, Serena's own configuration file.
@@ -104,6 +108,10 @@ pub struct TraySettings {
     /// `tray_protocol_port` (1 to 65535, default 24224).
     #[serde(deserialize_with = "port")]
     pub tray_protocol_port: u16,
+    /// `share_linger_seconds` (>= 0, default 120): how long a shared session outlives its last
+    /// client.
+    #[serde(deserialize_with = "seconds_at_least_zero")]
+    pub share_linger_seconds: Duration,
 }
 
 impl Default for TraySettings {
@@ -116,6 +124,7 @@ impl Default for TraySettings {
             auto_kill_zombies: false,
             session_start_timeout: DEFAULT_SESSION_START_TIMEOUT,
             tray_protocol_port: DEFAULT_TRAY_PROTOCOL_PORT,
+            share_linger_seconds: DEFAULT_SHARE_LINGER,
         }
     }
 }
@@ -147,6 +156,7 @@ pub struct Flags {
     pub open_on_launch: Option<bool>,
     /// `--idle-shutdown-minutes` (zero: off).
     pub idle_shutdown: Option<Duration>,
+    pub share_linger: Option<Duration>,
     pub port_file: Option<PathBuf>,
 }
 
@@ -179,6 +189,9 @@ impl Settings {
         }
         if let Some(port) = flags.tray_protocol_port {
             tray.tray_protocol_port = port;
+        }
+        if let Some(linger) = flags.share_linger {
+            tray.share_linger_seconds = linger;
         }
         if let Some(open) = flags.open_on_launch {
             dashboard.open_on_launch = open;
@@ -889,7 +902,8 @@ mod tests {
             dir.path(),
             "zombie_grace = 0\nprobe_timeout = 0.25\nsession_start_timeout = 30\n\
              serena_command = [\"uvx\", \"--from\", \"git+https://x/serena\", \"serena\"]\n\
-             notifications = false\nauto_kill_zombies = true\ntray_protocol_port = 24300\n",
+             notifications = false\nauto_kill_zombies = true\ntray_protocol_port = 24300\n\
+             share_linger_seconds = 5\n",
         );
         let s = read_files(dir.path());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
@@ -906,6 +920,7 @@ mod tests {
             notifications: false,
             auto_kill_zombies: true,
             tray_protocol_port: 24300,
+            share_linger_seconds: Duration::from_secs(5),
         };
         assert_eq!(s.tray, want);
     }

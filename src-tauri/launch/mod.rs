@@ -21,6 +21,8 @@
 //! Deliberately not here: idle shutdown (the running dashboard does it; it reads
 //! `--idle-shutdown-minutes` from this process's command line) and anything of the MCP stream.
 
+pub mod share;
+
 use crate::core::files;
 use crate::core::model::ProcessId;
 use crate::core::reaper::{self, Timings};
@@ -58,19 +60,41 @@ pub enum LaunchError {
 pub struct Launch {
     /// `web_dashboard_global`: make sure the dashboard runs.
     pub dashboard: bool,
+    /// `--share`: bridge to the shared session of the project instead (`share`).
+    pub share: bool,
     /// CMD and its arguments.
     pub command: Vec<OsString>,
 }
 
 /// Runs CMD under watch (see the module docs); returns its exit code.
 pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> {
-    let (program, args) = launch.command.split_first().ok_or(LaunchError::NoCommand)?;
-    let program = settings::find_program(program)?;
     let client = client_pid();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(LaunchError::Runtime)?;
+    if launch.share {
+        // Shared when it can be; else, said once, privately as below.
+        let shared = match share::plan(&launch.command) {
+            Ok(target) => rt
+                .block_on(share::run(&settings, target, client))
+                .map_err(|share::Fallback(why)| why),
+            Err(why) => Err(why),
+        };
+        match shared {
+            Ok(code) => {
+                // Its stdin reader is a blocking read that nothing can cancel: do not wait
+                // for it (the client may be gone while another process holds the pipe).
+                rt.shutdown_background();
+                return Ok(code);
+            }
+            Err(why) => {
+                eprintln!("serena-tray: launch --share: {why}; running a Serena of its own")
+            }
+        }
+    }
+    let (program, args) = launch.command.split_first().ok_or(LaunchError::NoCommand)?;
+    let program = settings::find_program(program)?;
     rt.block_on(async move {
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(args).kill_on_drop(false);

@@ -140,6 +140,18 @@ impl MenuModel {
         }
     }
 
+    /// The entries of shared sessions' Serenas say how many clients they serve:
+    /// `● 4242 - webapp (3 clients)`. `clients` is by PID.
+    pub fn with_clients(mut self, clients: &std::collections::HashMap<u32, usize>) -> MenuModel {
+        for e in &mut self.entries {
+            if let Some(n) = clients.get(&e.id.pid) {
+                let what = if *n == 1 { "client" } else { "clients" };
+                e.label = format!("{} ({n} {what})", e.label);
+            }
+        }
+        self
+    }
+
     /// Whether `other` needs a new menu, or only a new summary line.
     pub fn same_shape(&self, other: &MenuModel) -> bool {
         MenuModel {
@@ -369,6 +381,21 @@ mod tests {
         assert_eq!(
             MenuModel::of(&[instance(1, State::Starting, None)], None).summary,
             "1 starting, 600 MB"
+        );
+    }
+
+    #[test]
+    fn a_shared_sessions_entry_counts_its_clients() {
+        let clients = std::collections::HashMap::from([(20, 3), (10, 1)]);
+        let m = MenuModel::of(&three(), None).with_clients(&clients);
+        let labels: Vec<&str> = m.entries.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "✕ 30 - NO PROJECT",
+                "✕ 20 - webapp (3 clients)",
+                "● 10 - R&D web (1 client)"
+            ]
         );
     }
 

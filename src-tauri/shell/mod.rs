@@ -133,7 +133,7 @@ pub fn run_app<R: Runtime>(
     if desktop.window {
         window::follow_requests(&app);
     }
-    let model = tray::model(handle, &app);
+    let model = tauri::async_runtime::block_on(tray::model(handle, &app));
     let built = menu::build(handle, &model)?;
     let icon = if desktop.tray {
         let nudge = handle.state::<tray::Nudge>().0.clone();

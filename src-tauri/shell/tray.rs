@@ -53,8 +53,16 @@ pub fn icon(worst: Worst) -> Image<'static> {
 }
 
 /// The model of what the tray shows now.
-pub fn model<R: Runtime>(handle: &AppHandle<R>, app: &App) -> MenuModel {
-    MenuModel::of(&app.core().instances(), autostart::state(handle))
+pub async fn model<R: Runtime>(handle: &AppHandle<R>, app: &App) -> MenuModel {
+    let clients = app
+        .sessions()
+        .list()
+        .await
+        .into_iter()
+        .filter(|s| s.shared)
+        .map(|s| (s.pid, s.attached.len()))
+        .collect();
+    MenuModel::of(&app.core().instances(), autostart::state(handle)).with_clients(&clients)
 }
 
 /// Creates the tray icon with its menu; `None` (logged) if the platform has none to give.
@@ -149,7 +157,7 @@ pub fn follow<R: Runtime>(
                     Err(TryRecvError::Closed) => return,
                 }
             }
-            let next = self::model(&h, &a);
+            let next = self::model(&h, &a).await;
             if let Err(e) = update(&h, tray.as_ref(), &model, &mut built, &next) {
                 tracing::warn!("cannot update the tray: {e}");
                 continue;

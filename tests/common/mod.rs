@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod desktop;
+pub mod mcp;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -56,6 +56,8 @@ pub fn router(state: App) -> Router {
         .route("/api/events", get(events))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}/renew", post(renew_session))
+        .route("/api/sessions/{id}/attach", post(attach_session))
+        .route("/api/sessions/{id}/detach", post(detach_session))
         .route("/request-session", post(request_session))
         .route("/release-session", post(release_session))
         .fallback(fallback)
@@ -393,6 +395,8 @@ fn session_error(e: SessionError) -> ApiError {
         SessionError::BadValue(_) => (StatusCode::BAD_REQUEST, "bad_value"),
         SessionError::NoLease(_) => (StatusCode::CONFLICT, "no_lease"),
         SessionError::Ended(_) => (StatusCode::CONFLICT, "already_gone"),
+        SessionError::NotShared(_) => (StatusCode::CONFLICT, "not_shared"),
+        SessionError::NoProcess(_) => (StatusCode::BAD_REQUEST, "unknown_pid"),
         SessionError::SerenaMissing(_) => (StatusCode::FAILED_DEPENDENCY, "serena_not_found"),
         SessionError::LaunchFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "launch_failed"),
         SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "launch_timeout"),
@@ -457,6 +461,41 @@ async fn renew_session(
     let session = state
         .sessions()
         .renew(&id, req.lease_seconds)
+        .await
+        .map_err(session_error)?;
+    Ok(Json(json!(session)))
+}
+
+/// The body of `POST /api/sessions/{id}/attach` and `/detach`: the `launch --share` process,
+/// and (attach) the MCP client it serves.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachRequest {
+    pid: u32,
+    client_pid: Option<u32>,
+}
+
+async fn attach_session(
+    State(state): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AttachRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let session = state
+        .sessions()
+        .attach(&id, req.pid, req.client_pid)
+        .await
+        .map_err(session_error)?;
+    Ok(Json(json!(session)))
+}
+
+async fn detach_session(
+    State(state): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AttachRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let session = state
+        .sessions()
+        .detach(&id, req.pid)
         .await
         .map_err(session_error)?;
     Ok(Json(json!(session)))

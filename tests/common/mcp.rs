@@ -1,0 +1,132 @@
+//! MCP over stdio for the tests of `launch`: a stream to a process's stdin and from its stdout,
+//! a stand-in MCP client (a Python process running the given command with the test's pipes as
+//! its stdio, as an MCP client does), and the command lines of `launch`.
+
+use super::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a real Serena may take to answer its first message.
+pub const FIRST_ANSWER: Duration = Duration::from_secs(90);
+/// How long any later answer may take.
+pub const ANSWER: Duration = Duration::from_secs(30);
+
+/// One side of an MCP stdio stream: lines written to a process, lines read from it.
+pub struct Stream {
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Stream {
+    pub fn of(child: &mut Child) -> Stream {
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Stream { stdin, lines }
+    }
+
+    pub fn send(&mut self, msg: &Value) {
+        writeln!(self.stdin, "{msg}").expect("write to the MCP stream");
+        self.stdin.flush().expect("flush");
+    }
+
+    /// The next line, as the server wrote it.
+    pub fn line(&self, timeout: Duration) -> String {
+        self.lines
+            .recv_timeout(timeout)
+            .expect("a line on the MCP stream")
+    }
+
+    /// initialize, initialized, tools/list: the two answers, exactly as written.
+    pub fn handshake(&mut self) -> (String, String) {
+        self.send(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": {"name": "serena-tray-test", "version": "1"}}}),
+        );
+        let init = self.line(FIRST_ANSWER);
+        self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        self.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        let tools = self.line(ANSWER);
+        (init, tools)
+    }
+}
+
+/// A stand-in MCP client running `program args...` with the test's pipes as its stdio.
+pub fn client(home: &Home, program: &Path, args: &[&str]) -> Child {
+    let mut cmd = Command::new(venv().join("bin/python3"));
+    home.env(&mut cmd);
+    cmd.args([
+        "-c",
+        "import subprocess, sys; sys.exit(subprocess.Popen(sys.argv[1:]).wait())",
+    ])
+    .arg(program)
+    .args(args)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("the stand-in client")
+}
+
+/// `serena-tray --serena-home H [global...] launch [opts...] -- cmd...` as argv for [`client`].
+pub fn launch_args(home: &Home, global: &[&str], opts: &[&str], cmd: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "--serena-home".to_string(),
+        home.serena_home().display().to_string(),
+    ];
+    v.extend(global.iter().map(|s| s.to_string()));
+    v.push("launch".into());
+    v.extend(opts.iter().map(|s| s.to_string()));
+    v.push("--".into());
+    v.extend(cmd.iter().map(|s| s.to_string()));
+    v
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The launch process under a stand-in client, once it runs.
+pub fn launch_under(client: u32) -> u32 {
+    wait_for("launch under the client", ANSWER, || {
+        let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+        let found = snap
+            .iter()
+            .find(|p| p.ppid == Some(client) && p.cmdline.iter().any(|a| a == "launch"))
+            .map(|p| p.pid);
+        found
+    })
+}
+
+/// A tool call on the MCP stream (`initial_instructions`), answered.
+pub fn call_tool(stream: &mut Stream, id: u64) {
+    stream.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "initial_instructions", "arguments": {}}}));
+    let answer = stream.line(ANSWER);
+    assert!(answer.contains(&format!("\"id\":{id}")), "{answer}");
+}
+
+/// The types of the timeline of `pid`, in order.
+pub fn timeline(d: &Daemon, pid: u32) -> Vec<String> {
+    let (_, t) = d.call("GET", &format!("/api/instances/{pid}/timeline"), None);
+    t["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["type"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
