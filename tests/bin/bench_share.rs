@@ -34,12 +34,14 @@ fn tray_binary() -> PathBuf {
     bin
 }
 
-/// The Serena processes of this home (its instances) and the RSS of their trees, MiB.
-fn serena_trees(home: &Home) -> (usize, f64) {
+/// The Serena processes the dashboard sees (its instances) with their trees: how many, and
+/// their resident memory, MiB.
+fn serena_trees(api: &Daemon) -> (usize, f64) {
     let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
     let mut procs = 0;
     let mut bytes = 0;
-    for i in home.list_json() {
+    let (_, list) = api.call("GET", "/api/instances", None);
+    for i in list.as_array().cloned().unwrap_or_default() {
         let Some(pid) = i["pid"].as_u64().map(|p| p as u32) else {
             continue;
         };
@@ -84,7 +86,7 @@ fn main() {
         .spawn()
         .expect("daemon");
     let d = reaper.adopt(d);
-    let _api = Daemon::attach_app(&home, port, d);
+    let api = Daemon::attach_app(&home, port, d);
     let serena = serena_exe().display().to_string();
     let serena_cmd = [
         serena.as_str(),
@@ -116,7 +118,7 @@ fn main() {
         warm.push(ms);
         shared.push(s);
     }
-    let (shared_procs, shared_mib) = serena_trees(&home);
+    let (shared_procs, shared_mib) = serena_trees(&api);
     let mut bridged = Vec::with_capacity(calls);
     for i in 0..calls {
         let s = &mut shared[i % n];
@@ -135,7 +137,12 @@ fn main() {
         private_start.push(ms);
         private.push(s);
     }
-    let (all_procs, all_mib) = serena_trees(&home);
+    // Once the refresh has seen them all (the shared one and the private ones).
+    wait_for("every Serena in the dashboard", ANSWER, || {
+        let (_, list) = api.call("GET", "/api/instances", None);
+        (list.as_array().map_or(0, Vec::len) > n).then_some(())
+    });
+    let (all_procs, all_mib) = serena_trees(&api);
     let mut direct = Vec::with_capacity(calls);
     for i in 0..calls {
         let s = &mut private[i % n];
