@@ -98,15 +98,28 @@ fn a_session_is_requested_spoken_to_over_mcp_survives_a_daemon_restart_and_is_re
         assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
     }
 
-    // `shared` gives back the same session instead of a duplicate.
-    let (status, again) = d.call(
-        "POST",
-        "/request-session",
-        Some(json!({"project_path": project.to_str().expect("utf8"), "shared": true})),
-    );
+    // `shared` never hands out a private session: it makes a shared one, and gives that one
+    // back instead of a duplicate.
+    let shared = || {
+        d.call(
+            "POST",
+            "/request-session",
+            Some(json!({"project_path": project.to_str().expect("utf8"), "shared": true})),
+        )
+    };
+    let (status, first) = shared();
+    assert_eq!(status, 201, "{first:?}");
+    assert_ne!(first["session_id"], id.as_str(), "not the private one");
+    assert_eq!(first["shared"], true);
+    let (status, again) = shared();
     assert_eq!(status, 200, "{again:?}");
-    assert_eq!(again["session_id"], id.as_str());
-    assert_eq!(again["shared"], true);
+    assert_eq!(again["session_id"], first["session_id"]);
+    let (status, _) = d.call(
+        "POST",
+        "/release-session",
+        Some(json!({"session_id": first["session_id"]})),
+    );
+    assert_eq!(status, 200);
 
     let tree = tree_with_language_server(pid);
 

@@ -418,11 +418,7 @@ async fn request_session(
     } else {
         StatusCode::CREATED
     };
-    let mut body = json!(session);
-    if let Some(o) = body.as_object_mut() {
-        o.insert("shared".into(), Value::Bool(existing));
-    }
-    Ok((status, Json(body)).into_response())
+    Ok((status, Json(json!(session))).into_response())
 }
 
 #[derive(Deserialize)]
