@@ -1,6 +1,7 @@
 """Regenerates the PNG icons in this folder (pure Python, no imaging library needed).
 
-App icons are the brand green (`icon.ico` for Windows holds 16 to 256 px). tray-<state>.png (64 px: crisp at 2x in a 32 px panel) and
+App icons are the brand green (`icon.ico` for Windows holds 16 to 256 px, `icon.icns` for macOS
+32 to 512 px; the PNGs are the Linux packages' hicolor icons). tray-<state>.png (64 px: crisp at 2x in a 32 px panel) and
 tray-<state>-32.png (1x) are the tray states, worst state wins; each state has a shape besides
 its colour, as the dashboard's tabs do: green a dot, yellow a half dot, red a cross, grey an
 empty ring. Edges are antialiased by 4x4 supersampling.
@@ -93,11 +94,22 @@ def ico(path, sizes, rgb):
     (HERE / path).write_bytes(header + entries + b"".join(images))
 
 
+def icns(path, entries, rgb):
+    """A macOS icon: one PNG image per (type, size) entry (the PNG types of macOS 10.7 and later)."""
+    body = b"".join(
+        kind + struct.pack(">I", 8 + len(data)) + data
+        for kind, data in ((kind, png_bytes(size, rgb)) for kind, size in entries)
+    )
+    (HERE / path).write_bytes(b"icns" + struct.pack(">I", 8 + len(body)) + body)
+
+
 BRAND = (46, 125, 50)
 png("32x32.png", 32, BRAND)
 png("128x128.png", 128, BRAND)
+png("256x256.png", 256, BRAND)
 png("icon.png", 512, BRAND)
 ico("icon.ico", [16, 24, 32, 48, 64, 256], BRAND)
+icns("icon.icns", [(b"ic11", 32), (b"ic12", 64), (b"ic07", 128), (b"ic13", 256), (b"ic09", 512)], BRAND)
 TRAY = [
     ("green", (46, 160, 67), glyph_dot, False),
     ("yellow", (212, 167, 44), glyph_half, False),

@@ -75,6 +75,7 @@ fn app_command(home: &Home, desktop: &Desktop, port: u16) -> Command {
 fn start_app(home: &Home, desktop: &Desktop, reaper: &mut Reaper) -> (u32, Daemon) {
     let port = free_port();
     let child = app_command(home, desktop, port)
+        .arg("--minimized")
         .spawn()
         .expect("serena-tray");
     let pid = reaper.adopt(child);
@@ -246,7 +247,7 @@ fn the_tray_menu_names_instances_kills_zombies_toggles_launch_at_login_and_quits
     let id = shown(autostart.id, true);
     let text = std::fs::read_to_string(&entry).expect("the autostart entry");
     assert!(
-        text.contains(&format!("Exec={}", tray_app_exe().display())),
+        text.contains(&format!("Exec={} --minimized", tray_app_exe().display())),
         "{text}"
     );
     watcher.click(&item, id);
@@ -327,6 +328,37 @@ fn a_new_zombie_is_announced_once_and_its_kill_action_kills_exactly_it() {
 }
 
 #[test]
+fn a_start_without_minimized_opens_the_window_under_the_class_the_desktop_entry_names() {
+    let desktop = Desktop::start();
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let port = free_port();
+    let child = app_command(&home, &desktop, port)
+        .spawn()
+        .expect("serena-tray");
+    let app = reaper.adopt(child);
+    let _api = Daemon::attach_app(&home, port, app);
+    wait_for("the window at start", SOON, || {
+        has_window(app).then_some(())
+    });
+    let entry = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/serena-tray.desktop"),
+    )
+    .expect("the packages' desktop entry");
+    let named = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("StartupWMClass="))
+        .expect("StartupWMClass");
+    let classes = wait_for("the window mapped", SOON, || {
+        Some(desktop.window_classes("Serena Tray")).filter(|c| !c.is_empty())
+    });
+    assert!(
+        classes.iter().all(|(_, class)| class == named),
+        "{classes:?} vs StartupWMClass={named}"
+    );
+}
+
+#[test]
 fn a_second_start_exits_0_and_the_first_shows_its_window() {
     for session_bus in [true, false] {
         let desktop = Desktop::start();
@@ -334,6 +366,30 @@ fn a_second_start_exits_0_and_the_first_shows_its_window() {
         let mut reaper = Reaper::default();
         let (first, api) = start_app(&home, &desktop, &mut reaper);
         assert!(!has_window(first), "no window at start");
+        // A second start `--minimized` (launch at login, `launch`) shows nothing.
+        let mut quiet = app_command(&home, &desktop, api.port);
+        if !session_bus {
+            quiet.env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+        }
+        let out = quiet
+            .arg("--minimized")
+            .stdout(Stdio::piped())
+            .output()
+            .expect("a second serena-tray --minimized");
+        assert!(out.status.success(), "session bus {session_bus}: {out:?}");
+        if session_bus {
+            // Handed over through the plugin: the first says it did nothing.
+            let log = home.path().join(format!("app-{}.log", api.port));
+            wait_for("the first to take the minimized start", SOON, || {
+                std::fs::read_to_string(&log)
+                    .ok()
+                    .filter(|l| l.contains("minimized: nothing to do"))
+            });
+        } else {
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains("already running"), "{said}");
+        }
+        assert!(!has_window(first), "session bus {session_bus}: no window");
         let mut second = app_command(&home, &desktop, api.port);
         if !session_bus {
             // The plugin cannot work: the port check and the API hand over.

@@ -22,12 +22,17 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(
     name = "serena-tray",
-    version,
+    version = env!("SERENA_TRAY_VERSION"),
     about = "One tray and one dashboard for every Serena MCP server; finds and reaps zombies."
 )]
 struct Cli {
     #[command(flatten)]
     global: Global,
+    /// With no command: start the tray app in the tray, its window closed (unless
+    /// web_dashboard_global_open_on_launch); launch at login and `launch` start it so. Without
+    /// it the app opens its window, or shows the running app's.
+    #[arg(long)]
+    minimized: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -186,8 +191,9 @@ pub(crate) enum CliError {
 /// (a `launch`, `list` or the daemon start in a few milliseconds, also where GTK is missing):
 /// it hands the tray app over to `serena-tray-app`.
 pub trait AppHost {
-    /// Runs the tray app until it quits.
-    fn run_app(&self, settings: Settings) -> Result<AppOutcome, String>;
+    /// Runs the tray app until it quits; its window opens at start unless `minimized` (or
+    /// with `web_dashboard_global_open_on_launch`).
+    fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, String>;
     /// Runs the dashboard window process (`window`, started by the tray app).
     fn run_window(&self) -> Result<(), String>;
 }
@@ -322,7 +328,7 @@ fn run(cli: Cli, host: Option<&dyn AppHost>) -> Result<ExitCode, CliError> {
         Some(Command::Open) => open(ctx).map(|()| ExitCode::SUCCESS),
         Some(Command::Launch(args)) => launch(ctx, args),
         Some(Command::Window) => unreachable!("handled above"),
-        None => default_verb(ctx, host).map(|()| ExitCode::SUCCESS),
+        None => default_verb(ctx, host, cli.minimized).map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -341,7 +347,11 @@ fn print_json(v: &Value) -> Result<(), CliError> {
 
 /// No verb: the tray app where there is a display (run here by the app binary, handed over to
 /// it by `serena-tray`), else the daemon.
-fn default_verb(ctx: Settings, host: Option<&dyn AppHost>) -> Result<(), CliError> {
+fn default_verb(
+    ctx: Settings,
+    host: Option<&dyn AppHost>,
+    minimized: bool,
+) -> Result<(), CliError> {
     if !has_display() {
         eprintln!("serena-tray: no display (DISPLAY and WAYLAND_DISPLAY are unset): running as the daemon");
         return run_daemon(ctx);
@@ -352,8 +362,15 @@ fn default_verb(ctx: Settings, host: Option<&dyn AppHost>) -> Result<(), CliErro
             run_daemon(ctx)
         });
     };
-    match host.run_app(ctx.clone()).map_err(CliError::Other)? {
+    match host
+        .run_app(ctx.clone(), minimized)
+        .map_err(CliError::Other)?
+    {
         AppOutcome::Quit => Ok(()),
+        AppOutcome::AlreadyRunning if minimized => {
+            println!("serena-tray is already running");
+            Ok(())
+        }
         AppOutcome::AlreadyRunning => open(ctx),
     }
 }

@@ -369,8 +369,8 @@ fn app_log(settings: &Settings) -> PathBuf {
     settings.tray_dir().join("logs").join("app.log")
 }
 
-/// Starts `serena-tray` with no verb detached (the tray app where there is a display, else the
-/// daemon): its own process group, no stdin, its output to `tray/logs/app.log`; it outlives
+/// Starts `serena-tray --minimized` detached (the tray app, in the tray, where there is a
+/// display, else the daemon): its own process group, no stdin, its output to `tray/logs/app.log`; it outlives
 /// this MCP session.
 fn start_dashboard(settings: &Settings) -> std::io::Result<()> {
     let log_path = app_log(settings);
@@ -379,7 +379,8 @@ fn start_dashboard(settings: &Settings) -> std::io::Result<()> {
     }
     let log = files::open_append(&log_path)?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("--serena-home")
+    cmd.arg("--minimized")
+        .arg("--serena-home")
         .arg(&settings.serena_home)
         .args(["--port", &settings.dashboard.port.to_string()])
         .arg(format!(

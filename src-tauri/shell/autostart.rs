@@ -1,6 +1,6 @@
 //! Launch at login, with tauri-plugin-autostart: an XDG autostart entry on Linux
 //! (`~/.config/autostart/Serena Tray.desktop`), a LaunchAgent on macOS, the Run key on Windows;
-//! each starts `serena-tray` with no verb (the tray app). The state shown is always read from
+//! each starts the tray app `--minimized` (in the tray, its window closed). The state shown is always read from
 //! the system, never remembered: on Linux and macOS the folder of the entry is watched, so an
 //! entry removed by hand unchecks the menu at once.
 //!
@@ -11,9 +11,11 @@ use tauri::plugin::TauriPlugin;
 use tauri::{Manager, Runtime};
 use tauri_plugin_autostart::AutoLaunchManager;
 
-/// The plugin (on macOS its default: a LaunchAgent).
+/// The plugin (on macOS its default: a LaunchAgent), starting the app `--minimized`.
 pub fn plugin<R: Runtime>() -> TauriPlugin<R> {
-    tauri_plugin_autostart::Builder::new().build()
+    tauri_plugin_autostart::Builder::new()
+        .arg("--minimized")
+        .build()
 }
 
 /// Whether the app launches at login; `None` where it cannot be told (no plugin, an

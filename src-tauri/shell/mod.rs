@@ -47,8 +47,8 @@ use crate::cli::{AppHost, AppOutcome};
 pub struct Host;
 
 impl AppHost for Host {
-    fn run_app(&self, settings: Settings) -> Result<AppOutcome, String> {
-        run(settings).map_err(|e| e.to_string())
+    fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, String> {
+        run(settings, minimized).map_err(|e| e.to_string())
     }
 
     fn run_window(&self) -> Result<(), String> {
@@ -63,6 +63,9 @@ pub struct Desktop {
     pub tray: bool,
     pub notifications: bool,
     pub window: bool,
+    /// Open the window at start (the app started without `--minimized`); it opens anyway with
+    /// `web_dashboard_global_open_on_launch`.
+    pub window_at_start: bool,
 }
 
 /// The app, wired and running in the background, before its event loop runs.
@@ -75,7 +78,7 @@ pub struct Running<R: Runtime> {
 struct AutostartWatch(#[allow(dead_code)] Mutex<Option<notify::RecommendedWatcher>>);
 
 /// Runs the tray app until it is asked to quit.
-pub fn run(settings: Settings) -> Result<AppOutcome, ShellError> {
+pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError> {
     let builder = tauri::Builder::default()
         // First: a second start hands over to the first and exits here, before it runs anything.
         .plugin(single_instance::plugin())
@@ -84,6 +87,7 @@ pub fn run(settings: Settings) -> Result<AppOutcome, ShellError> {
         tray: true,
         notifications: true,
         window: true,
+        window_at_start: !minimized,
     };
     let Some(Running { tauri, app }) = run_app(builder, context(), settings, desktop)? else {
         return Ok(AppOutcome::AlreadyRunning);
@@ -108,8 +112,8 @@ pub fn run(settings: Settings) -> Result<AppOutcome, ShellError> {
 
 /// Builds the app around `builder` and starts the core in it: the menu's actions, the window
 /// requests, the tray (if `desktop.tray`) and its updates, notifications (if
-/// `desktop.notifications` and the `notifications` setting), and the window at start with
-/// `web_dashboard_global_open_on_launch`. `None` when Serena Tray already serves the port.
+/// `desktop.notifications` and the `notifications` setting), and the window at start (if
+/// `desktop.window_at_start` or `web_dashboard_global_open_on_launch`). `None` when Serena Tray already serves the port.
 pub fn run_app<R: Runtime>(
     builder: tauri::Builder<R>,
     context: Context<R>,
@@ -147,7 +151,7 @@ pub fn run_app<R: Runtime>(
     if desktop.notifications && app.settings().tray.notifications {
         notifications::follow(&app);
     }
-    if app.settings().dashboard.open_on_launch {
+    if desktop.window_at_start || app.settings().dashboard.open_on_launch {
         app.show(Show::Dashboard);
     }
     Ok(Some(Running { tauri, app }))
@@ -245,6 +249,7 @@ mod tests {
                 tray: false,
                 notifications: false,
                 window: false,
+                window_at_start: false,
             },
         )
         .expect("the wiring")

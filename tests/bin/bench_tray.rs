@@ -151,6 +151,7 @@ fn main() {
     home.env(&mut cmd);
     desktop.env(&mut cmd);
     let app = cmd
+        .arg("--minimized")
         .arg("--serena-home")
         .arg(home.serena_home())
         .args(["--port", &port.to_string()])

@@ -124,6 +124,46 @@ print(asked)
             .expect("a count")
     }
 
+    /// The `WM_CLASS` (instance, class) of each top-level window titled `title`: what a desktop
+    /// entry's `StartupWMClass` must name for the desktop to tie the window to the entry.
+    pub fn window_classes(&self, title: &str) -> Vec<(String, String)> {
+        const SCRIPT: &str = r#"
+import sys
+from Xlib import display, error
+d = display.Display()
+def walk(w):
+    try:
+        children = w.query_tree().children
+    except error.XError:
+        return
+    for c in children:
+        try:
+            if c.get_wm_name() == sys.argv[1]:
+                cls = c.get_wm_class()
+                if cls:
+                    print(cls[0] + "\t" + cls[1])
+        except error.XError:
+            continue
+        walk(c)
+walk(d.screen().root)
+"#;
+        let out = Command::new(super::venv().join("bin/python3"))
+            .args(["-c", SCRIPT, title])
+            .env("DISPLAY", &self.display)
+            .output()
+            .expect("python3 with python-xlib (the test command installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(i, c)| (i.to_owned(), c.to_owned()))
+            .collect()
+    }
+
     /// A connection of the test's own that owns `name` and serves `iface` at `path`.
     fn serve<I: zbus::object_server::Interface>(
         &self,
