@@ -4,6 +4,7 @@
 //! daemon's view stays the truth; `list` and `kill` also work without one, on the core directly.
 
 pub(crate) mod client;
+mod configure;
 mod output;
 
 use crate::core::app::{App, AppError, Started};
@@ -105,6 +106,9 @@ enum Command {
     /// Run Serena for an MCP client (put this in the client's config): starts the dashboard
     /// once, passes stdio through, and ends Serena with its whole tree when the client goes
     Launch(LaunchArgs),
+    /// Route the Serena entries of every MCP client's config through `serena-tray launch`
+    /// (shows the change; --apply makes it, --undo reverses it)
+    Configure(configure::ConfigureArgs),
     /// The tray app's dashboard window, as a process of its own (started by the tray app)
     #[command(name = "window", hide = true)]
     Window,
@@ -327,6 +331,7 @@ fn run(cli: Cli, host: Option<&dyn AppHost>) -> Result<ExitCode, CliError> {
         }
         Some(Command::Open) => open(ctx).map(|()| ExitCode::SUCCESS),
         Some(Command::Launch(args)) => launch(ctx, args),
+        Some(Command::Configure(args)) => configure::run(args),
         Some(Command::Window) => unreachable!("handled above"),
         None => default_verb(ctx, host, cli.minimized).map(|()| ExitCode::SUCCESS),
     }

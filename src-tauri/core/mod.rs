@@ -8,6 +8,7 @@ pub mod app;
 pub mod background;
 pub mod classify;
 pub mod cmdline;
+pub mod configure;
 mod cost;
 pub mod engine;
 pub mod events;

@@ -1,0 +1,197 @@
+//! `serena-tray configure`: shows (by default), applies or undoes routing every MCP client's
+//! Serena entries through `serena-tray launch` (the work is `core::configure`'s).
+
+use super::CliError;
+use crate::core::configure::{self, Change, Client, FileReport, Status, Wrapping};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigureArgs {
+    /// Only this client's configs (repeatable): claude-code, claude-desktop, cursor, vscode,
+    /// codex, windsurf [default: all]
+    #[arg(long = "client", value_name = "NAME", value_parser = client)]
+    clients: Vec<Client>,
+    /// The project whose configs (.mcp.json, .cursor/, .vscode/) count too [default: the
+    /// current directory]
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
+    /// Wrap with `launch --share` (one shared Serena per project)
+    #[arg(long)]
+    share: bool,
+    /// Wrap with `launch --web-dashboard-global=BOOL`
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    web_dashboard_global: Option<bool>,
+    /// Make the changes (a backup of each file is written beside it first)
+    #[arg(long, conflicts_with = "undo")]
+    apply: bool,
+    /// Route the entries back to running Serena directly
+    #[arg(long)]
+    undo: bool,
+    /// Print what was found (and would change) as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn client(name: &str) -> Result<Client, String> {
+    Client::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Client::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown client {name:?}: one of {}", names.join(", "))
+    })
+}
+
+/// The installed `serena-tray` the entries will run: the one on PATH, else this one.
+fn program() -> Result<(String, Option<String>), CliError> {
+    if let Ok(p) = which::which("serena-tray") {
+        return Ok((p.display().to_string(), None));
+    }
+    let exe = std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?;
+    let exe = exe.with_file_name(format!("serena-tray{}", std::env::consts::EXE_SUFFIX));
+    let warning = format!(
+        "serena-tray is not on PATH: the entries will run {} (install it to keep them working)",
+        exe.display()
+    );
+    Ok((exe.display().to_string(), Some(warning)))
+}
+
+pub(crate) fn run(args: ConfigureArgs) -> Result<ExitCode, CliError> {
+    let home = std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .map(PathBuf::from)
+        .ok_or_else(|| CliError::Other("cannot find the home directory (HOME)".into()))?;
+    let project = match &args.project {
+        Some(p) => std::path::absolute(p).map_err(|e| CliError::Other(e.to_string()))?,
+        None => std::env::current_dir().map_err(|e| CliError::Other(e.to_string()))?,
+    };
+    let appdata = std::env::var_os("APPDATA").map(PathBuf::from);
+    let (program, warning) = program()?;
+    let mut options = Vec::new();
+    if args.share {
+        options.push("--share".to_owned());
+    }
+    if let Some(b) = args.web_dashboard_global {
+        options.push(format!("--web-dashboard-global={b}"));
+    }
+    let wrapping = Wrapping { program, options };
+    let change = if args.undo {
+        Change::Unwrap
+    } else {
+        Change::Wrap
+    };
+    let reports: Vec<FileReport> = configure::known_files(&home, &project, appdata.as_deref())
+        .iter()
+        .filter(|f| args.clients.is_empty() || args.clients.contains(&f.client))
+        .filter_map(|f| configure::plan(f, Some(change), &wrapping))
+        .collect();
+    let failed = reports.iter().filter(|r| r.error.is_some()).count();
+
+    if args.json {
+        let out: Vec<Value> = reports
+            .iter()
+            .map(|r| {
+                let mut v = json!(r);
+                v["diff"] = json!((r.changed.is_some()).then(|| r.diff()));
+                v
+            })
+            .collect();
+        super::print_json(&json!(out))?;
+        if !(args.apply || args.undo) {
+            return Ok(exit(failed));
+        }
+    }
+    if let Some(w) = &warning {
+        if change == Change::Wrap && reports.iter().any(|r| r.changed.is_some()) {
+            eprintln!("serena-tray: {w}");
+        }
+    }
+    let mut text = String::new();
+    let mut changes = 0;
+    for r in &reports {
+        text.push_str(&describe(r, &home));
+        if r.changed.is_none() {
+            continue;
+        }
+        changes += 1;
+        if args.apply || args.undo {
+            match configure::write(r) {
+                Ok(Some(backup)) => text.push_str(&format!(
+                    "  {} (backup: {})\n",
+                    if args.undo {
+                        "restored"
+                    } else {
+                        "routed through serena-tray launch"
+                    },
+                    backup.display()
+                )),
+                Ok(None) => {}
+                Err(e) => {
+                    text.push_str(&format!("  not changed: {e}\n"));
+                    changes -= 1;
+                }
+            }
+        } else {
+            text.push_str(&r.diff());
+        }
+    }
+    if reports.is_empty() {
+        text.push_str("No MCP client config found.\n");
+    } else if changes == 0 {
+        text.push_str(if args.undo {
+            "Nothing to undo: no Serena entry goes through serena-tray launch.\n"
+        } else {
+            "Nothing to change: every Serena entry already goes through serena-tray launch.\n"
+        });
+    } else if !(args.apply || args.undo) {
+        text.push_str(
+            "\nNothing was changed. `serena-tray configure --apply` makes these changes (a backup \
+             of each file is kept beside it); `--undo` reverses them.\n",
+        );
+    }
+    if !args.json {
+        super::print(&text)?;
+    } else {
+        eprint!("{text}");
+    }
+    Ok(exit(failed))
+}
+
+fn exit(failed: usize) -> ExitCode {
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `~/...` for paths under the home.
+fn short(path: &Path, home: &Path) -> String {
+    match path.strip_prefix(home) {
+        Ok(rest) => format!("~/{}", rest.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+fn describe(r: &FileReport, home: &Path) -> String {
+    let mut s = format!(
+        "{} ({}) {}\n",
+        r.file.client.name(),
+        r.file.scope,
+        short(&r.file.path, home)
+    );
+    if let Some(e) = &r.error {
+        s.push_str(&format!("  left alone: {e}\n"));
+        return s;
+    }
+    if r.entries.is_empty() {
+        s.push_str("  no Serena entry\n");
+    }
+    for e in &r.entries {
+        let how = match e.status {
+            Status::Direct => "runs Serena directly",
+            Status::Launched => "goes through serena-tray launch",
+        };
+        s.push_str(&format!("  {} ({}): {how}\n", e.name, e.location));
+    }
+    s
+}
