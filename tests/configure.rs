@@ -565,3 +565,44 @@ fn claude_codes_own_cli_connects_to_the_serena_configure_wrapped() {
     );
     assert!(line.contains("Connected"), "{line}");
 }
+
+#[test]
+fn undo_after_other_edits_unwraps_the_entry_and_keeps_them_and_a_linked_config_is_written_through()
+{
+    let s = Setup::new();
+    // A dotfile manager's link: the Claude Desktop config -> ~/dotfiles/claude.json.
+    let f = &FIXTURES[2];
+    let real = s.home.path().join("dotfiles/claude.json");
+    std::fs::create_dir_all(real.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&real, f.text).expect("write");
+    let link = s.path(f);
+    std::fs::create_dir_all(link.parent().expect("dir")).expect("mkdir");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+
+    let applied = s.configure(&["--apply"]);
+    assert!(applied.status.success(), "{applied:?}");
+    assert!(
+        std::fs::symlink_metadata(&link).expect("link").is_symlink(),
+        "still a link"
+    );
+    let wrapped = std::fs::read_to_string(&real).expect("the link's target");
+    assert_ne!(wrapped, f.text);
+
+    // The user edits the file afterwards: undo unwraps the entry and keeps the edit.
+    let edited = wrapped.replace(
+        "\"globalShortcut\": \"\"",
+        "\"globalShortcut\": \"Ctrl+Space\"",
+    );
+    assert_ne!(edited, wrapped);
+    std::fs::write(&real, &edited).expect("edit");
+    let undone = s.configure(&["--undo"]);
+    assert!(undone.status.success(), "{undone:?}");
+    let back = std::fs::read_to_string(&real).expect("read");
+    assert_eq!(
+        back,
+        f.text.replace(
+            "\"globalShortcut\": \"\"",
+            "\"globalShortcut\": \"Ctrl+Space\""
+        )
+    );
+}

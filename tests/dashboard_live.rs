@@ -485,3 +485,81 @@ fn the_page_follows_a_daemon_restart_by_itself() {
         "no reload"
     );
 }
+
+#[test]
+fn the_clients_view_shows_the_diff_routes_the_serena_entry_and_undoes_it() {
+    let Some(b) = Browser::start() else { return };
+    let home = Home::new();
+    let cursor = home.path().join(".cursor/mcp.json");
+    std::fs::create_dir_all(cursor.parent().expect("dir")).expect("mkdir");
+    let original = "{\n  \"mcpServers\": {\n    \"serena\": {\n      \"command\": \"serena\",\n      \"args\": [\"start-mcp-server\", \"--context\", \"ide\"]\n    },\n    \"fetch\": {\"command\": \"uvx\", \"args\": [\"mcp-server-fetch\"]}\n  }\n}\n";
+    std::fs::write(&cursor, original).expect("cursor config");
+    let windsurf = home.path().join(".codeium/windsurf/mcp_config.json");
+    std::fs::create_dir_all(windsurf.parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        &windsurf,
+        "{\n  \"mcpServers\": {\n    \"serena\": {\"command\": \n",
+    )
+    .expect("windsurf");
+    let d = home.daemon();
+    login(&b, &d);
+    assert!(b.find("#first-run").text().contains("Clients"));
+
+    b.click("#clients");
+    let entry = "#clients-dialog .client-file[data-client=cursor] li[data-status=direct]";
+    let direct = b.wait_for_css(entry, PAGE).text();
+    assert!(
+        direct.contains("serena (mcpServers): runs Serena directly"),
+        "{direct}"
+    );
+    let diff = b
+        .find("#clients-dialog .client-file[data-client=cursor] .diff")
+        .text();
+    assert!(
+        diff.contains("+      \"args\": [\"launch\", \"--\", \"serena\""),
+        "{diff}"
+    );
+    let broken = b
+        .find("#clients-dialog .client-file[data-client=windsurf] .error")
+        .text();
+    assert!(
+        broken.contains("Left alone: does not parse: line 4"),
+        "{broken}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cursor).expect("read"),
+        original,
+        "shown, not written"
+    );
+    b.screenshot(screenshots_dir().join("dashboard-clients.png"));
+
+    b.click("#clients-route");
+    b.wait_until_js("document.getElementById('confirm').open", PAGE);
+    assert!(b
+        .find("#confirm-body")
+        .text()
+        .contains(&cursor.display().to_string()));
+    b.click("#confirm-ok");
+    b.wait_for_css(
+        "#clients-dialog .client-file[data-client=cursor] li[data-status=launched]",
+        PAGE,
+    );
+    let routed = std::fs::read_to_string(&cursor).expect("read");
+    assert!(
+        routed.contains("\"launch\", \"--\", \"serena\", \"start-mcp-server\""),
+        "{routed}"
+    );
+    assert!(routed.contains("\"fetch\": {\"command\": \"uvx\", \"args\": [\"mcp-server-fetch\"]}"));
+    assert!(
+        b.find("#notice-text").text().contains("1 file changed"),
+        "{}",
+        b.find("#notice-text").text()
+    );
+
+    b.click("#clients-undo");
+    b.wait_until_js("document.getElementById('confirm').open", PAGE);
+    b.click("#confirm-ok");
+    b.wait_for_css(entry, PAGE);
+    assert_eq!(std::fs::read_to_string(&cursor).expect("read"), original);
+    no_csp_violation(&b);
+}

@@ -8,6 +8,7 @@ import { api, post } from './api.js';
 import { Tabs } from './tabs.js';
 import { Panel } from './panel.js';
 import { confirm, setupSessionDialog } from './dialogs.js';
+import { setupClientsDialog } from './clients.js';
 import { el, fill, label, colour, stateWords, bytes, keyOf, sleep } from './util.js';
 
 const $ = (id) => document.getElementById(id);
@@ -262,6 +263,9 @@ $('kill-zombies').addEventListener('click', killZombies);
 const openSession = setupSessionDialog(() => loadSessions());
 $('new-session').addEventListener('click', openSession);
 $('first-run-session').addEventListener('click', openSession);
+const openClients = setupClientsDialog({ confirm, notify });
+$('clients').addEventListener('click', openClients);
+$('first-run-clients').addEventListener('click', openClients);
 
 // `#new-session` (the tray's "New session...") opens the form, then gives the fragment back to
 // the open tab, so that asking again opens it again.

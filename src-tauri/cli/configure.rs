@@ -41,49 +41,21 @@ fn client(name: &str) -> Result<Client, String> {
     })
 }
 
-/// The installed `serena-tray` the entries will run: the one on PATH, else this one.
-fn program() -> Result<(String, Option<String>), CliError> {
-    if let Ok(p) = which::which("serena-tray") {
-        return Ok((p.display().to_string(), None));
-    }
-    let exe = std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?;
-    let exe = exe.with_file_name(format!("serena-tray{}", std::env::consts::EXE_SUFFIX));
-    let warning = format!(
-        "serena-tray is not on PATH: the entries will run {} (install it to keep them working)",
-        exe.display()
-    );
-    Ok((exe.display().to_string(), Some(warning)))
-}
-
 pub(crate) fn run(args: ConfigureArgs) -> Result<ExitCode, CliError> {
-    let home = std::env::var_os("HOME")
-        .or_else(|| std::env::var_os("USERPROFILE"))
-        .map(PathBuf::from)
+    let home = configure::home_dir()
         .ok_or_else(|| CliError::Other("cannot find the home directory (HOME)".into()))?;
     let project = match &args.project {
         Some(p) => std::path::absolute(p).map_err(|e| CliError::Other(e.to_string()))?,
         None => std::env::current_dir().map_err(|e| CliError::Other(e.to_string()))?,
     };
-    let appdata = std::env::var_os("APPDATA").map(PathBuf::from);
-    let (program, warning) = program()?;
-    let mut options = Vec::new();
-    if args.share {
-        options.push("--share".to_owned());
-    }
-    if let Some(b) = args.web_dashboard_global {
-        options.push(format!("--web-dashboard-global={b}"));
-    }
-    let wrapping = Wrapping { program, options };
+    let (wrapping, warning) = Wrapping::installed(args.share, args.web_dashboard_global);
     let change = if args.undo {
         Change::Unwrap
     } else {
         Change::Wrap
     };
-    let reports: Vec<FileReport> = configure::known_files(&home, &project, appdata.as_deref())
-        .iter()
-        .filter(|f| args.clients.is_empty() || args.clients.contains(&f.client))
-        .filter_map(|f| configure::plan(f, Some(change), &wrapping))
-        .collect();
+    let reports = configure::plan_all(&args.clients, Some(&project), Some(change), &wrapping)
+        .map_err(CliError::Other)?;
     let failed = reports.iter().filter(|r| r.error.is_some()).count();
 
     if args.json {
@@ -136,6 +108,8 @@ pub(crate) fn run(args: ConfigureArgs) -> Result<ExitCode, CliError> {
     }
     if reports.is_empty() {
         text.push_str("No MCP client config found.\n");
+    } else if changes == 0 && failed > 0 {
+        text.push_str("Nothing else to change.\n");
     } else if changes == 0 {
         text.push_str(if args.undo {
             "Nothing to undo: no Serena entry goes through serena-tray launch.\n"

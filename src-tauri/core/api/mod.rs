@@ -6,6 +6,7 @@
 //! Every handler is a thin adapter over the core (`Core`, `Sessions`); the security layer
 //! (`security`) runs in front of all of them. Errors are `{"error":{"code","message"}}`.
 
+pub mod clients;
 pub mod error;
 pub mod overview;
 pub mod security;
@@ -53,6 +54,9 @@ pub fn router(state: App) -> Router {
         .route("/api/instances/{pid}/shutdown", post(shutdown))
         .route("/api/zombies/kill", post(kill_zombies))
         .route("/api/window", post(show_window))
+        .route("/api/clients", get(clients::list))
+        .route("/api/clients/apply", post(clients::apply))
+        .route("/api/clients/undo", post(clients::undo))
         .route("/api/events", get(events))
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}/renew", post(renew_session))

@@ -263,7 +263,8 @@ fn wrap_edits(
             edits.push((first.start..first.start, inserted));
         }
         Some((array, _)) => {
-            edits.push((array.start + 1..array.end - 1, tokens.join(", ")));
+            // Right after `[`, what was inside (its blank lines) kept after them.
+            edits.push((array.start + 1..array.start + 1, tokens.join(", ")));
         }
         None => {
             let property = if toml {
@@ -314,8 +315,9 @@ pub fn unwrap_one(text: &str, layout: Layout, entry: &Entry) -> Option<String> {
         text,
         vec![command_edit.clone(), (removed, String::new())],
     )];
-    if at + 1 == elements.len() {
-        // `args` held only what wrapping put there: perhaps wrapping made it.
+    if at + 1 == elements.len() && entry.args_insert_at <= array.start {
+        // `args` held only what wrapping put there, right after `command`: perhaps wrapping
+        // made it.
         let whole = entry.args_insert_at..array.end;
         let between = &text[whole.clone()];
         if !between[..between.find("args").unwrap_or(0)].contains(['/', '#']) {
@@ -335,4 +337,134 @@ pub fn unwrap_one(text: &str, layout: Layout, entry: &Entry) -> Option<String> {
         }
     }
     candidates.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn wrap_all(text: &str, layout: Layout, prefix: &[String]) -> String {
+        let found = entries(text, layout).expect("parses");
+        let wraps: Vec<(&Entry, &str, &[String])> = found
+            .iter()
+            .map(|e| (e, "/usr/bin/serena-tray", prefix))
+            .collect();
+        wrap(text, &wraps)
+    }
+
+    fn unwrap_all(mut text: String, layout: Layout) -> String {
+        loop {
+            let found = entries(&text, layout).expect("parses");
+            let Some(e) = found.iter().find(|e| wrapped_at(e).is_some()) else {
+                return text;
+            };
+            text = unwrap_one(&text, layout, e).expect("unwraps");
+        }
+    }
+
+    fn prefix() -> Vec<String> {
+        ["launch", "--share", "--"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn entries_with_a_url_or_non_string_arguments_are_not_touched() {
+        let text = r#"{"mcpServers": {"a": {"url": "http://x", "command": "serena"},
+            "b": {"command": "serena", "args": ["start-mcp-server", 3]},
+            "c": {"command": "serena", "args": ["start-mcp-server"]}}}"#;
+        let found = entries(text, Layout::McpServers).expect("parses");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name, "c");
+        assert_eq!(found[0].argv, ["serena", "start-mcp-server"]);
+    }
+
+    #[test]
+    fn a_wrapped_entry_reads_back_as_launch_of_the_old_command() {
+        let text = "[mcp_servers.s]\ncommand = \"serena\"\nargs = ['start-mcp-server']\n";
+        let wrapped = wrap_all(text, Layout::CodexToml, &prefix());
+        let e = &entries(&wrapped, Layout::CodexToml).expect("parses")[0];
+        assert_eq!(
+            e.argv,
+            [
+                "/usr/bin/serena-tray",
+                "launch",
+                "--share",
+                "--",
+                "serena",
+                "start-mcp-server"
+            ]
+        );
+        assert_eq!(wrapped_at(e), Some(3));
+        assert_eq!(unwrap_all(wrapped, Layout::CodexToml), text);
+    }
+
+    #[test]
+    fn a_parse_error_names_its_line_and_column() {
+        let e = entries(
+            "{\n  \"mcpServers\": {\n    \"s\": [1,\n}",
+            Layout::McpServers,
+        )
+        .expect_err("broken");
+        assert_eq!(e.line, 4);
+        let e = entries("a = 1\n[b\n", Layout::CodexToml).expect_err("broken");
+        assert_eq!(e.line, 2);
+    }
+
+    /// A server entry in one of the shapes people write: args on one line, one per line, or
+    /// none at all; `command` first or last. (An empty `args` wrapped looks like no `args`
+    /// wrapped: `configure --undo` tells them apart by the backup.)
+    fn json_entry() -> impl Strategy<Value = String> {
+        let arg = "[a-z0-9./${}-]{1,12}";
+        (
+            prop::collection::vec(arg, 1..5),
+            0..3usize,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(args, shape, command_last, env)| {
+                let quoted: Vec<String> = args
+                    .iter()
+                    .map(|a| serde_json::Value::from(a.as_str()).to_string())
+                    .collect();
+                let args = match shape {
+                    0 => None,
+                    1 => Some(format!("[{}]", quoted.join(", "))),
+                    _ => Some(format!(
+                        "[\n        {}\n      ]",
+                        quoted.join(",\n        ")
+                    )),
+                };
+                let mut props = vec![r#""command": "serena""#.to_owned()];
+                if let Some(a) = args {
+                    props.push(format!(r#""args": {a}"#));
+                }
+                if env {
+                    props.push(r#""env": {"K": "v"}"#.to_owned());
+                }
+                if command_last {
+                    props.rotate_left(1);
+                }
+                format!("{{\n      {}\n    }}", props.join(",\n      "))
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn unwrapping_gives_back_the_bytes_wrapping_started_from(
+            a in json_entry(), b in json_entry(), trailing in any::<bool>()
+        ) {
+            let comma = if trailing { "," } else { "" };
+            let text = format!(
+                "{{\n  // servers\n  \"servers\": {{\n    \"one\": {a},\n    \"two\": {b}{comma}\n  }}\n}}\n"
+            );
+            let wrapped = wrap_all(&text, Layout::Servers, &prefix());
+            let found = entries(&wrapped, Layout::Servers).expect("wrapped text parses");
+            prop_assert_eq!(found.len(), 2);
+            for e in &found {
+                prop_assert_eq!(&e.argv[..4], &["/usr/bin/serena-tray", "launch", "--share", "--"]);
+                prop_assert_eq!(&e.argv[4], "serena");
+            }
+            prop_assert_eq!(unwrap_all(wrapped, Layout::Servers), text);
+        }
+    }
 }

@@ -66,67 +66,41 @@ pub struct ConfigFile {
 }
 
 /// Where the clients keep their configs on this platform, for `home` (the user's home) and
-/// `project` (the current project), `appdata` being `%APPDATA%` on Windows.
-pub fn known_files(home: &Path, project: &Path, appdata: Option<&Path>) -> Vec<ConfigFile> {
-    let app_support = home.join("Library").join("Application Support");
+/// `project` (the current project, if any), `appdata` being `%APPDATA%` on Windows.
+pub fn known_files(home: &Path, project: Option<&Path>, appdata: Option<&Path>) -> Vec<ConfigFile> {
     let roaming = appdata.map_or_else(|| home.join("AppData").join("Roaming"), Path::to_owned);
     let config = if cfg!(target_os = "macos") {
-        app_support.clone()
+        home.join("Library").join("Application Support")
     } else if cfg!(windows) {
-        roaming.clone()
+        roaming
     } else {
         home.join(".config")
     };
-    let file = |client, scope, path: PathBuf, layout| ConfigFile {
-        client,
-        scope,
-        path,
-        layout,
-    };
+    let codex = std::env::var_os("CODEX_HOME").map_or_else(|| home.join(".codex"), PathBuf::from);
     use Client::*;
     use Layout::*;
-    vec![
-        file(ClaudeCode, "user", home.join(".claude.json"), ClaudeJson),
-        file(ClaudeCode, "project", project.join(".mcp.json"), McpServers),
-        file(
+    let mut files = vec![
+        (ClaudeCode, "user", home.join(".claude.json"), ClaudeJson),
+        (
             ClaudeDesktop,
             "user",
             config.join("Claude").join("claude_desktop_config.json"),
             McpServers,
         ),
-        file(
+        (
             Cursor,
             "user",
             home.join(".cursor").join("mcp.json"),
             McpServers,
         ),
-        file(
-            Cursor,
-            "project",
-            project.join(".cursor").join("mcp.json"),
-            McpServers,
-        ),
-        file(
+        (
             Vscode,
             "user",
             config.join("Code").join("User").join("mcp.json"),
             Servers,
         ),
-        file(
-            Vscode,
-            "project",
-            project.join(".vscode").join("mcp.json"),
-            Servers,
-        ),
-        file(
-            Codex,
-            "user",
-            std::env::var_os("CODEX_HOME")
-                .map_or_else(|| home.join(".codex"), PathBuf::from)
-                .join("config.toml"),
-            CodexToml,
-        ),
-        file(
+        (Codex, "user", codex.join("config.toml"), CodexToml),
+        (
             Windsurf,
             "user",
             home.join(".codeium")
@@ -134,7 +108,74 @@ pub fn known_files(home: &Path, project: &Path, appdata: Option<&Path>) -> Vec<C
                 .join("mcp_config.json"),
             McpServers,
         ),
-    ]
+    ];
+    if let Some(p) = project {
+        files.extend([
+            (ClaudeCode, "project", p.join(".mcp.json"), McpServers),
+            (
+                Cursor,
+                "project",
+                p.join(".cursor").join("mcp.json"),
+                McpServers,
+            ),
+            (
+                Vscode,
+                "project",
+                p.join(".vscode").join("mcp.json"),
+                Servers,
+            ),
+        ]);
+    }
+    files
+        .into_iter()
+        .map(|(client, scope, path, layout)| ConfigFile {
+            client,
+            scope,
+            path,
+            layout,
+        })
+        .collect()
+}
+
+/// The installed `serena-tray` wrapped entries run: the one on PATH (an absolute path), else
+/// the one next to this program, with a warning that it is not on PATH.
+pub fn installed_program() -> (String, Option<String>) {
+    if let Ok(p) = which::which("serena-tray") {
+        return (p.display().to_string(), None);
+    }
+    let exe = std::env::current_exe()
+        .map(|e| e.with_file_name(format!("serena-tray{}", std::env::consts::EXE_SUFFIX)))
+        .unwrap_or_else(|_| PathBuf::from("serena-tray"));
+    let warning = format!(
+        "serena-tray is not on PATH: the entries will run {} (install it to keep them working)",
+        exe.display()
+    );
+    (exe.display().to_string(), Some(warning))
+}
+
+/// The user's home (`HOME`, else `USERPROFILE`).
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The files of `clients` (all when empty) for the user and `project`, each planned for
+/// `change`; missing files left out.
+pub fn plan_all(
+    clients: &[Client],
+    project: Option<&Path>,
+    change: Option<Change>,
+    wrapping: &Wrapping,
+) -> Result<Vec<FileReport>, String> {
+    let home = home_dir().ok_or("cannot find the home directory (HOME)")?;
+    let appdata = std::env::var_os("APPDATA").map(PathBuf::from);
+    Ok(known_files(&home, project, appdata.as_deref())
+        .iter()
+        .filter(|f| clients.is_empty() || clients.contains(&f.client))
+        .filter_map(|f| plan(f, change, wrapping))
+        .collect())
 }
 
 /// Programs that run another command line given to them (`uvx --from X serena ...`).
@@ -212,6 +253,23 @@ pub struct Wrapping {
 }
 
 impl Wrapping {
+    /// The installed `serena-tray` (see [`installed_program`]), with `launch --share` and
+    /// `--web-dashboard-global=BOOL` as asked; and the warning of `installed_program`.
+    pub fn installed(
+        share: bool,
+        web_dashboard_global: Option<bool>,
+    ) -> (Wrapping, Option<String>) {
+        let (program, warning) = installed_program();
+        let mut options = Vec::new();
+        if share {
+            options.push("--share".to_owned());
+        }
+        if let Some(b) = web_dashboard_global {
+            options.push(format!("--web-dashboard-global={b}"));
+        }
+        (Wrapping { program, options }, warning)
+    }
+
     fn prefix(&self) -> Vec<String> {
         let mut p = vec!["launch".to_owned()];
         p.extend(self.options.iter().cloned());
@@ -232,7 +290,8 @@ fn is_launch(argv: &[String]) -> bool {
 
 /// Reads `file` and plans `change` (`None`: only look). A file that is missing gives `None`.
 pub fn plan(file: &ConfigFile, change: Option<Change>, wrapping: &Wrapping) -> Option<FileReport> {
-    let bytes = match files::read(&file.path) {
+    // Through a symbolic link: the user's configs are often links (dotfile managers).
+    let bytes = match std::fs::read(&file.path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => return Some(failed(file, format!("cannot read it: {e}"))),
@@ -284,7 +343,8 @@ pub fn plan(file: &ConfigFile, change: Option<Change>, wrapping: &Wrapping) -> O
                 .collect();
             (!wraps.is_empty()).then(|| edit::wrap(&text, &wraps))
         }
-        Some(Change::Unwrap) => unwrap_all(&text, file.layout, &serena),
+        Some(Change::Unwrap) => restore_backup(&file.path, &text, file.layout, &serena)
+            .or_else(|| unwrap_all(&text, file.layout, &serena)),
     };
     Some(FileReport {
         file: file.clone(),
@@ -297,6 +357,45 @@ pub fn plan(file: &ConfigFile, change: Option<Change>, wrapping: &Wrapping) -> O
 
 fn wrapped_serena(e: &Entry) -> bool {
     edit::wrapped_at(e).is_some_and(|at| runs_serena(&e.argv[1 + at..]))
+}
+
+/// The newest backup of `path`, if wrapping it the way its entries are wrapped now gives
+/// `text`: the file as it was, to the byte, nothing else having changed since.
+fn restore_backup(path: &Path, text: &str, layout: Layout, serena: &[&Entry]) -> Option<String> {
+    let launched = serena.iter().find(|e| is_launch(&e.argv))?;
+    let at = edit::wrapped_at(launched)?;
+    let program = &launched.argv[0];
+    let prefix = &launched.argv[1..1 + at];
+    let backup = newest_backup(path)?;
+    let before = String::from_utf8(std::fs::read(&backup).ok()?).ok()?;
+    let found = edit::entries(&before, layout).ok()?;
+    let wraps: Vec<(&Entry, &str, &[String])> = found
+        .iter()
+        .filter(|e| runs_serena(&e.argv))
+        .map(|e| (e, program.as_str(), prefix))
+        .collect();
+    (!wraps.is_empty() && edit::wrap(&before, &wraps) == text).then_some(before)
+}
+
+const BACKUP_MARK: &str = ".serena-tray-backup-";
+
+fn newest_backup(path: &Path) -> Option<PathBuf> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    std::fs::read_dir(path.parent()?)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let millis: u128 = n
+                .strip_prefix(&name)?
+                .strip_prefix(BACKUP_MARK)?
+                .parse()
+                .ok()?;
+            Some((millis, e.path()))
+        })
+        .max()
+        .map(|(_, p)| p)
 }
 
 /// Unwraps the wrapped Serena entries one by one (each edit moves the later spans).
@@ -344,10 +443,10 @@ pub fn write(report: &FileReport) -> std::io::Result<Option<PathBuf>> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".serena-tray-backup-{millis}"));
+    name.push(format!("{BACKUP_MARK}{millis}"));
     let backup = path.with_file_name(name);
     // Written as it was read: a change made to the file meanwhile is refused, not lost.
-    let now = files::read(&path)?;
+    let now = std::fs::read(&path)?;
     if now != report.text.as_bytes() {
         return Err(std::io::Error::other(
             "the file changed while it was being read; run configure again",
