@@ -108,8 +108,16 @@ walk(d.screen().root)
 d.flush()
 print(asked)
 "#;
+        self.x_script(SCRIPT, title)
+            .trim()
+            .parse()
+            .expect("a count")
+    }
+
+    /// Runs a python-xlib `script` (argument: `title`) on this display; its stdout.
+    fn x_script(&self, script: &str, title: &str) -> String {
         let out = Command::new(super::venv().join("bin/python3"))
-            .args(["-c", SCRIPT, title])
+            .args(["-c", script, title])
             .env("DISPLAY", &self.display)
             .output()
             .expect("python3 with python-xlib (the test command installs it)");
@@ -118,10 +126,7 @@ print(asked)
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("a count")
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The `WM_CLASS` (instance, class) of each top-level window titled `title`: what a desktop
@@ -147,17 +152,7 @@ def walk(w):
         walk(c)
 walk(d.screen().root)
 "#;
-        let out = Command::new(super::venv().join("bin/python3"))
-            .args(["-c", SCRIPT, title])
-            .env("DISPLAY", &self.display)
-            .output()
-            .expect("python3 with python-xlib (the test command installs it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        self.x_script(SCRIPT, title)
             .lines()
             .filter_map(|l| l.split_once('\t'))
             .map(|(i, c)| (i.to_owned(), c.to_owned()))
