@@ -16,8 +16,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Reads `/api/events` on a thread; yields (event type, data) pairs.
+/// The daemon's event stream, open (subscribed) when this returns: what happens after is on it.
 fn events(d: &Daemon) -> mpsc::Receiver<(String, Value)> {
     let (tx, rx) = mpsc::channel();
+    let (open_tx, open) = mpsc::channel();
     let url = d.url("/api/events");
     let token = d.token.clone();
     std::thread::spawn(move || {
@@ -32,6 +34,7 @@ fn events(d: &Daemon) -> mpsc::Receiver<(String, Value)> {
                 .send()
                 .await
                 .expect("events");
+            let _ = open_tx.send(());
             let mut buf = String::new();
             let mut kind = String::new();
             while let Ok(Some(chunk)) = resp.chunk().await {
@@ -51,6 +54,8 @@ fn events(d: &Daemon) -> mpsc::Receiver<(String, Value)> {
             }
         })
     });
+    open.recv_timeout(Duration::from_secs(10))
+        .expect("the event stream to open");
     rx
 }
 

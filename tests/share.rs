@@ -32,8 +32,9 @@ fn share_client(home: &Home, d: &Daemon, project: &str, extra: &[&str]) -> (Chil
     cmd.extend(extra);
     let port = d.port.to_string();
     let args = launch_args(home, &["--port", &port], &["--share"], &cmd);
-    let mut c = client(home, &tray_exe(), &strs(&args));
-    let stream = Stream::of(&mut c);
+    let log = home.path().join("share-clients.log");
+    let mut c = client_logged(home, &tray_exe(), &strs(&args), Some(&log));
+    let stream = Stream::of(&mut c).with_logs(vec![log, home.daemon_log(d.port)]);
     (c, stream)
 }
 

@@ -19,6 +19,8 @@ pub const ANSWER: Duration = Duration::from_secs(30);
 pub struct Stream {
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
+    /// Logs worth reading when an answer does not come (the client's stderr, the daemon's).
+    logs: Vec<PathBuf>,
 }
 
 impl Stream {
@@ -33,7 +35,17 @@ impl Stream {
                 }
             }
         });
-        Stream { stdin, lines }
+        Stream {
+            stdin,
+            lines,
+            logs: Vec::new(),
+        }
+    }
+
+    /// Names logs whose ends a timeout prints (they are gone with the test's home after).
+    pub fn with_logs(mut self, logs: Vec<PathBuf>) -> Stream {
+        self.logs = logs;
+        self
     }
 
     pub fn send(&mut self, msg: &Value) {
@@ -43,9 +55,22 @@ impl Stream {
 
     /// The next line, as the server wrote it.
     pub fn line(&self, timeout: Duration) -> String {
-        self.lines
-            .recv_timeout(timeout)
-            .expect("a line on the MCP stream")
+        self.lines.recv_timeout(timeout).unwrap_or_else(|e| {
+            let mut said = String::new();
+            for log in &self.logs {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let start = text.len().saturating_sub(4000);
+                let start = (start..text.len())
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(0);
+                said.push_str(&format!(
+                    "\n--- {} (end):\n{}",
+                    log.display(),
+                    &text[start..]
+                ));
+            }
+            panic!("no line on the MCP stream within {timeout:?} ({e}){said}")
+        })
     }
 
     /// initialize, initialized, tools/list: the two answers, exactly as written.
@@ -65,6 +90,15 @@ impl Stream {
 
 /// A stand-in MCP client running `program args...` with the test's pipes as its stdio.
 pub fn client(home: &Home, program: &Path, args: &[&str]) -> Child {
+    client_logged(home, program, args, None)
+}
+
+/// [`client`] with the program's stderr appended to `log`.
+pub fn client_logged(home: &Home, program: &Path, args: &[&str], log: Option<&Path>) -> Child {
+    let stderr = match log {
+        Some(l) => Stdio::from(files_append(l)),
+        None => Stdio::null(),
+    };
     let mut cmd = Command::new(venv().join("bin/python3"));
     home.env(&mut cmd);
     cmd.args([
@@ -75,9 +109,18 @@ pub fn client(home: &Home, program: &Path, args: &[&str]) -> Child {
     .args(args)
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
-    .stderr(Stdio::null())
+    .stderr(stderr)
+    .env("SERENA_TRAY_LOG", "debug")
     .spawn()
     .expect("the stand-in client")
+}
+
+fn files_append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("client log")
 }
 
 /// `serena-tray --serena-home H [global...] launch [opts...] -- cmd...` as argv for [`client`].
