@@ -220,9 +220,11 @@ impl Registry {
     }
 }
 
-/// How stale `last_heartbeat` in the registry may get before it is rewritten: keeps a steady
-/// refresh loop from rewriting the file every second when nothing else changed.
-const HEARTBEAT_WRITE_INTERVAL: Epoch = 2.0;
+/// How stale `last_heartbeat` in the registry may get before it is rewritten: a steady refresh
+/// loop rewrites the file for heartbeats alone at most this often (four times a minute), not
+/// every second. When one entry's heartbeat is due, every entry's is written with it, so that
+/// N instances seen at different moments still cost one write per interval, not N.
+pub(crate) const HEARTBEAT_WRITE_INTERVAL: Epoch = 15.0;
 
 /// One instance's entry to write: created, or updated in place.
 #[derive(Debug)]
@@ -255,6 +257,15 @@ pub(crate) fn registry_state(inst: &Instance) -> &'static str {
 
 /// Applies what a refresh learnt to the registry's entries (inside its lock).
 pub(crate) fn write_entries(entries: &mut Vec<RegistryEntry>, writes: &RegistryWrites) {
+    let heartbeats_due = writes.upsert.iter().any(|u| {
+        u.exact_started_at.is_none()
+            && u.inst.last_heartbeat.is_some_and(|hb| {
+                entries
+                    .iter()
+                    .find(|e| e.is_record_of(u.key, None))
+                    .is_none_or(|e| hb - e.last_heartbeat >= HEARTBEAT_WRITE_INTERVAL)
+            })
+    });
     for key in &writes.remove {
         entries.retain(|e| !e.is_record_of(*key, None));
     }
@@ -280,10 +291,8 @@ pub(crate) fn write_entries(entries: &mut Vec<RegistryEntry>, writes: &RegistryW
             e.context = inst.context.clone();
             e.modes = inst.modes.clone();
             e.project_name = inst.project_name.clone();
-            if let Some(hb) = inst.last_heartbeat {
-                if hb - e.last_heartbeat >= HEARTBEAT_WRITE_INTERVAL {
-                    e.last_heartbeat = hb;
-                }
+            if let Some(hb) = inst.last_heartbeat.filter(|_| heartbeats_due) {
+                e.last_heartbeat = hb;
             }
         }
         e.state = registry_state(inst).to_string();

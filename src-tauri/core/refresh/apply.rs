@@ -65,8 +65,13 @@ pub(crate) fn apply(
         }
         let before = t.inst.clone();
         if t.alive {
-            let result = results.remove(&key).unwrap_or_default();
-            observe(t, &scan.snap, result, now);
+            match results.remove(&key) {
+                Some(result) => fold_probe(t, result, now),
+                // A steady instance not asked this time: its dashboard as last seen.
+                None if t.probe_skipped => {}
+                None => fold_probe(t, ProbeResult::default(), now),
+            }
+            observe(t, &scan.snap, now);
         }
         t.inst.cost = if t.alive {
             scan.costs.get(&key.pid).cloned()
@@ -249,8 +254,8 @@ fn upsert_for(t: &Tracked, key: ProcessId, scan: &Scan) -> Option<Upsert> {
     })
 }
 
-/// Folds one probe result and the process table into a live instance's record.
-fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
+/// Folds one probe result into a live instance's record.
+fn fold_probe(t: &mut Tracked, result: ProbeResult, now: Epoch) {
     t.inst.port = result.port;
     match (&result.status, result.port) {
         (Some(status), _) => {
@@ -285,7 +290,11 @@ fn observe(t: &mut Tracked, snap: &Snapshot, result: ProbeResult, now: Epoch) {
         t.overview_for = OverviewFor::Project(status.active_project.clone());
         t.overview = Some(ov);
     }
+}
 
+/// Folds the process table (and what the dashboard said) into a live instance's record: its
+/// project path, context and modes, and whether its client is gone.
+fn observe(t: &mut Tracked, snap: &Snapshot, now: Epoch) {
     // Project path, context and modes: the dashboard's word, else the command line.
     let ov = t.overview.as_ref();
     let overview_path = ov

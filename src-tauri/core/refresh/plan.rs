@@ -10,6 +10,23 @@ use crate::core::model::{Epoch, ProcessId, Source};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use std::collections::HashSet;
 
+/// How often a steady instance's dashboard is asked (its exit is seen at once through its
+/// pidfd, so this is for its project, its activity and a dashboard that stops answering): one
+/// that is new, has no dashboard yet, is starting or has gone silent is asked every refresh.
+pub(crate) const STEADY_PROBE_INTERVAL: Epoch = 5.0;
+
+/// Whether an instance's dashboard is asked this refresh (see [`STEADY_PROBE_INTERVAL`]).
+fn probe_due(t: &super::tracked::Tracked, now: Epoch) -> bool {
+    let steady = t.last_ok.is_some()
+        && t.silent_since.is_none()
+        && t.inst.port.is_some()
+        && t.launch_root.is_none()
+        && t.inst.state.is_live();
+    !steady
+        || t.probed_at
+            .is_none_or(|at| now - at >= STEADY_PROBE_INTERVAL)
+}
+
 /// One instance's dashboard probe, as planned.
 #[derive(Debug, PartialEq)]
 pub(crate) struct ProbeJob {
@@ -131,6 +148,14 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
         .tracked
         .iter_mut()
         .filter(|(k, t)| t.alive && present.contains(k) && scan.snap.get_id(**k).is_some())
+        .filter_map(|(k, t)| {
+            t.probe_skipped = !probe_due(t, now);
+            if t.probe_skipped {
+                return None;
+            }
+            t.probed_at = Some(now);
+            Some((k, t))
+        })
         .map(|(k, t)| {
             let mut ports: Vec<u16> = scan
                 .ports

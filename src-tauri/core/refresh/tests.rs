@@ -397,7 +397,9 @@ fn silence_past_the_grace_is_unresponsive_and_an_answer_brings_it_back() {
     let mut model = Model::default();
     refresh(&mut model, &world, T0, &[(200, answers(Some("demo")))]);
 
-    let d = refresh(&mut model, &world, T0 + 4.0, &[(200, silent())]);
+    // A steady dashboard is asked again 5 s on (STEADY_PROBE_INTERVAL), a silent one every
+    // refresh from then on.
+    let d = refresh(&mut model, &world, T0 + 5.0, &[(200, silent())]);
     assert_eq!(said(&d), Vec::<String>::new());
     assert!(
         d.rescan,
@@ -651,7 +653,7 @@ fn only_what_is_shown_changing_is_an_event() {
     let mut model = Model::default();
     refresh(&mut model, &world, T0, &[(200, answers(Some("a")))]);
 
-    let d = refresh(&mut model, &world, T0 + 1.0, &[(200, answers(Some("a")))]);
+    let d = refresh(&mut model, &world, T0 + 5.0, &[(200, answers(Some("a")))]);
     assert_eq!(
         said(&d),
         Vec::<String>::new(),
@@ -662,13 +664,13 @@ fn only_what_is_shown_changing_is_an_event() {
     if let Some(st) = busy.status.as_mut() {
         st.max_idx = 7;
     }
-    let d = refresh(&mut model, &world, T0 + 2.0, &[(200, busy)]);
+    let d = refresh(&mut model, &world, T0 + 10.0, &[(200, busy)]);
     assert_eq!(
         said(&d),
         Vec::<String>::new(),
         "activity is a time, not an event"
     );
-    assert_eq!(instance(&model, id(&s)).last_activity, Some(T0 + 2.0));
+    assert_eq!(instance(&model, id(&s)).last_activity, Some(T0 + 10.0));
 
     let mut with_overview = answers(Some("b"));
     with_overview.overview = Some(ConfigSummary {
@@ -677,7 +679,7 @@ fn only_what_is_shown_changing_is_an_event() {
         context: Some("agent".into()),
         modes: vec!["planning".into()],
     });
-    let d = refresh(&mut model, &world, T0 + 3.0, &[(200, with_overview)]);
+    let d = refresh(&mut model, &world, T0 + 15.0, &[(200, with_overview)]);
     assert_eq!(said(&d), ["updated 200"]);
     let i = instance(&model, id(&s));
     assert_eq!(i.project_path.as_deref(), Some("/w/b"));
@@ -685,7 +687,7 @@ fn only_what_is_shown_changing_is_an_event() {
         (i.context.as_deref(), i.modes.as_slice()),
         (Some("agent"), &["planning".to_string()][..])
     );
-    let jobs = plan(&mut model, &world.scan(), T0 + 4.0);
+    let jobs = plan(&mut model, &world.scan(), T0 + 20.0);
     assert_eq!(jobs[0].known, Some(DASH));
     assert!(
         jobs[0].overview_for.is_current(&Some("b".into())),
@@ -693,7 +695,7 @@ fn only_what_is_shown_changing_is_an_event() {
     );
     assert!(!jobs[0].overview_for.is_current(&None));
 
-    let d = refresh(&mut model, &world, T0 + 4.0, &[(200, answers(None))]);
+    let d = refresh(&mut model, &world, T0 + 25.0, &[(200, answers(None))]);
     assert_eq!(said(&d), ["200: live_with_project -> live_no_project"]);
 }
 
@@ -791,9 +793,41 @@ fn a_steady_refresh_loop_does_not_rewrite_the_heartbeat_every_second() {
         world.registry,
         "nothing to write"
     );
-    let d = refresh(&mut model, &world, T0 + 2.0, &dash);
+    let d = refresh(&mut model, &world, T0 + 10.0, &dash);
+    assert_eq!(written(&world.registry, &d), world.registry, "not due yet");
+    let d = refresh(&mut model, &world, T0 + 15.0, &dash);
     world.registry = written(&world.registry, &d);
-    assert_eq!(world.registry[0].last_heartbeat, T0 + 2.0);
+    assert_eq!(world.registry[0].last_heartbeat, T0 + 15.0);
+}
+
+#[test]
+fn heartbeats_due_at_different_moments_are_written_together() {
+    let (a, b) = (serena(200, 100, ""), serena(300, 101, ""));
+    let mut world = World::of([init(), client(100), client(101), a.clone()]);
+    world.ports = vec![(200, DASH), (300, DASH + 1)];
+    let dash = [(200, answers(None)), (300, answers(None))];
+    let mut model = Model::default();
+    let d = refresh(&mut model, &world, T0, &dash);
+    world.registry = written(&[], &d);
+    // The second is first seen 7 s later.
+    world.procs.push(b.clone());
+    let d = refresh(&mut model, &world, T0 + 7.0, &dash);
+    world.registry = written(&world.registry, &d);
+    assert_eq!(world.registry.len(), 2);
+    let mut writes = 0;
+    for t in 8..=30 {
+        let d = refresh(&mut model, &world, T0 + f64::from(t), &dash);
+        let next = written(&world.registry, &d);
+        if next != world.registry {
+            writes += 1;
+        }
+        world.registry = next;
+    }
+    // The write that added the second carried the first's heartbeat too (T0 + 7): the next,
+    // for both, is due 15 s later.
+    assert_eq!(writes, 1, "one write for both, at T0 + 22");
+    let beats: Vec<f64> = world.registry.iter().map(|e| e.last_heartbeat).collect();
+    assert_eq!(beats, [T0 + 22.0, T0 + 22.0]);
 }
 
 fn cost_of(mb: u64) -> Cost {
@@ -986,4 +1020,29 @@ fn idle_shutdown_is_off_by_default_the_setting_applies_and_a_session_or_launcher
     );
     // A minute for all: not the launcher's pinned one (0: never), not the session (10 min).
     assert_eq!(due(Some(Duration::from_secs(60))), [200]);
+}
+
+#[test]
+fn a_steady_dashboard_is_asked_every_five_seconds_a_silent_one_every_refresh() {
+    let s = serena(200, 100, "");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    world.ports = vec![(200, DASH)];
+    let mut model = Model::default();
+    let asked = |model: &mut Model, world: &World, t: f64, answer: ProbeResult| {
+        let scan = world.scan();
+        let jobs = plan(model, &scan, T0 + t);
+        let n = jobs.len();
+        let results = jobs.iter().map(|j| (j.key, answer.clone())).collect();
+        apply(model, &scan, results, T0 + t, GRACE, None);
+        n
+    };
+    let times: Vec<usize> = (0..=10)
+        .map(|t| asked(&mut model, &world, f64::from(t), answers(None)))
+        .collect();
+    assert_eq!(times, [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+    // Silent once asked: asked every refresh until it answers again.
+    assert_eq!(asked(&mut model, &world, 15.0, silent()), 1);
+    assert_eq!(asked(&mut model, &world, 16.0, silent()), 1);
+    assert_eq!(asked(&mut model, &world, 17.0, answers(None)), 1);
+    assert_eq!(asked(&mut model, &world, 18.0, answers(None)), 0);
 }

@@ -72,6 +72,10 @@ pub(crate) struct Tracked {
     /// The idle stretch (by its start) already announced, and the one already shut down.
     pub(crate) idle_warned: Option<Epoch>,
     pub(crate) idle_expired: Option<Epoch>,
+    /// When its dashboard was last asked (planned), and whether this refresh left it out (a
+    /// steady instance is asked every [`super::plan::STEADY_PROBE_INTERVAL`]).
+    pub(crate) probed_at: Option<Epoch>,
+    pub(crate) probe_skipped: bool,
 }
 
 /// Which active project the overview an instance's record holds was fetched for.
@@ -246,6 +250,8 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         launcher,
         idle_warned: None,
         idle_expired: None,
+        probed_at: None,
+        probe_skipped: false,
     }
 }
 
@@ -297,5 +303,7 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         launcher: None,
         idle_warned: None,
         idle_expired: None,
+        probed_at: None,
+        probe_skipped: false,
     }
 }
