@@ -19,7 +19,7 @@ use common::*;
 use serde_json::{json, Value};
 use serena_tray::core::Core;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -403,32 +403,6 @@ fn death_phase(cfg: &Config, out: &mut Vec<Metric>) {
     );
 }
 
-/// A fake client (a Python parent) and the fake Serena it runs, with `env`.
-fn client_with_serena(home: &Home, reaper: &mut Reaper, env: &[(&str, &str)]) -> (u32, u32) {
-    let mut cmd = Command::new("python3");
-    home.env(&mut cmd);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let client = cmd
-        .args([
-            "-c",
-            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
-        ])
-        .arg("python3")
-        .arg(fake_serena_script())
-        .arg("start-mcp-server")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("client");
-    let client = reaper.adopt(client);
-    let serena = serena_under(client);
-    reaper.watch(serena);
-    (client, serena)
-}
-
 const GRACE: f64 = 1.0;
 
 fn graceful_daemon(home: &Home) -> Daemon {
@@ -448,7 +422,7 @@ fn orphan_phase(cfg: &Config, out: &mut Vec<Metric>) {
     let mut over = Vec::new();
     for _ in 0..runs {
         let mut reaper = Reaper::default();
-        let (client, serena) = client_with_serena(&home, &mut reaper, &[]);
+        let (client, serena) = spawn_fake_client(&home, &mut reaper);
         if wait_event(&rx, Duration::from_secs(30), |v| {
             is(v, "instance_added", serena)
         })
@@ -492,7 +466,7 @@ fn kill_all_phase(out: &mut Vec<Metric>) {
     let mut reaper = Reaper::default();
     let mut pairs = Vec::new();
     for _ in 0..n {
-        pairs.push(client_with_serena(
+        pairs.push(spawn_fake_client_with(
             &home,
             &mut reaper,
             &[("FAKE_SERENA_CHILDREN", "2")],

@@ -212,7 +212,10 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
     let mut news = Command::new(venv().join("bin/python3"));
     home.env(&mut news);
     let made = news
-        .args(["-c", "from serena.dashboard import ReadNews; ReadNews.load()"])
+        .args([
+            "-c",
+            "from serena.dashboard import ReadNews; ReadNews.load()",
+        ])
         .output()
         .expect("python3");
     assert!(made.status.success(), "{made:?}");

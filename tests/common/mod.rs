@@ -227,8 +227,20 @@ pub fn kill_one(pid: u32) {
 /// A client process that starts a fake Serena and waits on it, as an MCP client does:
 /// (client, Serena).
 pub fn spawn_fake_client(home: &Home, reaper: &mut Reaper) -> (u32, u32) {
+    spawn_fake_client_with(home, reaper, &[])
+}
+
+/// [`spawn_fake_client`] with extra environment for both (e.g. `FAKE_SERENA_CHILDREN`).
+pub fn spawn_fake_client_with(
+    home: &Home,
+    reaper: &mut Reaper,
+    env: &[(&str, &str)],
+) -> (u32, u32) {
     let mut cmd = Command::new("python3");
     home.env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let client = cmd
         .args([
             "-c",
