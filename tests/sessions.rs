@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[test]
@@ -299,4 +299,31 @@ fn a_lease_not_renewed_releases_its_session_and_renewing_keeps_it() {
         Some(json!({"session_id": kept})),
     );
     assert_eq!(status, 200);
+}
+
+/// A Serena that has no dashboard (the loser of Serena's dashboard port race runs so; here
+/// `web_dashboard: false` makes it on demand) is still a session: ready once its MCP port has
+/// listened a moment, and it answers MCP.
+#[test]
+fn a_session_whose_serena_runs_without_a_dashboard_is_ready_and_answers_mcp() {
+    let home = home_with_serena();
+    let project = home.jedi_project("dashboardless");
+    let config = home.serena_home().join("serena_config.yml");
+    let text = std::fs::read_to_string(&config).expect("serena_config.yml");
+    assert!(text.contains("\nweb_dashboard: true"), "Serena's own key");
+    let text = text.replace("\nweb_dashboard: true", "\nweb_dashboard: false");
+    std::fs::write(&config, text).expect("serena_config.yml");
+    let d = home.daemon();
+    let (status, s) = d.call(
+        "POST",
+        "/request-session",
+        Some(json!({"project_path": project.to_str().expect("utf8")})),
+    );
+    assert_eq!(status, 201, "{s:?}");
+    let url = s["url"].as_str().expect("url");
+    assert!(!tools_over_mcp(url).is_empty());
+    let pid = s["pid"].as_u64().expect("pid");
+    let (_, inst) = d.call("GET", &format!("/api/instances/{pid}"), None);
+    assert_eq!(inst["port"], Value::Null, "no dashboard: {inst}");
+    assert_ne!(inst["state"], "zombie", "{inst}");
 }

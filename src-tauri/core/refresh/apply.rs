@@ -198,6 +198,10 @@ fn gone(t: &Tracked, key: ProcessId, scan: &Scan) -> Option<Gone> {
 /// The state and reason of a record as observed. A session being launched is `starting` until
 /// its dashboard answers and its MCP endpoint listens: the moment it turns live is the event
 /// its launcher waits for.
+/// How long a launched Serena's MCP server listens with no dashboard found before it counts as
+/// running without one.
+const NO_DASHBOARD_AFTER: Epoch = 3.0;
+
 fn state_of(t: &Tracked, now: Epoch, grace: Duration) -> (State, Option<ZombieReason>) {
     let obs = Observation {
         alive: t.alive,
@@ -206,7 +210,19 @@ fn state_of(t: &Tracked, now: Epoch, grace: Duration) -> (State, Option<ZombieRe
         has_project: t.inst.project_name.is_some(),
     };
     let (state, reason) = classify::classify(&obs, now, grace);
-    let ready = t.last_ok.is_some() && (t.args.mcp_port.is_none() || t.mcp_listening);
+    let ready = match t.args.mcp_port {
+        None => t.last_ok.is_some(),
+        // Serena starts its dashboard before its MCP server: one whose MCP server has listened
+        // a while with no dashboard among its sockets lost the dashboard port race (it runs
+        // without one, as Serena does) and is ready all the same.
+        Some(_) => {
+            t.mcp_listening
+                && (t.last_ok.is_some()
+                    || (t.inst.port.is_none()
+                        && t.mcp_listening_since
+                            .is_some_and(|since| now - since >= NO_DASHBOARD_AFTER)))
+        }
+    };
     if t.launch_root.is_some() && state.is_live() && !ready {
         return (State::Starting, reason);
     }

@@ -164,6 +164,11 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
                 .unwrap_or_default();
             if let Some(mcp) = t.args.mcp_port {
                 t.mcp_listening = ports.contains(&mcp);
+                t.mcp_listening_since = if t.mcp_listening {
+                    t.mcp_listening_since.or(Some(now))
+                } else {
+                    None
+                };
                 ports.retain(|p| *p != mcp);
             }
             ProbeJob {

@@ -1046,3 +1046,23 @@ fn a_steady_dashboard_is_asked_every_five_seconds_a_silent_one_every_refresh() {
     assert_eq!(asked(&mut model, &world, 17.0, answers(None)), 1);
     assert_eq!(asked(&mut model, &world, 18.0, answers(None)), 0);
 }
+
+#[test]
+fn a_launched_session_that_lost_the_dashboard_race_is_ready_once_its_mcp_port_has_listened_a_while()
+{
+    let s = serena(701, 100, "--transport streamable-http --port 8123");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    let mut model = Model::default();
+    model.launching.insert(id(&s));
+    model.sessions.insert(id(&s), "session-1".into());
+    let d = refresh(&mut model, &world, T0, &[]);
+    assert_eq!(said(&d), ["added 701 starting"]);
+    // Its MCP port listens, and nothing else: no dashboard (another Serena got the port).
+    world.ports = vec![(701, 8123)];
+    refresh(&mut model, &world, T0 + 1.0, &[]);
+    refresh(&mut model, &world, T0 + 3.5, &[]);
+    assert_eq!(instance(&model, id(&s)).state, State::Starting);
+    let d = refresh(&mut model, &world, T0 + 4.0, &[]);
+    assert_eq!(said(&d), ["701: starting -> live_no_project"]);
+    assert_eq!(instance(&model, id(&s)).port, None);
+}

@@ -63,6 +63,8 @@ pub(crate) struct Tracked {
     pub(crate) base_source: Source,
     /// Whether its MCP port (HTTP transports) was seen listening at the last scan.
     pub(crate) mcp_listening: bool,
+    /// Since when it has (as of the scans).
+    pub(crate) mcp_listening_since: Option<Epoch>,
     /// The process a session launch started, when this instance is it or runs under it.
     pub(crate) launch_root: Option<ProcessId>,
     /// The cost last published in an event (the page shows that one).
@@ -245,6 +247,7 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         registered: Registered::No,
         base_source: source,
         mcp_listening: false,
+        mcp_listening_since: None,
         launch_root: None,
         cost_told: None,
         launcher,
@@ -298,6 +301,7 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         registered: Registered::No,
         base_source: Source::Registry,
         mcp_listening: false,
+        mcp_listening_since: None,
         launch_root: None,
         cost_told: None,
         launcher: None,
