@@ -4,8 +4,9 @@
 //! the table goes to stdout with a progress line per phase on stderr, and the figures to
 //! `<target>/bench/system.json`: `[{"metric","value","unit","n","goal","note"}]`.
 //!
-//! Usage: `cargo bench --bench system [-- --quick]` (`--quick`: the same metrics, fewer runs
-//! and shorter windows).
+//! Usage: `cargo bench --bench system [-- [--quick] [PHASE...]]` (`--quick`: the same metrics,
+//! fewer runs and shorter windows; a PHASE word, e.g. `idle`, runs only the phases whose name
+//! contains it).
 //!
 //! Memory is PSS (`/proc/PID/smaps_rollup`), with RSS and USS (private) in the note; CPU is
 //! `/proc/PID/stat`'s utime + stime over wall time. Discovery is scoped to this run's own
@@ -301,6 +302,7 @@ fn idle_phase(cfg: &Config, out: &mut Vec<Metric>) {
         || (live_count(&d) >= n).then_some(()),
     );
     std::thread::sleep(Duration::from_secs(3));
+    progress(&format!("idle window: daemon PID {}", d.pid));
     let registry = home.registry_path();
     let inode =
         || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&registry).expect("registry"));
@@ -634,18 +636,33 @@ fn target_dir() -> PathBuf {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    // `cargo bench` passes `--bench`; nothing else is an option here.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `cargo bench` passes `--bench`; any other word names the phases to run (all if none).
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let run = |phase: &str| only.is_empty() || only.iter().any(|o| phase.contains(o.as_str()));
     let cfg = Config { quick };
     let started = Instant::now();
     let mut out = Vec::new();
-    death_phase(&cfg, &mut out);
-    orphan_phase(&cfg, &mut out);
-    kill_all_phase(&mut out);
-    idle_phase(&cfg, &mut out);
     let mut points = Vec::new();
-    refresh_phase(&cfg, &mut out, &mut points);
-    churn_phase(&cfg, &mut out);
+    if run("death") {
+        death_phase(&cfg, &mut out);
+    }
+    if run("orphan") {
+        orphan_phase(&cfg, &mut out);
+    }
+    if run("kill") {
+        kill_all_phase(&mut out);
+    }
+    if run("idle") {
+        idle_phase(&cfg, &mut out);
+    }
+    if run("refresh") {
+        refresh_phase(&cfg, &mut out, &mut points);
+    }
+    if run("churn") {
+        churn_phase(&cfg, &mut out);
+    }
 
     println!(
         "\nsystem benchmark{} ({:.0} s), release build, {} cores",
@@ -686,7 +703,10 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("target/bench");
     let path = dir.join("system.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).expect("json")).expect("write");
-    let plot = dir.join("refresh.svg");
-    std::fs::write(&plot, svg(&points)).expect("write");
-    eprintln!("wrote {} and {}", path.display(), plot.display());
+    eprintln!("wrote {}", path.display());
+    if !points.is_empty() {
+        let plot = dir.join("refresh.svg");
+        std::fs::write(&plot, svg(&points)).expect("write");
+        eprintln!("wrote {}", plot.display());
+    }
 }

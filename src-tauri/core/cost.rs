@@ -46,7 +46,10 @@ impl CostMeter {
             self.cpu.clear();
             return HashMap::new();
         }
-        let kind = ProcessRefreshKind::nothing().with_memory().with_cpu();
+        let kind = ProcessRefreshKind::nothing()
+            .with_memory()
+            .with_cpu()
+            .without_tasks();
         sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), false, kind);
         let now = Instant::now();
         let mut seen = HashMap::with_capacity(ids.len());

@@ -157,6 +157,17 @@ impl Core {
             .map(|t| t.inst.clone())
     }
 
+    /// Notes that this instance's page is open (its overview or logs were asked for): its
+    /// dashboard is then asked every refresh rather than every few seconds.
+    pub fn mark_viewed(&self, pid: u32) {
+        let Some(key) = self.tracked_id(pid) else {
+            return;
+        };
+        if let Some(t) = lock(&self.inner.model).tracked.get_mut(&key) {
+            t.viewed_at = Some(super::model::now());
+        }
+    }
+
     /// The MCP client that started this instance, as first seen (its exit orphans the instance).
     pub(crate) fn client_of(&self, id: ProcessId) -> Option<ProcessId> {
         lock(&self.inner.model)

@@ -58,7 +58,9 @@ impl Scope {
         };
         let wanted = format!("{SCOPE_VAR}={value}");
         let ids: Vec<sysinfo::Pid> = pids.iter().map(|p| sysinfo::Pid::from_u32(*p)).collect();
-        let kind = ProcessRefreshKind::nothing().with_environ(UpdateKind::Always);
+        let kind = ProcessRefreshKind::nothing()
+            .with_environ(UpdateKind::Always)
+            .without_tasks();
         sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), false, kind);
         Some(
             pids.iter()
@@ -90,6 +92,182 @@ pub struct Snapshot {
     procs: HashMap<u32, Proc>,
 }
 
+/// How long after its start a process's command line (and environment) is read again on every
+/// look: a PID caught between fork and exec shows its parent's until it execs.
+pub(crate) const YOUNG_SECS: u64 = 5;
+
+/// The longest a [`ProcTable`] goes without reading the whole table.
+const FULL_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The process table kept between looks, so that a look reads only what can have changed.
+///
+/// On Linux a look lists `/proc` (one directory read) and reads only the new PIDs, the young
+/// ones (see [`YOUNG_SECS`]) and the watched ones with their parents (instances and their
+/// clients: an orphan is seen by its parent); everything else is carried over, and the whole
+/// table is read again every [`FULL_READ_EVERY`] (parents of unwatched processes, an exec long
+/// after start). A process that exited is gone at the next look (its PID is no longer listed),
+/// a watched one also when it exited unreaped. Elsewhere every look reads the whole table.
+pub struct ProcTable {
+    /// See [`YOUNG_SECS`] (a parameter for the tests).
+    young_secs: u64,
+    snap: std::sync::Arc<Snapshot>,
+    full_at: Option<std::time::Instant>,
+    /// The processes whose working directory was read (by identity) since the last full read.
+    cwd_read: HashSet<ProcessId>,
+    /// Listed PIDs read and found not to be processes of the snapshot (kernel threads, exited
+    /// ones not reaped yet): not read again until the next full read.
+    skipped: HashSet<u32>,
+}
+
+impl Default for ProcTable {
+    fn default() -> ProcTable {
+        ProcTable {
+            young_secs: YOUNG_SECS,
+            snap: Default::default(),
+            full_at: None,
+            cwd_read: HashSet::new(),
+            skipped: HashSet::new(),
+        }
+    }
+}
+
+impl ProcTable {
+    /// The table now (blocking). Working directories are not read here, see
+    /// [`ProcTable::fill_cwd`].
+    pub fn look(&mut self, sys: &mut System, watched: &[u32]) -> std::sync::Arc<Snapshot> {
+        let due = self.full_at.is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
+        if due || !cfg!(target_os = "linux") {
+            self.snap = std::sync::Arc::new(Snapshot::capture(sys));
+            self.full_at = Some(std::time::Instant::now());
+            self.cwd_read.clear();
+            self.skipped = sys
+                .processes()
+                .keys()
+                .map(|p| p.as_u32())
+                .filter(|p| self.snap.get(*p).is_none())
+                .collect();
+        } else if let Some(listed) = listed_pids() {
+            self.look_again(sys, &listed, watched);
+        } else {
+            self.snap = std::sync::Arc::new(Snapshot::capture(sys));
+        }
+        self.snap.clone()
+    }
+
+    /// An incremental look: see the type's docs.
+    fn look_again(&mut self, sys: &mut System, listed: &HashSet<u32>, watched: &[u32]) {
+        let young_since = super::model::now() as u64 - self.young_secs;
+        let snap = std::sync::Arc::make_mut(&mut self.snap);
+        // Gone: sysinfo forgets them too (asked about with `remove_dead`, it drops what it
+        // cannot read), so churn does not grow its table.
+        let gone: Vec<u32> = snap
+            .procs
+            .keys()
+            .chain(&self.skipped)
+            .filter(|pid| !listed.contains(pid))
+            .copied()
+            .collect();
+        for pid in &gone {
+            snap.procs.remove(pid);
+            self.skipped.remove(pid);
+        }
+        let mut again: HashSet<u32> = listed
+            .iter()
+            .filter(|pid| match snap.procs.get(pid) {
+                Some(p) => p.start_time >= young_since,
+                None => !self.skipped.contains(pid),
+            })
+            .copied()
+            .collect();
+        for pid in watched {
+            again.insert(*pid);
+            if let Some(pp) = snap.procs.get(pid).and_then(|p| p.ppid) {
+                again.insert(pp);
+            }
+        }
+        let ids: Vec<sysinfo::Pid> = again
+            .iter()
+            .chain(&gone)
+            .map(|p| sysinfo::Pid::from_u32(*p))
+            .collect();
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, table_kind());
+        for pid in again {
+            match sys.process(sysinfo::Pid::from_u32(pid)).and_then(as_proc) {
+                Some(mut fresh) => {
+                    if let Some(old) = snap.procs.get(&pid).filter(|o| o.id() == fresh.id()) {
+                        fresh.cwd = old.cwd.clone();
+                    }
+                    snap.procs.insert(pid, fresh);
+                }
+                None => {
+                    snap.procs.remove(&pid);
+                    if listed.contains(&pid) {
+                        self.skipped.insert(pid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the working directory of those of `pids` not read since the last full read (it
+    /// is only needed for a few, and a Serena does not change it).
+    pub fn fill_cwd(&mut self, sys: &mut System, pids: &[u32]) -> std::sync::Arc<Snapshot> {
+        let snap = std::sync::Arc::make_mut(&mut self.snap);
+        let unread: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| {
+                snap.get(*pid)
+                    .is_some_and(|p| !self.cwd_read.contains(&p.id()))
+            })
+            .collect();
+        if !unread.is_empty() {
+            snap.fill_cwd(sys, &unread);
+            self.cwd_read
+                .extend(unread.iter().filter_map(|p| snap.get(*p)).map(Proc::id));
+        }
+        self.cwd_read.retain(|id| snap.get_id(*id).is_some());
+        self.snap.clone()
+    }
+}
+
+/// The PIDs listed in `/proc` (Linux), without reading anything of them.
+fn listed_pids() -> Option<HashSet<u32>> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    Some(
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
+}
+
+/// What a look reads of a process: its stat line (always) and its command line; never its
+/// threads (each would be read as a process of its own).
+fn table_kind() -> ProcessRefreshKind {
+    ProcessRefreshKind::nothing()
+        .with_cmd(UpdateKind::Always)
+        .without_tasks()
+}
+
+/// A process as a snapshot keeps it; `None` for a thread or an exited, unreaped process (a
+/// "zombie" in the kernel's sense), gone for every purpose here.
+fn as_proc(p: &sysinfo::Process) -> Option<Proc> {
+    if p.thread_kind().is_some() || p.status() == ProcessStatus::Zombie {
+        return None;
+    }
+    Some(Proc {
+        pid: p.pid().as_u32(),
+        ppid: p.parent().map(|pp| pp.as_u32()),
+        start_time: p.start_time(),
+        name: p.name().to_string_lossy().into_owned(),
+        cmdline: p
+            .cmd()
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect(),
+        cwd: None,
+    })
+}
+
 /// Names of processes that adopt orphans (init and the usual subreapers). A stdio Serena whose
 /// parent is one of these has lost its client.
 const ADOPTERS: [&str; 8] = [
@@ -109,30 +287,12 @@ impl Snapshot {
     pub fn capture(sys: &mut System) -> Snapshot {
         // Command lines are re-read every time: a PID caught between fork and exec would
         // otherwise keep its parent's command line forever.
-        let kind = ProcessRefreshKind::nothing().with_cmd(UpdateKind::Always);
-        sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+        sys.refresh_processes_specifics(ProcessesToUpdate::All, true, table_kind());
         let procs = sys
             .processes()
-            .iter()
-            // Threads are not processes; an exited process its parent has not reaped yet
-            // (a "zombie" in the kernel's sense) is gone for every purpose here.
-            .filter(|(_, p)| p.thread_kind().is_none() && p.status() != ProcessStatus::Zombie)
-            .map(|(pid, p)| {
-                let pid = pid.as_u32();
-                let proc = Proc {
-                    pid,
-                    ppid: p.parent().map(|pp| pp.as_u32()),
-                    start_time: p.start_time(),
-                    name: p.name().to_string_lossy().into_owned(),
-                    cmdline: p
-                        .cmd()
-                        .iter()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .collect(),
-                    cwd: None,
-                };
-                (pid, proc)
-            })
+            .values()
+            .filter_map(as_proc)
+            .map(|p| (p.pid, p))
             .collect();
         Snapshot { procs }
     }
@@ -140,7 +300,9 @@ impl Snapshot {
     /// Reads the working directory of just these processes (it is only needed for a few).
     pub fn fill_cwd(&mut self, sys: &mut System, pids: &[u32]) {
         let ids: Vec<sysinfo::Pid> = pids.iter().map(|p| sysinfo::Pid::from_u32(*p)).collect();
-        let kind = ProcessRefreshKind::nothing().with_cwd(UpdateKind::Always);
+        let kind = ProcessRefreshKind::nothing()
+            .with_cwd(UpdateKind::Always)
+            .without_tasks();
         sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), false, kind);
         for pid in pids {
             let cwd = sys
@@ -318,6 +480,64 @@ mod tests {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_look_after_the_first_reads_new_gone_and_watched_processes() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let mut sys = System::new();
+        // Nothing counts as young: only new and watched processes are read again.
+        let mut table = ProcTable {
+            young_secs: 0,
+            ..ProcTable::default()
+        };
+        table.look(&mut sys, &[]);
+        // A shell that starts a sleep in the background and waits for a line before it exits.
+        let mut sh = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; read x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let mut line = String::new();
+        std::io::BufReader::new(sh.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the sleep's PID");
+        let sleep: u32 = line.trim().parse().expect("a PID");
+        let wait = |f: &mut dyn FnMut() -> bool| {
+            let start = std::time::Instant::now();
+            while !f() {
+                assert!(start.elapsed() < std::time::Duration::from_secs(10));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        wait(&mut || {
+            let snap = table.look(&mut sys, &[]);
+            snap.get(sleep)
+                .is_some_and(|p| p.cmdline == ["sleep", "30"])
+        });
+        let snap = table.look(&mut sys, &[]);
+        assert_eq!(snap.get(sleep).and_then(|p| p.ppid), Some(sh.id()));
+        assert!(snap.get(sh.id()).is_some());
+
+        // The shell exits: gone at the next look; the sleep, watched, is seen re-parented.
+        writeln!(sh.stdin.take().expect("stdin")).expect("the line");
+        sh.wait().expect("sh exits");
+        let snap = table.look(&mut sys, &[sleep]);
+        assert!(snap.get(sh.id()).is_none(), "an exited process is gone");
+        let ppid = snap.get(sleep).and_then(|p| p.ppid);
+        assert!(
+            ppid.is_some_and(|pp| pp != sh.id()),
+            "re-parented: {ppid:?}"
+        );
+
+        // Killed but not reaped by its parent (init or a subreaper): watched, it is gone.
+        let _ = Command::new("kill")
+            .args(["-9", &sleep.to_string()])
+            .status();
+        wait(&mut || table.look(&mut sys, &[sleep]).get(sleep).is_none());
     }
 
     #[test]

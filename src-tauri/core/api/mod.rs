@@ -188,6 +188,7 @@ async fn instance_overview(
 ) -> Result<Json<Value>, ApiError> {
     let pid = parse_pid(&raw)?;
     let port = dashboard_port(&state, pid)?;
+    state.core().mark_viewed(pid);
     let sections = overview::sections(state.core().prober(), port).await;
     Ok(Json(
         json!({"pid": pid, "port": port, "sections": sections}),
@@ -212,6 +213,7 @@ async fn instance_logs(
         })?,
     };
     let port = dashboard_port(&state, pid)?;
+    state.core().mark_viewed(pid);
     overview::logs(state.core().prober(), port, since)
         .await
         .map(Json)

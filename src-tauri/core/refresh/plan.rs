@@ -12,8 +12,14 @@ use std::collections::HashSet;
 
 /// How often a steady instance's dashboard is asked (its exit is seen at once through its
 /// pidfd, so this is for its project, its activity and a dashboard that stops answering): one
-/// that is new, has no dashboard yet, is starting or has gone silent is asked every refresh.
-pub(crate) const STEADY_PROBE_INTERVAL: Epoch = 5.0;
+/// that is new, has no dashboard yet, is starting or has gone silent is asked every refresh,
+/// and so is one whose page is open (see [`VIEWED_FOR`]) or whose idle shutdown is announced. Each ask costs the Python side a
+/// connection and a thread (Serena's dashboard closes every connection).
+pub(crate) const STEADY_PROBE_INTERVAL: Epoch = 10.0;
+
+/// How long an instance counts as viewed after its page last asked for its overview or logs
+/// (the page asks every second while the tab is open).
+pub(crate) const VIEWED_FOR: Epoch = 3.0;
 
 /// Whether an instance's dashboard is asked this refresh (see [`STEADY_PROBE_INTERVAL`]).
 fn probe_due(t: &super::tracked::Tracked, now: Epoch) -> bool {
@@ -22,7 +28,13 @@ fn probe_due(t: &super::tracked::Tracked, now: Epoch) -> bool {
         && t.inst.port.is_some()
         && t.launch_root.is_none()
         && t.inst.state.is_live();
+    let viewed = t.viewed_at.is_some_and(|at| now - at < VIEWED_FOR);
+    // An idle shutdown announced: its activity is looked at every refresh until then, so
+    // that it is never shut down on an old look.
+    let shutdown_near = t.inst.idle_shutdown_at.is_some();
     !steady
+        || viewed
+        || shutdown_near
         || t.probed_at
             .is_none_or(|at| now - at >= STEADY_PROBE_INTERVAL)
 }

@@ -7,7 +7,8 @@ use crate::core::cmdline::{self, SerenaArgs};
 use crate::core::cost::CostMeter;
 use crate::core::engine::lock;
 use crate::core::model::Cost;
-use crate::core::procs::{Proc, Scope, Snapshot};
+use crate::core::model::ProcessId;
+use crate::core::procs::{Proc, ProcTable, Scope, Snapshot, YOUNG_SECS};
 use crate::core::registry::{Registry, RegistryEntry};
 use crate::core::sockets::{ListenerSource, PortMap};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -27,11 +28,11 @@ struct PortCache {
 }
 
 /// The longest a port mapping is reused.
-const PORT_RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+const PORT_RESCAN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What one scan of the machine found (blocking work, done off the async threads).
 pub(crate) struct Scan {
-    pub(crate) snap: Snapshot,
+    pub(crate) snap: std::sync::Arc<Snapshot>,
     pub(crate) candidates: Vec<(Proc, SerenaArgs)>,
     pub(crate) registry: Vec<RegistryEntry>,
     pub(crate) ports: PortMap,
@@ -50,12 +51,24 @@ impl Scan {
     }
 }
 
-/// What a scan keeps between refreshes: the process-table reader and the port mapping.
+/// What a scan keeps between refreshes: the process table, the port mapping, the CPU samples
+/// and which processes are inside the scope.
 #[derive(Default)]
 pub(crate) struct Scanner {
-    sys: Mutex<System>,
+    table: Mutex<Table>,
     ports: Mutex<PortCache>,
     meter: Mutex<CostMeter>,
+}
+
+#[derive(Default)]
+struct Table {
+    sys: System,
+    procs: ProcTable,
+    /// The instance PIDs of the last scan (watched by the next look).
+    pids: Vec<u32>,
+    /// Whether each process seen outside its first seconds is inside the scope (its
+    /// environment does not change any more).
+    admitted: HashMap<ProcessId, bool>,
 }
 
 /// The Serena servers in a process table, by PID; a launcher (e.g. Windows' `serena.exe`) whose
@@ -74,7 +87,7 @@ pub(crate) fn serena_candidates(snap: &Snapshot) -> Vec<(Proc, SerenaArgs)> {
 
 impl Scanner {
     /// One look (blocking: call it off the async threads). `registered_pids` names the PIDs
-    /// of tray-protocol registrations, asked for once the process table is read.
+    /// of tray-protocol registrations.
     pub(crate) fn scan(
         &self,
         registry: &Registry,
@@ -82,8 +95,12 @@ impl Scanner {
         scope: &Scope,
         registered_pids: impl FnOnce() -> Vec<u32>,
     ) -> Scan {
-        let mut sys = lock(&self.sys);
-        let mut snap = Snapshot::capture(&mut sys);
+        let mut guard = lock(&self.table);
+        let table = &mut *guard;
+        let registered = registered_pids();
+        let mut watched = table.pids.clone();
+        watched.extend(&registered);
+        let snap = table.procs.look(&mut table.sys, &watched);
         let mut candidates = serena_candidates(&snap);
 
         let registry = match registry.load() {
@@ -96,7 +113,7 @@ impl Scanner {
         // Every live PID that could be an instance: Serena command lines, registrations, live
         // registry entries. Outside the scope (tests) they are not seen at all.
         let mut pids: BTreeSet<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
-        pids.extend(registered_pids());
+        pids.extend(registered);
         pids.extend(
             registry
                 .iter()
@@ -104,15 +121,17 @@ impl Scanner {
                 .map(|e| e.pid),
         );
         let mut pids: Vec<u32> = pids.into_iter().collect();
-        let admitted = scope.admitted(&mut sys, &pids);
+        let admitted = table.admitted(scope, &snap, &pids);
         if let Some(admitted) = &admitted {
             pids.retain(|p| admitted.contains(p));
             candidates.retain(|(p, _)| admitted.contains(&p.pid));
         }
         let candidate_pids: Vec<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
-        snap.fill_cwd(&mut sys, &candidate_pids);
-        let costs = lock(&self.meter).measure(&mut sys, &snap, &pids);
-        drop(sys);
+        drop(snap);
+        let snap = table.procs.fill_cwd(&mut table.sys, &candidate_pids);
+        let costs = lock(&self.meter).measure(&mut table.sys, &snap, &pids);
+        table.pids.clone_from(&pids);
+        drop(guard);
         let ports = {
             let mut cache = lock(&self.ports);
             let fresh = !cache.stale
@@ -138,5 +157,43 @@ impl Scanner {
     /// Whether the next scan must map sockets afresh rather than reuse the last mapping.
     pub(crate) fn map_ports_afresh(&self, afresh: bool) {
         lock(&self.ports).stale = afresh;
+    }
+}
+
+impl Table {
+    /// Those of `pids` inside the scope (`None`: all are). Only the environments of processes
+    /// not judged before, or still young, are read.
+    fn admitted(&mut self, scope: &Scope, snap: &Snapshot, pids: &[u32]) -> Option<HashSet<u32>> {
+        if *scope == Scope::All {
+            return None;
+        }
+        let settled_before = crate::core::model::now() as u64 - YOUNG_SECS;
+        let ids: HashSet<ProcessId> = pids
+            .iter()
+            .filter_map(|p| snap.get(*p))
+            .map(Proc::id)
+            .collect();
+        let unjudged: Vec<u32> = ids
+            .iter()
+            .filter(|id| !self.admitted.contains_key(id))
+            .map(|id| id.pid)
+            .collect();
+        if !unjudged.is_empty() {
+            let inside = scope.admitted(&mut self.sys, &unjudged).unwrap_or_default();
+            for id in &ids {
+                self.admitted
+                    .entry(*id)
+                    .or_insert_with(|| inside.contains(&id.pid));
+            }
+        }
+        let verdicts: HashSet<u32> = ids
+            .iter()
+            .filter(|id| self.admitted.get(id) == Some(&true))
+            .map(|id| id.pid)
+            .collect();
+        // A young process's verdict is not kept: it may not have exec'd yet.
+        self.admitted
+            .retain(|id, _| ids.contains(id) && id.start_time < settled_before);
+        Some(verdicts)
     }
 }

@@ -88,7 +88,7 @@ impl World {
             ports.entry(*pid).or_default().insert(*port);
         }
         Scan {
-            snap,
+            snap: snap.into(),
             candidates,
             registry: self.registry.clone(),
             ports,
@@ -397,9 +397,10 @@ fn silence_past_the_grace_is_unresponsive_and_an_answer_brings_it_back() {
     let mut model = Model::default();
     refresh(&mut model, &world, T0, &[(200, answers(Some("demo")))]);
 
-    // A steady dashboard is asked again 5 s on (STEADY_PROBE_INTERVAL), a silent one every
-    // refresh from then on.
-    let d = refresh(&mut model, &world, T0 + 5.0, &[(200, silent())]);
+    // Its page is open, so its dashboard is asked every refresh (a steady one otherwise every
+    // STEADY_PROBE_INTERVAL), and a silent one every refresh from then on.
+    model.tracked.get_mut(&id(&s)).expect("tracked").viewed_at = Some(T0 + 3.0);
+    let d = refresh(&mut model, &world, T0 + 4.0, &[(200, silent())]);
     assert_eq!(said(&d), Vec::<String>::new());
     assert!(
         d.rescan,
@@ -653,7 +654,7 @@ fn only_what_is_shown_changing_is_an_event() {
     let mut model = Model::default();
     refresh(&mut model, &world, T0, &[(200, answers(Some("a")))]);
 
-    let d = refresh(&mut model, &world, T0 + 5.0, &[(200, answers(Some("a")))]);
+    let d = refresh(&mut model, &world, T0 + 10.0, &[(200, answers(Some("a")))]);
     assert_eq!(
         said(&d),
         Vec::<String>::new(),
@@ -664,13 +665,13 @@ fn only_what_is_shown_changing_is_an_event() {
     if let Some(st) = busy.status.as_mut() {
         st.max_idx = 7;
     }
-    let d = refresh(&mut model, &world, T0 + 10.0, &[(200, busy)]);
+    let d = refresh(&mut model, &world, T0 + 20.0, &[(200, busy)]);
     assert_eq!(
         said(&d),
         Vec::<String>::new(),
         "activity is a time, not an event"
     );
-    assert_eq!(instance(&model, id(&s)).last_activity, Some(T0 + 10.0));
+    assert_eq!(instance(&model, id(&s)).last_activity, Some(T0 + 20.0));
 
     let mut with_overview = answers(Some("b"));
     with_overview.overview = Some(ConfigSummary {
@@ -679,7 +680,7 @@ fn only_what_is_shown_changing_is_an_event() {
         context: Some("agent".into()),
         modes: vec!["planning".into()],
     });
-    let d = refresh(&mut model, &world, T0 + 15.0, &[(200, with_overview)]);
+    let d = refresh(&mut model, &world, T0 + 30.0, &[(200, with_overview)]);
     assert_eq!(said(&d), ["updated 200"]);
     let i = instance(&model, id(&s));
     assert_eq!(i.project_path.as_deref(), Some("/w/b"));
@@ -687,7 +688,7 @@ fn only_what_is_shown_changing_is_an_event() {
         (i.context.as_deref(), i.modes.as_slice()),
         (Some("agent"), &["planning".to_string()][..])
     );
-    let jobs = plan(&mut model, &world.scan(), T0 + 20.0);
+    let jobs = plan(&mut model, &world.scan(), T0 + 40.0);
     assert_eq!(jobs[0].known, Some(DASH));
     assert!(
         jobs[0].overview_for.is_current(&Some("b".into())),
@@ -695,7 +696,7 @@ fn only_what_is_shown_changing_is_an_event() {
     );
     assert!(!jobs[0].overview_for.is_current(&None));
 
-    let d = refresh(&mut model, &world, T0 + 25.0, &[(200, answers(None))]);
+    let d = refresh(&mut model, &world, T0 + 50.0, &[(200, answers(None))]);
     assert_eq!(said(&d), ["200: live_with_project -> live_no_project"]);
 }
 
@@ -793,11 +794,15 @@ fn a_steady_refresh_loop_does_not_rewrite_the_heartbeat_every_second() {
         world.registry,
         "nothing to write"
     );
-    let d = refresh(&mut model, &world, T0 + 10.0, &dash);
-    assert_eq!(written(&world.registry, &d), world.registry, "not due yet");
-    let d = refresh(&mut model, &world, T0 + 15.0, &dash);
+    // Asked every 10 s (STEADY_PROBE_INTERVAL); a heartbeat 15 s past the written one is
+    // written.
+    for t in [10.0, 15.0] {
+        let d = refresh(&mut model, &world, T0 + t, &dash);
+        assert_eq!(written(&world.registry, &d), world.registry, "not due yet");
+    }
+    let d = refresh(&mut model, &world, T0 + 20.0, &dash);
     world.registry = written(&world.registry, &d);
-    assert_eq!(world.registry[0].last_heartbeat, T0 + 15.0);
+    assert_eq!(world.registry[0].last_heartbeat, T0 + 20.0);
 }
 
 #[test]
@@ -823,11 +828,11 @@ fn heartbeats_due_at_different_moments_are_written_together() {
         }
         world.registry = next;
     }
-    // The write that added the second carried the first's heartbeat too (T0 + 7): the next,
-    // for both, is due 15 s later.
+    // The write that added the second carried the first's heartbeat too: the next, for both,
+    // is due 15 s later, with what each last answered (asked every 10 s: T0 + 20, T0 + 17).
     assert_eq!(writes, 1, "one write for both, at T0 + 22");
     let beats: Vec<f64> = world.registry.iter().map(|e| e.last_heartbeat).collect();
-    assert_eq!(beats, [T0 + 22.0, T0 + 22.0]);
+    assert_eq!(beats, [T0 + 20.0, T0 + 17.0]);
 }
 
 fn cost_of(mb: u64) -> Cost {
@@ -1023,7 +1028,7 @@ fn idle_shutdown_is_off_by_default_the_setting_applies_and_a_session_or_launcher
 }
 
 #[test]
-fn a_steady_dashboard_is_asked_every_five_seconds_a_silent_one_every_refresh() {
+fn a_steady_dashboard_is_asked_every_ten_seconds_a_viewed_or_silent_one_every_refresh() {
     let s = serena(200, 100, "");
     let mut world = World::of([init(), client(100), s.clone()]);
     world.ports = vec![(200, DASH)];
@@ -1036,15 +1041,26 @@ fn a_steady_dashboard_is_asked_every_five_seconds_a_silent_one_every_refresh() {
         apply(model, &scan, results, T0 + t, GRACE, None);
         n
     };
-    let times: Vec<usize> = (0..=10)
+    let times: Vec<usize> = (0..=20)
         .map(|t| asked(&mut model, &world, f64::from(t), answers(None)))
         .collect();
-    assert_eq!(times, [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+    let mut expected = [0; 21];
+    for t in [0, 10, 20] {
+        expected[t] = 1;
+    }
+    assert_eq!(times, expected);
     // Silent once asked: asked every refresh until it answers again.
-    assert_eq!(asked(&mut model, &world, 15.0, silent()), 1);
-    assert_eq!(asked(&mut model, &world, 16.0, silent()), 1);
-    assert_eq!(asked(&mut model, &world, 17.0, answers(None)), 1);
-    assert_eq!(asked(&mut model, &world, 18.0, answers(None)), 0);
+    assert_eq!(asked(&mut model, &world, 30.0, silent()), 1);
+    assert_eq!(asked(&mut model, &world, 31.0, silent()), 1);
+    assert_eq!(asked(&mut model, &world, 32.0, answers(None)), 1);
+    assert_eq!(asked(&mut model, &world, 33.0, answers(None)), 0);
+    // Its page open (the page asks for its overview every second): every refresh, and for
+    // VIEWED_FOR after the page's last ask.
+    model.tracked.get_mut(&id(&s)).expect("tracked").viewed_at = Some(T0 + 33.5);
+    let times: Vec<usize> = (34..=38)
+        .map(|t| asked(&mut model, &world, f64::from(t), answers(None)))
+        .collect();
+    assert_eq!(times, [1, 1, 1, 0, 0]);
 }
 
 #[test]

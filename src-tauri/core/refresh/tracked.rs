@@ -78,6 +78,9 @@ pub(crate) struct Tracked {
     /// steady instance is asked every [`super::plan::STEADY_PROBE_INTERVAL`]).
     pub(crate) probed_at: Option<Epoch>,
     pub(crate) probe_skipped: bool,
+    /// When its page was last open somewhere (its overview or logs asked for): while it is,
+    /// its dashboard is asked every refresh.
+    pub(crate) viewed_at: Option<Epoch>,
 }
 
 /// Which active project the overview an instance's record holds was fetched for.
@@ -255,6 +258,7 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         idle_expired: None,
         probed_at: None,
         probe_skipped: false,
+        viewed_at: None,
     }
 }
 
@@ -309,5 +313,6 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         idle_expired: None,
         probed_at: None,
         probe_skipped: false,
+        viewed_at: None,
     }
 }
