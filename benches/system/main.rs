@@ -12,9 +12,12 @@
 //! `/proc/PID/stat`'s utime + stime over wall time. Discovery is scoped to this run's own
 //! processes (the tests' marker), so Serenas already running on the machine are not counted.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+
+mod desktop;
+mod serena;
 
 use common::*;
 use serde_json::{json, Value};
@@ -25,7 +28,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// One measured figure.
-struct Metric {
+pub(crate) struct Metric {
     metric: String,
     value: f64,
     unit: &'static str,
@@ -36,7 +39,7 @@ struct Metric {
 }
 
 impl Metric {
-    fn new(metric: impl Into<String>, value: f64, unit: &'static str, n: usize) -> Metric {
+    pub(crate) fn new(metric: impl Into<String>, value: f64, unit: &'static str, n: usize) -> Metric {
         Metric {
             metric: metric.into(),
             value,
@@ -47,12 +50,12 @@ impl Metric {
         }
     }
 
-    fn goal(mut self, at_most: f64) -> Metric {
+    pub(crate) fn goal(mut self, at_most: f64) -> Metric {
         self.goal = Some(at_most);
         self
     }
 
-    fn note(mut self, note: impl Into<String>) -> Metric {
+    pub(crate) fn note(mut self, note: impl Into<String>) -> Metric {
         self.note = note.into();
         self
     }
@@ -62,12 +65,12 @@ impl Metric {
     }
 }
 
-struct Config {
-    quick: bool,
+pub(crate) struct Config {
+    pub(crate) quick: bool,
 }
 
 impl Config {
-    fn runs(&self, full: usize, quick: usize) -> usize {
+    pub(crate) fn runs(&self, full: usize, quick: usize) -> usize {
         if self.quick {
             quick
         } else {
@@ -75,16 +78,16 @@ impl Config {
         }
     }
 
-    fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         Duration::from_secs(if self.quick { 20 } else { 60 })
     }
 }
 
-fn progress(what: &str) {
+pub(crate) fn progress(what: &str) {
     eprintln!("== {what}");
 }
 
-fn p95(mut v: Vec<f64>) -> f64 {
+pub(crate) fn p95(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * 0.95).round() as usize]
 }
@@ -95,7 +98,7 @@ fn fake(home: &Home, env: &[(&str, &str)]) -> Child {
 }
 
 /// CPU time (user + system, all threads) of `pid`, in seconds (USER_HZ is 100 on Linux).
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -107,7 +110,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// (PSS, RSS, USS) of `pid` in MiB.
-fn memory_mib(pid: u32) -> (f64, f64, f64) {
+pub(crate) fn memory_mib(pid: u32) -> (f64, f64, f64) {
     let kib = |key| proc_kib(pid, "smaps_rollup", key) as f64 / 1024.0;
     (
         kib("Pss"),
@@ -116,12 +119,12 @@ fn memory_mib(pid: u32) -> (f64, f64, f64) {
     )
 }
 
-fn fd_count(pid: u32) -> usize {
+pub(crate) fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// The events of a daemon's `/api/events`, each with the instant it arrived, on a channel.
-fn events(d: &Daemon) -> mpsc::Receiver<(Instant, Value)> {
+pub(crate) fn events(d: &Daemon) -> mpsc::Receiver<(Instant, Value)> {
     let (tx, rx) = mpsc::channel();
     let (open_tx, open) = mpsc::channel();
     let url = d.url("/api/events");
@@ -166,7 +169,7 @@ fn events(d: &Daemon) -> mpsc::Receiver<(Instant, Value)> {
 }
 
 /// Waits for the first event `f` accepts; its arrival instant.
-fn wait_event(
+pub(crate) fn wait_event(
     rx: &mpsc::Receiver<(Instant, Value)>,
     timeout: Duration,
     f: impl Fn(&Value) -> bool,
@@ -662,6 +665,15 @@ fn main() {
     }
     if run("churn") {
         churn_phase(&cfg, &mut out);
+    }
+    if run("ui") {
+        desktop::ui_phase(&cfg, &mut out);
+    }
+    if run("tray-app") {
+        desktop::tray_app_phase(&cfg, &mut out);
+    }
+    if run("serena") {
+        serena::serena_phase(&cfg, &mut out);
     }
 
     println!(
