@@ -9,19 +9,23 @@
 //! contains it).
 //!
 //! Memory is PSS (`/proc/PID/smaps_rollup`), with RSS and USS (private) in the note; CPU is
-//! `/proc/PID/stat`'s utime + stime over wall time. Discovery is scoped to this run's own
+//! time on a CPU over wall time: the daemon's and the tray manager's from each thread's
+//! `schedstat` (nanoseconds), the instances' from `/proc/PID/stat` (10 ms ticks, but counting
+//! the threads each request starts and ends). Discovery is scoped to this run's own
 //! processes (the tests' marker), so Serenas already running on the machine are not counted.
 
 #[path = "../../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
 
+mod anchor;
 mod desktop;
 mod serena;
 
 use common::*;
 use serde_json::{json, Value};
 use serena_tray::core::Core;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::mpsc;
@@ -39,7 +43,12 @@ pub(crate) struct Metric {
 }
 
 impl Metric {
-    pub(crate) fn new(metric: impl Into<String>, value: f64, unit: &'static str, n: usize) -> Metric {
+    pub(crate) fn new(
+        metric: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        n: usize,
+    ) -> Metric {
         Metric {
             metric: metric.into(),
             value,
@@ -97,7 +106,8 @@ fn fake(home: &Home, env: &[(&str, &str)]) -> Child {
     spawn_fake(home, &[], env)
 }
 
-/// CPU time (user + system, all threads) of `pid`, in seconds (USER_HZ is 100 on Linux).
+/// CPU time (user + system, all threads, those that ended too) of `pid`, in seconds, in
+/// steps of 10 ms (USER_HZ is 100 on Linux): for processes whose threads come and go.
 pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
@@ -107,6 +117,30 @@ pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU time per thread of `pid` (nanoseconds on a CPU, from `/proc/PID/task/*/schedstat`).
+pub(crate) fn thread_cpu_ns(pid: u32) -> HashMap<u32, u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    dir.filter_map(|e| {
+        let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+        Some((tid, stat.split_whitespace().next()?.parse().ok()?))
+    })
+    .collect()
+}
+
+/// CPU seconds used between two [`thread_cpu_ns`] samples, and how many threads ended in
+/// between (what they used after the first sample is not counted).
+pub(crate) fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> (f64, usize) {
+    let used: u64 = after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum();
+    let ended = before.keys().filter(|t| !after.contains_key(t)).count();
+    (used as f64 / 1e9, ended)
 }
 
 /// (PSS, RSS, USS) of `pid` in MiB.
@@ -304,12 +338,14 @@ fn idle_phase(cfg: &Config, out: &mut Vec<Metric>) {
         Duration::from_secs(60),
         || (live_count(&d) >= n).then_some(()),
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Past its start-up: the threads its first looks started have gone back (tokio keeps an
+    // idle blocking thread 10 s).
+    std::thread::sleep(SETTLE);
     progress(&format!("idle window: daemon PID {}", d.pid));
     let registry = home.registry_path();
     let inode =
         || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&registry).expect("registry"));
-    let (daemon_before, fakes_before) = (cpu_seconds(d.pid), fakes_cpu());
+    let (daemon_before, fakes_before) = (thread_cpu_ns(d.pid), fakes_cpu());
     let start = Instant::now();
     let mut writes = 0;
     let mut last = inode();
@@ -322,7 +358,7 @@ fn idle_phase(cfg: &Config, out: &mut Vec<Metric>) {
         }
     }
     let wall = start.elapsed().as_secs_f64();
-    let daemon_cpu = cpu_seconds(d.pid) - daemon_before;
+    let (daemon_cpu, ended) = cpu_between(&daemon_before, &thread_cpu_ns(d.pid));
     let probed = fakes_cpu() - fakes_before;
     let (pss, rss, uss) = memory_mib(d.pid);
     let threads = proc_kib(d.pid, "status", "Threads");
@@ -334,7 +370,9 @@ fn idle_phase(cfg: &Config, out: &mut Vec<Metric>) {
             1,
         )
         .goal(0.1)
-        .note(format!("{:.0} s window", wall)),
+        .note(format!(
+            "{wall:.0} s window; {ended} threads ended in it, their part uncounted"
+        )),
     );
     out.push(
         Metric::new(format!("idle_pss_mb_{n}"), pss, "MiB", 1)
@@ -409,6 +447,9 @@ fn death_phase(cfg: &Config, out: &mut Vec<Metric>) {
 }
 
 const GRACE: f64 = 1.0;
+
+/// How long the daemon runs before an idle window is measured.
+pub(crate) const SETTLE: Duration = Duration::from_secs(12);
 
 fn graceful_daemon(home: &Home) -> Daemon {
     home.daemon_args(&["--zombie-grace", &GRACE.to_string()])
@@ -665,6 +706,9 @@ fn main() {
     }
     if run("churn") {
         churn_phase(&cfg, &mut out);
+    }
+    if run("anchor") {
+        anchor::anchor_phase(&cfg, &mut out);
     }
     if run("ui") {
         desktop::ui_phase(&cfg, &mut out);

@@ -59,7 +59,7 @@ pub(crate) fn start(app: &App, listener: TcpListener) {
 async fn refresh_loop(app: App) {
     let core = app.core();
     loop {
-        if let Err(e) = core.refresh().await {
+        if let Err(e) = core.refresh_round().await {
             tracing::warn!("refresh failed: {e}");
         }
         // Once a second, at once when woken, and the moment a grace runs out (so an orphan
@@ -96,6 +96,7 @@ where
 /// instance, cancelled when the instance leaves the model, so a watcher never outlives it; after
 /// missed events the watchers are made to match the model again.
 async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
+    app.core().watch_exits();
     let mut watchers: HashMap<ProcessId, CancellationToken> = HashMap::new();
     let arm = |watchers: &mut HashMap<ProcessId, CancellationToken>, id: ProcessId| {
         let stop = CancellationToken::new();
@@ -108,7 +109,7 @@ async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
             let stop = stop.clone();
             app.spawn(async move {
                 tokio::select! {
-                    gone = crate::core::watch::exited(watched) => if gone { core.wake() },
+                    gone = crate::core::watch::exited(watched) => if gone { core.exit_seen() },
                     _ = stop.cancelled() => {}
                 }
             });

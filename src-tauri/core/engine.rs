@@ -53,6 +53,11 @@ pub(super) struct Inner {
     pub(super) events: broadcast::Sender<Event>,
     /// Asks the refresh loop for a look now rather than at its next tick.
     pub(super) wake: tokio::sync::Notify,
+    /// Whether exits are being watched (the background loop's watchers, see
+    /// [`Core::exit_seen`]); until then every look reads the instances and their clients.
+    pub(super) exits_watched: std::sync::atomic::AtomicBool,
+    /// An instance or a client exited since the last look.
+    pub(super) exit_seen: std::sync::atomic::AtomicBool,
     pub(super) timings: Timings,
 }
 
@@ -102,6 +107,8 @@ impl Core {
                 refreshing: tokio::sync::Mutex::new(()),
                 events,
                 wake: tokio::sync::Notify::new(),
+                exits_watched: Default::default(),
+                exit_seen: Default::default(),
                 timings: Timings::default(),
                 settings,
             }),
@@ -127,6 +134,23 @@ impl Core {
     /// Asks whoever runs the refresh loop for a refresh now (a process exited, a launch waits).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// Says that instances' and clients' exits are watched from now on, each reported through
+    /// [`Core::exit_seen`]: the refresh then reads those processes again only after one (and
+    /// every few seconds), not on every look.
+    pub(crate) fn watch_exits(&self) {
+        self.inner
+            .exits_watched
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A watched process exited: the next look (now) reads the instances and their clients.
+    pub(crate) fn exit_seen(&self) {
+        self.inner
+            .exit_seen
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
     }
 
     /// Resolves when [`Core::wake`] was called (the refresh loop's side).

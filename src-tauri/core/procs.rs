@@ -94,16 +94,17 @@ pub struct Snapshot {
 
 /// How long after its start a process's command line (and environment) is read again on every
 /// look: a PID caught between fork and exec shows its parent's until it execs.
-pub(crate) const YOUNG_SECS: u64 = 5;
+pub(crate) const YOUNG_SECS: u64 = 10;
 
 /// The longest a [`ProcTable`] goes without reading the whole table.
-const FULL_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+const FULL_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The process table kept between looks, so that a look reads only what can have changed.
 ///
 /// On Linux a look lists `/proc` (one directory read) and reads only the new PIDs, the young
-/// ones (see [`YOUNG_SECS`]) and the watched ones with their parents (instances and their
-/// clients: an orphan is seen by its parent); everything else is carried over, and the whole
+/// ones (see [`YOUNG_SECS`]) and the stat lines of the watched ones with their parents
+/// (instances and their clients: an orphan is seen by its parent); everything else is carried
+/// over, and the whole
 /// table is read again every [`FULL_READ_EVERY`] (parents of unwatched processes, an exec long
 /// after start). A process that exited is gone at the next look (its PID is no longer listed),
 /// a watched one also when it exited unreaped. Elsewhere every look reads the whole table.
@@ -171,7 +172,7 @@ impl ProcTable {
             snap.procs.remove(pid);
             self.skipped.remove(pid);
         }
-        let mut again: HashSet<u32> = listed
+        let again: HashSet<u32> = listed
             .iter()
             .filter(|pid| match snap.procs.get(pid) {
                 Some(p) => p.start_time >= young_since,
@@ -179,19 +180,31 @@ impl ProcTable {
             })
             .copied()
             .collect();
-        for pid in watched {
-            again.insert(*pid);
-            if let Some(pp) = snap.procs.get(pid).and_then(|p| p.ppid) {
-                again.insert(pp);
-            }
-        }
         let ids: Vec<sysinfo::Pid> = again
             .iter()
             .chain(&gone)
             .map(|p| sysinfo::Pid::from_u32(*p))
             .collect();
         sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, table_kind());
-        for pid in again {
+        // The watched ones and their parents: just their stat lines (parent, state), their
+        // command lines as read before.
+        let mut stat_only = HashSet::new();
+        for pid in watched {
+            stat_only.insert(*pid);
+            if let Some(pp) = snap.procs.get(pid).and_then(|p| p.ppid) {
+                stat_only.insert(pp);
+            }
+        }
+        stat_only.retain(|pid| !again.contains(pid));
+        if !stat_only.is_empty() {
+            let ids: Vec<sysinfo::Pid> = stat_only
+                .iter()
+                .map(|p| sysinfo::Pid::from_u32(*p))
+                .collect();
+            let kind = ProcessRefreshKind::nothing().without_tasks();
+            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, kind);
+        }
+        for pid in again.into_iter().chain(stat_only) {
             match sys.process(sysinfo::Pid::from_u32(pid)).and_then(as_proc) {
                 Some(mut fresh) => {
                     if let Some(old) = snap.procs.get(&pid).filter(|o| o.id() == fresh.id()) {

@@ -30,8 +30,10 @@ use tokio_util::task::TaskTracker;
 const EXIT_PORT_TAKEN: i32 = 3;
 /// How many ended sessions are kept (their IDs answer `already_gone`), newest first.
 const HISTORY_KEPT: usize = 100;
-/// How often a launch nudges the refresh loop while it waits for Serena to answer.
-const LAUNCH_NUDGE: Duration = Duration::from_millis(250);
+/// How often a launch nudges the refresh loop while it waits for Serena to answer: the session
+/// is handed out at the first refresh that sees it ready, so this is what a launch adds to
+/// Serena's own start (a refresh with a session starting costs a few ms, for a second or two).
+const LAUNCH_NUDGE: Duration = Duration::from_millis(40);
 /// Attempts on fresh ports when the picked one is lost to a race.
 const PORT_ATTEMPTS: usize = 3;
 

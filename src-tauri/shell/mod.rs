@@ -77,8 +77,22 @@ pub struct Running<R: Runtime> {
 /// Keeps the watcher of the launch-at-login entries alive as long as the app.
 struct AutostartWatch(#[allow(dead_code)] Mutex<Option<notify::RecommendedWatcher>>);
 
+/// Whether this process turned GTK's OpenGL off for itself (see [`run`]); the window process
+/// it starts gets the user's setting back.
+pub(crate) static GL_OFF_HERE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Runs the tray app until it is asked to quit.
 pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError> {
+    // The tray process draws nothing itself (the tray host draws its icon and menu, and the
+    // window is a process of its own), so GTK's OpenGL set-up at start is not needed here: on
+    // X11 it loads Mesa, and with software rendering LLVM, about 30 MiB that would stay for the
+    // app's whole life. Set before GTK starts and before this process starts any thread.
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("GDK_GL").is_none() {
+        std::env::set_var("GDK_GL", "disable");
+        GL_OFF_HERE.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     let builder = tauri::Builder::default()
         // First: a second start hands over to the first and exits here, before it runs anything.
         .plugin(single_instance::plugin())

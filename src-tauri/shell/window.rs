@@ -85,7 +85,11 @@ fn show(app: &App, open: &Mutex<Option<Open>>, what: Show) -> std::io::Result<()
             return Ok(());
         }
     }
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut cmd = Command::new(std::env::current_exe()?);
+    if super::GL_OFF_HERE.load(std::sync::atomic::Ordering::SeqCst) {
+        cmd.env_remove("GDK_GL");
+    }
+    let mut child = cmd
         .arg(VERB)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -43,10 +43,10 @@ pub fn fake_serena_script() -> PathBuf {
 }
 
 pub fn tray_exe() -> PathBuf {
-    // Known to integration tests only; the benchmarks (examples) that share this module run the
-    // app in-process instead.
+    // Known to integration tests and benches (cargo sets CARGO_BIN_EXE_* for both); the
+    // examples that share this module cannot use it.
     let Some(exe) = option_env!("CARGO_BIN_EXE_serena-tray") else {
-        panic!("only the integration tests know the serena-tray binary");
+        panic!("only the integration tests and benches know the serena-tray binary");
     };
     PathBuf::from(exe)
 }

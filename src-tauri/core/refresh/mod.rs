@@ -27,10 +27,18 @@ use super::registry::write_entries;
 use apply::{apply, Decisions};
 use futures::future::join_all;
 use plan::{plan, ProbeJob, ProbeResult};
+use std::sync::atomic::Ordering;
 
 impl Core {
     /// One look at the world: see the module docs. Concurrent calls are serialised.
     pub async fn refresh(&self) -> Result<Vec<Instance>> {
+        self.refresh_round().await?;
+        Ok(self.instances())
+    }
+
+    /// [`Core::refresh`] without the copy of the instances (the refresh loop's, which only
+    /// publishes what changed).
+    pub(crate) async fn refresh_round(&self) -> Result<()> {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let inner = self.inner.clone();
         let scan = tokio::task::spawn_blocking(move || {
@@ -39,9 +47,12 @@ impl Core {
                 model.registrations.values().map(|r| r.pid).collect()
             };
             let (registry, scope) = (&inner.registry, &inner.settings.scope);
+            // Exits unwatched (a core without the background loop): every look is afresh.
+            let afresh = !inner.exits_watched.load(Ordering::SeqCst)
+                || inner.exit_seen.swap(false, Ordering::SeqCst);
             inner
                 .scanner
-                .scan(registry, &*inner.listeners, scope, registered)
+                .scan(registry, &*inner.listeners, scope, afresh, registered)
         })
         .await?;
         let now = now();
@@ -68,15 +79,23 @@ impl Core {
         );
         self.inner.scanner.map_ports_afresh(rescan);
 
-        let inner = self.inner.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            inner
-                .registry
-                .update(|entries| write_entries(entries, &writes))
-        })
-        .await
-        .map_err(CoreError::from)
-        .and_then(|w| Ok(w?));
+        // Nothing to write against what this refresh read: the file is left alone (no lock, no
+        // second read). Otherwise the write is made under the lock, against the file as it is.
+        let mut preview = scan.registry.clone();
+        write_entries(&mut preview, &writes);
+        let written = if scan.registry_read && preview == scan.registry {
+            Ok(((), None))
+        } else {
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                inner
+                    .registry
+                    .update(|entries| write_entries(entries, &writes))
+            })
+            .await
+            .map_err(CoreError::from)
+            .and_then(|w| Ok(w?))
+        };
         if let Ok((_, Some(moved))) = &written {
             events.push(Event::RegistryRecovered {
                 moved_to: moved.display().to_string(),
@@ -90,7 +109,7 @@ impl Core {
         if let Err(e) = written {
             tracing::warn!("cannot update the registry: {e}");
         }
-        Ok(self.instances())
+        Ok(())
     }
 }
 

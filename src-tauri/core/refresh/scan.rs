@@ -13,6 +13,7 @@ use crate::core::registry::{Registry, RegistryEntry};
 use crate::core::sockets::{ListenerSource, PortMap};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use sysinfo::System;
 
 /// Mapping sockets to PIDs reads the kernel's TCP tables, which costs milliseconds whatever
@@ -35,6 +36,9 @@ pub(crate) struct Scan {
     pub(crate) snap: std::sync::Arc<Snapshot>,
     pub(crate) candidates: Vec<(Proc, SerenaArgs)>,
     pub(crate) registry: Vec<RegistryEntry>,
+    /// Whether the registry file could be read and parsed (else the write goes through the
+    /// registry's recovery, whatever there is to write).
+    pub(crate) registry_read: bool,
     pub(crate) ports: PortMap,
     /// The live PIDs inside the scope, when discovery is scoped (`None`: all are).
     pub(crate) admitted: Option<HashSet<u32>>,
@@ -69,6 +73,26 @@ struct Table {
     /// Whether each process seen outside its first seconds is inside the scope (its
     /// environment does not change any more).
     admitted: HashMap<ProcessId, bool>,
+    /// When the instances and their clients were last read (see [`WATCHED_EVERY`]).
+    watched_at: Option<Instant>,
+    /// The last costs measured, for which PIDs, and when (see [`COSTS_EVERY`]).
+    costs: HashMap<u32, Cost>,
+    costs_for: Vec<u32>,
+    costs_at: Option<Instant>,
+}
+
+/// While exits are watched (an exit wakes a look that reads them), the longest between two
+/// reads of the instances and their clients, for what no exit announces (a parent that
+/// changed otherwise).
+const WATCHED_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the instances' memory and CPU are measured while the set of instances stays the
+/// same (a new or gone instance measures them at once).
+const COSTS_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether `at` is unset or `every` ago.
+fn due(at: Option<Instant>, every: Duration) -> bool {
+    at.is_none_or(|t| t.elapsed() >= every)
 }
 
 /// The Serena servers in a process table, by PID; a launcher (e.g. Windows' `serena.exe`) whose
@@ -93,21 +117,26 @@ impl Scanner {
         registry: &Registry,
         listeners: &dyn ListenerSource,
         scope: &Scope,
+        afresh: bool,
         registered_pids: impl FnOnce() -> Vec<u32>,
     ) -> Scan {
         let mut guard = lock(&self.table);
         let table = &mut *guard;
         let registered = registered_pids();
-        let mut watched = table.pids.clone();
-        watched.extend(&registered);
+        let mut watched = Vec::new();
+        if afresh || due(table.watched_at, WATCHED_EVERY) {
+            watched.extend(&table.pids);
+            watched.extend(&registered);
+            table.watched_at = Some(Instant::now());
+        }
         let snap = table.procs.look(&mut table.sys, &watched);
         let mut candidates = serena_candidates(&snap);
 
-        let registry = match registry.load() {
-            Ok(r) => r,
+        let (registry, registry_read) = match registry.load() {
+            Ok(r) => (r, true),
             Err(e) => {
                 tracing::warn!("{e}");
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         // Every live PID that could be an instance: Serena command lines, registrations, live
@@ -129,7 +158,12 @@ impl Scanner {
         let candidate_pids: Vec<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
         drop(snap);
         let snap = table.procs.fill_cwd(&mut table.sys, &candidate_pids);
-        let costs = lock(&self.meter).measure(&mut table.sys, &snap, &pids);
+        if table.costs_for != pids || due(table.costs_at, COSTS_EVERY) {
+            table.costs = lock(&self.meter).measure(&mut table.sys, &snap, &pids);
+            table.costs_for.clone_from(&pids);
+            table.costs_at = Some(Instant::now());
+        }
+        let costs = table.costs.clone();
         table.pids.clone_from(&pids);
         drop(guard);
         let ports = {
@@ -148,6 +182,7 @@ impl Scanner {
             snap,
             candidates,
             registry,
+            registry_read,
             ports,
             admitted,
             costs,

@@ -89,6 +89,7 @@ impl World {
         }
         Scan {
             snap: snap.into(),
+            registry_read: true,
             candidates,
             registry: self.registry.clone(),
             ports,
