@@ -56,7 +56,11 @@ impl Core {
         })
         .await?;
         let now = now();
-        let jobs = plan(&mut lock(&self.inner.model), &scan, now);
+        let jobs = {
+            let mut model = lock(&self.inner.model);
+            model.idle_default = self.inner.settings.dashboard.idle_shutdown;
+            plan(&mut model, &scan, now)
+        };
         let prober = &self.inner.prober;
         let results = join_all(jobs.into_iter().map(|job| async move {
             let key = job.key;

@@ -22,7 +22,11 @@ pub(crate) const STEADY_PROBE_INTERVAL: Epoch = 10.0;
 pub(crate) const VIEWED_FOR: Epoch = 3.0;
 
 /// Whether an instance's dashboard is asked this refresh (see [`STEADY_PROBE_INTERVAL`]).
-fn probe_due(t: &super::tracked::Tracked, now: Epoch) -> bool {
+fn probe_due(
+    t: &super::tracked::Tracked,
+    idle_default: Option<std::time::Duration>,
+    now: Epoch,
+) -> bool {
     let steady = t.last_ok.is_some()
         && t.silent_since.is_none()
         && t.inst.port.is_some()
@@ -32,11 +36,19 @@ fn probe_due(t: &super::tracked::Tracked, now: Epoch) -> bool {
     // An idle shutdown announced: its activity is looked at every refresh until then, so
     // that it is never shut down on an old look.
     let shutdown_near = t.inst.idle_shutdown_at.is_some();
-    !steady
-        || viewed
-        || shutdown_near
-        || t.probed_at
-            .is_none_or(|at| now - at >= STEADY_PROBE_INTERVAL)
+    // An idle shutdown applies: its activity is looked at at least five times within the
+    // shutdown's announcement (a fifth of the limit), so that one in use is never warned on
+    // an old look.
+    let limit = t
+        .launcher
+        .as_ref()
+        .and_then(|l| l.idle_shutdown)
+        .or(idle_default)
+        .filter(|d| !d.is_zero());
+    let every = limit.map_or(STEADY_PROBE_INTERVAL, |d| {
+        STEADY_PROBE_INTERVAL.min(d.as_secs_f64() / 25.0)
+    });
+    !steady || viewed || shutdown_near || t.probed_at.is_none_or(|at| now - at >= every)
 }
 
 /// One instance's dashboard probe, as planned.
@@ -156,12 +168,13 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
 
     // Probes go to live processes only: a record whose PID another process holds now (its own
     // registry entry kept it present) is not asked, and `apply` sees it gone.
+    let idle_default = model.idle_default;
     model
         .tracked
         .iter_mut()
         .filter(|(k, t)| t.alive && present.contains(k) && scan.snap.get_id(**k).is_some())
         .filter_map(|(k, t)| {
-            t.probe_skipped = !probe_due(t, now);
+            t.probe_skipped = !probe_due(t, idle_default, now);
             if t.probe_skipped {
                 return None;
             }

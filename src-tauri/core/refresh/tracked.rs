@@ -18,6 +18,9 @@ use std::time::Duration;
 #[derive(Default)]
 pub(crate) struct Model {
     pub(crate) tracked: BTreeMap<ProcessId, Tracked>,
+    /// The idle shutdown setting (every instance's unless its own says otherwise): a steady
+    /// dashboard is asked often enough for it (see `plan`).
+    pub(crate) idle_default: Option<std::time::Duration>,
     /// What instances told us over Serena's tray protocol, by dashboard port.
     pub(crate) registrations: BTreeMap<u16, Registration>,
     /// Instances this program launched (sessions), with their session IDs.
