@@ -30,8 +30,7 @@ fn login(b: &Browser, d: &Daemon) {
 fn tab_turns(b: &Browser, pid: u32, colour: &str, timeout: Duration) -> String {
     let sel = format!("[role=tab][data-pid='{pid}']");
     b.wait_until(&format!("the tab of {pid} to be {colour}"), timeout, |b| {
-        b.try_find(&sel)
-            .is_some_and(|t| t.attr("data-colour").as_deref() == Some(colour))
+        b.attr_of(&sel, "data-colour").as_deref() == Some(colour)
     });
     b.find(&format!("{sel} .tab-label")).text()
 }
@@ -122,12 +121,11 @@ fn live_instances_get_coloured_tabs_sections_logs_and_costs_and_an_orphan_turns_
         let sel = format!("#panel section[data-section={id}]");
         // Shown once its dashboard answers (the project may be known from its command line first).
         b.wait_until(&format!("the section {title}"), PAGE, |b| {
-            b.find(&format!("{sel} h3")).text() == title
+            b.text_of(&format!("{sel} h3")).as_deref() == Some(title)
         });
         b.wait_until(&format!("{title} to show {content:?}"), PAGE, |b| {
-            b.find(&format!("{sel} .section-body"))
-                .text()
-                .contains(content)
+            b.text_of(&format!("{sel} .section-body"))
+                .is_some_and(|t| t.contains(content))
         });
         assert!(
             b.try_find(&format!("{sel} .error")).is_none(),
@@ -139,9 +137,9 @@ fn live_instances_get_coloured_tabs_sections_logs_and_costs_and_an_orphan_turns_
         .text()
         .contains("webapp"));
     b.wait_until("log lines", PAGE, |b| {
-        b.find_all("#panel .log-line")
+        b.texts("#panel .log-line")
             .iter()
-            .any(|l| l.text().contains("Starting MCP server"))
+            .any(|l| l.contains("Starting MCP server"))
     });
     let lines = b.find_all("#panel .log-line").len();
     assert!(b
@@ -155,14 +153,16 @@ fn live_instances_get_coloured_tabs_sections_logs_and_costs_and_an_orphan_turns_
         "the cost breakdown to name the language server",
         PAGE,
         |b| {
-            b.try_find("#panel .cost-breakdown")
-                .is_some_and(|e| e.text().contains("jedi"))
+            b.text_of("#panel .cost-breakdown")
+                .is_some_and(|t| t.contains("jedi"))
         },
     );
     b.wait_until("the tab's memory to match /proc within 10 %", PAGE, |b| {
         let shown: f64 = b
-            .try_find(&format!("[role=tab][data-pid='{green}']"))
-            .and_then(|t| t.attr("data-memory-bytes"))
+            .attr_of(
+                &format!("[role=tab][data-pid='{green}']"),
+                "data-memory-bytes",
+            )
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
         let real = tree_rss_bytes(green) as f64;
@@ -204,7 +204,8 @@ fn live_instances_get_coloured_tabs_sections_logs_and_costs_and_an_orphan_turns_
         .contains("orphaned"));
     red_tab.click();
     b.wait_until("the red tab to say why", PAGE, |b| {
-        b.find("#panel .why").text().contains("orphaned")
+        b.text_of("#panel .why")
+            .is_some_and(|t| t.contains("orphaned"))
     });
     assert!(b
         .find("#panel .why")
@@ -234,9 +235,8 @@ fn live_instances_get_coloured_tabs_sections_logs_and_costs_and_an_orphan_turns_
             .is_none()
     });
     b.wait_until("the notice to tell what was killed", PAGE, |b| {
-        b.find("#notice-text")
-            .text()
-            .contains(&format!("Killed {orphan} - orphanage"))
+        b.text_of("#notice-text")
+            .is_some_and(|t| t.contains(&format!("Killed {orphan} - orphanage")))
     });
     wait_for(
         "the orphan's whole tree to be gone",

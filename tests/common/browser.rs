@@ -359,6 +359,41 @@ impl Browser {
         .collect()
     }
 
+    /// The rendered text of every element matching `selector`, in document order, read in one
+    /// step in the page: a re-render between finding and reading cannot leave a stale element.
+    #[track_caller]
+    pub fn texts(&self, selector: &str) -> Vec<String> {
+        let v = self.execute(
+            "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText);",
+            vec![json!(selector)],
+        );
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The rendered text of the first element matching `selector`, read like [`Browser::texts`].
+    #[track_caller]
+    pub fn text_of(&self, selector: &str) -> Option<String> {
+        self.texts(selector).into_iter().next()
+    }
+
+    /// Attribute `name` of the first element matching `selector` (None if there is no such
+    /// element or attribute), read in one step in the page like [`Browser::texts`].
+    #[track_caller]
+    pub fn attr_of(&self, selector: &str, name: &str) -> Option<String> {
+        let v = self.execute(
+            "const e = document.querySelector(arguments[0]);
+             return e ? e.getAttribute(arguments[1]) : null;",
+            vec![json!(selector), json!(name)],
+        );
+        v.as_str().map(String::from)
+    }
+
     /// The first element matching `selector` whose visible text contains `text`.
     #[track_caller]
     pub fn try_find_text(&self, selector: &str, text: &str) -> Option<El<'_>> {
