@@ -209,11 +209,7 @@ fn the_overview_has_eight_sections_logs_are_incremental_and_a_hang_is_a_section_
     assert_eq!(status, 400, "{bad:?}");
 
     // Its dashboard hangs: the page still answers, every section says why it is empty.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .expect("hang");
+    hang_dashboard(pid, dashboard_port(&d, pid));
     let started = Instant::now();
     let (status, ov) = d.call("GET", &format!("/api/instances/{pid}/overview"), None);
     assert_eq!(status, 200);
@@ -846,11 +842,7 @@ fn an_execution_is_cancelled_through_the_instances_own_dashboard() {
     assert_eq!(v["error"]["code"], "no_dashboard");
 
     // Its dashboard hangs: the call fails upstream.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .expect("hang");
+    hang_dashboard(pid, dashboard_port(&d, pid));
     let (status, v) = d.call(
         "POST",
         &format!("/api/instances/{pid}/executions/7/cancel"),
@@ -928,4 +920,10 @@ fn with_port_0_the_port_file_says_where_it_listens_and_every_verb_finds_it_witho
     });
     assert!(!port_file.exists());
     assert!(!home.serena_home().join("tray/daemon.json").exists());
+}
+
+/// The dashboard port the daemon knows for the instance `pid`.
+fn dashboard_port(d: &Daemon, pid: u32) -> u16 {
+    let (_, i) = d.call("GET", &format!("/api/instances/{pid}"), None);
+    i["port"].as_u64().expect("a dashboard port") as u16
 }

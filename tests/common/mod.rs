@@ -393,6 +393,24 @@ pub fn spawn_fake(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Child {
         .expect("spawn fake serena")
 }
 
+/// Makes the fake Serena `pid` hang its dashboard on `port` (SIGUSR1) and waits until it does:
+/// the signal is handled when the fake's main thread next runs, not when `kill` returns.
+pub fn hang_dashboard(pid: u32, port: u16) {
+    use std::io::{Read, Write};
+    kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).expect("hang");
+    wait_for("the dashboard to hang", Duration::from_secs(10), || {
+        let answered = (|| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_millis(300)))?;
+            s.write_all(b"GET /heartbeat HTTP/1.0\r\n\r\n")?;
+            let mut first = [0u8; 1];
+            s.read_exact(&mut first)
+        })()
+        .is_ok();
+        (!answered).then_some(())
+    });
+}
+
 fn rand_suffix() -> String {
     format!(
         "{}-{}",
