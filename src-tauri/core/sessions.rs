@@ -787,7 +787,6 @@ impl Sessions {
             core.unmark_session(id);
         }
         core.mark_session(instance_id, session_id, false);
-        let dashboard = ready.port.unwrap_or_default();
         let path = transport.endpoint_path().unwrap_or("/mcp");
         Ok(Session {
             session_id: session_id.to_string(),
@@ -796,8 +795,10 @@ impl Sessions {
             url: format!("http://127.0.0.1:{port}{path}"),
             pid: instance_id.pid,
             start_time: instance_id.start_time,
-            dashboard_url: Some(format!("http://127.0.0.1:{dashboard}/dashboard/index.html")),
-            dashboard_port: Some(dashboard),
+            dashboard_url: ready
+                .port
+                .map(|d| format!("http://127.0.0.1:{d}/dashboard/index.html")),
+            dashboard_port: ready.port,
             project_path: project.to_string(),
             context: context.clone(),
             modes: modes.to_vec(),

@@ -213,12 +213,13 @@ fn state_of(t: &Tracked, now: Epoch, grace: Duration) -> (State, Option<ZombieRe
     let ready = match t.args.mcp_port {
         None => t.last_ok.is_some(),
         // Serena starts its dashboard before its MCP server: one whose MCP server has listened
-        // a while with no dashboard among its sockets lost the dashboard port race (it runs
-        // without one, as Serena does) and is ready all the same.
+        // a while with no other socket lost the dashboard port race (it runs without one, as
+        // Serena does) and is ready all the same. One with another socket waits for it to
+        // answer (a dashboard slow to answer on a busy machine is not a lost race).
         Some(_) => {
             t.mcp_listening
                 && (t.last_ok.is_some()
-                    || (t.inst.port.is_none()
+                    || (t.mcp_alone
                         && t.mcp_listening_since
                             .is_some_and(|since| now - since >= NO_DASHBOARD_AFTER)))
         }

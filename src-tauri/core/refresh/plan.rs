@@ -195,6 +195,7 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
                     None
                 };
                 ports.retain(|p| *p != mcp);
+                t.mcp_alone = t.mcp_listening && ports.is_empty();
             }
             ProbeJob {
                 key: *k,

@@ -1083,3 +1083,24 @@ fn a_launched_session_that_lost_the_dashboard_race_is_ready_once_its_mcp_port_ha
     assert_eq!(said(&d), ["701: starting -> live_no_project"]);
     assert_eq!(instance(&model, id(&s)).port, None);
 }
+
+#[test]
+fn a_launched_session_whose_dashboard_is_slow_to_answer_stays_starting_until_it_does() {
+    let s = serena(702, 100, "--transport streamable-http --port 8124");
+    let mut world = World::of([init(), client(100), s.clone()]);
+    let mut model = Model::default();
+    model.launching.insert(id(&s));
+    model.sessions.insert(id(&s), "session-1".into());
+    refresh(&mut model, &world, T0, &[]);
+    // Its MCP port listens beside two others, none of which answers yet (a busy machine): no
+    // dashboard identified, but not a lost race either.
+    world.ports = vec![(702, 8124), (702, DASH), (702, DASH + 1)];
+    for t in [1.0, 3.0, 5.0, 9.0] {
+        refresh(&mut model, &world, T0 + t, &[]);
+        assert_eq!(instance(&model, id(&s)).port, None);
+        assert_eq!(instance(&model, id(&s)).state, State::Starting, "at {t} s");
+    }
+    let d = refresh(&mut model, &world, T0 + 10.0, &[(702, answers(None))]);
+    assert_eq!(said(&d), ["702: starting -> live_no_project"]);
+    assert_eq!(instance(&model, id(&s)).port, Some(DASH));
+}

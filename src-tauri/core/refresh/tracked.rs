@@ -68,6 +68,9 @@ pub(crate) struct Tracked {
     pub(crate) mcp_listening: bool,
     /// Since when it has (as of the scans).
     pub(crate) mcp_listening_since: Option<Epoch>,
+    /// Whether its MCP port was the only port it listened on at the last scan (no dashboard
+    /// among its sockets, answering or not).
+    pub(crate) mcp_alone: bool,
     /// The process a session launch started, when this instance is it or runs under it.
     pub(crate) launch_root: Option<ProcessId>,
     /// The cost last published in an event (the page shows that one).
@@ -254,6 +257,7 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         base_source: source,
         mcp_listening: false,
         mcp_listening_since: None,
+        mcp_alone: false,
         launch_root: None,
         cost_told: None,
         launcher,
@@ -309,6 +313,7 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         base_source: Source::Registry,
         mcp_listening: false,
         mcp_listening_since: None,
+        mcp_alone: false,
         launch_root: None,
         cost_told: None,
         launcher: None,
