@@ -118,6 +118,8 @@ pub struct ProcTable {
     /// Listed PIDs read and found not to be processes of the snapshot (kernel threads, exited
     /// ones not reaped yet): not read again until the next full read.
     skipped: HashSet<u32>,
+    /// The newest PID the kernel had handed out at the last listing (see [`newest_pid`]).
+    newest: Option<u32>,
 }
 
 impl Default for ProcTable {
@@ -128,6 +130,7 @@ impl Default for ProcTable {
             full_at: None,
             cwd_read: HashSet::new(),
             skipped: HashSet::new(),
+            newest: None,
         }
     }
 }
@@ -137,7 +140,15 @@ impl ProcTable {
     /// [`ProcTable::fill_cwd`].
     pub fn look(&mut self, sys: &mut System, watched: &[u32]) -> std::sync::Arc<Snapshot> {
         let due = self.full_at.is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
-        if due || !cfg!(target_os = "linux") {
+        // Read before the listing: a process made after it changes it, so the next look lists.
+        let newest = newest_pid();
+        let nothing_new = newest.is_some() && newest == self.newest;
+        self.newest = newest;
+        if !due && nothing_new && watched.is_empty() {
+            // No PID handed out since the last listing: no process is new, only the young
+            // ones can have exec'd. One that exited unwatched is seen at the next listing.
+            self.look_again(sys, None, watched);
+        } else if due || !cfg!(target_os = "linux") {
             self.snap = std::sync::Arc::new(Snapshot::capture(sys));
             self.full_at = Some(std::time::Instant::now());
             self.cwd_read.clear();
@@ -148,44 +159,61 @@ impl ProcTable {
                 .filter(|p| self.snap.get(*p).is_none())
                 .collect();
         } else if let Some(listed) = listed_pids() {
-            self.look_again(sys, &listed, watched);
+            self.look_again(sys, Some(&listed), watched);
         } else {
             self.snap = std::sync::Arc::new(Snapshot::capture(sys));
         }
         self.snap.clone()
     }
 
-    /// An incremental look: see the type's docs.
-    fn look_again(&mut self, sys: &mut System, listed: &HashSet<u32>, watched: &[u32]) {
+    /// An incremental look: see the type's docs. `listed` is what `/proc` lists now; `None`
+    /// when nothing can be new since the last listing (nothing is gone then either, as far as
+    /// this look knows).
+    fn look_again(&mut self, sys: &mut System, listed: Option<&HashSet<u32>>, watched: &[u32]) {
         let young_since = super::model::now() as u64 - self.young_secs;
         let snap = std::sync::Arc::make_mut(&mut self.snap);
         // Gone: sysinfo forgets them too (asked about with `remove_dead`, it drops what it
         // cannot read), so churn does not grow its table.
-        let gone: Vec<u32> = snap
-            .procs
-            .keys()
-            .chain(&self.skipped)
-            .filter(|pid| !listed.contains(pid))
-            .copied()
-            .collect();
+        let gone: Vec<u32> = match listed {
+            Some(listed) => snap
+                .procs
+                .keys()
+                .chain(&self.skipped)
+                .filter(|pid| !listed.contains(pid))
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        };
         for pid in &gone {
             snap.procs.remove(pid);
             self.skipped.remove(pid);
         }
-        let again: HashSet<u32> = listed
-            .iter()
-            .filter(|pid| match snap.procs.get(pid) {
-                Some(p) => p.start_time >= young_since,
-                None => !self.skipped.contains(pid),
-            })
-            .copied()
-            .collect();
+        let young = |p: &Proc| p.start_time >= young_since;
+        let again: HashSet<u32> = match listed {
+            Some(listed) => listed
+                .iter()
+                .filter(|pid| match snap.procs.get(pid) {
+                    Some(p) => young(p),
+                    None => !self.skipped.contains(pid),
+                })
+                .copied()
+                .collect(),
+            None => snap
+                .procs
+                .values()
+                .filter(|p| young(p))
+                .map(|p| p.pid)
+                .collect(),
+        };
         let ids: Vec<sysinfo::Pid> = again
             .iter()
             .chain(&gone)
             .map(|p| sysinfo::Pid::from_u32(*p))
             .collect();
-        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, table_kind());
+        // Asked about nothing, sysinfo still reads the uptime and the CPU counts.
+        if !ids.is_empty() {
+            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, table_kind());
+        }
         // The watched ones and their parents: just their stat lines (parent, state), their
         // command lines as read before.
         let mut stat_only = HashSet::new();
@@ -214,7 +242,7 @@ impl ProcTable {
                 }
                 None => {
                     snap.procs.remove(&pid);
-                    if listed.contains(&pid) {
+                    if listed.is_none_or(|l| l.contains(&pid)) {
                         self.skipped.insert(pid);
                     }
                 }
@@ -242,6 +270,17 @@ impl ProcTable {
         self.cwd_read.retain(|id| snap.get_id(*id).is_some());
         self.snap.clone()
     }
+}
+
+/// The PID the kernel handed out last (Linux: the last field of `/proc/loadavg`, for this PID
+/// namespace), threads' included: while it stays the same, no process was made. One small read,
+/// where listing `/proc` costs the kernel a walk of every task.
+fn newest_pid() -> Option<u32> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_ascii_whitespace().nth(4)?.parse().ok()
 }
 
 /// The PIDs listed in `/proc` (Linux), without reading anything of them.
@@ -501,11 +540,7 @@ mod tests {
         use std::io::{BufRead, Write};
         use std::process::{Command, Stdio};
         let mut sys = System::new();
-        // Nothing counts as young: only new and watched processes are read again.
-        let mut table = ProcTable {
-            young_secs: 0,
-            ..ProcTable::default()
-        };
+        let mut table = ProcTable::default();
         table.look(&mut sys, &[]);
         // A shell that starts a sleep in the background and waits for a line before it exits.
         let mut sh = Command::new("sh")
@@ -526,11 +561,15 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         };
+        // Young, it is read again until it shows its own command line (the first look may have
+        // caught it between fork and exec).
         wait(&mut || {
             let snap = table.look(&mut sys, &[]);
             snap.get(sleep)
                 .is_some_and(|p| p.cmdline == ["sleep", "30"])
         });
+        // From here nothing counts as young: only new and watched processes are read again.
+        table.young_secs = 0;
         let snap = table.look(&mut sys, &[]);
         assert_eq!(snap.get(sleep).and_then(|p| p.ppid), Some(sh.id()));
         assert!(snap.get(sh.id()).is_some());

@@ -128,6 +128,17 @@ fn parse(path: &Path, text: &str) -> Result<Contents> {
     Ok(out)
 }
 
+/// What tells one version of the file from another without reading it: its size and times
+/// and (Unix) its inode. Writers here replace the file by renaming (a new inode); an edit in
+/// place changes its times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, i64, i64),
+}
+
 /// Handle on one registry file.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -152,6 +163,20 @@ impl Registry {
             path: path.clone(),
             source,
         }
+    }
+
+    /// The file's [`Stamp`] now (`None` if it cannot be looked at, e.g. there is none).
+    pub fn stamp(&self) -> Option<Stamp> {
+        let m = fs::metadata(&self.path).ok()?;
+        Some(Stamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            #[cfg(unix)]
+            inode: {
+                use std::os::unix::fs::MetadataExt;
+                (m.ino(), m.ctime(), m.ctime_nsec())
+            },
+        })
     }
 
     /// The file's contents; bytes that are not UTF-8 make it corrupt, like bad JSON.

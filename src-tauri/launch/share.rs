@@ -151,13 +151,19 @@ pub async fn run(
     target: Target,
     mcp_client: Option<u32>,
 ) -> Result<std::process::ExitCode, Fallback> {
-    super::ensure_dashboard(settings.clone()).await;
-    let client = Client::find(settings).await.ok_or_else(|| {
-        Fallback(format!(
-            "no Serena Tray answers on port {}",
-            settings.dashboard.port
-        ))
-    })?;
+    // The running daemon (the warm case: one look); else start it, as every launch does.
+    let client = match Client::find(settings).await {
+        Some(client) => client,
+        None => {
+            super::ensure_dashboard(settings.clone()).await;
+            Client::find(settings).await.ok_or_else(|| {
+                Fallback(format!(
+                    "no Serena Tray answers on port {}",
+                    settings.dashboard.port
+                ))
+            })?
+        }
+    };
     let me = std::process::id();
     let endpoint = connect(&client, &target, me, mcp_client)
         .await

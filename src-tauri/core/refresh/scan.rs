@@ -9,7 +9,7 @@ use crate::core::engine::lock;
 use crate::core::model::Cost;
 use crate::core::model::ProcessId;
 use crate::core::procs::{Proc, ProcTable, Scope, Snapshot, YOUNG_SECS};
-use crate::core::registry::{Registry, RegistryEntry};
+use crate::core::registry::{Registry, RegistryEntry, Stamp};
 use crate::core::sockets::{ListenerSource, PortMap};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -79,7 +79,13 @@ struct Table {
     costs: HashMap<u32, Cost>,
     costs_for: Vec<u32>,
     costs_at: Option<Instant>,
+    /// The registry as last read, the file's stamp then, and when (see [`REGISTRY_REREAD`]).
+    registry: Option<(Stamp, Vec<RegistryEntry>, Instant)>,
 }
+
+/// The longest the registry's last reading is reused while its file's stamp stays the same
+/// (an edit in place within the file system's clock tick leaves the stamp as it was).
+const REGISTRY_REREAD: Duration = Duration::from_secs(10);
 
 /// While exits are watched (an exit wakes a look that reads them), the longest between two
 /// reads of the instances and their clients, for what no exit announces (a parent that
@@ -132,13 +138,7 @@ impl Scanner {
         let snap = table.procs.look(&mut table.sys, &watched);
         let mut candidates = serena_candidates(&snap);
 
-        let (registry, registry_read) = match registry.load() {
-            Ok(r) => (r, true),
-            Err(e) => {
-                tracing::warn!("{e}");
-                (Vec::new(), false)
-            }
-        };
+        let (registry, registry_read) = table.read_registry(registry);
         // Every live PID that could be an instance: Serena command lines, registrations, live
         // registry entries. Outside the scope (tests) they are not seen at all.
         let mut pids: BTreeSet<u32> = candidates.iter().map(|(p, _)| p.pid).collect();
@@ -196,6 +196,28 @@ impl Scanner {
 }
 
 impl Table {
+    /// The registry's entries and whether the file could be read and parsed; the last
+    /// reading while the file's stamp is the same (see [`REGISTRY_REREAD`]).
+    fn read_registry(&mut self, registry: &Registry) -> (Vec<RegistryEntry>, bool) {
+        let stamp = registry.stamp();
+        if let (Some(now), Some((then, entries, at))) = (&stamp, &self.registry) {
+            if now == then && at.elapsed() < REGISTRY_REREAD {
+                return (entries.clone(), true);
+            }
+        }
+        match registry.load() {
+            Ok(entries) => {
+                self.registry = stamp.map(|s| (s, entries.clone(), Instant::now()));
+                (entries, true)
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                self.registry = None;
+                (Vec::new(), false)
+            }
+        }
+    }
+
     /// Those of `pids` inside the scope (`None`: all are). Only the environments of processes
     /// not judged before, or still young, are read.
     fn admitted(&mut self, scope: &Scope, snap: &Snapshot, pids: &[u32]) -> Option<HashSet<u32>> {
