@@ -22,13 +22,12 @@
 //!   same PSS sum before the window was first opened and while it was open.
 
 use crate::common::browser::Browser;
-use crate::common::desktop::{Desktop, NotificationServer, Watcher};
+use crate::common::desktop::{Desktop, NotificationServer, TrayApp, Watcher};
 use crate::common::*;
 use crate::{events, graceful_daemon, live_count, memory_mib, p95, progress, wait_event};
 use crate::{Config, Metric, GRACE};
 use serde_json::{json, Value};
 use serena_tray::core::procs::Snapshot;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long the page, the app or its window may take to show what is waited for.
@@ -333,33 +332,21 @@ pub(crate) fn tray_app_phase(cfg: &Config, out: &mut Vec<Metric>) {
     for _ in 0..n {
         reaper.adopt(spawn_fake(&home, &[], &[]));
     }
-    let port = free_port();
-    let mut cmd = Command::new(tray_exe());
-    home.env(&mut cmd);
-    desktop.env(&mut cmd);
-    let app = cmd
-        .arg("--minimized")
-        .arg("--serena-home")
-        .arg(home.serena_home())
-        .args(["--port", &port.to_string()])
-        .args(["--tray-protocol-port", &free_port().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serena-tray");
-    let app = reaper.adopt(app);
-    let api = Daemon::attach_app(&home, port, app);
-    let item = watcher.item(WAIT);
-    let summary = format!("{n} live");
-    wait_for("every instance in the tray menu", WAIT, || {
-        watcher
-            .menu(&item)
-            .labels()
-            .first()
-            .filter(|l| l.starts_with(&summary))
-            .map(|_| ())
-    });
+    let TrayApp {
+        pid: app,
+        port,
+        api,
+        ..
+    } = TrayApp::start(
+        &tray_exe(),
+        &home,
+        &desktop,
+        &watcher,
+        &mut reaper,
+        n,
+        &[],
+        WAIT,
+    );
     // Its start-up done: the first refreshes and the menu built.
     std::thread::sleep(Duration::from_secs(2));
     let never = tree_memory(app, samples);

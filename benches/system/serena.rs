@@ -97,11 +97,7 @@ fn request_session(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &s
         median(handout.clone()),
         p90(handout)
     );
-    if leftovers > 0 {
-        note.push_str(&format!(
-            "; {leftovers} processes outlived their run and were killed"
-        ));
-    }
+    note_leftovers(&mut note, leftovers);
     out.push(
         Metric::new(
             "request_session_overhead_ratio",
@@ -223,11 +219,7 @@ fn launch_overhead(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &s
         spread(&direct),
         if same { "yes" } else { "NO" }
     );
-    if leftovers > 0 {
-        note.push_str(&format!(
-            "; {leftovers} processes outlived their run and were killed"
-        ));
-    }
+    note_leftovers(&mut note, leftovers);
     out.push(
         Metric::new(
             "launch_initialize_overhead_ms",
@@ -624,5 +616,14 @@ impl Http {
                 tokio::time::sleep(POLL).await;
             }
         })
+    }
+}
+
+/// Says in `note` how many processes outlived their run (and were killed), if any did.
+fn note_leftovers(note: &mut String, leftovers: usize) {
+    if leftovers > 0 {
+        note.push_str(&format!(
+            "; {leftovers} processes outlived their run and were killed"
+        ));
     }
 }

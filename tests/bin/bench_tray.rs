@@ -16,11 +16,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::desktop::{Desktop, NotificationServer, Watcher};
+use common::desktop::{Desktop, NotificationServer, TrayApp, Watcher};
 use common::*;
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -146,34 +145,23 @@ fn main() {
     for _ in 0..n {
         reaper.adopt(spawn_fake(&home, &[], &[]));
     }
-    let port = free_port();
-    let mut cmd = Command::new(&bin);
-    home.env(&mut cmd);
-    desktop.env(&mut cmd);
-    let app = cmd
-        .arg("--minimized")
-        .arg("--serena-home")
-        .arg(home.serena_home())
-        .args(["--port", &port.to_string()])
-        .args(["--tray-protocol-port", &free_port().to_string()])
-        .args(["--zombie-grace", &GRACE.as_secs_f64().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serena-tray");
-    let app = reaper.adopt(app);
-    let api = Daemon::attach_app(&home, port, app);
-    let item = watcher.item(WAIT);
-    let summary = format!("{n} live");
-    wait_for("every instance in the tray menu", WAIT, || {
-        watcher
-            .menu(&item)
-            .labels()
-            .first()
-            .filter(|l| l.starts_with(&summary))
-            .map(|_| ())
-    });
+    let grace = GRACE.as_secs_f64().to_string();
+    let extra = ["--zombie-grace", grace.as_str()];
+    let TrayApp {
+        pid: app,
+        api,
+        item,
+        ..
+    } = TrayApp::start(
+        &bin,
+        &home,
+        &desktop,
+        &watcher,
+        &mut reaper,
+        n,
+        &extra,
+        WAIT,
+    );
 
     // Memory and CPU: never opened, open, closed again.
     let never = memory(app);

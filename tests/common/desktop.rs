@@ -587,3 +587,64 @@ impl NotificationServer {
             .expect("NotificationClosed");
     }
 }
+
+/// A tray app started minimized on a test's desktop, its tray menu up.
+pub struct TrayApp {
+    pub pid: u32,
+    /// The port of its API and page.
+    pub port: u16,
+    pub api: super::Daemon,
+    pub item: Item,
+}
+
+impl TrayApp {
+    /// Starts the tray app `exe` for `home` on `desktop` (minimized, free ports, `extra`
+    /// arguments; output discarded), owned by `reaper`, and waits up to `wait` until its tray
+    /// menu's summary counts `live` live instances.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        exe: &Path,
+        home: &super::Home,
+        desktop: &Desktop,
+        watcher: &Watcher,
+        reaper: &mut super::Reaper,
+        live: usize,
+        extra: &[&str],
+        wait: Duration,
+    ) -> TrayApp {
+        let port = super::free_port();
+        let mut cmd = Command::new(exe);
+        home.env(&mut cmd);
+        desktop.env(&mut cmd);
+        let app = cmd
+            .arg("--minimized")
+            .arg("--serena-home")
+            .arg(home.serena_home())
+            .args(["--port", &port.to_string()])
+            .args(["--tray-protocol-port", &super::free_port().to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serena-tray");
+        let pid = reaper.adopt(app);
+        let api = super::Daemon::attach_app(home, port, pid);
+        let item = watcher.item(wait);
+        let summary = format!("{live} live");
+        super::wait_for("every instance in the tray menu", wait, || {
+            watcher
+                .menu(&item)
+                .labels()
+                .first()
+                .filter(|l| l.starts_with(&summary))
+                .map(|_| ())
+        });
+        TrayApp {
+            pid,
+            port,
+            api,
+            item,
+        }
+    }
+}
