@@ -223,27 +223,46 @@ fn a_lease_not_renewed_releases_its_session_and_renewing_keeps_it() {
         )
     };
     let (kept, kept_pid) = request(4.0);
-    let (dropped, dropped_pid) = request(4.0);
-    let dropped_tree = tree_with_language_server(dropped_pid);
-    // One is renewed every second and a half; the other is left to run out.
-    let start = std::time::Instant::now();
-    while alive(dropped_pid) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the lease did not run out"
+    // The kept one is renewed every second and a half from the moment it is handed out (as
+    // its client would), while the other is requested and left to run out.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let renewals = std::sync::atomic::AtomicUsize::new(0);
+    let dropped = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, s) = d.call(
+                    "POST",
+                    &format!("/api/sessions/{kept}/renew"),
+                    Some(json!({})),
+                );
+                assert_eq!(status, 200, "{s:?}");
+                renewals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+        });
+        // Stops the renewals however this ends (a failed assertion too, or the scope waits).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _stop = Stop(&done);
+        let (dropped, dropped_pid) = request(4.0);
+        let dropped_tree = tree_with_language_server(dropped_pid);
+        wait_for("the lease to run out", Duration::from_secs(60), || {
+            (!alive(dropped_pid)).then_some(())
+        });
+        wait_for(
+            "the dropped session's tree to be gone",
+            Duration::from_secs(20),
+            || dropped_tree.iter().all(|p| !alive(*p)).then_some(()),
         );
-        let (status, s) = d.call(
-            "POST",
-            &format!("/api/sessions/{kept}/renew"),
-            Some(json!({})),
-        );
-        assert_eq!(status, 200, "{s:?}");
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    wait_for(
-        "the dropped session's tree to be gone",
-        Duration::from_secs(20),
-        || dropped_tree.iter().all(|p| !alive(*p)).then_some(()),
+        dropped
+    });
+    assert!(
+        renewals.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "renewed while the other ran out"
     );
     assert!(alive(kept_pid), "the renewed one lives on");
     let (_, list) = d.call("GET", "/api/sessions", None);
