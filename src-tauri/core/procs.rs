@@ -144,11 +144,7 @@ impl ProcTable {
         let newest = newest_pid();
         let nothing_new = newest.is_some() && newest == self.newest;
         self.newest = newest;
-        if !due && nothing_new && watched.is_empty() {
-            // No PID handed out since the last listing: no process is new, only the young
-            // ones can have exec'd. One that exited unwatched is seen at the next listing.
-            self.look_again(sys, None, watched);
-        } else if due || !cfg!(target_os = "linux") {
+        if due || !cfg!(target_os = "linux") {
             self.snap = std::sync::Arc::new(Snapshot::capture(sys));
             self.full_at = Some(std::time::Instant::now());
             self.cwd_read.clear();
@@ -158,6 +154,10 @@ impl ProcTable {
                 .map(|p| p.as_u32())
                 .filter(|p| self.snap.get(*p).is_none())
                 .collect();
+        } else if nothing_new && watched.is_empty() {
+            // No PID handed out since the last listing: no process is new, only the young
+            // ones can have exec'd. One that exited unwatched is seen at the next listing.
+            self.look_again(sys, None, watched);
         } else if let Some(listed) = listed_pids() {
             self.look_again(sys, Some(&listed), watched);
         } else {
