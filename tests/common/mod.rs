@@ -394,7 +394,7 @@ pub fn spawn_fake(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Child {
 }
 
 /// Makes the fake Serena `pid` hang its dashboard on `port` (SIGUSR1) and waits until it does:
-/// the signal is handled when the fake's main thread next runs, not when `kill` returns.
+/// the fake's main thread handles the signal a moment after `kill` returns, not at once.
 pub fn hang_dashboard(pid: u32, port: u16) {
     use std::io::{Read, Write};
     kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).expect("hang");
