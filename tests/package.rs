@@ -180,6 +180,7 @@ fn the_deb_installs_runs_from_usr_and_removes_without_a_trace() {
     for f in [
         "usr/bin/serena-tray",
         "usr/bin/serena-tray-app",
+        "usr/bin/serena-tray-window",
         DESKTOP_FILE,
         "usr/share/icons/hicolor/128x128/apps/serena-tray.png",
     ] {
@@ -320,6 +321,7 @@ fn the_rpm_holds_the_same_files_and_requires_the_runtime_libraries() {
     for f in [
         "/usr/bin/serena-tray",
         "/usr/bin/serena-tray-app",
+        "/usr/bin/serena-tray-window",
         &format!("/{DESKTOP_FILE}"),
         "/usr/share/icons/hicolor/128x128/apps/serena-tray.png",
     ] {

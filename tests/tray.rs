@@ -9,8 +9,8 @@
 //! - a zombie is announced by exactly one notification (never again for it; one that was there
 //!   before the app started too), whose "Kill" action kills exactly it, and whose click opens
 //!   the dashboard window;
-//! - a second start exits 0 and makes the first show its window, through the single-instance
-//!   plugin and, without a session bus, through the port check and the API;
+//! - a second start exits 0 and makes the first show its window, through the port check and the
+//!   API (with or without a session bus);
 //! - the window, driven by WebKitWebDriver, shows the dashboard with the instances' tabs (a
 //!   screenshot is saved).
 
@@ -82,13 +82,17 @@ fn start_app(home: &Home, desktop: &Desktop, reaper: &mut Reaper) -> (u32, Daemo
     (pid, Daemon::attach_app(home, port, pid))
 }
 
-/// The app's window process (`serena-tray window`), if one runs.
+/// The app's window process (`serena-tray-window`), if one runs.
 fn window_process(app: u32) -> Option<u32> {
     let snap = serena_tray::core::procs::Snapshot::capture(&mut System::new());
     let found = snap
         .descendants(app)
         .iter()
-        .find(|p| p.cmdline.get(1).is_some_and(|a| a == "window"))
+        .find(|p| {
+            p.cmdline
+                .first()
+                .is_some_and(|c| c.ends_with("/serena-tray-window"))
+        })
         .map(|p| p.pid);
     found
 }
@@ -377,22 +381,11 @@ fn a_second_start_exits_0_and_the_first_shows_its_window() {
             .output()
             .expect("a second serena-tray --minimized");
         assert!(out.status.success(), "session bus {session_bus}: {out:?}");
-        if session_bus {
-            // Handed over through the plugin: the first says it did nothing.
-            let log = home.path().join(format!("app-{}.log", api.port));
-            wait_for("the first to take the minimized start", SOON, || {
-                std::fs::read_to_string(&log)
-                    .ok()
-                    .filter(|l| l.contains("minimized: nothing to do"))
-            });
-        } else {
-            let said = String::from_utf8_lossy(&out.stdout);
-            assert!(said.contains("already running"), "{said}");
-        }
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("already running"), "{said}");
         assert!(!has_window(first), "session bus {session_bus}: no window");
         let mut second = app_command(&home, &desktop, api.port);
         if !session_bus {
-            // The plugin cannot work: the port check and the API hand over.
             second.env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
         }
         let status = second

@@ -208,7 +208,7 @@ pub(crate) fn ui_phase(cfg: &Config, out: &mut Vec<Metric>) {
 }
 
 /// A process of the app's tree: its PID and a short name (`serena-tray-app`,
-/// `serena-tray-app window`, `WebKitWebProcess`).
+/// `serena-tray-window`, `WebKitWebProcess`).
 struct Proc {
     pid: u32,
     name: String,
@@ -218,15 +218,11 @@ struct Proc {
 fn tree(app: u32) -> Vec<Proc> {
     let snap = Snapshot::capture(&mut sysinfo::System::new());
     let name = |p: &serena_tray::core::procs::Proc| {
-        let exe = p
-            .cmdline
+        p.cmdline
             .first()
             .and_then(|c| c.rsplit('/').next())
-            .unwrap_or(&p.name);
-        match p.cmdline.get(1) {
-            Some(verb) if verb == "window" => format!("{exe} window"),
-            _ => exe.to_string(),
-        }
+            .unwrap_or(&p.name)
+            .to_string()
     };
     let root = snap.get(app).map(|p| Proc {
         pid: app,

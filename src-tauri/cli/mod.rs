@@ -109,9 +109,6 @@ enum Command {
     /// Route the Serena entries of every MCP client's config through `serena-tray launch`
     /// (shows the change; --apply makes it, --undo reverses it)
     Configure(configure::ConfigureArgs),
-    /// The tray app's dashboard window, as a process of its own (started by the tray app)
-    #[command(name = "window", hide = true)]
-    Window,
 }
 
 #[derive(Debug, Args)]
@@ -191,15 +188,13 @@ pub(crate) enum CliError {
 }
 
 /// What only the app binary (`serena-tray-app`, with the GUI libraries) can run: the tray app
-/// and its window process. The `serena-tray` binary has none, and starts no GUI library at all
+/// (its window is `serena-tray-window`, which it starts). The `serena-tray` binary has none, and starts no GUI library at all
 /// (a `launch`, `list` or the daemon start in a few milliseconds, also where GTK is missing):
 /// it hands the tray app over to `serena-tray-app`.
 pub trait AppHost {
     /// Runs the tray app until it quits; its window opens at start unless `minimized` (or
     /// with `web_dashboard_global_open_on_launch`).
     fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, String>;
-    /// Runs the dashboard window process (`window`, started by the tray app).
-    fn run_window(&self) -> Result<(), String>;
 }
 
 /// How the tray app ended.
@@ -311,16 +306,6 @@ fn seconds(arg: &str) -> Result<std::time::Duration, String> {
 }
 
 fn run(cli: Cli, host: Option<&dyn AppHost>) -> Result<ExitCode, CliError> {
-    if let Some(Command::Window) = cli.command {
-        // Started by the tray app, told by it what to show: no settings of its own.
-        let Some(host) = host else {
-            return hand_to_app().map(|()| ExitCode::SUCCESS);
-        };
-        return host
-            .run_window()
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(CliError::Other);
-    }
     let ctx = settings(&cli.global)?;
     match cli.command {
         Some(Command::List { json }) => list(ctx, json).map(|()| ExitCode::SUCCESS),
@@ -332,7 +317,6 @@ fn run(cli: Cli, host: Option<&dyn AppHost>) -> Result<ExitCode, CliError> {
         Some(Command::Open) => open(ctx).map(|()| ExitCode::SUCCESS),
         Some(Command::Launch(args)) => launch(ctx, args),
         Some(Command::Configure(args)) => configure::run(args),
-        Some(Command::Window) => unreachable!("handled above"),
         None => default_verb(ctx, host, cli.minimized).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -719,12 +703,5 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&args).is_ok(), "{args:?}");
         }
-    }
-
-    #[cfg(feature = "gui")]
-    #[test]
-    fn the_window_process_verb_is_the_one_the_tray_app_starts() {
-        let cli = Cli::try_parse_from(["serena-tray", crate::shell::WINDOW_VERB]).expect("parses");
-        assert!(matches!(cli.command, Some(Command::Window)));
     }
 }

@@ -1,28 +1,39 @@
-//! Launch at login, with tauri-plugin-autostart: an XDG autostart entry on Linux
+//! Launch at login, with auto-launch: an XDG autostart entry on Linux
 //! (`~/.config/autostart/Serena Tray.desktop`), a LaunchAgent on macOS, the Run key on Windows;
-//! each starts the tray app `--minimized` (in the tray, its window closed). The state shown is always read from
-//! the system, never remembered: on Linux and macOS the folder of the entry is watched, so an
-//! entry removed by hand unchecks the menu at once.
+//! each starts the tray app `--minimized` (in the tray, its window closed). The state shown is
+//! always read from the system, never remembered: on Linux and macOS the folder of the entry is
+//! watched, so an entry removed by hand unchecks the menu at once.
 //!
 //! Deliberately not here: the menu item (`menu`) and when the menu is rebuilt (`tray`).
 
+use auto_launch::{AutoLaunch, AutoLaunchBuilder};
 use std::path::PathBuf;
-use tauri::plugin::TauriPlugin;
-use tauri::{Manager, Runtime};
-use tauri_plugin_autostart::AutoLaunchManager;
 
-/// The plugin (on macOS its default: a LaunchAgent), starting the app `--minimized`.
-pub fn plugin<R: Runtime>() -> TauriPlugin<R> {
-    tauri_plugin_autostart::Builder::new()
-        .arg("--minimized")
+/// The entry's name (the product's).
+const NAME: &str = "Serena Tray";
+
+/// The entry of this tray app (its own path, or the AppImage it runs from), starting it
+/// `--minimized`; `None` (logged) where none can be made.
+pub fn entry() -> Option<AutoLaunch> {
+    let exe = std::env::var_os("APPIMAGE")
+        .filter(|_| cfg!(target_os = "linux"))
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())?;
+    let mut builder = AutoLaunchBuilder::new();
+    builder
+        .set_app_name(NAME)
+        .set_app_path(&exe.display().to_string())
+        .set_args(&["--minimized"]);
+    builder
         .build()
+        .map_err(|e| tracing::warn!("launch at login is not available: {e}"))
+        .ok()
 }
 
-/// Whether the app launches at login; `None` where it cannot be told (no plugin, an
-/// unreadable entry).
-pub fn state<R: Runtime, M: Manager<R>>(m: &M) -> Option<bool> {
-    let manager = m.try_state::<AutoLaunchManager>()?;
-    match manager.is_enabled() {
+/// Whether the app launches at login; `None` where it cannot be told (no entry, an unreadable
+/// one).
+pub fn state(entry: Option<&AutoLaunch>) -> Option<bool> {
+    match entry?.is_enabled() {
         Ok(on) => Some(on),
         Err(e) => {
             tracing::warn!("cannot tell whether Serena Tray launches at login: {e}");
@@ -32,16 +43,9 @@ pub fn state<R: Runtime, M: Manager<R>>(m: &M) -> Option<bool> {
 }
 
 /// Makes the app launch at login (`on`) or not.
-pub fn set<R: Runtime, M: Manager<R>>(m: &M, on: bool) -> Result<(), String> {
-    let manager = m
-        .try_state::<AutoLaunchManager>()
-        .ok_or("launch at login is not available here")?;
-    if on {
-        manager.enable()
-    } else {
-        manager.disable()
-    }
-    .map_err(|e| e.to_string())
+pub fn set(entry: Option<&AutoLaunch>, on: bool) -> Result<(), String> {
+    let entry = entry.ok_or("launch at login is not available here")?;
+    if on { entry.enable() } else { entry.disable() }.map_err(|e| e.to_string())
 }
 
 /// The folder whose entries decide launch at login, where it is a folder of files.

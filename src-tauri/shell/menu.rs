@@ -1,5 +1,5 @@
-//! The tray menu: a plain model computed from the instances ([`MenuModel::of`], no tauri, unit
-//! tested), the tauri menu built from it ([`build`]), and the ids its clicks come back with
+//! The tray menu: a plain model computed from the instances ([`MenuModel::of`], unit tested),
+//! the menu built from it ([`build`], muda's), and the ids its clicks come back with
 //! ([`Action::parse`]). The menu is rebuilt only when the model changes; a change of the
 //! summary line alone (memory moves all the time) is applied to that one item.
 //!
@@ -7,10 +7,7 @@
 //! one line each into the app handle).
 
 use crate::core::model::{Instance, ProcessId, State};
-use tauri::menu::{
-    CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu, SubmenuBuilder,
-};
-use tauri::{Manager, Runtime};
+use muda::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem, Submenu};
 
 pub const SUMMARY: &str = "summary";
 pub const OPEN: &str = "open";
@@ -245,77 +242,67 @@ pub fn literal(text: &str) -> String {
 
 /// The menu of `model`, with the items that are updated in place: the summary, and the check
 /// mark of launch at login (a click toggles it before anything asks the system).
-pub struct Built<R: Runtime> {
-    pub menu: Menu<R>,
-    pub summary: MenuItem<R>,
-    pub autostart: CheckMenuItem<R>,
+pub struct Built {
+    pub menu: Menu,
+    pub summary: MenuItem,
+    pub autostart: CheckMenuItem,
 }
 
 /// Builds the tray menu of `model`.
-pub fn build<R: Runtime, M: Manager<R>>(app: &M, model: &MenuModel) -> tauri::Result<Built<R>> {
-    let summary = MenuItem::with_id(app, SUMMARY, literal(&model.summary), false, None::<&str>)?;
-    let open = MenuItem::with_id(app, OPEN, "Open dashboard", true, None::<&str>)?;
-    let mut instances: Vec<Submenu<R>> = Vec::with_capacity(model.entries.len());
+pub fn build(model: &MenuModel) -> muda::Result<Built> {
+    let item = |id: String, text: &str, enabled: bool| MenuItem::with_id(id, text, enabled, None);
+    let summary = item(SUMMARY.into(), &literal(&model.summary), false);
+    let open = item(OPEN.into(), "Open dashboard", true);
+    let mut instances: Vec<Submenu> = Vec::with_capacity(model.entries.len());
     for e in &model.entries {
         let kill = if e.dead { "Remove record" } else { "Kill" };
-        instances.push(
-            SubmenuBuilder::with_id(app, instance_id(e.id, "menu"), literal(&e.label))
-                .item(&MenuItem::with_id(
-                    app,
-                    instance_id(e.id, "show"),
-                    "Open in dashboard",
-                    true,
-                    None::<&str>,
-                )?)
-                .item(&MenuItem::with_id(
-                    app,
+        instances.push(Submenu::with_id_and_items(
+            instance_id(e.id, "menu"),
+            literal(&e.label),
+            true,
+            &[
+                &item(instance_id(e.id, "show"), "Open in dashboard", true),
+                &item(
                     instance_id(e.id, "dashboard"),
                     "Open its Serena dashboard",
                     e.has_dashboard,
-                    None::<&str>,
-                )?)
-                .item(&MenuItem::with_id(
-                    app,
-                    instance_id(e.id, "kill"),
-                    kill,
-                    e.killable,
-                    None::<&str>,
-                )?)
-                .build()?,
-        );
+                ),
+                &item(instance_id(e.id, "kill"), kill, e.killable),
+            ],
+        )?);
     }
-    let kill_zombies = MenuItem::with_id(
-        app,
-        KILL_ZOMBIES,
-        model.kill_zombies_label(),
+    let kill_zombies = item(
+        KILL_ZOMBIES.into(),
+        &model.kill_zombies_label(),
         model.zombies > 0,
-        None::<&str>,
-    )?;
-    let new_session = MenuItem::with_id(app, NEW_SESSION, "New session...", true, None::<&str>)?;
+    );
+    let new_session = item(NEW_SESSION.into(), "New session...", true);
     let autostart = CheckMenuItem::with_id(
-        app,
         AUTOSTART,
         "Launch at login",
         model.autostart.is_some(),
         model.autostart.unwrap_or(false),
-        None::<&str>,
-    )?;
-    let quit = MenuItem::with_id(app, QUIT, "Quit", true, None::<&str>)?;
-    let separator = || PredefinedMenuItem::separator(app);
-    let (s1, s2, s3) = (separator()?, separator()?, separator()?);
-    let mut items: Vec<&dyn IsMenuItem<R>> = vec![&summary, &open, &s1];
-    items.extend(instances.iter().map(|s| s as &dyn IsMenuItem<R>));
+        None,
+    );
+    let quit = item(QUIT.into(), "Quit", true);
+    let (s1, s2, s3) = (
+        PredefinedMenuItem::separator(),
+        PredefinedMenuItem::separator(),
+        PredefinedMenuItem::separator(),
+    );
+    let mut items: Vec<&dyn IsMenuItem> = vec![&summary, &open, &s1];
+    items.extend(instances.iter().map(|s| s as &dyn IsMenuItem));
     if !instances.is_empty() {
         items.push(&s2);
     }
     items.extend([
-        &kill_zombies as &dyn IsMenuItem<R>,
+        &kill_zombies as &dyn IsMenuItem,
         &new_session,
         &s3,
         &autostart,
         &quit,
     ]);
-    let menu = Menu::with_items(app, &items)?;
+    let menu = Menu::with_items(&items)?;
     Ok(Built {
         menu,
         summary,
@@ -327,7 +314,7 @@ pub fn build<R: Runtime, M: Manager<R>>(app: &M, model: &MenuModel) -> tauri::Re
 mod tests {
     use super::*;
     use crate::core::model::{test_instance, Cost, ZombieReason};
-    use tauri::menu::MenuItemKind;
+    use muda::MenuItemKind;
 
     fn instance(pid: u32, state: State, project: Option<&str>) -> Instance {
         Instance {
@@ -455,40 +442,22 @@ mod tests {
     }
 
     /// What a built menu item shows: (id, text, enabled, checked for a check item).
-    fn shown<R: Runtime>(item: &MenuItemKind<R>) -> (String, String, bool, Option<bool>) {
+    fn shown(item: &MenuItemKind) -> (String, String, bool, Option<bool>) {
         let id = item.id().as_ref().to_string();
         match item {
-            MenuItemKind::MenuItem(i) => (
-                id,
-                i.text().expect("text"),
-                i.is_enabled().expect("enabled"),
-                None,
-            ),
-            MenuItemKind::Check(i) => (
-                id,
-                i.text().expect("text"),
-                i.is_enabled().expect("enabled"),
-                Some(i.is_checked().expect("checked")),
-            ),
-            MenuItemKind::Submenu(i) => (
-                id,
-                i.text().expect("text"),
-                i.is_enabled().expect("enabled"),
-                None,
-            ),
+            MenuItemKind::MenuItem(i) => (id, i.text(), i.is_enabled(), None),
+            MenuItemKind::Check(i) => (id, i.text(), i.is_enabled(), Some(i.is_checked())),
+            MenuItemKind::Submenu(i) => (id, i.text(), i.is_enabled(), None),
             MenuItemKind::Predefined(_) => (id, "---".into(), true, None),
-            _ => (id, "?".into(), false, None),
+            MenuItemKind::Icon(i) => (id, i.text(), i.is_enabled(), None),
         }
     }
 
     #[test]
     fn the_built_menu_has_the_labels_ids_and_enabled_states_of_its_model() {
-        let app = tauri::test::mock_builder()
-            .build(tauri::test::mock_context(tauri::test::noop_assets()))
-            .expect("a mock app");
         let model = MenuModel::of(&three(), Some(true));
-        let built = build(&app, &model).expect("the menu");
-        let items = built.menu.items().expect("items");
+        let built = build(&model).expect("the menu");
+        let items = built.menu.items();
         let top: Vec<(String, String, bool, Option<bool>)> = items.iter().map(shown).collect();
         let texts: Vec<&str> = top.iter().map(|(_, t, _, _)| t.as_str()).collect();
         assert_eq!(
@@ -516,7 +485,7 @@ mod tests {
 
         // An instance's submenu: open it in the dashboard, its own dashboard, kill.
         let zombie = items[4].as_submenu().expect("a submenu");
-        let sub: Vec<_> = zombie.items().expect("items").iter().map(shown).collect();
+        let sub: Vec<_> = zombie.items().iter().map(shown).collect();
         let id = model.entries[1].id;
         assert_eq!(
             sub,
@@ -540,18 +509,12 @@ mod tests {
             assert!(Action::parse(id).is_some(), "{id}");
         }
         let dead = items[3].as_submenu().expect("a submenu");
-        let sub: Vec<_> = dead.items().expect("items").iter().map(shown).collect();
+        let sub: Vec<_> = dead.items().iter().map(shown).collect();
         assert_eq!((sub[1].2, sub[2].1.as_str()), (false, "Remove record"));
 
         // Nothing to kill, autostart unknown: both disabled; no instance separator.
-        let empty = build(&app, &MenuModel::of(&[], None)).expect("the menu");
-        let top: Vec<_> = empty
-            .menu
-            .items()
-            .expect("items")
-            .iter()
-            .map(shown)
-            .collect();
+        let empty = build(&MenuModel::of(&[], None)).expect("the menu");
+        let top: Vec<_> = empty.menu.items().iter().map(shown).collect();
         let kill = top.iter().find(|(i, ..)| i == KILL_ZOMBIES).expect("kill");
         assert_eq!((kill.1.as_str(), kill.2), ("Kill all zombies (0)", false));
         let auto = top

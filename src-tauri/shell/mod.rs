@@ -1,45 +1,46 @@
-//! The Tauri tray app: the only place that imports tauri, thin adapters over the core. It runs
-//! the [`App`] (HTTP API, tray protocol, refresh loop) in-process on tauri's async runtime and
-//! manages its handle; around it: one instance per session (`single_instance`), the tray icon
-//! and its menu (`tray`, `menu`), the dashboard window (`window`), zombie notifications
-//! (`notifications`) and launch at login (`autostart`). Each menu click is a line into the app
-//! handle ([`act`]).
+//! The tray app: thin adapters over the core. It runs the [`App`] (HTTP API, tray protocol,
+//! refresh loop) on a tokio runtime beside the desktop's event loop (tao's, the one Tauri is
+//! built on) on the main thread; around it: the tray icon and its menu (`tray`, `menu`, with
+//! tray-icon and muda), the dashboard window (`window`: a process of its own, the only one with
+//! Tauri and WebKit), zombie notifications (`notifications`) and launch at login
+//! (`autostart`). Each menu click is a line into the app handle ([`act`]).
 //!
-//! [`run`] is the real app; [`run_app`] is its wiring, generic over the runtime so that a test
-//! can drive it with `tauri::test::mock_builder()` (no display, no tray, no session bus).
+//! One tray app per desktop: the port check of `App::start` (a second start finds Serena Tray
+//! answering on its port, asks it through the API to show its window unless `--minimized`,
+//! and exits 0 before anything of its own runs).
+//!
+//! [`run`] is the real app; [`wire`] is what runs off the event loop, which a test drives
+//! without a display.
 
 mod autostart;
 mod menu;
 mod notifications;
-mod single_instance;
 mod tray;
-mod window;
+pub mod window;
 
 use crate::core::app::{App, AppError, Show, Started};
 use crate::core::model::ProcessId;
 use crate::core::settings::Settings;
-use menu::Action;
-use std::sync::Mutex;
-use tauri::{AppHandle, Context, Manager, RunEvent, Runtime};
+use auto_launch::AutoLaunch;
+use menu::{Action, MenuModel};
+use std::sync::{Arc, OnceLock};
+use tao::event::{Event, StartCause};
+use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
+use tao::platform::run_return::EventLoopExtRunReturn;
+use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
     #[error("the tray app could not start: {0}")]
-    Tauri(#[from] tauri::Error),
+    Desktop(String),
+    #[error("the tray app could not start its async runtime: {0}")]
+    Runtime(std::io::Error),
     #[error(transparent)]
     App(#[from] AppError),
-    #[error("the dashboard window: {0}")]
-    Window(String),
-    #[error("the dashboard window: {0}")]
-    Io(#[from] std::io::Error),
 }
 
-pub use window::VERB as WINDOW_VERB;
-
-/// The app's context (`tauri.conf.json`), for the tray app and the window process.
-fn context() -> Context<tauri::Wry> {
-    tauri::generate_context!()
-}
+/// The app's identifier (`tauri.conf.json`): the folder of its files under the user's cache.
+pub const IDENTIFIER: &str = "dev.serenatray.SerenaTray";
 
 use crate::cli::{AppHost, AppOutcome};
 
@@ -50,17 +51,12 @@ impl AppHost for Host {
     fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, String> {
         run(settings, minimized).map_err(|e| e.to_string())
     }
-
-    fn run_window(&self) -> Result<(), String> {
-        window::run_window_process().map_err(|e| e.to_string())
-    }
 }
 
-/// What of the desktop the wiring uses: all of it in the real app, none of it in a test on
-/// the mock runtime (no GTK for a tray, no session bus to notify on, no window process).
+/// What of the desktop the wiring uses: all of it in the real app, none of it in a test
+/// (no display, no session bus to notify on, no window process).
 #[derive(Debug, Clone, Copy)]
 pub struct Desktop {
-    pub tray: bool,
     pub notifications: bool,
     pub window: bool,
     /// Open the window at start (the app started without `--minimized`); it opens anyway with
@@ -68,14 +64,26 @@ pub struct Desktop {
     pub window_at_start: bool,
 }
 
-/// The app, wired and running in the background, before its event loop runs.
-pub struct Running<R: Runtime> {
-    pub tauri: tauri::App<R>,
+/// What a menu click acts on.
+#[derive(Clone)]
+pub struct Shell {
     pub app: App,
+    /// Launch at login (`None` where it is not available).
+    autostart: Option<AutoLaunch>,
+    /// Asks the tray for an update outside the core's events (launch at login changed).
+    nudge: Arc<Notify>,
 }
 
-/// Keeps the watcher of the launch-at-login entries alive as long as the app.
-struct AutostartWatch(#[allow(dead_code)] Mutex<Option<notify::RecommendedWatcher>>);
+/// What the event loop is told from elsewhere.
+enum Told {
+    /// The tray is to show this.
+    Tray(MenuModel),
+    /// A menu item of this id was clicked.
+    Click(String),
+    /// The tray icon was clicked with the left button.
+    IconClick,
+    Quit,
+}
 
 /// Whether this process turned GTK's OpenGL off for itself (see [`run`]); the window process
 /// it starts gets the user's setting back.
@@ -93,100 +101,168 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
         std::env::set_var("GDK_GL", "disable");
         GL_OFF_HERE.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    let builder = tauri::Builder::default()
-        // First: a second start hands over to the first and exits here, before it runs anything.
-        .plugin(single_instance::plugin())
-        .plugin(autostart::plugin());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ShellError::Runtime)?;
+    // The app's tasks are spawned from this thread too (outside `block_on`).
+    let _in_runtime = rt.enter();
     let desktop = Desktop {
-        tray: true,
         notifications: true,
         window: true,
         window_at_start: !minimized,
     };
-    let Some(Running { tauri, app }) = run_app(builder, context(), settings, desktop)? else {
+    // The core first: a second start hands over before it touches the desktop. The tray's
+    // models reach the event loop once there is one (its first model is made then).
+    let to_loop: Arc<OnceLock<EventLoopProxy<Told>>> = Arc::default();
+    let to_tray = to_loop.clone();
+    let Some(shell) = rt.block_on(wire(settings, desktop, move |m| {
+        to_tray
+            .get()
+            .is_none_or(|p| p.send_event(Told::Tray(m)).is_ok())
+    }))?
+    else {
         return Ok(AppOutcome::AlreadyRunning);
     };
-    println!("{}", crate::cli::dashboard_line(&app));
+    // tao panics where the desktop cannot be reached: a clear error instead.
+    let built = std::panic::catch_unwind(|| EventLoopBuilder::<Told>::with_user_event().build());
+    #[cfg_attr(not(target_os = "macos"), allow(unused_mut))]
+    let mut event_loop = match built {
+        Ok(event_loop) => event_loop,
+        Err(panic) => {
+            rt.block_on(shell.app.shutdown());
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            return Err(ShellError::Desktop(format!(
+                "no desktop to show a tray on ({why})"
+            )));
+        }
+    };
+    // A menu-bar app: no Dock icon.
+    #[cfg(target_os = "macos")]
+    {
+        use tao::platform::macos::EventLoopExtMacOS;
+        event_loop.set_activation_policy(tao::platform::macos::ActivationPolicy::Accessory);
+    }
+    let proxy = event_loop.create_proxy();
+    let _ = to_loop.set(proxy.clone());
+    println!("{}", crate::cli::dashboard_line(&shell.app));
+    let nudge = shell.nudge.clone();
+    let _autostart_watch = autostart::watch(move || nudge.notify_one());
+    let p = proxy.clone();
+    muda::MenuEvent::set_event_handler(Some(move |e: muda::MenuEvent| {
+        let _ = p.send_event(Told::Click(e.id.0));
+    }));
+    let p = proxy.clone();
+    tray_icon::TrayIconEvent::set_event_handler(Some(move |e| {
+        if let tray_icon::TrayIconEvent::Click {
+            button: tray_icon::MouseButton::Left,
+            button_state: tray_icon::MouseButtonState::Up,
+            ..
+        } = e
+        {
+            let _ = p.send_event(Told::IconClick);
+        }
+    }));
     // SIGTERM (a logout, `kill`) and Ctrl+C end it as Quit does: every task stops cleanly.
-    let handle = tauri.handle().clone();
-    app.spawn(async move {
+    shell.app.spawn(async move {
         crate::cli::wait_for_signal().await;
-        handle.exit(0);
+        let _ = proxy.send_event(Told::Quit);
     });
-    tauri.run(move |_handle, event| match event {
-        // A tray app lives on with no window open.
-        RunEvent::ExitRequested {
-            api, code: None, ..
-        } => api.prevent_exit(),
-        RunEvent::Exit => tauri::async_runtime::block_on(app.shutdown()),
-        _ => {}
+    let first = rt.block_on(tray::model(
+        &shell.app,
+        autostart::state(shell.autostart.as_ref()),
+    ));
+    let mut first = Some(first);
+    let mut shown: Option<tray::Shown> = None;
+    let sh = shell.clone();
+    event_loop.run_return(move |event, _, flow| {
+        *flow = ControlFlow::Wait;
+        match event {
+            // The tray icon is made once the loop runs (macOS needs its application running).
+            Event::NewEvents(StartCause::Init) => {
+                if let Some(model) = first.take() {
+                    match tray::Shown::create(model, true) {
+                        Ok(s) => shown = Some(s),
+                        Err(e) => tracing::warn!("no tray menu: {e}"),
+                    }
+                }
+            }
+            Event::UserEvent(Told::Tray(next)) => {
+                if let Some(s) = shown.as_mut() {
+                    if let Err(e) = s.update(next) {
+                        tracing::warn!("cannot update the tray: {e}");
+                    }
+                }
+            }
+            Event::UserEvent(Told::Click(id)) if act(&sh, Action::parse(&id)) => {
+                *flow = ControlFlow::Exit;
+            }
+            Event::UserEvent(Told::IconClick) => show(&sh.app, Show::Dashboard),
+            Event::UserEvent(Told::Quit) => *flow = ControlFlow::Exit,
+            _ => {}
+        }
     });
+    rt.block_on(shell.app.shutdown());
     Ok(AppOutcome::Quit)
 }
 
-/// Builds the app around `builder` and starts the core in it: the menu's actions, the window
-/// requests, the tray (if `desktop.tray`) and its updates, notifications (if
-/// `desktop.notifications` and the `notifications` setting), and the window at start (if
-/// `desktop.window_at_start` or `web_dashboard_global_open_on_launch`). `None` when Serena Tray already serves the port.
-pub fn run_app<R: Runtime>(
-    builder: tauri::Builder<R>,
-    context: Context<R>,
+/// Starts the core and what follows it off the event loop: the window requests (if
+/// `desktop.window`), the tray's models (to `tray`), notifications (if `desktop.notifications`
+/// and the `notifications` setting), and the window at start (if `desktop.window_at_start` or
+/// `web_dashboard_global_open_on_launch`). `None` when Serena Tray already serves the port.
+pub async fn wire(
     settings: Settings,
     desktop: Desktop,
-) -> Result<Option<Running<R>>, ShellError> {
-    #[cfg_attr(not(target_os = "macos"), allow(unused_mut))]
-    let mut tauri = builder
-        .manage(tray::Nudge::default())
-        .on_menu_event(|handle, event| act(handle, Action::parse(event.id().as_ref())))
-        .build(context)?;
-    // A menu-bar app: no Dock icon.
-    #[cfg(target_os = "macos")]
-    tauri.set_activation_policy(tauri::ActivationPolicy::Accessory);
-    let app = match tauri::async_runtime::block_on(App::start(settings))? {
+    tray: impl Fn(MenuModel) -> bool + Send + Sync + 'static,
+) -> Result<Option<Shell>, ShellError> {
+    let app = match App::start(settings).await? {
         Started::AlreadyRunning { .. } => return Ok(None),
         Started::Running(app) => app,
     };
-    tauri.manage(app.clone());
-    let handle = tauri.handle();
+    let shell = Shell {
+        app: app.clone(),
+        autostart: autostart::entry(),
+        nudge: Arc::default(),
+    };
     if desktop.window {
         window::follow_requests(&app);
     }
-    let model = tauri::async_runtime::block_on(tray::model(handle, &app));
-    let built = menu::build(handle, &model)?;
-    let icon = if desktop.tray {
-        let nudge = handle.state::<tray::Nudge>().0.clone();
-        let watcher = autostart::watch(move || nudge.notify_one());
-        tauri.manage(AutostartWatch(Mutex::new(watcher)));
-        tray::create(handle, &model, &built)
-    } else {
-        None
-    };
-    tray::follow(handle, &app, icon, (model, built));
+    let entry = shell.autostart.clone();
+    tray::follow(
+        &app,
+        move || autostart::state(entry.as_ref()),
+        shell.nudge.clone(),
+        tray,
+    );
     if desktop.notifications && app.settings().tray.notifications {
         notifications::follow(&app);
     }
     if desktop.window_at_start || app.settings().dashboard.open_on_launch {
         app.show(Show::Dashboard);
     }
-    Ok(Some(Running { tauri, app }))
+    Ok(Some(shell))
 }
 
-/// What a menu click does: one line into the app handle each.
-fn act<R: Runtime>(handle: &AppHandle<R>, action: Option<Action>) {
-    let (Some(action), Some(app)) = (action, handle.try_state::<App>()) else {
-        return;
-    };
-    let app = app.inner().clone();
+/// What a menu click does: one line into the app handle each. True for Quit.
+fn act(shell: &Shell, action: Option<Action>) -> bool {
+    let Some(action) = action else { return false };
+    let app = &shell.app;
     match action {
-        Action::OpenDashboard => show(&app, Show::Dashboard),
-        Action::ShowInstance(id) => show(&app, Show::Instance(id.pid)),
-        Action::NewSession => show(&app, Show::NewSession),
-        Action::OpenInstanceDashboard(id) => open_instance_dashboard(&app, id),
-        Action::KillZombies => kill_zombies(&app),
-        Action::Kill(id) => kill(&app, id),
-        Action::ToggleAutostart => toggle_autostart(handle),
-        Action::Quit => handle.exit(0),
+        Action::OpenDashboard => show(app, Show::Dashboard),
+        Action::ShowInstance(id) => show(app, Show::Instance(id.pid)),
+        Action::NewSession => show(app, Show::NewSession),
+        Action::OpenInstanceDashboard(id) => open_instance_dashboard(app, id),
+        Action::KillZombies => kill_zombies(app),
+        Action::Kill(id) => kill(app, id),
+        Action::ToggleAutostart => toggle_autostart(shell),
+        Action::Quit => return true,
     }
+    false
 }
 
 fn show(app: &App, what: Show) {
@@ -228,19 +304,20 @@ fn open_instance_dashboard(app: &App, id: ProcessId) {
         .and_then(|i| i.port);
     let Some(port) = port else { return };
     let url = format!("http://127.0.0.1:{port}/dashboard/index.html");
-    if let Err(e) = tauri_plugin_opener::open_url(&url, None::<&str>) {
+    if let Err(e) = open::that_detached(&url) {
         tracing::warn!("cannot open {url}: {e}");
     }
 }
 
 /// Flips launch at login from what the system says now (not from the check mark, which may be
 /// stale), then shows the real state.
-fn toggle_autostart<R: Runtime>(handle: &AppHandle<R>) {
-    let on = autostart::state(handle).unwrap_or(false);
-    if let Err(e) = autostart::set(handle, !on) {
+fn toggle_autostart(shell: &Shell) {
+    let entry = shell.autostart.as_ref();
+    let on = autostart::state(entry).unwrap_or(false);
+    if let Err(e) = autostart::set(entry, !on) {
         tracing::warn!("cannot change launch at login: {e}");
     }
-    handle.state::<tray::Nudge>().0.notify_one();
+    shell.nudge.notify_one();
 }
 
 #[cfg(test)]
@@ -249,32 +326,34 @@ mod tests {
     use crate::core::procs::Scope;
 
     #[test]
-    fn the_wiring_runs_on_the_mock_runtime_and_manages_the_running_app() {
+    fn the_wiring_starts_the_app_and_hands_the_tray_its_models() {
         let home = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::defaults(home.path().join(".serena"));
         settings.scope = Scope::Marked(format!("shell-unit-test-{}", std::process::id()));
         settings.dashboard.port = 0;
         settings.tray.tray_protocol_port = 0;
-        let Running { tauri, app } = run_app(
-            tauri::test::mock_builder(),
-            tauri::test::mock_context(tauri::test::noop_assets()),
-            settings,
-            Desktop {
-                tray: false,
-                notifications: false,
-                window: false,
-                window_at_start: false,
-            },
-        )
-        .expect("the wiring")
-        .expect("a free port");
-        let managed = tauri.state::<App>();
-        assert_eq!(managed.port(), app.port());
-        assert_ne!(app.port(), 0, "the API listens");
+        let rt = tokio::runtime::Runtime::new().expect("a runtime");
+        let (tx, models) = std::sync::mpsc::channel();
+        let desktop = Desktop {
+            notifications: false,
+            window: false,
+            window_at_start: false,
+        };
+        let shell = rt
+            .block_on(wire(settings, desktop, move |m| tx.send(m).is_ok()))
+            .expect("the wiring")
+            .expect("a free port");
+        assert_ne!(shell.app.port(), 0, "the API listens");
+        // The first model comes without any event.
+        let first = models
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a first model for the tray");
+        assert_eq!(first.summary, "No Serena running");
         // Without a window process, nobody takes a window request.
-        assert!(!app.show(Show::Dashboard));
-        // A click on an id of no item, or before anything, does nothing (and does not panic).
-        act(tauri.handle(), Action::parse("summary"));
-        tauri::async_runtime::block_on(app.shutdown());
+        assert!(!shell.app.show(Show::Dashboard));
+        // A click on an id of no item does nothing; Quit is the one that ends the loop.
+        assert!(!act(&shell, Action::parse("summary")));
+        assert!(act(&shell, Action::parse(menu::QUIT)));
+        rt.block_on(shell.app.shutdown());
     }
 }

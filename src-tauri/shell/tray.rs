@@ -9,29 +9,22 @@
 //! Deliberately not here: the menu's model and items (`menu`) and what a click does
 //! (`mod.rs`).
 
-use super::autostart;
 use super::menu::{self, Built, MenuModel, Worst};
-use crate::core::app::{App, Show};
+use crate::core::app::App;
 use std::sync::Arc;
 use std::time::Duration;
-use tauri::image::Image;
-use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
-use tauri::{AppHandle, Manager, Runtime};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::Notify;
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 pub const TRAY_ID: &str = "serena-tray";
 
 /// How long after an event the tray updates: the events of one refresh make one update.
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
-/// Asks the tray for an update outside the core's events (launch at login changed).
-#[derive(Default)]
-pub struct Nudge(pub Arc<Notify>);
-
 /// The icon of a worst state (`icons/tray-<colour>.png`: 64 px, crisp at 2x in a 32 px panel;
 /// 32 px on Windows, whose tray is 16 px).
-pub fn icon(worst: Worst) -> Image<'static> {
+pub fn icon(worst: Worst) -> Icon {
     let bytes: &'static [u8] = if cfg!(windows) {
         match worst {
             Worst::None => include_bytes!("../../icons/tray-grey-32.png"),
@@ -49,11 +42,27 @@ pub fn icon(worst: Worst) -> Image<'static> {
     };
     // The icons are part of the binary; a broken one is a build mistake the tests catch.
     #[allow(clippy::expect_used)]
-    Image::from_bytes(bytes).expect("the tray icons are PNG files")
+    rgba(bytes)
+        .and_then(|(pixels, w, h)| Icon::from_rgba(pixels, w, h).map_err(|e| e.to_string()))
+        .expect("the tray icons are RGBA PNG files")
+}
+
+/// The pixels (RGBA, 8 bits each) of a PNG file, and its size.
+fn rgba(png_file: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let mut pixels = vec![0; reader.output_buffer_size().ok_or("too large")?];
+    let frame = reader.next_frame(&mut pixels).map_err(|e| e.to_string())?;
+    if frame.color_type != png::ColorType::Rgba {
+        return Err(format!("{:?}, not RGBA", frame.color_type));
+    }
+    pixels.truncate(frame.buffer_size());
+    Ok((pixels, frame.width, frame.height))
 }
 
 /// The model of what the tray shows now.
-pub async fn model<R: Runtime>(handle: &AppHandle<R>, app: &App) -> MenuModel {
+pub async fn model(app: &App, autostart: Option<bool>) -> MenuModel {
     let clients = app
         .sessions()
         .list()
@@ -62,45 +71,72 @@ pub async fn model<R: Runtime>(handle: &AppHandle<R>, app: &App) -> MenuModel {
         .filter(|s| s.shared)
         .map(|s| (s.pid, s.attached.len()))
         .collect();
-    MenuModel::of(&app.core().instances(), autostart::state(handle)).with_clients(&clients)
+    MenuModel::of(&app.core().instances(), autostart).with_clients(&clients)
 }
 
-/// Creates the tray icon with its menu; `None` (logged) if the platform has none to give.
-pub fn create<R: Runtime>(
-    handle: &AppHandle<R>,
-    model: &MenuModel,
-    built: &Built<R>,
-) -> Option<TrayIcon<R>> {
-    warn_without_host();
-    let dir = handle
-        .path()
-        .app_cache_dir()
-        .map(|d| d.join("tray-icons"))
-        .ok();
-    let mut builder = TrayIconBuilder::with_id(TRAY_ID)
-        .icon(icon(model.worst))
-        .tooltip(&model.summary)
-        .menu(&built.menu)
-        .show_menu_on_left_click(false)
-        .on_tray_icon_event(|tray, event| {
-            // A left click opens the dashboard (macOS, Windows; AppIndicator hosts on Linux
-            // show the menu instead, which opens with "Open dashboard").
-            if let TrayIconEvent::Click {
-                button: MouseButton::Left,
-                button_state: MouseButtonState::Up,
-                ..
-            } = event
-            {
-                if let Some(app) = tray.app_handle().try_state::<App>() {
-                    app.show(Show::Dashboard);
-                }
-            }
-        });
-    if let Some(dir) = dir {
-        // The icon files of this app's own, not a folder shared with every other tray app.
-        builder = builder.temp_dir_path(dir);
+/// What the tray shows, on the thread of the event loop: the icon (`None` where the platform
+/// has none to give), the model it shows and its menu.
+pub struct Shown {
+    tray: Option<TrayIcon>,
+    model: MenuModel,
+    built: Built,
+}
+
+impl Shown {
+    /// Builds the menu of `model` and, if `tray`, the tray icon with it.
+    pub fn create(model: MenuModel, tray: bool) -> Result<Shown, muda::Error> {
+        let built = menu::build(&model)?;
+        let tray = tray.then(|| icon_with(&model, &built)).flatten();
+        Ok(Shown { tray, model, built })
     }
-    match builder.build(handle) {
+
+    /// Applies `next` over what shows now.
+    pub fn update(&mut self, next: MenuModel) -> Result<(), Box<dyn std::error::Error>> {
+        // What the system says, whatever a click made the check mark show meanwhile.
+        let on = next.autostart.unwrap_or(false);
+        if self.built.autostart.is_checked() != on {
+            self.built.autostart.set_checked(on);
+        }
+        if self.model == next {
+            return Ok(());
+        }
+        if self.model.same_shape(&next) {
+            self.built.summary.set_text(menu::literal(&next.summary));
+        } else {
+            self.built = menu::build(&next)?;
+            if let Some(tray) = &self.tray {
+                tray.set_menu(Some(Box::new(self.built.menu.clone())));
+            }
+        }
+        if let Some(tray) = &self.tray {
+            if self.model.summary != next.summary {
+                tray.set_tooltip(Some(&next.summary))?;
+            }
+            if self.model.worst != next.worst {
+                tray.set_icon(Some(icon(next.worst)))?;
+            }
+        }
+        self.model = next;
+        Ok(())
+    }
+}
+
+/// The tray icon with its menu; `None` (logged) if the platform has none to give.
+fn icon_with(model: &MenuModel, built: &Built) -> Option<TrayIcon> {
+    warn_without_host();
+    let mut builder = TrayIconBuilder::new()
+        .with_id(TRAY_ID)
+        .with_icon(icon(model.worst))
+        .with_tooltip(&model.summary)
+        .with_menu(Box::new(built.menu.clone()))
+        // A left click opens the dashboard (macOS, Windows; AppIndicator hosts on Linux show
+        // the menu instead, which opens with "Open dashboard").
+        .with_menu_on_left_click(false);
+    if let Some(dir) = dirs::cache_dir() {
+        // The icon files of this app's own, not a folder shared with every other tray app.
+        builder = builder.with_temp_dir_path(dir.join(super::IDENTIFIER).join("tray-icons"));
+    }
+    match builder.build() {
         Ok(tray) => Some(tray),
         Err(e) => {
             tracing::warn!("no tray icon ({e}): the dashboard window and the API still work");
@@ -128,21 +164,20 @@ fn warn_without_host() {
     }
 }
 
-/// Keeps the tray (when there is one) and its menu in step with the core, for as long as the
-/// app runs. `shown` is what the tray was created with.
-pub fn follow<R: Runtime>(
-    handle: &AppHandle<R>,
+/// Keeps the tray in step with the core for as long as the app runs: after the core's events
+/// (debounced) and each `nudge`, the next model goes to `show` (which hands it to the event
+/// loop; it returns false once there is none).
+pub fn follow(
     app: &App,
-    tray: Option<TrayIcon<R>>,
-    shown: (MenuModel, Built<R>),
+    autostart: impl Fn() -> Option<bool> + Send + Sync + 'static,
+    nudge: Arc<Notify>,
+    show: impl Fn(MenuModel) -> bool + Send + Sync + 'static,
 ) {
     let mut rx = app.core().subscribe();
-    let nudge = handle.state::<Nudge>().0.clone();
     // What the core found before this subscribed is shown by a first update.
     nudge.notify_one();
-    let (h, a) = (handle.clone(), app.clone());
+    let a = app.clone();
     app.spawn(async move {
-        let (mut model, mut built) = shown;
         loop {
             tokio::select! {
                 e = rx.recv() => if let Err(RecvError::Closed) = e { return },
@@ -157,47 +192,10 @@ pub fn follow<R: Runtime>(
                     Err(TryRecvError::Closed) => return,
                 }
             }
-            let next = self::model(&h, &a).await;
-            if let Err(e) = update(&h, tray.as_ref(), &model, &mut built, &next) {
-                tracing::warn!("cannot update the tray: {e}");
-                continue;
+            let next = model(&a, autostart()).await;
+            if !show(next) {
+                return;
             }
-            model = next;
         }
     });
-}
-
-/// Applies `next` over what shows `now`.
-fn update<R: Runtime>(
-    handle: &AppHandle<R>,
-    tray: Option<&TrayIcon<R>>,
-    now: &MenuModel,
-    built: &mut Built<R>,
-    next: &MenuModel,
-) -> tauri::Result<()> {
-    // What the system says, whatever a click made the check mark show meanwhile.
-    let on = next.autostart.unwrap_or(false);
-    if built.autostart.is_checked()? != on {
-        built.autostart.set_checked(on)?;
-    }
-    if now == next {
-        return Ok(());
-    }
-    if now.same_shape(next) {
-        built.summary.set_text(menu::literal(&next.summary))?;
-    } else {
-        *built = menu::build(handle, next)?;
-        if let Some(tray) = tray {
-            tray.set_menu(Some(built.menu.clone()))?;
-        }
-    }
-    if let Some(tray) = tray {
-        if now.summary != next.summary {
-            tray.set_tooltip(Some(&next.summary))?;
-        }
-        if now.worst != next.worst {
-            tray.set_icon(Some(icon(next.worst)))?;
-        }
-    }
-    Ok(())
 }

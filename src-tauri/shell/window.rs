@@ -2,10 +2,10 @@
 //! login URL (the token goes into an HttpOnly cookie and leaves the address, and the window
 //! has no address bar anyway).
 //!
-//! The window lives in a process of its own (`serena-tray window`, a hidden verb), started when
-//! it is to be shown and gone when it is closed: WebKit (its web and network processes, and
-//! what it loads into the process that hosts it) never stays behind in the tray app, which
-//! stays as small after the window was open as before. The tray app writes the login URL to the
+//! The window lives in a process of its own (the `serena-tray-window` binary, next to the tray
+//! app's), started when it is to be shown and gone when it is closed: WebKit (its web and
+//! network processes, and what it loads into the process that hosts it) is never loaded into
+//! the tray app, which does not even link it. The tray app writes the login URL to the
 //! window process's stdin (never on a command line, which other users can read), then one line
 //! per later request; the window moves its page there (a fragment change, no reload), comes to
 //! the front and answers `shown` on its stdout. A window closed a moment ago answers `gone`
@@ -25,8 +25,8 @@ use tauri::{Manager, WebviewUrl, WebviewWindowBuilder};
 /// The label of the one dashboard window (in the window process).
 const LABEL: &str = "dashboard";
 
-/// The hidden verb that runs the window process.
-pub const VERB: &str = "window";
+/// The window process's binary, next to the tray app's.
+pub const BINARY: &str = "serena-tray-window";
 
 /// How long the window process may take to answer a request.
 const ANSWER: Duration = Duration::from_secs(5);
@@ -34,6 +34,17 @@ const ANSWER: Duration = Duration::from_secs(5);
 const FIRST_ANSWER: Duration = Duration::from_secs(30);
 /// The window process's answer once its window shows what was asked.
 const SHOWN: &str = "shown";
+
+/// Why the window process could not show its window.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    #[error("the window could not start: {0}")]
+    Tauri(#[from] tauri::Error),
+    #[error("not a URL: {0}")]
+    Url(String),
+    #[error("cannot read what to show: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// The running window process: its stdin, and its answers (one line per request, read by a
 /// thread that reaps the process once its stdout ends).
@@ -85,15 +96,13 @@ fn show(app: &App, open: &Mutex<Option<Open>>, what: Show) -> std::io::Result<()
             return Ok(());
         }
     }
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let exe = std::env::current_exe()?
+        .with_file_name(format!("{BINARY}{}", std::env::consts::EXE_SUFFIX));
+    let mut cmd = Command::new(exe);
     if super::GL_OFF_HERE.load(std::sync::atomic::Ordering::SeqCst) {
         cmd.env_remove("GDK_GL");
     }
-    let mut child = cmd
-        .arg(VERB)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     let stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
     let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
     let (tx, answers) = mpsc::channel();
@@ -118,18 +127,18 @@ fn show(app: &App, open: &Mutex<Option<Open>>, what: Show) -> std::io::Result<()
     Ok(())
 }
 
-/// The window process (`serena-tray window`): reads the URL to load from stdin, shows it, and
+/// The window process (`serena-tray-window`): reads the URL to load from stdin, shows it, and
 /// follows the later lines (URLs to move to), until the window is closed or stdin ends.
-pub fn run_window_process() -> Result<(), super::ShellError> {
+pub fn run_window_process() -> Result<(), WindowError> {
     let mut first = String::new();
     if std::io::stdin().read_line(&mut first)? == 0 {
         return Ok(());
     }
-    let url: tauri::Url = first
+    let url = first
         .trim()
-        .parse()
-        .map_err(|e| super::ShellError::Window(format!("not a URL: {e}")))?;
-    let app = tauri::Builder::default().build(super::context())?;
+        .parse::<tauri::Url>()
+        .map_err(|e| WindowError::Url(e.to_string()))?;
+    let app = tauri::Builder::default().build(tauri::generate_context!())?;
     WebviewWindowBuilder::new(&app, LABEL, WebviewUrl::External(url))
         .title("Serena Tray")
         .inner_size(1200.0, 820.0)
