@@ -21,6 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the outside world is looked at when nothing wakes the loop earlier.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often once nothing has happened for [`QUIET_ROUNDS`] rounds and no page follows: exits
+/// and clients' exits wake the loop anyway (pidfds), so do registrations, sessions and graces
+/// running out; what waits longer is a Serena nobody announced, and memory figures.
+pub const QUIET_INTERVAL: Duration = Duration::from_secs(3);
+/// How many rounds without news make the loop quiet.
+const QUIET_ROUNDS: u32 = 5;
 /// How long after a grace ends its refresh runs (past it, whatever the clock's rounding).
 const GRACE_SLACK: Duration = Duration::from_millis(5);
 
@@ -58,15 +64,26 @@ pub(crate) fn start(app: &App, listener: TcpListener) {
 
 async fn refresh_loop(app: App) {
     let core = app.core();
+    let mut quiet: u32 = 0;
     loop {
-        if let Err(e) = core.refresh_round().await {
-            tracing::warn!("refresh failed: {e}");
+        match core.refresh_round().await {
+            Ok(true) => quiet = 0,
+            Ok(false) => quiet = quiet.saturating_add(1),
+            Err(e) => {
+                quiet = 0;
+                tracing::warn!("refresh failed: {e}");
+            }
         }
-        // Once a second, at once when woken, and the moment a grace runs out (so an orphan
-        // turns red when its grace ends, not up to a second later).
-        let next = core.next_grace_end().map_or(REFRESH_INTERVAL, |left| {
-            (left + GRACE_SLACK).min(REFRESH_INTERVAL)
-        });
+        // Once a second (every few seconds when quiet), at once when woken, and the moment a
+        // grace runs out (so an orphan turns red when its grace ends, not up to a second later).
+        let every = if quiet >= QUIET_ROUNDS && !core.pages_open() {
+            QUIET_INTERVAL
+        } else {
+            REFRESH_INTERVAL
+        };
+        let next = core
+            .next_grace_end()
+            .map_or(every, |left| (left + GRACE_SLACK).min(every));
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = core.woken() => {}

@@ -58,7 +58,21 @@ pub(super) struct Inner {
     pub(super) exits_watched: std::sync::atomic::AtomicBool,
     /// An instance or a client exited since the last look.
     pub(super) exit_seen: std::sync::atomic::AtomicBool,
+    /// How many pages follow the events now (open `/api/events` streams).
+    pub(super) pages: std::sync::atomic::AtomicUsize,
     pub(super) timings: Timings,
+}
+
+/// A page following the events (see [`Core::page_open`]); its drop says it went.
+pub struct PageOpen(Core);
+
+impl Drop for PageOpen {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .pages
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// One instance's registration over Serena's tray protocol (information, never authority).
@@ -109,6 +123,7 @@ impl Core {
                 wake: tokio::sync::Notify::new(),
                 exits_watched: Default::default(),
                 exit_seen: Default::default(),
+                pages: Default::default(),
                 timings: Timings::default(),
                 settings,
             }),
@@ -151,6 +166,22 @@ impl Core {
             .exit_seen
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake();
+    }
+
+    /// A page follows the events for as long as the value returned lives (an open
+    /// `/api/events` stream): the refresh loop keeps its one-second pace for it.
+    pub fn page_open(&self) -> PageOpen {
+        self.inner
+            .pages
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Back to the one-second pace now, not after a quiet wait.
+        self.wake();
+        PageOpen(self.clone())
+    }
+
+    /// Whether a page follows the events (see [`Core::page_open`]).
+    pub fn pages_open(&self) -> bool {
+        self.inner.pages.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     /// Resolves when [`Core::wake`] was called (the refresh loop's side).
@@ -240,6 +271,9 @@ impl Core {
             return Err(RegisterError::Full);
         }
         held.insert(r.port, r);
+        drop(model);
+        // Shown at once, not at the next (maybe quiet) tick.
+        self.wake();
         Ok(())
     }
 
@@ -259,6 +293,8 @@ impl Core {
         match model.registrations.get_mut(&port) {
             Some(r) if r.pid == pid => {
                 r.project = project;
+                drop(model);
+                self.wake();
                 true
             }
             _ => false,
@@ -271,6 +307,7 @@ impl Core {
         let held = &mut lock(&self.inner.model).registrations;
         if held.get(&port).is_some_and(|r| r.pid == pid) {
             held.remove(&port);
+            self.wake();
             true
         } else {
             false

@@ -199,8 +199,10 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
                     }
                 }
             }
-            Event::UserEvent(Told::Click(id)) if act(&sh, Action::parse(&id)) => {
-                *flow = ControlFlow::Exit;
+            Event::UserEvent(Told::Click(id)) => {
+                if act(&sh, Action::parse(&id)) {
+                    *flow = ControlFlow::Exit
+                }
             }
             Event::UserEvent(Told::IconClick) => show(&sh.app, Show::Dashboard),
             Event::UserEvent(Told::Quit) => *flow = ControlFlow::Exit,

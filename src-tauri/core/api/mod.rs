@@ -356,23 +356,28 @@ async fn show_window(
 /// happens (`event:` is the event's type, `data:` its JSON).
 async fn events(State(state): State<App>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.core().subscribe();
+    // The refresh keeps its one-second pace while this page follows (the stream holds it).
+    let page = state.core().page_open();
     let snapshot = SseEvent::default()
         .event("snapshot")
         .json_data(json!({"instances": state.core().instances()}))
         .unwrap_or_default();
-    let live = BroadcastStream::new(rx).filter_map(|item| async move {
-        match item {
-            Ok(event) => {
-                let v = serde_json::to_value(&event).unwrap_or(Value::Null);
-                let kind = v
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("event")
-                    .to_string();
-                SseEvent::default().event(kind).json_data(v).ok().map(Ok)
+    let live = BroadcastStream::new(rx).filter_map(move |item| {
+        let _following = &page;
+        async move {
+            match item {
+                Ok(event) => {
+                    let v = serde_json::to_value(&event).unwrap_or(Value::Null);
+                    let kind = v
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("event")
+                        .to_string();
+                    SseEvent::default().event(kind).json_data(v).ok().map(Ok)
+                }
+                // A slow reader missed events: tell it to reload the list.
+                Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
             }
-            // A slow reader missed events: tell it to reload the list.
-            Err(_) => Some(Ok(SseEvent::default().event("lagged").data("{}"))),
         }
     });
     // The stream ends when the app shuts down, so that an open page does not hold it up.

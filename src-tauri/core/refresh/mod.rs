@@ -37,8 +37,9 @@ impl Core {
     }
 
     /// [`Core::refresh`] without the copy of the instances (the refresh loop's, which only
-    /// publishes what changed).
-    pub(crate) async fn refresh_round(&self) -> Result<()> {
+    /// publishes what changed). Whether the round had news: an event other than a cost that
+    /// moved, or an instance still starting (see [`Core::quiet_for`]).
+    pub(crate) async fn refresh_round(&self) -> Result<bool> {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let inner = self.inner.clone();
         let scan = tokio::task::spawn_blocking(move || {
@@ -105,6 +106,13 @@ impl Core {
                 moved_to: moved.display().to_string(),
             });
         }
+        let news = events
+            .iter()
+            .any(|e| !matches!(e, Event::CostChanged { .. }))
+            || lock(&self.inner.model)
+                .tracked
+                .values()
+                .any(|t| t.inst.state == crate::core::model::State::Starting);
         // The model has changed: what changed goes out even if the registry could not be
         // written (the next refresh tries the write again).
         for e in events {
@@ -113,7 +121,7 @@ impl Core {
         if let Err(e) = written {
             tracing::warn!("cannot update the registry: {e}");
         }
-        Ok(())
+        Ok(news)
     }
 }
 
