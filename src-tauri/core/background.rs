@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the outside world is looked at when nothing wakes the loop earlier.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// How often once nothing has happened for [`QUIET_ROUNDS`] rounds and no page follows: exits
-/// and clients' exits wake the loop anyway (pidfds), so do registrations, sessions and graces
-/// running out; what waits longer is a Serena nobody announced, and memory figures.
+/// How often once nothing has happened for [`QUIET_ROUNDS`] rounds, no page follows and no idle
+/// shutdown applies: exits and clients' exits wake the loop anyway (pidfds), so do
+/// registrations, sessions and graces running out; what waits longer is a Serena nobody
+/// announced, and memory figures.
 pub const QUIET_INTERVAL: Duration = Duration::from_secs(3);
 /// How many rounds without news make the loop quiet.
 const QUIET_ROUNDS: u32 = 5;
@@ -75,14 +76,15 @@ async fn refresh_loop(app: App) {
             }
         }
         // Once a second (every few seconds when quiet), at once when woken, and the moment a
-        // grace runs out (so an orphan turns red when its grace ends, not up to a second later).
+        // grace runs out or an idle shutdown is to be announced or made (so an orphan turns
+        // red when its grace ends, not up to a second later).
         let every = if quiet >= QUIET_ROUNDS && !core.pages_open() {
             QUIET_INTERVAL
         } else {
             REFRESH_INTERVAL
         };
         let next = core
-            .next_grace_end()
+            .next_deadline()
             .map_or(every, |left| (left + GRACE_SLACK).min(every));
         tokio::select! {
             _ = tokio::time::sleep(next) => {}

@@ -232,18 +232,22 @@ impl Core {
             .map(|c| c.id())
     }
 
-    /// How long until a live instance's grace runs out (orphaned or silent for the grace: it
-    /// turns red then), if one is running; the refresh loop looks again at that moment.
-    pub(crate) fn next_grace_end(&self) -> Option<std::time::Duration> {
+    /// How long until the next moment a live instance must be looked at: its grace runs out
+    /// (orphaned or silent for the grace: it turns red then), its idle shutdown is to be
+    /// announced or is due. The refresh loop looks again at that moment.
+    pub(crate) fn next_deadline(&self) -> Option<std::time::Duration> {
         let grace = self.inner.settings.tray.zombie_grace.as_secs_f64();
         let now = super::model::now();
         lock(&self.inner.model)
             .tracked
             .values()
             .filter(|t| t.alive && t.inst.state.is_live())
-            .flat_map(|t| [t.orphaned_since, t.silent_since])
+            .flat_map(|t| {
+                let grace_ends = [t.orphaned_since, t.silent_since].map(|s| s.map(|s| s + grace));
+                grace_ends.into_iter().chain([t.idle_next])
+            })
             .flatten()
-            .map(|since| since + grace - now)
+            .map(|at| at - now)
             // One that ran out already was looked at; the timer covers anything else.
             .filter(|left| *left > 0.0)
             .min_by(f64::total_cmp)

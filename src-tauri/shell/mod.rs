@@ -200,9 +200,12 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
                 }
             }
             Event::UserEvent(Told::Click(id)) => {
-                if act(&sh, Action::parse(&id)) {
-                    *flow = ControlFlow::Exit
-                }
+                let quit = act(&sh, Action::parse(&id));
+                *flow = if quit {
+                    ControlFlow::Exit
+                } else {
+                    ControlFlow::Wait
+                };
             }
             Event::UserEvent(Told::IconClick) => show(&sh.app, Show::Dashboard),
             Event::UserEvent(Told::Quit) => *flow = ControlFlow::Exit,

@@ -144,6 +144,7 @@ fn idle(t: &mut Tracked, policy: Option<Duration>, now: Epoch) -> Option<Event> 
     let clear = |t: &mut Tracked| {
         t.inst.idle_since = None;
         t.inst.idle_shutdown_at = None;
+        t.idle_next = None;
     };
     let Some(after) =
         policy.filter(|_| t.alive && t.inst.verified_serena && t.inst.state.is_live())
@@ -153,12 +154,15 @@ fn idle(t: &mut Tracked, policy: Option<Duration>, now: Epoch) -> Option<Event> 
     };
     let since = t.inst.last_activity.unwrap_or(t.inst.first_seen);
     let at = since + after.as_secs_f64();
-    if now < at - idle_lead(after) {
+    let announce = at - idle_lead(after);
+    if now < announce {
         clear(t);
+        t.idle_next = Some(announce);
         return None;
     }
     t.inst.idle_since = Some(since);
     t.inst.idle_shutdown_at = Some(at);
+    t.idle_next = (now < at).then_some(at);
     let instance = t.inst.clone();
     if now >= at {
         (t.idle_expired != Some(since)).then(|| {

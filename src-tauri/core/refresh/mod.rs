@@ -37,8 +37,9 @@ impl Core {
     }
 
     /// [`Core::refresh`] without the copy of the instances (the refresh loop's, which only
-    /// publishes what changed). Whether the round had news: an event other than a cost that
-    /// moved, or an instance still starting (see [`Core::quiet_for`]).
+    /// publishes what changed). Whether the loop is to keep its one-second pace: the round had
+    /// news (an event other than a cost that moved), an instance is still starting, or an idle
+    /// shutdown applies to one (its activity is followed closely).
     pub(crate) async fn refresh_round(&self) -> Result<bool> {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let inner = self.inner.clone();
@@ -106,13 +107,12 @@ impl Core {
                 moved_to: moved.display().to_string(),
             });
         }
-        let news = events
+        let busy = events
             .iter()
             .any(|e| !matches!(e, Event::CostChanged { .. }))
-            || lock(&self.inner.model)
-                .tracked
-                .values()
-                .any(|t| t.inst.state == crate::core::model::State::Starting);
+            || lock(&self.inner.model).tracked.values().any(|t| {
+                t.inst.state == crate::core::model::State::Starting || t.idle_next.is_some()
+            });
         // The model has changed: what changed goes out even if the registry could not be
         // written (the next refresh tries the write again).
         for e in events {
@@ -121,7 +121,7 @@ impl Core {
         if let Err(e) = written {
             tracing::warn!("cannot update the registry: {e}");
         }
-        Ok(news)
+        Ok(busy)
     }
 }
 

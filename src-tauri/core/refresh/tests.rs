@@ -945,7 +945,14 @@ fn under_launch_the_client_is_the_launchers_parent_and_its_idle_option_applies()
 
     // One minute, announced a fifth of it (12 s) before: at T0 + 48.
     assert!(idle_events(&idle(&mut model, T0 + 47.0, 0)).is_empty());
+    let next = |model: &Model| model.tracked.get(&key).expect("tracked").idle_next;
+    assert_eq!(
+        next(&model),
+        Some(T0 + 48.0),
+        "the loop looks at the announcement"
+    );
     let d = idle(&mut model, T0 + 49.0, 0);
+    assert_eq!(next(&model), Some(T0 + 60.0), "then at the shutdown");
     assert_eq!(idle_events(&d), [("warning", T0, T0 + 60.0)]);
     assert_eq!(
         d.events.len(),
@@ -975,6 +982,7 @@ fn under_launch_the_client_is_the_launchers_parent_and_its_idle_option_applies()
     assert_eq!(idle_events(&d), [("warning", T0 + 55.0, T0 + 115.0)]);
     let d = idle(&mut model, T0 + 115.0, 7);
     assert_eq!(idle_events(&d), [("shutdown", T0 + 55.0, T0 + 115.0)]);
+    assert_eq!(next(&model), None, "nothing more to look at");
     assert!(
         idle_events(&idle(&mut model, T0 + 116.0, 7)).is_empty(),
         "once"

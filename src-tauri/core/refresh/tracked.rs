@@ -87,6 +87,9 @@ pub(crate) struct Tracked {
     /// When its page was last open somewhere (its overview or logs asked for): while it is,
     /// its dashboard is asked every refresh.
     pub(crate) viewed_at: Option<Epoch>,
+    /// When its idle shutdown is next to be looked at (its announcement, then the shutdown):
+    /// the refresh loop runs then, however quiet it is.
+    pub(crate) idle_next: Option<Epoch>,
 }
 
 /// Which active project the overview an instance's record holds was fetched for.
@@ -266,6 +269,7 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         probed_at: None,
         probe_skipped: false,
         viewed_at: None,
+        idle_next: None,
     }
 }
 
@@ -322,5 +326,6 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         probed_at: None,
         probe_skipped: false,
         viewed_at: None,
+        idle_next: None,
     }
 }
