@@ -126,17 +126,7 @@ fn exit_codes_and_signals_pass_through_and_a_missing_command_is_one_line() {
     let project = home.jedi_project("term");
     let mut reaper = Reaper::default();
     let serena = serena_exe().display().to_string();
-    let child = launch_directly(
-        &home,
-        &[
-            &serena,
-            "start-mcp-server",
-            "--project",
-            project.to_str().expect("utf8"),
-            "--open-web-dashboard",
-            "False",
-        ],
-    );
+    let child = launch_directly(&home, &serena_mcp(&serena, project.to_str().expect("utf8")));
     let launcher = reaper.adopt(child);
     let serena = serena_under(launcher);
     let tree = tree_with_language_server(serena);
@@ -283,14 +273,7 @@ fn idle_shutdown_ends_an_idle_serena_and_spares_one_in_use() {
         &home,
         &["--port", &d.port.to_string()],
         &["--web-dashboard-global=false"],
-        &[
-            &serena,
-            "start-mcp-server",
-            "--project",
-            busy_dir.to_str().expect("utf8"),
-            "--open-web-dashboard",
-            "False",
-        ],
+        &serena_mcp(&serena, busy_dir.to_str().expect("utf8")),
     );
     let mut c = client(&home, &tray_exe(), &strs(&args));
     let mut stream = Stream::of(&mut c);
@@ -337,14 +320,7 @@ fn launch_killed_outright_takes_its_serena_with_it() {
     let serena = serena_exe().display().to_string();
     let launcher = reaper.adopt(launch_directly(
         &home,
-        &[
-            &serena,
-            "start-mcp-server",
-            "--project",
-            project.to_str().expect("utf8"),
-            "--open-web-dashboard",
-            "False",
-        ],
+        &serena_mcp(&serena, project.to_str().expect("utf8")),
     ));
     let serena = serena_under(launcher);
     let tree = tree_with_language_server(serena);

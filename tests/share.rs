@@ -21,14 +21,7 @@ const LINGER: &str = "3";
 /// A `launch --share` client on `project` (with extra Serena arguments).
 fn share_client(home: &Home, d: &Daemon, project: &str, extra: &[&str]) -> (Child, Stream) {
     let serena = serena_exe().display().to_string();
-    let mut cmd = vec![
-        serena.as_str(),
-        "start-mcp-server",
-        "--project",
-        project,
-        "--open-web-dashboard",
-        "False",
-    ];
+    let mut cmd = serena_mcp(&serena, project).to_vec();
     cmd.extend(extra);
     let port = d.port.to_string();
     let args = launch_args(home, &["--port", &port], &["--share"], &cmd);

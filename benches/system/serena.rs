@@ -301,14 +301,7 @@ fn share(out: &mut Vec<Metric>, home: &Home, project: &str) {
     // The shared session lingers after its clients; it is released by hand.
     let d = home.daemon_args(&["--share-linger-seconds", "600"]);
     let serena = serena_exe().display().to_string();
-    let serena_cmd = [
-        serena.as_str(),
-        "start-mcp-server",
-        "--project",
-        project,
-        "--open-web-dashboard",
-        "False",
-    ];
+    let serena_cmd = serena_mcp(&serena, project);
     let port = d.port.to_string();
     // One client: (its stream, its PID, ms from its start to the initialize answer).
     let start = |share: bool, reaper: &mut Reaper| {

@@ -38,6 +38,19 @@ pub fn serena_exe() -> PathBuf {
     venv().join("bin/serena")
 }
 
+/// Real Serena's MCP server over stdio on `project`, no browser opened: `serena` and its
+/// arguments.
+pub fn serena_mcp<'a>(serena: &'a str, project: &'a str) -> [&'a str; 6] {
+    [
+        serena,
+        "start-mcp-server",
+        "--project",
+        project,
+        "--open-web-dashboard",
+        "False",
+    ]
+}
+
 pub fn fake_serena_script() -> PathBuf {
     repo().join("tests/fake-serena/serena")
 }
