@@ -287,10 +287,13 @@ fn a_session_started_from_the_page_answers_mcp_and_is_released_from_its_tab() {
         "document.getElementById('session-path').value = arguments[0]",
         vec![json!(project.to_str().expect("utf8"))],
     );
+    // Its Serena takes a dashboard port as the other tests' do: through the start gate.
+    let gate = start_gate();
     b.click("#session-submit");
     b.wait_until("the session to be ready", STARTUP, |b| {
         b.find("#session-result").is_displayed()
     });
+    drop(gate);
     let url = b.execute(
         "return document.getElementById('session-url').value",
         vec![],

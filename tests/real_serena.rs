@@ -222,8 +222,10 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
     let mut reaper = Reaper::default();
     let mut stdins = Vec::new();
     let mut pids = Vec::new();
+    // No other test's Serena may start (and take a port) while these three race.
+    let gate = start_gate();
     for _ in 0..3 {
-        let (c, s) = spawn_serena_with(&home, &[], &[("PYTHONPATH", hook.as_os_str())]);
+        let (c, s) = spawn_serena_racing(&home, &[], &[("PYTHONPATH", hook.as_os_str())]);
         pids.push(reaper.adopt(c));
         stdins.push(s);
     }
@@ -244,6 +246,7 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));
+    drop(gate);
     let list = home.list_json();
     let rows: Vec<Value> = pids
         .iter()

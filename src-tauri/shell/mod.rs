@@ -24,7 +24,7 @@ use crate::core::settings::Settings;
 use auto_launch::AutoLaunch;
 use menu::{Action, MenuModel};
 use std::sync::{Arc, OnceLock};
-use tao::event::{Event, StartCause};
+use tao::event::Event;
 use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
 use tao::platform::run_return::EventLoopExtRunReturn;
 use tokio::sync::Notify;
@@ -173,32 +173,31 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
         crate::cli::wait_for_signal().await;
         let _ = proxy.send_event(Told::Quit);
     });
-    let first = rt.block_on(tray::model(
-        &shell.app,
-        autostart::state(shell.autostart.as_ref()),
-    ));
-    let mut first = Some(first);
+    // The tray's first model now that the loop can take it (one made before was dropped).
+    shell.nudge.notify_one();
     let mut shown: Option<tray::Shown> = None;
+    let mut no_menu = false;
     let sh = shell.clone();
     event_loop.run_return(move |event, _, flow| {
         *flow = ControlFlow::Wait;
         match event {
-            // The tray icon is made once the loop runs (macOS needs its application running).
-            Event::NewEvents(StartCause::Init) => {
-                if let Some(model) = first.take() {
-                    match tray::Shown::create(model, true) {
-                        Ok(s) => shown = Some(s),
-                        Err(e) => tracing::warn!("no tray menu: {e}"),
-                    }
-                }
-            }
-            Event::UserEvent(Told::Tray(next)) => {
-                if let Some(s) = shown.as_mut() {
+            Event::UserEvent(Told::Tray(next)) => match shown.as_mut() {
+                Some(s) => {
                     if let Err(e) = s.update(next) {
                         tracing::warn!("cannot update the tray: {e}");
                     }
                 }
-            }
+                // The first model: the icon is made inside the running loop (macOS needs its
+                // application running).
+                None if !no_menu => match tray::Shown::create(next, true) {
+                    Ok(s) => shown = Some(s),
+                    Err(e) => {
+                        no_menu = true;
+                        tracing::warn!("no tray menu: {e}");
+                    }
+                },
+                None => {}
+            },
             Event::UserEvent(Told::Click(id)) => {
                 let quit = act(&sh, Action::parse(&id));
                 *flow = if quit {

@@ -457,9 +457,26 @@ impl Browser {
             }
             assert!(
                 start.elapsed() < timeout,
-                "browser: timed out after {timeout:?} waiting for {what}"
+                "browser: timed out after {timeout:?} waiting for {what}; the page said:\n{}",
+                self.page_text()
             );
             std::thread::sleep(POLL);
+        }
+    }
+
+    /// What the page shows (the open tab's panel, else the whole body), shortened, for a
+    /// failure's message; never panics.
+    fn page_text(&self) -> String {
+        const SCRIPT: &str = "const p = document.querySelector('#panel');\
+            return String((p && p.innerText) || document.body.innerText).slice(0, 3000);";
+        let text = self.rt.block_on(async {
+            tokio::time::timeout(CALL_TIMEOUT, self.client().execute(SCRIPT, vec![])).await
+        });
+        match text {
+            Ok(Ok(Value::String(s))) => s,
+            Ok(Ok(other)) => other.to_string(),
+            Ok(Err(e)) => format!("(could not read the page: {e})"),
+            Err(_) => format!("(no answer within {CALL_TIMEOUT:?})"),
         }
     }
 

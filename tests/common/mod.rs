@@ -321,13 +321,50 @@ impl Drop for Reaper {
     }
 }
 
-/// A real Serena, stdio transport, its stdin held open by the test (as an MCP client would).
-pub fn spawn_serena(home: &Home, args: &[&str]) -> (Child, ChildStdin) {
-    spawn_serena_with(home, args, &[])
+/// Serena has no dashboard-port option: it takes the first free port from 24282 by test-binding,
+/// so two started at the same moment can pick the same one, and the loser runs without a
+/// dashboard (../shared/SERENA.md). Tests of one binary run in parallel threads (and binaries one
+/// after another), so every real Serena a test starts goes through this gate: held from the start
+/// until the new process listens (its dashboard is up), exits, or [`STARTUP_GATE`] passes.
+static START_GATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The longest one start holds [`START_GATE`] (real Serena on a busy 2-core machine).
+pub const STARTUP_GATE: Duration = Duration::from_secs(90);
+
+/// Holds the start gate, for a test that races Serenas on purpose (and must not steal ports from
+/// other tests' starts meanwhile).
+pub fn start_gate() -> std::sync::MutexGuard<'static, ()> {
+    START_GATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// [`spawn_serena`] with extra environment.
-pub fn spawn_serena_with(
+/// Waits (holding nothing) until `pid` listens on a TCP port or is gone, at most [`STARTUP_GATE`].
+fn dashboard_up_or_gone(pid: u32) {
+    let start = Instant::now();
+    let sockets = serena_tray::core::sockets::platform();
+    while start.elapsed() < STARTUP_GATE && alive(pid) {
+        let listening = sockets
+            .listening_ports(&[pid])
+            .get(&pid)
+            .is_some_and(|p| !p.is_empty());
+        if listening {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A real Serena, stdio transport, its stdin held open by the test (as an MCP client would);
+/// returned once its dashboard is up (see [`START_GATE`]).
+pub fn spawn_serena(home: &Home, args: &[&str]) -> (Child, ChildStdin) {
+    let _gate = start_gate();
+    let started = spawn_serena_racing(home, args, &[]);
+    dashboard_up_or_gone(started.0.id());
+    started
+}
+
+/// [`spawn_serena`] with extra environment and without the start gate: for a test of the port
+/// race itself, which holds [`start_gate`] around its starts.
+pub fn spawn_serena_racing(
     home: &Home,
     args: &[&str],
     env: &[(&str, &std::ffi::OsStr)],
@@ -354,7 +391,9 @@ pub fn spawn_serena_with(
 
 /// A client (a Python process) that starts a real Serena with the client's own stdin, then
 /// waits, as an MCP client does. The test holds the stdin, so killing the client closes nothing.
+/// Returned once that Serena's dashboard is up (see [`START_GATE`]).
 pub fn spawn_client(home: &Home, serena_args: &[&str]) -> (Child, ChildStdin) {
+    let _gate = start_gate();
     let mut cmd = Command::new(venv().join("bin/python3"));
     home.env(&mut cmd);
     let mut child = cmd
@@ -372,6 +411,7 @@ pub fn spawn_client(home: &Home, serena_args: &[&str]) -> (Child, ChildStdin) {
         .spawn()
         .expect("spawn client");
     let stdin = child.stdin.take().expect("stdin");
+    dashboard_up_or_gone(serena_under(child.id()));
     (child, stdin)
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct Decisions {
     /// Map sockets afresh at the next scan: a young instance has no dashboard yet, one is
     /// starting, or one stopped answering (its port may have moved).
     pub(crate) rescan: bool,
+    /// Something is under way that the next rounds must see soon: an instance starting, or an
+    /// idle shutdown to be announced or made (the refresh keeps its one-second pace).
+    pub(crate) pending: bool,
 }
 
 /// Folds probe results into the model, classifies, and returns what follows. `idle_default`
@@ -123,10 +126,14 @@ pub(crate) fn apply(
                 || t.inst.state == State::Starting
                 || (t.inst.port.is_none() && now - t.inst.started_at < NEW_INSTANCE_WINDOW))
     });
+    let pending = tracked
+        .values()
+        .any(|t| t.inst.state == State::Starting || t.idle_next.is_some());
     Decisions {
         events,
         writes,
         rescan,
+        pending,
     }
 }
 

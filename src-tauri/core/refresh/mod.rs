@@ -75,6 +75,7 @@ impl Core {
             mut events,
             writes,
             rescan,
+            pending,
         } = apply(
             &mut lock(&self.inner.model),
             &scan,
@@ -107,12 +108,10 @@ impl Core {
                 moved_to: moved.display().to_string(),
             });
         }
-        let busy = events
-            .iter()
-            .any(|e| !matches!(e, Event::CostChanged { .. }))
-            || lock(&self.inner.model).tracked.values().any(|t| {
-                t.inst.state == crate::core::model::State::Starting || t.idle_next.is_some()
-            });
+        let busy = pending
+            || events
+                .iter()
+                .any(|e| !matches!(e, Event::CostChanged { .. }));
         // The model has changed: what changed goes out even if the registry could not be
         // written (the next refresh tries the write again).
         for e in events {

@@ -732,6 +732,7 @@ fn a_launched_session_is_starting_until_its_dashboard_answers_and_its_mcp_port_l
         "answers, but its MCP port does not listen yet"
     );
     assert_eq!(instance(&model, id(&s)).state, State::Starting);
+    assert!(d.pending, "a start is followed closely");
 
     world.ports.push((701, 8123));
     let scan = world.scan();
@@ -952,6 +953,7 @@ fn under_launch_the_client_is_the_launchers_parent_and_its_idle_option_applies()
         "the loop looks at the announcement"
     );
     let d = idle(&mut model, T0 + 49.0, 0);
+    assert!(d.pending, "the loop keeps its pace while a shutdown is due");
     assert_eq!(next(&model), Some(T0 + 60.0), "then at the shutdown");
     assert_eq!(idle_events(&d), [("warning", T0, T0 + 60.0)]);
     assert_eq!(
@@ -983,6 +985,7 @@ fn under_launch_the_client_is_the_launchers_parent_and_its_idle_option_applies()
     let d = idle(&mut model, T0 + 115.0, 7);
     assert_eq!(idle_events(&d), [("shutdown", T0 + 55.0, T0 + 115.0)]);
     assert_eq!(next(&model), None, "nothing more to look at");
+    assert!(!d.pending, "nothing under way");
     assert!(
         idle_events(&idle(&mut model, T0 + 116.0, 7)).is_empty(),
         "once"
