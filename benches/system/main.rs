@@ -153,6 +153,12 @@ pub(crate) fn memory_mib(pid: u32) -> (f64, f64, f64) {
     )
 }
 
+/// The process's anonymous memory (heap, stacks): what a leak grows, unlike the file-backed
+/// pages of its code, which fault in as code first runs.
+fn anonymous_mib(pid: u32) -> f64 {
+    proc_kib(pid, "smaps_rollup", "Anonymous") as f64 / 1024.0
+}
+
 pub(crate) fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -595,10 +601,23 @@ fn churn_phase(cfg: &Config, out: &mut Vec<Metric>) {
     // A first few, so that what is allocated once (pools, caches) is not counted as growth.
     warm(20);
     let (pss0, rss0, _) = memory_mib(d.pid);
+    let anon0 = anonymous_mib(d.pid);
     let fds0 = fd_count(d.pid);
-    let done = warm(rounds);
+    // In steps, each with the memory then: a leak grows with every step, a pool levels off.
+    let step = (rounds / 8).max(1);
+    let (mut started, mut done) = (0, 0);
+    let mut path = vec![format!("{pss0:.1}")];
+    while started < rounds {
+        let n = step.min(rounds - started);
+        started += n;
+        done += warm(n);
+        let (pss, _, _) = memory_mib(d.pid);
+        progress(&format!("churn: {done}/{rounds}, PSS {pss:.1} MiB"));
+        path.push(format!("{pss:.1}"));
+    }
     std::thread::sleep(Duration::from_secs(2));
     let (pss1, rss1, _) = memory_mib(d.pid);
+    let anon1 = anonymous_mib(d.pid);
     let fds1 = fd_count(d.pid);
     out.push(
         Metric::new(
@@ -609,7 +628,9 @@ fn churn_phase(cfg: &Config, out: &mut Vec<Metric>) {
         )
         .goal(5.0)
         .note(format!(
-            "PSS {pss0:.1} -> {pss1:.1} MiB, RSS {rss0:.1} -> {rss1:.1} MiB"
+            "PSS {pss0:.1} -> {pss1:.1} MiB (by step: {}), RSS {rss0:.1} -> {rss1:.1}, \
+             anonymous {anon0:.1} -> {anon1:.1} MiB",
+            path.join(" ")
         )),
     );
     out.push(
