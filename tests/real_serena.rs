@@ -345,15 +345,18 @@ fn what_an_instance_costs_is_its_whole_tree_language_server_included() {
     let core = home.core(10.0);
     // Two looks: the second has a CPU figure over the interval between them.
     block_on(core.refresh()).expect("refresh");
+    // The tree's figure and the language server's own must both match /proc: the
+    // language server may still be loading (and growing) at the first looks.
+    let within = |figure: u64, real: u64| (figure as f64 - real as f64).abs() <= 0.10 * real as f64;
     let cost = wait_for("the cost to match /proc within 10 %", STARTUP, || {
         let i = block_on(core.refresh())
             .expect("refresh")
             .into_iter()
             .find(|i| i.pid == serena)?;
         let cost = i.cost?;
-        let real = tree_rss_bytes(serena) as f64;
-        let off = (cost.memory_bytes as f64 - real).abs() / real;
-        (off <= 0.10).then_some(cost)
+        let ls = cost.processes.iter().find(|p| p.name.contains("jedi"))?;
+        let whole = within(cost.memory_bytes, tree_rss_bytes(serena));
+        (whole && within(ls.memory_bytes, rss_kib(ls.pid) * 1024)).then_some(cost)
     });
     assert_eq!(cost.processes[0].pid, serena, "Serena first");
     assert_eq!(cost.process_count as usize, tree.len(), "{cost:?}");
@@ -362,7 +365,9 @@ fn what_an_instance_costs_is_its_whole_tree_language_server_included() {
         .iter()
         .find(|p| p.name.contains("jedi"))
         .unwrap_or_else(|| panic!("the language server in {cost:?}"));
-    assert!(ls.memory_bytes > 10 << 20, "{ls:?}");
+    assert!(tree.contains(&ls.pid), "{ls:?} in {tree:?}");
+    // A Python interpreter, however early in its start-up, holds several MiB.
+    assert!(ls.memory_bytes > 4 << 20, "{ls:?}");
     assert!(cost.cpu_percent.is_finite() && cost.cpu_percent >= 0.0);
     assert!(cost.memory_bytes >= cost.processes.iter().map(|p| p.memory_bytes).sum::<u64>());
 
