@@ -19,11 +19,7 @@ fn a_session_is_requested_spoken_to_over_mcp_survives_a_daemon_restart_and_is_re
     let port = d.port;
     let tray_port = d.tray_port;
 
-    let (status, s) = d.call(
-        "POST",
-        "/request-session",
-        Some(json!({"project_path": project.to_str().expect("utf8")})),
-    );
+    let (status, s) = d.request_session(json!({"project_path": project.to_str().expect("utf8")}));
     assert_eq!(status, 201, "{s:?}");
     let id = s["session_id"].as_str().expect("session_id").to_string();
     let pid = s["pid"].as_u64().expect("pid") as u32;
@@ -101,11 +97,7 @@ fn a_session_is_requested_spoken_to_over_mcp_survives_a_daemon_restart_and_is_re
     // `shared` never hands out a private session: it makes a shared one, and gives that one
     // back instead of a duplicate.
     let shared = || {
-        d.call(
-            "POST",
-            "/request-session",
-            Some(json!({"project_path": project.to_str().expect("utf8"), "shared": true})),
-        )
+        d.request_session(json!({"project_path": project.to_str().expect("utf8"), "shared": true}))
     };
     let (status, first) = shared();
     assert_eq!(status, 201, "{first:?}");
@@ -207,10 +199,8 @@ fn a_lease_not_renewed_releases_its_session_and_renewing_keeps_it() {
     let project = home.jedi_project("leased");
     let d = home.daemon();
     let request = |lease: f64| {
-        let (status, s) = d.call(
-            "POST",
-            "/request-session",
-            Some(json!({"project_path": project.to_str().expect("utf8"), "lease_seconds": lease})),
+        let (status, s) = d.request_session(
+            json!({"project_path": project.to_str().expect("utf8"), "lease_seconds": lease}),
         );
         assert_eq!(status, 201, "{s:?}");
         assert_eq!(s["lease_seconds"], lease);
@@ -333,11 +323,7 @@ fn a_session_whose_serena_runs_without_a_dashboard_is_ready_and_answers_mcp() {
     let text = text.replace("\nweb_dashboard: true", "\nweb_dashboard: false");
     std::fs::write(&config, text).expect("serena_config.yml");
     let d = home.daemon();
-    let (status, s) = d.call(
-        "POST",
-        "/request-session",
-        Some(json!({"project_path": project.to_str().expect("utf8")})),
-    );
+    let (status, s) = d.request_session(json!({"project_path": project.to_str().expect("utf8")}));
     assert_eq!(status, 201, "{s:?}");
     let url = s["url"].as_str().expect("url");
     assert!(!tools_over_mcp(url).is_empty());
@@ -345,4 +331,70 @@ fn a_session_whose_serena_runs_without_a_dashboard_is_ready_and_answers_mcp() {
     let (_, inst) = d.call("GET", &format!("/api/instances/{pid}"), None);
     assert_eq!(inst["port"], Value::Null, "no dashboard: {inst}");
     assert_ne!(inst["state"], "zombie", "{inst}");
+}
+
+/// Two sessions asked for at once: their Serenas start one after the other, the second once the
+/// first's dashboard port is known, so each gets a dashboard of its own (started together, both
+/// could pick the same port, and the loser would run without one: SERENA.md).
+#[test]
+fn sessions_asked_for_at_once_start_one_after_the_other_each_with_its_own_dashboard() {
+    let home = home_with_serena();
+    let projects = [home.jedi_project("first"), home.jedi_project("second")];
+    let d = home.daemon();
+    let rx = events(&d);
+    // No other start of this test binary meanwhile.
+    let _gate = start_gate();
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let asks: Vec<_> = projects
+            .iter()
+            .map(|p| {
+                let body = json!({"project_path": p.to_str().expect("utf8")});
+                let d = &d;
+                s.spawn(move || d.call("POST", "/request-session", Some(body)))
+            })
+            .collect();
+        asks.into_iter().map(|a| a.join().expect("asked")).collect()
+    });
+    let dashboard = |s: &Value| {
+        s["dashboard_url"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("http://127.0.0.1:"))
+            .and_then(|u| u.split('/').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("a dashboard: {s}"))
+    };
+    for (status, s) in &answers {
+        assert_eq!(*status, 201, "{s}");
+    }
+    let ports: Vec<u16> = answers.iter().map(|(_, s)| dashboard(s)).collect();
+    assert_ne!(ports[0], ports[1], "{answers:?}");
+
+    // In the order of events: the second `session_launching` comes after an event that shows
+    // the first one's Serena with its dashboard port.
+    let mut seen: Vec<Value> = Vec::new();
+    while seen.iter().filter(|v| v["type"] == "session_ready").count() < 2 {
+        let (_, v) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("both sessions ready on the event stream: {seen:?}"));
+        seen.push(v);
+    }
+    let launching: Vec<usize> = (0..seen.len())
+        .filter(|i| seen[*i]["type"] == "session_launching")
+        .collect();
+    assert_eq!(launching.len(), 2, "{seen:?}");
+    let first = &seen[launching[0]]["pid"];
+    assert!(
+        seen[..launching[1]]
+            .iter()
+            .any(|v| v["instance"]["pid"] == *first && v["instance"]["port"].is_u64()),
+        "the first Serena's dashboard known before the second starts: {seen:?}"
+    );
+    for (_, s) in &answers {
+        let (status, r) = d.call(
+            "POST",
+            "/release-session",
+            Some(json!({"session_id": s["session_id"]})),
+        );
+        assert_eq!(status, 200, "{r}");
+    }
 }

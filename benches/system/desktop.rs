@@ -24,7 +24,7 @@
 use crate::common::browser::Browser;
 use crate::common::desktop::{Desktop, NotificationServer, TrayApp, Watcher};
 use crate::common::*;
-use crate::{events, graceful_daemon, live_count, memory_mib, p95, progress, wait_event};
+use crate::{graceful_daemon, live_count, memory_mib, p95, progress};
 use crate::{Config, Metric, GRACE};
 use serde_json::{json, Value};
 use serena_tray::core::procs::Snapshot;

@@ -28,7 +28,6 @@ use serena_tray::core::Core;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// One measured figure.
@@ -161,68 +160,6 @@ fn anonymous_mib(pid: u32) -> f64 {
 
 pub(crate) fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-/// The events of a daemon's `/api/events`, each with the instant it arrived, on a channel.
-pub(crate) fn events(d: &Daemon) -> mpsc::Receiver<(Instant, Value)> {
-    let (tx, rx) = mpsc::channel();
-    let (open_tx, open) = mpsc::channel();
-    let url = d.url("/api/events");
-    let auth = format!("Bearer {}", d.token);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client");
-            let Ok(mut resp) = client.get(&url).header("authorization", auth).send().await else {
-                return;
-            };
-            let _ = open_tx.send(());
-            let mut buf = String::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                let at = Instant::now();
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let block: String = buf.drain(..end + 2).collect();
-                    let data: String = block
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("data:"))
-                        .map(str::trim_start)
-                        .collect();
-                    if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                        if tx.send((at, v)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-    });
-    open.recv_timeout(Duration::from_secs(10))
-        .expect("the event stream to open");
-    rx
-}
-
-/// Waits for the first event `f` accepts; its arrival instant.
-pub(crate) fn wait_event(
-    rx: &mpsc::Receiver<(Instant, Value)>,
-    timeout: Duration,
-    f: impl Fn(&Value) -> bool,
-) -> Option<Instant> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match rx.recv_timeout(left) {
-            Ok((at, v)) if f(&v) => return Some(at),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
 }
 
 fn is(v: &Value, kind: &str, pid: u32) -> bool {

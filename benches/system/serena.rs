@@ -136,7 +136,7 @@ fn raw_http_start(home: &Home, project: &str, http: &Http) -> f64 {
 /// Serena first answered `initialize`, asked from the moment the daemon announced it). Released
 /// at the end.
 fn session_start(d: &Daemon, project: &str, http: &Http) -> (f64, f64) {
-    let events = crate::events(d);
+    let events = events(d);
     // Serena's own readiness inside the session, with the daemon's hand-out time apart: its
     // MCP port read from its command line as soon as the daemon has spawned it, then polled
     // as the hand-started Serena is.

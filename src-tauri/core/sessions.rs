@@ -3,10 +3,12 @@
 //! after a restart. A launched Serena runs in its own process group, with stdout and stderr in a
 //! log file under `tray/logs/` (a full pipe would block it), on a port picked here; the request
 //! returns only once its MCP endpoint and its dashboard answer (the core says so on its event
-//! bus), and leaves nothing running when it fails. Every step is an event on the core's bus
-//! (launching, ready, failed, released, exited); a session whose Serena exits by itself is marked
-//! ended and leaves the active list (the last ended ones are kept as history). Deliberately not
-//! here: HTTP (the API maps these errors to statuses) and killing (the reaper, through the core).
+//! bus), and leaves nothing running when it fails. Their Serenas start one at a time, each once
+//! the one before has its dashboard port: Serenas started together can pick the same one, and
+//! the loser runs without. Every step is an event on the core's bus (launching, ready, failed,
+//! released, exited); a session whose Serena exits by itself is marked ended and leaves the
+//! active list (the last ended ones are kept as history). Deliberately not here: HTTP (the API
+//! maps these errors to statuses) and killing (the reaper, through the core).
 
 use super::background::on_events;
 use super::engine::Core;
@@ -256,6 +258,10 @@ struct SessionsInner {
     /// One lock per shared session's key (project, context, modes, transport): two clients
     /// asking at once get one session, not two.
     shared_launches: std::sync::Mutex<std::collections::HashMap<String, Arc<Mutex<()>>>>,
+    /// Held by a launch from its spawn until its Serena's dashboard port is known (or the
+    /// launch ends): Serenas started together can pick the same dashboard port, and the loser
+    /// runs without a dashboard (SERENA.md), so this program starts one at a time.
+    starting: Mutex<()>,
 }
 
 impl Sessions {
@@ -296,6 +302,7 @@ impl Sessions {
                 leases_changed: tokio::sync::Notify::new(),
                 linger,
                 shared_launches: Default::default(),
+                starting: Mutex::new(()),
             }),
         }
         .watching_attachments()
@@ -658,6 +665,8 @@ impl Sessions {
                 tail: tail(log),
             })
         };
+        // Before the MCP port is picked: a port picked and then waited on may be taken.
+        let mut starting = Some(self.inner.starting.lock().await);
         let port = free_port().map_err(|e| failed(format!("no free port: {e}")))?;
         let (program, prefix) = command
             .split_first()
@@ -734,6 +743,10 @@ impl Sessions {
             let launched = core.launched(id);
             if let Some(i) = &launched {
                 recorded = Some(i.process_id());
+                if i.port.is_some() {
+                    // Its dashboard listens: the next Serena cannot pick the same port.
+                    starting.take();
+                }
                 if i.state.is_live() {
                     break i.clone();
                 }
@@ -773,6 +786,7 @@ impl Sessions {
                 _ = tokio::time::sleep(LAUNCH_NUDGE) => core.wake(),
             }
         };
+        drop(starting);
         // Reap the child when it exits, so it never lingers as a defunct process (at shutdown
         // it is left running: sessions outlive this program and are re-adopted).
         let cancel = self.inner.cancel.clone();

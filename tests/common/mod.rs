@@ -513,6 +513,68 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
+/// The events of a daemon's `/api/events`, each with the instant it arrived, on a channel.
+pub fn events(d: &Daemon) -> std::sync::mpsc::Receiver<(Instant, Value)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (open_tx, open) = std::sync::mpsc::channel();
+    let url = d.url("/api/events");
+    let auth = format!("Bearer {}", d.token);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client");
+            let Ok(mut resp) = client.get(&url).header("authorization", auth).send().await else {
+                return;
+            };
+            let _ = open_tx.send(());
+            let mut buf = String::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                let at = Instant::now();
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    let data: String = block
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect();
+                    if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                        if tx.send((at, v)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    });
+    open.recv_timeout(Duration::from_secs(10))
+        .expect("the event stream to open");
+    rx
+}
+
+/// Waits for the first event `f` accepts; its arrival instant.
+pub fn wait_event(
+    rx: &std::sync::mpsc::Receiver<(Instant, Value)>,
+    timeout: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match rx.recv_timeout(left) {
+            Ok((at, v)) if f(&v) => return Some(at),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -633,6 +695,13 @@ impl Daemon {
     }
 
     /// An authorised call: (status, JSON body or Null).
+    /// `POST /request-session` with this body, holding the start gate (see [`START_GATE`]):
+    /// the daemon answers once the session's Serena has its dashboard.
+    pub fn request_session(&self, body: Value) -> (u16, Value) {
+        let _gate = start_gate();
+        self.call("POST", "/request-session", Some(body))
+    }
+
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut headers = vec![];
         let auth = format!("Bearer {}", self.token);
