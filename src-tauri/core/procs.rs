@@ -145,7 +145,7 @@ impl ProcTable {
         let nothing_new = newest.is_some() && newest == self.newest;
         self.newest = newest;
         if due || !cfg!(target_os = "linux") {
-            self.snap = std::sync::Arc::new(Snapshot::capture(sys));
+            std::sync::Arc::make_mut(&mut self.snap).recapture(sys);
             self.full_at = Some(std::time::Instant::now());
             self.cwd_read.clear();
             self.skipped = sys
@@ -161,7 +161,7 @@ impl ProcTable {
         } else if let Some(listed) = listed_pids() {
             self.look_again(sys, Some(&listed), watched);
         } else {
-            self.snap = std::sync::Arc::new(Snapshot::capture(sys));
+            std::sync::Arc::make_mut(&mut self.snap).recapture(sys);
         }
         self.snap.clone()
     }
@@ -320,6 +320,21 @@ fn as_proc(p: &sysinfo::Process) -> Option<Proc> {
     })
 }
 
+/// Whether `p` is still the process `old` was, as [`as_proc`] would make it (a name or an
+/// argument that is not UTF-8 counts as changed).
+fn unchanged(old: &Proc, p: &sysinfo::Process) -> bool {
+    p.thread_kind().is_none()
+        && p.status() != ProcessStatus::Zombie
+        && old.start_time == p.start_time()
+        && old.ppid == p.parent().map(|pp| pp.as_u32())
+        && p.name().to_str() == Some(old.name.as_str())
+        && p.cmd().len() == old.cmdline.len()
+        && p.cmd()
+            .iter()
+            .zip(&old.cmdline)
+            .all(|(now, then)| now.to_str() == Some(then.as_str()))
+}
+
 /// Names of processes that adopt orphans (init and the usual subreapers). A stdio Serena whose
 /// parent is one of these has lost its client.
 const ADOPTERS: [&str; 8] = [
@@ -337,16 +352,32 @@ impl Snapshot {
     /// Reads the whole process table (without working directories, see [`Snapshot::fill_cwd`]).
     /// Blocking (a few ms); call from `spawn_blocking` in async code.
     pub fn capture(sys: &mut System) -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.recapture(sys);
+        snap
+    }
+
+    /// Reads the whole process table into this snapshot, keeping the entries (and their
+    /// working directories) of processes that did not change: a full read allocates only for
+    /// what is new, rather than a second copy of every command line while the first still
+    /// lives, whose turns scatter the long-lived heap.
+    pub fn recapture(&mut self, sys: &mut System) {
         // Command lines are re-read every time: a PID caught between fork and exec would
         // otherwise keep its parent's command line forever.
         sys.refresh_processes_specifics(ProcessesToUpdate::All, true, table_kind());
-        let procs = sys
-            .processes()
-            .values()
-            .filter_map(as_proc)
-            .map(|p| (p.pid, p))
-            .collect();
-        Snapshot { procs }
+        self.procs.retain(|pid, old| {
+            sys.process(sysinfo::Pid::from_u32(*pid))
+                .is_some_and(|p| unchanged(old, p))
+        });
+        for p in sys.processes().values() {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                self.procs.entry(p.pid().as_u32())
+            {
+                if let Some(fresh) = as_proc(p) {
+                    slot.insert(fresh);
+                }
+            }
+        }
     }
 
     /// Reads the working directory of just these processes (it is only needed for a few).
@@ -496,6 +527,56 @@ mod tests {
         }
         assert!(snap.get(pid).is_none(), "a defunct process counts as gone");
         assert!(snap.get(std::process::id()).is_some(), "we are in it");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_full_read_keeps_what_did_not_change_and_corrects_the_rest() {
+        let mut sys = System::new();
+        let mut snap = Snapshot::capture(&mut sys);
+        let me = std::process::id();
+        let real = snap.get(me).expect("we are in it").clone();
+        // Our entry as a look had it (with a working directory read), another that lies
+        // about its command line, and one for a process that does not exist.
+        let parent = real.ppid.expect("a parent");
+        let mut kept = real.clone();
+        kept.cwd = Some("/read/before".into());
+        snap.procs.insert(me, kept);
+        let mut wrong = snap.get(parent).expect("our parent is in it").clone();
+        wrong.cmdline = vec!["not-what-it-runs".into()];
+        snap.procs.insert(parent, wrong);
+        let gone = u32::MAX - 1; // beyond any PID limit
+        snap.procs.insert(gone, proc(gone, 1, 1, "gone"));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        // Until it has exec'd: a look between fork and exec sees this test's command line.
+        let since = std::time::Instant::now();
+        while Snapshot::capture(&mut System::new())
+            .get(child.id())
+            .is_none_or(|p| p.name != "sleep")
+        {
+            assert!(since.elapsed().as_secs() < 10, "sleep never exec'd");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+
+        snap.recapture(&mut sys);
+        let fresh = Snapshot::capture(&mut System::new());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            snap.get(me).and_then(|p| p.cwd.as_deref()),
+            Some("/read/before")
+        );
+        assert_eq!(snap.get(parent), fresh.get(parent), "corrected");
+        assert!(snap.get(gone).is_none(), "gone");
+        let new = snap.get(child.id()).expect("the new process");
+        assert_eq!(new.cmdline, ["sleep", "30"]);
+        assert_eq!(
+            new.cwd, None,
+            "a new entry has no working directory read yet"
+        );
     }
 
     #[cfg(target_os = "linux")]
