@@ -212,22 +212,9 @@ pub fn main() -> ExitCode {
     main_with(None)
 }
 
-/// glibc gives a thread that finds the heap locked an arena of its own (up to eight per core),
-/// and every arena keeps its high-water mark: on a busy machine the daemon had seven and
-/// 4.7-4.9 MiB of anonymous memory through a churn of instances, 1.8-2.3 MiB with one arena.
-/// Its threads seldom allocate at the same moment, so one arena costs no waiting worth measuring.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: sets one of malloc's parameters, before this program starts any thread.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// Entry point of both binaries: `host` is the app binary's GUI, `None` in `serena-tray`.
 pub fn main_with(host: Option<&dyn AppHost>) -> ExitCode {
-    one_malloc_arena();
+    crate::core::heap::one_arena();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),

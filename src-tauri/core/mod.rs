@@ -13,6 +13,7 @@ mod cost;
 pub mod engine;
 pub mod events;
 pub mod files;
+pub mod heap;
 mod kill;
 pub mod model;
 pub mod probe;
