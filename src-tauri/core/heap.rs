@@ -7,8 +7,9 @@
 //! from the heap's top.
 
 /// One malloc arena for every thread. glibc gives a thread that finds the heap locked an arena
-/// of its own (up to eight per core), and every arena keeps its high-water mark: on a busy machine the daemon had seven
-/// and 4.7-4.9 MiB of anonymous memory through a churn of instances, 1.8-2.3 MiB with one arena.
+/// of its own (up to eight per core), and every arena keeps its high-water mark: on a busy
+/// machine the daemon had seven and 4.7-4.9 MiB of anonymous memory through a churn of
+/// instances, 1.8-2.3 MiB with one arena.
 /// Its threads seldom allocate at the same moment, so one arena costs no waiting worth measuring.
 /// Call it first thing, before any thread starts.
 pub fn one_arena() {

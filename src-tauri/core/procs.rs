@@ -154,8 +154,9 @@ impl ProcTable {
                 .map(|p| p.as_u32())
                 .filter(|p| self.snap.get(*p).is_none())
                 .collect();
-            // The read's peak (every process's command line, twice while they are compared)
-            // is past: its pages go back rather than stay as the heap's high-water mark.
+            // The read's peak is past (sysinfo read every command line anew, each new one
+            // compared with the snapshot's): its pages go back rather than stay as the heap's
+            // high-water mark.
             super::heap::give_back();
         } else if nothing_new && watched.is_empty() {
             // No PID handed out since the last listing: no process is new, only the young
