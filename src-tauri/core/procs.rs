@@ -144,20 +144,8 @@ impl ProcTable {
         let newest = newest_pid();
         let nothing_new = newest.is_some() && newest == self.newest;
         self.newest = newest;
-        if due || !cfg!(target_os = "linux") {
-            std::sync::Arc::make_mut(&mut self.snap).recapture(sys);
-            self.full_at = Some(std::time::Instant::now());
-            self.cwd_read.clear();
-            self.skipped = sys
-                .processes()
-                .keys()
-                .map(|p| p.as_u32())
-                .filter(|p| self.snap.get(*p).is_none())
-                .collect();
-            // The read's peak is past (sysinfo read every command line anew, each new one
-            // compared with the snapshot's): its pages go back rather than stay as the heap's
-            // high-water mark.
-            super::heap::give_back();
+        if due {
+            self.read_all(sys);
         } else if nothing_new && watched.is_empty() {
             // No PID handed out since the last listing: no process is new, only the young
             // ones can have exec'd. One that exited unwatched is seen at the next listing.
@@ -165,9 +153,35 @@ impl ProcTable {
         } else if let Some(listed) = listed_pids() {
             self.look_again(sys, Some(&listed), watched);
         } else {
+            // Not Linux (or `/proc` unreadable): the whole table at every look.
             std::sync::Arc::make_mut(&mut self.snap).recapture(sys);
         }
         self.snap.clone()
+    }
+
+    /// The full read: every process anew, into a table of its own that is let go once the
+    /// snapshot is made. sysinfo keeps every process it has read, in a map as large as it ever
+    /// was, and the incremental looks need none of them (each reads what it asks about), so
+    /// their table starts empty again too: a burst of processes leaves neither behind.
+    fn read_all(&mut self, sys: &mut System) {
+        let mut all = System::new();
+        let snap = std::sync::Arc::make_mut(&mut self.snap);
+        snap.recapture(&mut all);
+        snap.procs.shrink_to_fit();
+        self.skipped = all
+            .processes()
+            .keys()
+            .map(|p| p.as_u32())
+            .filter(|p| snap.get(*p).is_none())
+            .collect();
+        self.full_at = Some(std::time::Instant::now());
+        self.cwd_read.clear();
+        drop(all);
+        *sys = System::new();
+        // The read's peak is past (every process and command line read anew, each compared
+        // with the snapshot's): its pages go back rather than stay as the heap's high-water
+        // mark.
+        super::heap::give_back();
     }
 
     /// An incremental look: see the type's docs. `listed` is what `/proc` lists now; `None`
@@ -192,7 +206,8 @@ impl ProcTable {
             snap.procs.remove(pid);
             self.skipped.remove(pid);
         }
-        let young = |p: &Proc| p.start_time >= young_since;
+        // Started less than `young_secs` ago, in whole seconds (none when it is 0).
+        let young = |p: &Proc| p.start_time > young_since;
         let again: HashSet<u32> = match listed {
             Some(listed) => listed
                 .iter()
@@ -219,7 +234,8 @@ impl ProcTable {
             sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, table_kind());
         }
         // The watched ones and their parents: just their stat lines (parent, state), their
-        // command lines as read before.
+        // command lines as read before (read only when sysinfo has none: since the last full
+        // read its table has not seen them).
         let mut stat_only = HashSet::new();
         for pid in watched {
             stat_only.insert(*pid);
@@ -233,7 +249,9 @@ impl ProcTable {
                 .iter()
                 .map(|p| sysinfo::Pid::from_u32(*p))
                 .collect();
-            let kind = ProcessRefreshKind::nothing().without_tasks();
+            let kind = ProcessRefreshKind::nothing()
+                .with_cmd(UpdateKind::OnlyIfNotSet)
+                .without_tasks();
             sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, kind);
         }
         for pid in again.into_iter().chain(stat_only) {
@@ -289,6 +307,9 @@ fn newest_pid() -> Option<u32> {
 
 /// The PIDs listed in `/proc` (Linux), without reading anything of them.
 fn listed_pids() -> Option<HashSet<u32>> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
     let dir = std::fs::read_dir("/proc").ok()?;
     Some(
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -654,7 +675,9 @@ mod tests {
                 .is_some_and(|p| p.cmdline == ["sleep", "30"])
         });
         // From here nothing counts as young: only new and watched processes are read again.
+        // This look is a full read (which lets sysinfo's table go).
         table.young_secs = 0;
+        table.full_at = None;
         let snap = table.look(&mut sys, &[]);
         assert_eq!(snap.get(sleep).and_then(|p| p.ppid), Some(sh.id()));
         assert!(snap.get(sh.id()).is_some());
@@ -668,6 +691,11 @@ mod tests {
         assert!(
             ppid.is_some_and(|pp| pp != sh.id()),
             "re-parented: {ppid:?}"
+        );
+        assert_eq!(
+            snap.get(sleep).map(|p| p.cmdline.clone()),
+            Some(vec!["sleep".to_string(), "30".to_string()]),
+            "a watched process keeps its command line after a full read"
         );
 
         // Killed but not reaped by its parent (init or a subreaper): watched, it is gone.
