@@ -12,77 +12,16 @@ use common::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Reads `/api/events` on a thread; yields (event type, data) pairs.
-/// The daemon's event stream, open (subscribed) when this returns: what happens after is on it.
-fn events(d: &Daemon) -> mpsc::Receiver<(String, Value)> {
-    let (tx, rx) = mpsc::channel();
-    let (open_tx, open) = mpsc::channel();
-    let url = d.url("/api/events");
-    let token = d.token.clone();
-    std::thread::spawn(move || {
-        block_on(async move {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client");
-            let mut resp = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("events");
-            let _ = open_tx.send(());
-            let mut buf = String::new();
-            let mut kind = String::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(i) = buf.find('\n') {
-                    let line = buf[..i].trim_end_matches('\r').to_string();
-                    buf.drain(..=i);
-                    if let Some(k) = line.strip_prefix("event:") {
-                        kind = k.trim().to_string();
-                    } else if let Some(data) = line.strip_prefix("data:") {
-                        let v = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-                        if tx.send((kind.clone(), v)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        })
-    });
-    open.recv_timeout(Duration::from_secs(10))
-        .expect("the event stream to open");
-    rx
-}
-
-fn next_matching(
-    rx: &mpsc::Receiver<(String, Value)>,
-    timeout: Duration,
-    mut f: impl FnMut(&str, &Value) -> bool,
-) -> Option<(String, Value)> {
-    let end = Instant::now() + timeout;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok((k, v)) if f(&k, &v) => return Some((k, v)),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
 
 #[test]
 fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
     let home = Home::new();
     let d = home.daemon();
     let rx = events(&d);
-    let (kind, snap) = next_matching(&rx, Duration::from_secs(10), |_, _| true).expect("snapshot");
-    assert_eq!(kind, "snapshot");
-    assert!(snap["instances"].is_array());
+    // The first event is the snapshot of every instance.
+    let (_, snap) = next_event(&rx, Duration::from_secs(10), |_| true).expect("snapshot");
+    assert!(snap["instances"].is_array(), "{snap}");
 
     let mut reaper = Reaper::default();
     let dir = home.path().join("evproj");
@@ -92,17 +31,16 @@ fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
         &["--project", dir.to_str().expect("utf8")],
         &[],
     ));
-    let (_, added) = next_matching(&rx, Duration::from_secs(20), |k, v| {
-        k == "instance_added" && v["instance"]["pid"] == pid
+    let (_, added) = next_event(&rx, Duration::from_secs(20), |v| {
+        v["type"] == "instance_added" && v["instance"]["pid"] == pid
     })
     .expect("instance_added");
-    assert_eq!(added["type"], "instance_added");
     // Once its dashboard answers, the project arrives as an update or a state change.
-    next_matching(&rx, Duration::from_secs(20), |_, v| {
+    next_event(&rx, Duration::from_secs(20), |v| {
         v["instance"]["pid"] == pid && v["instance"]["project_name"] == "evproj"
     })
     .or_else(|| {
-        (added["instance"]["project_name"] == "evproj").then(|| (String::new(), Value::Null))
+        (added["instance"]["project_name"] == "evproj").then(|| (Instant::now(), Value::Null))
     })
     .expect("the project");
 
@@ -115,8 +53,8 @@ fn the_event_stream_pushes_every_change_and_sees_a_death_at_once() {
     if let Some(c) = reaper.child(pid) {
         let _ = c.wait();
     }
-    next_matching(&rx, Duration::from_secs(10), |k, v| {
-        k == "instance_removed" && v["pid"] == pid
+    next_event(&rx, Duration::from_secs(10), |v| {
+        v["type"] == "instance_removed" && v["pid"] == pid
     })
     .expect("instance_removed");
     eprintln!(
@@ -421,13 +359,15 @@ fn a_session_is_a_series_of_events_and_one_whose_serena_exits_by_itself_is_ended
     assert_eq!(status, 201, "{s:?}");
     let id = s["session_id"].as_str().expect("id").to_string();
     let pid = s["pid"].as_u64().expect("pid") as u32;
-    let (_, launching) = next_matching(&rx, Duration::from_secs(10), |k, _| {
-        k == "session_launching"
+    let (_, launching) = next_event(&rx, Duration::from_secs(10), |v| {
+        v["type"] == "session_launching"
     })
     .expect("session_launching");
     assert_eq!(launching["session_id"], id.as_str());
-    let (_, ready) = next_matching(&rx, Duration::from_secs(10), |k, _| k == "session_ready")
-        .expect("session_ready");
+    let (_, ready) = next_event(&rx, Duration::from_secs(10), |v| {
+        v["type"] == "session_ready"
+    })
+    .expect("session_ready");
     assert_eq!(ready["session"]["session_id"], id.as_str());
     assert_eq!(ready["session"]["pid"], pid);
 
@@ -437,8 +377,10 @@ fn a_session_is_a_series_of_events_and_one_whose_serena_exits_by_itself_is_ended
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill");
-    let (_, exited) = next_matching(&rx, Duration::from_secs(10), |k, _| k == "session_exited")
-        .expect("session_exited");
+    let (_, exited) = next_event(&rx, Duration::from_secs(10), |v| {
+        v["type"] == "session_exited"
+    })
+    .expect("session_exited");
     assert_eq!(exited["session_id"], id.as_str());
     assert_eq!(exited["pid"], pid);
     let (_, active) = d.call("GET", "/api/sessions", None);

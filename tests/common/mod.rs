@@ -558,21 +558,30 @@ pub fn events(d: &Daemon) -> std::sync::mpsc::Receiver<(Instant, Value)> {
     rx
 }
 
+/// Waits for the first event `f` accepts: when it arrived, and its data.
+pub fn next_event(
+    rx: &std::sync::mpsc::Receiver<(Instant, Value)>,
+    timeout: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Option<(Instant, Value)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match rx.recv_timeout(left) {
+            Ok((at, v)) if f(&v) => return Some((at, v)),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Waits for the first event `f` accepts; its arrival instant.
 pub fn wait_event(
     rx: &std::sync::mpsc::Receiver<(Instant, Value)>,
     timeout: Duration,
     f: impl Fn(&Value) -> bool,
 ) -> Option<Instant> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match rx.recv_timeout(left) {
-            Ok((at, v)) if f(&v) => return Some(at),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
+    next_event(rx, timeout, f).map(|(at, _)| at)
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
