@@ -79,6 +79,8 @@ fn existing(path: &Path) -> Result<Option<String>, TokenError> {
     files::tighten(&file, 0o600).map_err(io_error(path))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io_error(path))?;
+    // Closed before it may be replaced below.
+    drop(file);
     let text = String::from_utf8_lossy(&bytes);
     if !text.trim().is_empty() {
         return valid(path, &text).map(Some);
@@ -148,13 +150,15 @@ mod tests {
         }
     }
 
+    /// The leftover of a first start interrupted between creating the token and writing it,
+    /// made as this program makes its files (private: on Windows a readable one is refused).
     #[test]
     fn an_empty_token_file_is_replaced() {
         for leftover in ["", " \n"] {
             let dir = tempfile::tempdir().expect("tempdir");
             let p = token_path(dir.path());
-            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            fs::write(&p, leftover).expect("write");
+            files::private_dir(p.parent().expect("parent")).expect("mkdir");
+            files::write_atomic(&p, leftover.as_bytes()).expect("write");
             let t = load_or_create(dir.path()).expect("replaced");
             assert_eq!(t.len(), 64);
             assert_eq!(fs::read_to_string(&p).expect("read"), t);
@@ -232,13 +236,56 @@ mod tests {
     fn a_damaged_token_is_an_error_not_a_silent_new_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = token_path(dir.path());
-        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        fs::write(&p, "a b").expect("write");
+        files::private_dir(p.parent().expect("parent")).expect("mkdir");
+        files::write_atomic(&p, b"a b").expect("write");
         assert!(matches!(
             load_or_create(dir.path()),
             Err(TokenError::Bad(_))
         ));
         assert!(read(dir.path()).is_none());
+    }
+
+    /// Windows: `tray/` and the token are made owner-only, as read back from their DACLs (Wine
+    /// keeps a DACL as the file's Unix mode bits, and reads it back from them).
+    #[cfg(windows)]
+    #[test]
+    fn the_tray_dir_and_the_token_are_owner_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        load_or_create(dir.path()).expect("create");
+        for p in [dir.path().join("tray"), token_path(dir.path())] {
+            let access = files::windows::access_of_path(&p).expect("DACL");
+            assert_eq!(access, files::windows::Access::default(), "{}", p.display());
+        }
+    }
+
+    /// Windows: a token others may read is refused (no version ever made one: someone opened
+    /// it up), and so is a `tray/` others may write to; each message says how to fix it.
+    #[cfg(windows)]
+    #[test]
+    fn a_token_others_can_read_or_a_tray_dir_they_can_write_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = load_or_create(dir.path()).expect("create");
+        let p = token_path(dir.path());
+        files::windows::grant_everyone(&p, "FR").expect("open it up");
+        let err = load_or_create(dir.path()).expect_err("a readable token");
+        assert!(matches!(err, TokenError::NotPrivate(_)), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("Everyone"), "{msg}");
+        assert!(msg.contains("icacls"), "{msg}");
+        assert!(
+            read(dir.path()).is_some(),
+            "the CLI still reads its own token"
+        );
+
+        files::windows::make_owner_only(&p, false).expect("private again");
+        assert_eq!(load_or_create(dir.path()).expect("accepted"), token);
+        let tray = dir.path().join("tray");
+        files::windows::grant_everyone(&tray, "FA").expect("open it up");
+        let msg = load_or_create(dir.path())
+            .expect_err("a tray dir others may write to")
+            .to_string();
+        assert!(msg.contains(&tray.display().to_string()), "{msg}");
+        assert!(msg.contains("(OI)(CI)F"), "{msg}");
     }
 
     #[test]

@@ -2,11 +2,17 @@
 //! registry's writes): private directories (0700), files created 0600 and opened without following
 //! a symbolic link, the check that a directory or file is the user's alone, atomic replacement
 //! (a temporary file in the same directory, renamed over the old one) and moving a damaged file
-//! aside. Every helper is small and blocking; async callers run them in `spawn_blocking`.
+//! aside. On Windows the same with its own means (`windows`): owner-only DACLs for 0700 and
+//! 0600, `ReplaceFileW` for the rename, waiting for a reader that holds the file without
+//! allowing it to be replaced. Every helper is small and blocking; async callers run them in
+//! `spawn_blocking`.
 //!
 //! Deliberately not here: what the files contain, cross-process locking (the registry's), log
 //! rotation (`timeline`), and fsync: a crash may leave a short or empty file, which each reader
 //! treats as damage (moved aside or replaced), never as a reason to trust someone else's file.
+
+#[cfg(windows)]
+pub mod windows;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -22,76 +28,125 @@ pub enum FilesError {
         #[source]
         source: io::Error,
     },
-    #[error("{what} {path} belongs to another user (uid {owner}, not {me}): remove it, or give it back with `sudo chown {me} {path}`")]
+    /// Owned by someone else (`owner` and `me` as the platform names users).
+    #[error("{what} {path} belongs to another user ({owner}, not {me}): {fix}")]
     Foreign {
         what: String,
         path: PathBuf,
-        owner: u32,
-        me: u32,
+        owner: String,
+        me: String,
+        fix: String,
     },
-    #[error("{what} {path} is writable by group or others (mode {mode:03o}): run `chmod {fix:o} {path}`")]
+    /// Others may open it (`open` says who and how, `fix` how to make it private).
+    #[error("{what} {path} is {open}: {fix}")]
     Open {
         what: String,
         path: PathBuf,
-        mode: u32,
-        fix: u32,
+        open: String,
+        fix: String,
     },
 }
 
-/// Creates the directory `path` with mode 0700 if it is missing (its missing parents get the
-/// usual mode). An existing directory of this user that others may only read (0755 from an older
-/// version) is narrowed to 0700; one that others may write to is left for [`check_private`] to
-/// refuse, never silently repaired.
+/// Creates the directory `path` with mode 0700 (Windows: an owner-only DACL) if it is missing
+/// (its missing parents get the usual mode). An existing directory of this user that others may
+/// only read (0755 from an older version) is narrowed to 0700 (Windows: to the owner-only DACL);
+/// one that others may write to is left for [`check_private`] to refuse, never silently
+/// repaired.
 pub fn private_dir(path: &Path) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
-    // Mutable for the Unix mode only.
-    #[cfg_attr(not(unix), allow(unused_mut))]
-    let mut builder = fs::DirBuilder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    match builder.create(path) {
+    match create_private_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let meta = fs::metadata(path)?;
             if !meta.is_dir() {
                 return Err(io::ErrorKind::NotADirectory.into());
             }
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::{MetadataExt, PermissionsExt};
-                if meta.uid() == my_uid() && meta.mode() & 0o077 != 0 && meta.mode() & 0o022 == 0 {
-                    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
-                }
-            }
-            Ok(())
+            narrow_readable_dir(path, &meta)
         }
         Err(e) => Err(e),
     }
 }
 
-/// Refuses `path` (a link is judged by what it points to) when another user owns it or group or
-/// others may write to it; `what` names it in the one-line message, which also says how to fix
-/// it. A missing path is an [`FilesError::Io`] error. A no-op apart from existence off unix.
+#[cfg(unix)]
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+#[cfg(windows)]
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    windows::create_private_dir(path)
+}
+
+#[cfg(not(any(unix, windows)))]
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir(path)
+}
+
+#[cfg(unix)]
+fn narrow_readable_dir(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if meta.uid() == my_uid() && meta.mode() & 0o077 != 0 && meta.mode() & 0o022 == 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn narrow_readable_dir(path: &Path, _meta: &fs::Metadata) -> io::Result<()> {
+    let access = windows::access_of_path(path)?;
+    if access.foreign_owner.is_none() && !access.readers.is_empty() && access.writers.is_empty() {
+        windows::make_owner_only(path, true)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(any(unix, windows)))]
+fn narrow_readable_dir(_path: &Path, _meta: &fs::Metadata) -> io::Result<()> {
+    Ok(())
+}
+
+/// Refuses `path` (a link is judged by what it points to) when another user owns it or others
+/// may write to it (Unix: group or others; Windows: anyone but this user, SYSTEM and the
+/// Administrators); `what` names it in the one-line message, which also says how to fix it. A
+/// missing path is an [`FilesError::Io`] error.
 pub fn check_private(path: &Path, what: &str) -> Result<(), FilesError> {
-    let meta = fs::metadata(path).map_err(|source| FilesError::Io {
+    let io_err = |source| FilesError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let meta = fs::metadata(path).map_err(io_err)?;
+    #[cfg(windows)]
+    {
+        let access = windows::access_of_path(path).map_err(io_err)?;
+        judge_windows(&access, meta.is_dir(), path, what)
+    }
+    #[cfg(not(windows))]
     judge(&meta, path, what)
 }
 
-/// [`check_private`] on a file already open (no window between the check and the use).
+/// [`check_private`] on a file already open (no window between the check and the use). On
+/// Windows a file that others may read is refused too: no version of this program ever made
+/// one there, so someone opened it up, and what it holds may be known.
 pub fn check_file(file: &File, path: &Path, what: &str) -> Result<(), FilesError> {
-    let meta = file.metadata().map_err(|source| FilesError::Io {
+    let io_err = |source| FilesError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    judge(&meta, path, what)
+    };
+    #[cfg(windows)]
+    {
+        let access = windows::access_of_file(file).map_err(io_err)?;
+        let mut access = access;
+        access.writers.extend(access.readers.drain(..));
+        judge_windows(&access, false, path, what)
+    }
+    #[cfg(not(windows))]
+    {
+        let meta = file.metadata().map_err(io_err)?;
+        judge(&meta, path, what)
+    }
 }
 
 #[cfg(unix)]
@@ -102,23 +157,63 @@ fn judge(meta: &fs::Metadata, path: &Path, what: &str) -> Result<(), FilesError>
         return Err(FilesError::Foreign {
             what: what.to_string(),
             path: path.to_path_buf(),
-            owner: meta.uid(),
-            me,
+            owner: format!("uid {}", meta.uid()),
+            me: format!("uid {me}"),
+            fix: format!(
+                "remove it, or give it back with `sudo chown {me} {}`",
+                path.display()
+            ),
         });
     }
     if meta.mode() & 0o022 != 0 {
+        let fix = if meta.is_dir() { 0o700 } else { 0o600 };
         return Err(FilesError::Open {
             what: what.to_string(),
             path: path.to_path_buf(),
-            mode: meta.mode() & 0o7777,
-            fix: if meta.is_dir() { 0o700 } else { 0o600 },
+            open: format!(
+                "writable by group or others (mode {:03o})",
+                meta.mode() & 0o7777
+            ),
+            fix: format!("run `chmod {fix:o} {}`", path.display()),
         });
     }
     Ok(())
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 fn judge(_meta: &fs::Metadata, _path: &Path, _what: &str) -> Result<(), FilesError> {
+    Ok(())
+}
+
+/// Refuses a foreign owner, and anyone else in `access.writers` (the caller puts whom it
+/// refuses there).
+#[cfg(windows)]
+fn judge_windows(
+    access: &windows::Access,
+    dir: bool,
+    path: &Path,
+    what: &str,
+) -> Result<(), FilesError> {
+    if let Some(owner) = &access.foreign_owner {
+        return Err(FilesError::Foreign {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            owner: owner.clone(),
+            me: windows::my_name(),
+            fix: format!(
+                "remove it, or take it back with `takeown /f \"{}\"` as an administrator",
+                path.display()
+            ),
+        });
+    }
+    if !access.writers.is_empty() {
+        return Err(FilesError::Open {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            open: format!("open to others ({})", access.writers.join(", ")),
+            fix: windows::fix_command(path, dir, &access.writers),
+        });
+    }
     Ok(())
 }
 
@@ -207,17 +302,29 @@ fn staged(path: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
         .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)?;
+    // Private before the first byte goes in (tempfile makes it 0600 on Unix).
+    #[cfg(windows)]
+    windows::make_owner_only(tmp.path(), false)?;
     tmp.write_all(bytes)?;
     Ok(tmp)
 }
 
 /// Replaces `path` with `bytes` atomically (a reader sees the old or the new file, never half of
-/// one); the new file has mode 0600. A symbolic link at `path` is replaced, not written through.
+/// one); the new file has mode 0600 (Windows: an owner-only DACL; a file replaced there keeps its
+/// own). A symbolic link at `path` is replaced, not written through. On Windows a reader that
+/// holds `path` open without allowing it to be replaced is waited for (see `windows`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    staged(path, bytes)?
-        .persist(path)
-        .map(drop)
-        .map_err(|e| e.error)
+    let tmp = staged(path, bytes)?;
+    #[cfg(windows)]
+    {
+        // Closed and kept (no longer deleted on drop), then put in place; removed on failure.
+        let kept = tmp.into_temp_path().keep().map_err(|e| e.error)?;
+        windows::replace(&kept, path).inspect_err(|_| {
+            let _ = fs::remove_file(&kept);
+        })
+    }
+    #[cfg(not(windows))]
+    tmp.persist(path).map(drop).map_err(|e| e.error)
 }
 
 /// Like [`write_atomic`], but fails with [`io::ErrorKind::AlreadyExists`] (leaving it untouched)
@@ -257,6 +364,9 @@ fn move_aside_at(path: &Path, millis: u128) -> io::Result<PathBuf> {
         n += 1;
         aside = candidate(n);
     }
+    #[cfg(windows)]
+    windows::rename(path, &aside)?;
+    #[cfg(not(windows))]
     fs::rename(path, &aside)?;
     Ok(aside)
 }
@@ -305,7 +415,8 @@ mod tests {
         chmod(&dir, 0o775);
         let err = check_private(&dir, "the directory").expect_err("group-writable");
         let msg = err.to_string();
-        assert!(matches!(err, FilesError::Open { mode: 0o775, .. }), "{msg}");
+        assert!(matches!(err, FilesError::Open { .. }), "{msg}");
+        assert!(msg.contains("mode 775"), "{msg}");
         assert!(
             msg.contains(&format!("chmod 700 {}", dir.display())),
             "{msg}"
@@ -346,7 +457,7 @@ mod tests {
             check_file(&f, &file, "the token").expect_err("foreign"),
         ] {
             assert!(
-                matches!(err, FilesError::Foreign { owner: 65534, .. }),
+                matches!(&err, FilesError::Foreign { owner, .. } if owner == "uid 65534"),
                 "{err}"
             );
             assert!(err.to_string().contains("another user"), "{err}");
