@@ -12,9 +12,10 @@
 //!
 //! Platforms: signals go through `sysinfo`, so the same steps run everywhere. Windows has no
 //! SIGTERM; there the polite step is the dashboard's shutdown and the SIGTERM step falls back to
-//! a hard kill (reported under `signalled_kill`). On Linux each process is also pinned with a
-//! pidfd before its identity is checked and signalled through it, so a PID freed and reused
-//! between the check and the signal cannot be hit.
+//! a hard kill (`TerminateProcess`, reported under `signalled_kill`). Each process is pinned
+//! before its identity is checked and signalled through the pin (a pidfd on Linux, a process
+//! handle on Windows), so a PID freed and reused between the check and the signal cannot be
+//! hit.
 
 use super::cmdline;
 use super::model::ProcessId;
@@ -452,7 +453,7 @@ fn signal(sys: &mut System, id: ProcessId, sig: Sig) -> Option<Sig> {
         return None;
     }
     if let Some(pin) = &pin {
-        return pin::send(pin, sig).then_some(sig);
+        return pin::send(pin, sig);
     }
     let process = sys.process(pid)?;
     let wanted = match sig {
@@ -482,16 +483,59 @@ mod pin {
         pidfd_open(pid, PidfdFlags::empty()).ok()
     }
 
-    pub(super) fn send(pin: &Pin, sig: Sig) -> bool {
-        let sig = match sig {
+    /// The signal sent, if it was.
+    pub(super) fn send(pin: &Pin, sig: Sig) -> Option<Sig> {
+        let signal = match sig {
             Sig::Term => Signal::TERM,
             Sig::Kill => Signal::KILL,
         };
-        pidfd_send_signal(pin, sig).is_ok()
+        pidfd_send_signal(pin, signal).is_ok().then_some(sig)
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+/// Windows: a process handle. While it is open the PID cannot name another process, so the
+/// identity checked after opening it is the identity of what gets terminated.
+#[cfg(windows)]
+mod pin {
+    #![allow(unsafe_code)]
+
+    use super::Sig;
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, TerminateProcess, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
+    };
+
+    pub(super) struct Pin(HANDLE);
+
+    /// `None` when the process is gone or may not be ended by this user.
+    pub(super) fn open(pid: u32) -> Option<Pin> {
+        // SAFETY: plain call; a null handle is the failure and is not kept.
+        let handle = unsafe {
+            OpenProcess(
+                PROCESS_TERMINATE | PROCESS_QUERY_LIMITED_INFORMATION,
+                0,
+                pid,
+            )
+        };
+        (!handle.is_null()).then_some(Pin(handle))
+    }
+
+    /// Windows has no SIGTERM for a process without a window or console of its own to close:
+    /// either signal ends it at once (`TerminateProcess`, exit code 1), reported as a kill.
+    pub(super) fn send(pin: &Pin, _sig: Sig) -> Option<Sig> {
+        // SAFETY: the handle is open, with PROCESS_TERMINATE.
+        (unsafe { TerminateProcess(pin.0, 1) } != 0).then_some(Sig::Kill)
+    }
+
+    impl Drop for Pin {
+        fn drop(&mut self) {
+            // SAFETY: the handle is open and owned here.
+            unsafe { CloseHandle(self.0) };
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod pin {
     use super::Sig;
 
@@ -501,7 +545,7 @@ mod pin {
         None
     }
 
-    pub(super) fn send(pin: &Pin, _sig: Sig) -> bool {
+    pub(super) fn send(pin: &Pin, _sig: Sig) -> Option<Sig> {
         match *pin {}
     }
 }
