@@ -86,6 +86,16 @@ pub fn identity(pid: u32) -> Option<ProcessId> {
     })
 }
 
+/// The parent of the process `pid` as the process table says, if it runs. On Windows that is
+/// the PID of the process that created it, which may have exited since (and the PID been
+/// reused): check it. Blocking.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let mut sys = System::new();
+    let p = sysinfo::Pid::from_u32(pid);
+    sys.refresh_processes(ProcessesToUpdate::Some(&[p]), true);
+    sys.process(p)?.parent().map(|pp| pp.as_u32())
+}
+
 /// Processes by PID at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {

@@ -5,9 +5,15 @@
 //! never on a process that reused the PID. Where none of this is possible the answer is
 //! "cannot tell" and the caller's timer covers it.
 //!
+//! On Windows a process can also be pinned ahead of the wait ([`Pinned`]): `launch` pins its
+//! MCP client as it starts, so that the client's exit is seen whatever its PID names later.
+//!
 //! Deliberately not here: what the waiting is for (the refresh loop's wake-ups, `launch`).
 
 use super::model::ProcessId;
+
+#[cfg(windows)]
+pub use windows::{ParentGone, Pinned};
 
 /// Whether the pinned process is the one `id` names (checked after pinning it).
 async fn same(id: ProcessId) -> bool {
@@ -111,29 +117,66 @@ mod windows {
     use std::ffi::c_void;
     use std::sync::Mutex;
     use tokio::sync::oneshot;
-    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::Foundation::{CloseHandle, FILETIME, HANDLE, INVALID_HANDLE_VALUE};
     use windows_sys::Win32::System::Threading::{
-        OpenProcess, RegisterWaitForSingleObject, UnregisterWaitEx, INFINITE,
-        PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE, WT_EXECUTEONLYONCE,
+        GetCurrentProcess, GetProcessTimes, OpenProcess, RegisterWaitForSingleObject,
+        UnregisterWaitEx, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
+        WT_EXECUTEONLYONCE,
     };
 
     /// An open handle to a process: while it is open, the PID cannot name another process.
-    pub struct Pinned(HANDLE);
+    pub struct Pinned {
+        handle: HANDLE,
+        pid: u32,
+    }
 
     // SAFETY: a process handle may be used and closed from any thread.
     unsafe impl Send for Pinned {}
 
+    /// This process's parent is gone: its PID names no process now, or one created after this
+    /// one (the PID was reused).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ParentGone;
+
     impl Pinned {
         pub fn open(pid: u32) -> Option<Pinned> {
             // SAFETY: plain call; a null handle is the failure and is not kept.
-            let h = unsafe {
+            let handle = unsafe {
                 OpenProcess(
                     PROCESS_SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
                     0,
                     pid,
                 )
             };
-            (!h.is_null()).then_some(Pinned(h))
+            (!handle.is_null()).then_some(Pinned { handle, pid })
+        }
+
+        /// Pins this process's parent (Windows keeps the PID of the process that created
+        /// another, whether or not it still runs): `Ok(None)` when the process table does not
+        /// say; `Err(ParentGone)` when that PID names no process or a younger one than this.
+        pub fn parent_of_this_process() -> Result<Option<Pinned>, ParentGone> {
+            let Some(pid) = super::super::procs::parent_pid(std::process::id()) else {
+                return Ok(None);
+            };
+            let parent = Pinned::open(pid).ok_or(ParentGone)?;
+            // Held from here on, so its creation time is the one of the process we keep.
+            // SAFETY: the pseudo-handle of this process is always valid.
+            let me = created(unsafe { GetCurrentProcess() });
+            match (parent.created(), me) {
+                (Some(parent_at), Some(me_at)) if parent_at <= me_at => Ok(Some(parent)),
+                (Some(_), Some(_)) => Err(ParentGone),
+                // Cannot tell: trusted, as the PID was opened just now.
+                _ => Ok(Some(parent)),
+            }
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.pid
+        }
+
+        /// When the process was created (100 ns units since 1601).
+        fn created(&self) -> Option<u64> {
+            created(self.handle)
         }
 
         /// Resolves once the process has exited.
@@ -155,7 +198,7 @@ mod windows {
             let ok = unsafe {
                 RegisterWaitForSingleObject(
                     &mut wait,
-                    self.0,
+                    self.handle,
                     Some(signalled),
                     context as *const c_void,
                     INFINITE,
@@ -178,8 +221,18 @@ mod windows {
     impl Drop for Pinned {
         fn drop(&mut self) {
             // SAFETY: the handle is open and owned here.
-            unsafe { CloseHandle(self.0) };
+            unsafe { CloseHandle(self.handle) };
         }
+    }
+
+    /// The creation time of the process `handle` names (100 ns units since 1601).
+    fn created(handle: HANDLE) -> Option<u64> {
+        let mut times = [FILETIME::default(); 4];
+        // SAFETY: a valid process handle (with query rights) and four out-parameters.
+        let [creation, exit, kernel, user] = &mut times;
+        let ok = unsafe { GetProcessTimes(handle, creation, exit, kernel, user) };
+        (ok != 0)
+            .then(|| u64::from(creation.dwHighDateTime) << 32 | u64::from(creation.dwLowDateTime))
     }
 
     /// A registered wait; unregistering it waits for a running callback to finish, after

@@ -12,11 +12,14 @@
 //! clients start together. The dashboard learns of the instance by itself: it recognises this
 //! process as the instance's parent and shows the launcher's own parent as the client.
 //!
-//! While CMD runs, the client (this process's parent) is watched (a pidfd on Linux, else a look
-//! at the parent PID every quarter second): when it goes, even while someone else still holds
-//! the pipes, CMD's whole tree is reaped (SIGTERM, then SIGKILL, each PID checked first) and
-//! this process exits. SIGINT, SIGTERM and SIGHUP are passed on to CMD (its tree is reaped if
-//! it is not gone 10 s later). The exit code is CMD's (128 + the signal when a signal ended it).
+//! While CMD runs, the client (this process's parent) is watched (a pidfd on Linux; on Windows a
+//! handle to it opened as `launch` starts, checked to belong to a process created before this
+//! one; elsewhere a look at the parent PID every quarter second): when it goes, even while
+//! someone else still holds the pipes, CMD's whole tree is reaped (SIGTERM, then SIGKILL;
+//! Windows: `TerminateProcess`; each PID checked first) and this process exits. SIGINT, SIGTERM
+//! and SIGHUP are passed on to CMD (Windows: the console's Ctrl+C, Ctrl+Break and close reach
+//! CMD by themselves; this process waits for it) and its tree is reaped if it is not gone 10 s
+//! later. The exit code is CMD's (128 + the signal when a signal ended it).
 //!
 //! Deliberately not here: idle shutdown (the running dashboard does it; it reads
 //! `--idle-shutdown-minutes` from this process's command line) and anything of the MCP stream.
@@ -68,30 +71,30 @@ pub struct Launch {
 
 /// Runs CMD under watch (see the module docs); returns its exit code.
 pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> {
-    let client = client_pid();
+    // Found (and on Windows pinned) before anything else, CMD included.
+    let mut client = McpClient::of_this_process();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(LaunchError::Runtime)?;
     if launch.share {
         // Shared when it can be; else, said once, privately as below.
-        let shared = match share::plan(&launch.command) {
-            Ok(target) => rt
-                .block_on(share::run(&settings, target, client))
-                .map_err(|share::Fallback(why)| why),
-            Err(why) => Err(why),
+        let why = match share::plan(&launch.command) {
+            Ok(target) => match rt.block_on(share::run(&settings, target, client)) {
+                Ok(code) => {
+                    // Its stdin reader is a blocking read that nothing can cancel: do not wait
+                    // for it (the client may be gone while another process holds the pipe).
+                    rt.shutdown_background();
+                    return Ok(code);
+                }
+                Err((share::Fallback(why), returned)) => {
+                    client = returned;
+                    why
+                }
+            },
+            Err(why) => why,
         };
-        match shared {
-            Ok(code) => {
-                // Its stdin reader is a blocking read that nothing can cancel: do not wait
-                // for it (the client may be gone while another process holds the pipe).
-                rt.shutdown_background();
-                return Ok(code);
-            }
-            Err(why) => {
-                eprintln!("serena-tray: launch --share: {why}; running a Serena of its own")
-            }
-        }
+        eprintln!("serena-tray: launch --share: {why}; running a Serena of its own");
     }
     let (program, args) = launch.command.split_first().ok_or(LaunchError::NoCommand)?;
     let program = settings::find_program(program)?;
@@ -140,20 +143,8 @@ fn die_with_this_process(cmd: &mut tokio::process::Command) {
     let _ = cmd;
 }
 
-/// This process's parent: the MCP client.
-fn client_pid() -> Option<u32> {
-    #[cfg(unix)]
-    {
-        Some(std::os::unix::process::parent_id())
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
-
 /// Waits for CMD, passing signals on; reaps its tree when the client goes.
-async fn supervise(mut child: tokio::process::Child, client: Option<u32>) -> ExitCode {
+async fn supervise(mut child: tokio::process::Child, client: McpClient) -> ExitCode {
     let Some(pid) = child.id() else {
         return ExitCode::FAILURE;
     };
@@ -162,7 +153,7 @@ async fn supervise(mut child: tokio::process::Child, client: Option<u32>) -> Exi
         .ok()
         .flatten()
         .unwrap_or(ProcessId { pid, start_time: 0 });
-    let client_gone = client_exit(client);
+    let client_gone = client.gone();
     tokio::pin!(client_gone);
     let mut signals = Signals::new();
     let mut reap_at: Option<tokio::time::Instant> = None;
@@ -214,39 +205,100 @@ fn exit_code(status: Option<std::process::ExitStatus>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Resolves when the client exits (never, if there is none to watch).
-async fn client_exit(client: Option<u32>) {
-    let Some(client) = client.filter(|p| *p > 1) else {
-        return std::future::pending().await;
-    };
-    #[cfg(unix)]
-    {
-        // Already re-parented: the client went before we looked.
-        let gone = || std::os::unix::process::parent_id() != client;
-        let watched = tokio::task::spawn_blocking(move || crate::core::procs::identity(client))
-            .await
-            .ok()
-            .flatten();
-        if let Some(id) = watched.filter(|_| !gone()) {
-            if crate::core::watch::exited(id).await {
-                return;
+/// The MCP client: this process's parent, as found when `launch` starts. On Windows it is
+/// pinned then too (a handle opened at once, to a process created before this one), so that
+/// its exit is seen whatever its PID names later.
+pub struct McpClient {
+    pid: Option<u32>,
+    #[cfg(windows)]
+    pinned: Result<Option<crate::core::watch::Pinned>, crate::core::watch::ParentGone>,
+}
+
+impl McpClient {
+    pub fn of_this_process() -> McpClient {
+        #[cfg(unix)]
+        {
+            McpClient {
+                pid: Some(std::os::unix::process::parent_id()),
             }
         }
-        while !gone() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        #[cfg(windows)]
+        {
+            let pinned = crate::core::watch::Pinned::parent_of_this_process();
+            McpClient {
+                pid: pinned
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| p.as_ref())
+                    .map(|p| p.pid()),
+                pinned,
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            McpClient { pid: None }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = client;
+
+    /// Its PID, if known (on Windows, only while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Resolves when the client exits (at once if it was gone already; never if there is
+    /// none to watch).
+    pub async fn gone(self) {
+        #[cfg(unix)]
+        {
+            let Some(client) = self.pid.filter(|p| *p > 1) else {
+                return std::future::pending().await;
+            };
+            // Already re-parented: the client went before we looked.
+            let gone = || std::os::unix::process::parent_id() != client;
+            let watched = tokio::task::spawn_blocking(move || crate::core::procs::identity(client))
+                .await
+                .ok()
+                .flatten();
+            if let Some(id) = watched.filter(|_| !gone()) {
+                if crate::core::watch::exited(id).await {
+                    return;
+                }
+            }
+            while !gone() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        #[cfg(windows)]
+        {
+            match self.pinned {
+                Ok(Some(pinned)) => {
+                    if !pinned.exited().await {
+                        tracing::warn!("cannot wait for the MCP client's exit");
+                        std::future::pending::<()>().await;
+                    }
+                }
+                Ok(None) => std::future::pending().await,
+                Err(crate::core::watch::ParentGone) => {}
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
         std::future::pending::<()>().await
     }
 }
 
-/// The signals passed on to CMD.
+/// The signals passed on to CMD. On Windows the console's control events (Ctrl+C, Ctrl+Break,
+/// the console closed): the console delivers them to CMD as well, so there is nothing to pass
+/// on, but this process waits for CMD to end (and reaps its tree if it has not 10 s later)
+/// instead of dying at once and taking CMD down with its Job Object.
 struct Signals {
     #[cfg(unix)]
     streams: Vec<(rustix::process::Signal, tokio::signal::unix::Signal)>,
+    #[cfg(windows)]
+    events: Option<(
+        tokio::signal::windows::CtrlC,
+        tokio::signal::windows::CtrlBreak,
+        tokio::signal::windows::CtrlClose,
+    )>,
 }
 
 /// A signal received, to pass on.
@@ -272,7 +324,16 @@ impl Signals {
                 .collect();
             Signals { streams }
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close};
+            let events = match (ctrl_c(), ctrl_break(), ctrl_close()) {
+                (Ok(c), Ok(b), Ok(close)) => Some((c, b, close)),
+                _ => None,
+            };
+            Signals { events }
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             Signals {}
         }
@@ -294,7 +355,18 @@ impl Signals {
             });
             futures::future::select_all(waits).await.0
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            let Some((c, b, close)) = &mut self.events else {
+                return std::future::pending().await;
+            };
+            tokio::select! {
+                _ = c.recv() => {}
+                _ = b.recv() => {}
+                _ = close.recv() => {}
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             std::future::pending().await
         }

@@ -20,6 +20,7 @@
 //! project directory; anything else runs privately, as plain `launch` does) and the sessions
 //! themselves (the dashboard's instance manager).
 
+use super::McpClient;
 use crate::cli::client::Client;
 use crate::core::cmdline;
 use crate::core::settings::Settings;
@@ -143,15 +144,38 @@ async fn connect(
     })
 }
 
-/// Bridges this process's stdio to the shared session of `target` until the client is done;
-/// `Err` (before anything was read from stdin) when it cannot, and the caller runs Serena
-/// privately.
+/// Bridges this process's stdio to the shared session of `target` until the MCP client is
+/// done; `Err` (before anything was read from stdin, the client handed back) when it cannot,
+/// and the caller runs Serena privately.
 pub async fn run(
     settings: &Settings,
     target: Target,
+    mcp_client: McpClient,
+) -> Result<std::process::ExitCode, (Fallback, McpClient)> {
+    let endpoint = match start(settings, &target, mcp_client.pid()).await {
+        Ok(found) => found,
+        Err(why) => return Err((why, mcp_client)),
+    };
+    let (client, endpoint) = endpoint;
+    let bridge = Bridge::new(
+        endpoint.clone(),
+        client,
+        target,
+        std::process::id(),
+        mcp_client.pid(),
+    );
+    bridge.run(mcp_client).await;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The running dashboard (started if it does not run, as every launch does) and the shared
+/// session of `target`, this process attached to it.
+async fn start(
+    settings: &Settings,
+    target: &Target,
     mcp_client: Option<u32>,
-) -> Result<std::process::ExitCode, Fallback> {
-    // The running daemon (the warm case: one look); else start it, as every launch does.
+) -> Result<(Client, Endpoint), Fallback> {
+    // The running daemon (the warm case: one look); else start it.
     let client = match Client::find(settings).await {
         Some(client) => client,
         None => {
@@ -164,13 +188,10 @@ pub async fn run(
             })?
         }
     };
-    let me = std::process::id();
-    let endpoint = connect(&client, &target, me, mcp_client)
+    let endpoint = connect(&client, target, std::process::id(), mcp_client)
         .await
         .map_err(|e| Fallback(e.lines().next().unwrap_or_default().to_string()))?;
-    let bridge = Bridge::new(endpoint.clone(), client, target, me, mcp_client);
-    bridge.run(mcp_client).await;
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok((client, endpoint))
 }
 
 /// The MCP connection to the current shared Serena.
@@ -238,10 +259,10 @@ impl Bridge {
     }
 
     /// Until stdin ends or the client exits.
-    async fn run(self: Arc<Self>, mcp_client: Option<u32>) {
+    async fn run(self: Arc<Self>, mcp_client: McpClient) {
         let writer = tokio::spawn(write_out(self.out_rx.lock().await.take()));
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        let client_gone = super::client_exit(mcp_client);
+        let client_gone = mcp_client.gone();
         tokio::pin!(client_gone);
         let mut listening = false;
         loop {
