@@ -481,7 +481,8 @@ pub(crate) fn dashboard_line(app: &App) -> String {
     }
 }
 
-/// SIGINT or SIGTERM (Ctrl+C on Windows).
+/// SIGINT or SIGTERM; on Windows Ctrl+C, Ctrl+Break, the console closed, or the system
+/// shutting down.
 pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -498,7 +499,23 @@ pub(crate) async fn wait_for_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_close, ctrl_shutdown};
+        let (Ok(mut brk), Ok(mut close), Ok(mut shutdown)) =
+            (ctrl_break(), ctrl_close(), ctrl_shutdown())
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = brk.recv() => {}
+            _ = close.recv() => {}
+            _ = shutdown.recv() => {}
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }
