@@ -1141,11 +1141,12 @@ mod tests {
             validate_project(""),
             Err(SessionError::RelativePath(_))
         ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("no-such-dir");
         assert!(matches!(
-            validate_project("/no/such/dir/anywhere"),
+            validate_project(missing.to_str().unwrap_or_default()),
             Err(SessionError::MissingPath(_))
         ));
-        let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("f");
         std::fs::write(&file, "").expect("write");
         assert!(matches!(

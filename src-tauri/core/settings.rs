@@ -1090,9 +1090,10 @@ mod tests {
 
     const CONF: &str = "/home/u/.serena/tray/config.toml";
 
-    /// An executable file named `name` in `dir`.
+    /// An executable file named `name` in `dir` (`name.exe` on Windows, where a command is
+    /// found through its extension, PATHEXT).
     fn script(dir: &Path, name: &str) -> String {
-        let path = dir.join(name);
+        let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         std::fs::write(&path, "#!/bin/sh\nexit 0\n").expect("write script");
         #[cfg(unix)]
         {

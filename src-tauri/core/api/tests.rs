@@ -243,14 +243,12 @@ async fn project_paths_and_names_are_checked_before_anything_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").expect("write");
+    let missing = dir.path().join("no-such-project");
     let dir = dir.path().to_str().expect("utf8");
     for (body, code) in [
         (json!({"project_path": "relative/project"}), "relative_path"),
         (json!({"project_path": ""}), "relative_path"),
-        (
-            json!({"project_path": "/no/such/project/anywhere"}),
-            "missing_path",
-        ),
+        (json!({"project_path": missing}), "missing_path"),
         (json!({"project_path": file}), "not_a_directory"),
         (
             json!({"project_path": dir, "transport": "stdio"}),

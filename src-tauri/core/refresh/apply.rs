@@ -336,9 +336,13 @@ fn observe(t: &mut Tracked, snap: &Snapshot, now: Epoch) {
         }
         let cwd = snap.get(t.inst.pid).and_then(|p| p.cwd.clone());
         Some(match cwd {
-            Some(cwd) if Path::new(arg).is_relative() => {
-                Path::new(&cwd).join(arg).display().to_string()
-            }
+            // Joined component by component, so that the separators are the platform's.
+            Some(cwd) if Path::new(arg).is_relative() => Path::new(&cwd)
+                .join(arg)
+                .components()
+                .collect::<std::path::PathBuf>()
+                .display()
+                .to_string(),
             _ => arg.to_string(),
         })
     });

@@ -12,6 +12,7 @@ use crate::core::probe::{ConfigSummary, LogStatus};
 use crate::core::procs::{Proc, Snapshot};
 use crate::core::registry::{write_entries, RegistryEntry};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::Duration;
 
 const GRACE: Duration = Duration::from_secs(10);
@@ -262,8 +263,14 @@ fn a_serena_seen_for_the_first_time_is_live_without_a_project_and_announced() {
 
 #[test]
 fn without_a_dashboard_the_project_comes_from_the_command_line() {
+    // A working directory as the platform writes one.
+    let cwd = if cfg!(windows) {
+        r"C:\home\u"
+    } else {
+        "/home/u"
+    };
     let mut relative = serena(201, 100, "--project w/other --context ide");
-    relative.cwd = Some("/home/u".into());
+    relative.cwd = Some(cwd.into());
     let world = World::of([
         init(),
         client(100),
@@ -284,7 +291,8 @@ fn without_a_dashboard_the_project_comes_from_the_command_line() {
     assert_eq!(demo.port, None);
     let other = instance(&model, ProcessId::of_record(201, T0 - 5.0));
     assert_eq!(other.project_name.as_deref(), Some("other"));
-    assert_eq!(other.project_path.as_deref(), Some("/home/u/w/other"));
+    let joined = Path::new(cwd).join("w").join("other");
+    assert_eq!(other.project_path.as_deref(), joined.to_str());
     assert_eq!(other.context.as_deref(), Some("ide"));
     assert!(
         d.rescan,
