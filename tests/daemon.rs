@@ -215,19 +215,17 @@ fn ports_come_from_serena_config_and_bad_settings_files_warn_with_file_and_line(
 /// The fake Serena as the configured Serena command.
 fn fake_command_config(extra: &str) -> String {
     format!(
-        "serena_command = [\"python3\", {:?}]\n{extra}",
-        fake_serena_script().to_str().expect("utf8")
+        "serena_command = [{:?}]\n{extra}",
+        fake::exe().to_str().expect("utf8")
     )
 }
 
+/// The fake Serena servers running on `dir`.
 fn fakes_for(dir: &std::path::Path) -> Vec<u32> {
     let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
     let d = dir.to_str().unwrap_or_default();
     snap.iter()
-        .filter(|p| {
-            p.cmdline.iter().any(|a| a == d)
-                && p.cmdline.iter().any(|a| a.ends_with("fake-serena/serena"))
-        })
+        .filter(|p| p.cmdline.iter().any(|a| a == d) && fake::is_server(&p.cmdline))
         .map(|p| p.pid)
         .collect()
 }
@@ -575,8 +573,8 @@ fn wrapper_config(home: &Home, extra: &str) -> String {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\n# not exec: the shell stays the parent\npython3 {:?} \"$@\"\n",
-            fake_serena_script().to_str().expect("utf8")
+            "#!/bin/sh\n# not exec: the shell stays the parent\n{:?} \"$@\"\n",
+            fake::exe().to_str().expect("utf8")
         ),
     )
     .expect("wrapper");
@@ -603,10 +601,7 @@ fn a_session_behind_a_wrapper_is_its_serena_and_is_released_with_the_wrapper() {
     let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
     let serena = snap.get(pid).expect("the session's process");
     assert!(
-        serena
-            .cmdline
-            .iter()
-            .any(|a| a.ends_with("fake-serena/serena")),
+        fake::is_server(&serena.cmdline),
         "the session is the Serena behind the wrapper: {:?}",
         serena.cmdline
     );
@@ -635,8 +630,8 @@ fn a_wrapper_that_exits_mid_launch_leaves_no_serena_behind() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\npython3 {:?} \"$@\" </dev/null >/dev/null 2>&1 &\nsleep 3\nexit 0\n",
-            fake_serena_script().to_str().expect("utf8")
+            "#!/bin/sh\n{:?} \"$@\" </dev/null >/dev/null 2>&1 &\nsleep 3\nexit 0\n",
+            fake::exe().to_str().expect("utf8")
         ),
     )
     .expect("wrapper");

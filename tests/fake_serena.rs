@@ -1,7 +1,8 @@
-//! Faults real Serena will not produce on demand, with the fake Serena of tests/fake-serena:
-//! a dashboard that hangs (`unresponsive`, and it must not stall the others), a process that is
-//! gone while its registry entry stays (`dead`), and PID reuse (a new process holding a recorded
-//! PID is not the old instance).
+//! Faults real Serena will not produce on demand, with the fake Serena
+//! (tests/bin/fake_serena.rs): a dashboard that hangs (`unresponsive`, and it must not stall the
+//! others), a process that is gone while its registry entry stays (`dead`), and PID reuse (a new
+//! process holding a recorded PID is not the old instance). And the fake itself: discovery takes
+//! its server, and only it, for Serena; its dashboard answers as Serena 2.1.0's does.
 
 mod common;
 
@@ -9,7 +10,10 @@ use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
+use serena_tray::core::cmdline::serena_server_args;
 use serena_tray::core::model::{State, ZombieReason};
+use serena_tray::core::procs::Snapshot;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 const STARTUP: Duration = Duration::from_secs(20);
@@ -238,8 +242,8 @@ fn spawn_orphan(home: &Home, reaper: &mut Reaper) -> u32 {
     home.env(&mut cmd);
     let status = cmd
         .arg("-c")
-        .arg(r#"python3 "$0" start-mcp-server </dev/null >/dev/null 2>&1 & echo $! > "$1""#)
-        .arg(fake_serena_script())
+        .arg(r#""$0" start-mcp-server </dev/null >/dev/null 2>&1 & echo $! > "$1""#)
+        .arg(fake::exe())
         .arg(&pid_file)
         .status()
         .expect("sh");
@@ -294,4 +298,158 @@ fn discovery_sees_and_kills_only_the_processes_of_its_own_scope() {
         listed.iter().map(|v| v["pid"].clone()).collect::<Vec<_>>(),
         vec![json!(own)]
     );
+}
+
+#[test]
+fn discovery_takes_the_fake_server_for_serena_and_neither_its_client_nor_its_children() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let (client, serena) =
+        spawn_fake_client_with(&home, &mut reaper, &[("FAKE_SERENA_CHILDREN", "1")]);
+    let child = wait_for("the fake's child", STARTUP, || {
+        let snap = Snapshot::capture(&mut sysinfo::System::new());
+        snap.descendants(serena).first().map(|p| p.pid)
+    });
+    reaper.watch(child);
+    let snap = Snapshot::capture(&mut sysinfo::System::new());
+    let argv = |pid: u32| snap.get(pid).expect("running").cmdline.clone();
+    let (server, client, child) = (argv(serena), argv(client), argv(child));
+    assert!(serena_server_args(&server).is_some(), "{server:?}");
+    assert!(fake::is_server(&server), "{server:?}");
+    assert_eq!(client.get(1).map(String::as_str), Some("fake-client"));
+    assert!(serena_server_args(&client).is_none(), "{client:?}");
+    assert_eq!(
+        child.get(1).map(String::as_str),
+        Some("fake-language-server")
+    );
+    assert!(serena_server_args(&child).is_none(), "{child:?}");
+
+    let core = home.core(600.0);
+    let all = wait_for("the fake live with its dashboard", STARTUP, || {
+        let all = block_on(core.refresh()).expect("refresh");
+        all.iter()
+            .any(|i| i.pid == serena && i.port.is_some())
+            .then_some(all)
+    });
+    let pids: Vec<u32> = all.iter().map(|i| i.pid).collect();
+    assert_eq!(pids, vec![serena], "the server alone is an instance");
+}
+
+/// One raw HTTP exchange with a loopback port: everything the server sent before it closed.
+fn raw_http(port: u16, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request).expect("send");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .expect("the reply, then the connection closed");
+    reply
+}
+
+#[test]
+fn the_fakes_dashboard_answers_as_serena_2_1_0_and_lives_through_bad_requests() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let dir = project_dir(&home, "answers");
+    let mut cmd = fake::server(&[
+        "--project",
+        &dir,
+        "--context=ide",
+        "--mode",
+        "a",
+        "--mode=b",
+    ]);
+    home.env(&mut cmd);
+    let (child, port) = fake::spawn_reading_port(cmd);
+    let pid = reaper.adopt(child);
+    let port = port.expect("the dashboard's port, printed once it serves");
+
+    let get = |path| json_request("GET", port, path, None);
+    let post = |path, body| json_request("POST", port, path, Some(body));
+    assert_eq!(get("/heartbeat"), (200, json!({"status": "alive"})));
+    let (status, overview) = get("/get_config_overview");
+    assert_eq!(status, 200);
+    assert_eq!(overview["active_project"]["name"], "answers");
+    assert_eq!(overview["active_project"]["path"], dir.as_str());
+    assert_eq!(overview["context"]["name"], "ide");
+    let modes: Vec<&Value> = overview["modes"]
+        .as_array()
+        .expect("modes")
+        .iter()
+        .map(|m| &m["name"])
+        .collect();
+    assert_eq!(modes, [&json!("a"), &json!("b")]);
+    assert_eq!(
+        get("/get_tool_names"),
+        (200, json!({"tool_names": ["fake_tool"]}))
+    );
+    assert_eq!(get("/get_tool_stats"), (200, json!({"stats": {}})));
+    assert_eq!(
+        get("/queued_task_executions"),
+        (200, json!({"queued_executions": [], "status": "success"}))
+    );
+    assert_eq!(
+        get("/last_execution"),
+        (200, json!({"last_execution": null, "status": "success"}))
+    );
+    assert_eq!(get("/nothing-here").0, 404);
+
+    let logs = json!({"messages": ["INFO fake serena started"], "max_idx": 0,
+                      "active_project": "answers"});
+    assert_eq!(
+        post("/get_log_messages", json!({"start_idx": 0})),
+        (200, logs)
+    );
+    let (_, past) = post("/get_log_messages", json!({"start_idx": 1_i64 << 40}));
+    assert_eq!(past["messages"], json!([]));
+    assert_eq!(past["max_idx"], 0);
+
+    // Serena 2.1.0's cancel: a string ID is "not found", a number trips its html.escape.
+    let cancel = |id: Value| post("/cancel_task_execution", json!({ "task_id": id })).1;
+    let found = cancel(json!("7"));
+    assert_eq!(found["status"], "success", "{found}");
+    assert_eq!(found["was_cancelled"], false);
+    assert!(found["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("id 7 not found")));
+    for (id, message) in [
+        (json!(7), "'int' object has no attribute 'replace'"),
+        (json!("x7"), "task_id: not an integer: \"x7\""),
+        (json!(true), "task_id: not an integer: true"),
+        (json!(null), "task_id: not an integer: null"),
+    ] {
+        let v = cancel(id);
+        assert_eq!(
+            v,
+            json!({"status": "error", "message": message, "was_cancelled": false})
+        );
+    }
+
+    // A malformed request or body is answered 400, and the fake serves on.
+    let bad = raw_http(
+        port,
+        b"POST /get_log_messages HTTP/1.1\r\nContent-Length: 5\r\n\r\n{nope",
+    );
+    assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    let bad = raw_http(
+        port,
+        b"POST /get_log_messages HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+    );
+    assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    let bad = raw_http(port, b"garbage\r\n\r\n");
+    assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    assert_eq!(get("/heartbeat").0, 200);
+
+    // PUT /shutdown: answered, then the fake exits with status 0.
+    assert_eq!(
+        json_request("PUT", port, "/shutdown", None),
+        (200, json!({"status": "shutting down"}))
+    );
+    let status = wait_for("the fake to exit", Duration::from_secs(10), || {
+        reaper
+            .child(pid)
+            .and_then(|c| c.try_wait().expect("try_wait"))
+    });
+    assert!(status.success(), "{status:?}");
 }

@@ -146,7 +146,7 @@ fn a_fake_that_ignores_sigterm_dies_by_sigkill() {
     assert_eq!(report.outcome, Outcome::Killed, "{report:?}");
     assert!(report.signalled_term.contains(&fake), "{report:?}");
     assert!(report.signalled_term.contains(&children[0]), "{report:?}");
-    // The fake set SIGTERM to be ignored before it started its child, which inherited that.
+    // The fake ignores SIGTERM, and so does its child (started with SIGTERM blocked).
     assert_eq!(report.signalled_kill, vec![fake, children[0]], "{report:?}");
     assert!(all_gone(&[fake, children[0]]));
     // No dashboard port given: no shutdown wait, straight to TERM.

@@ -1,7 +1,7 @@
 //! The system benchmark: the whole program as users run it (the release `serena-tray daemon` as a
 //! process of its own, or the core in-process for the refresh rounds), against fake Serena
-//! instances (`tests/fake-serena`: many at once, cheaply). Every figure is measured in this run;
-//! the table goes to stdout with a progress line per phase on stderr, and the figures to
+//! instances (tests/bin/fake_serena.rs: many at once, cheaply). Every figure is measured in this
+//! run; the table goes to stdout with a progress line per phase on stderr, and the figures to
 //! `<target>/bench/system.json`: `[{"metric","value","unit","n","goal","note"}]`.
 //!
 //! Usage: `cargo bench --bench system [-- [--quick] [PHASE...]]` (`--quick`: the same metrics,

@@ -1,7 +1,7 @@
 //! Benchmark: the tray app, the release binary itself, on a desktop of its own (Xvfb and a
 //! private session bus with a tray host and a notification server, tests/common/desktop.rs),
-//! with N fake Serena instances scoped to this run (tests/fake-serena: cheap, so that N can be
-//! 20 on a small machine). Prints measured figures, never asserts:
+//! with N fake Serena instances scoped to this run (tests/bin/fake_serena.rs: cheap, so that N
+//! can be 20 on a small machine). Prints measured figures, never asserts:
 //! - memory: resident memory (VmRSS) of the app and every process it spawned (the window
 //!   process and WebKit's web and network processes included), and the private dirty part of it
 //!   (heap, no library or file pages), sampled every half second, medians: with the window

@@ -1,10 +1,11 @@
-//! Helpers shared by the integration tests: a hermetic home, real Serena and the fake Serena as
-//! child processes that are killed (with their whole tree) when the test ends, the
-//! `serena-tray` binary, and waiting for a condition.
+//! Helpers shared by the integration tests: a hermetic home, real Serena and the fake Serena
+//! (`fake`: tests/bin/fake_serena.rs) as child processes that are killed (with their whole tree)
+//! when the test ends, the `serena-tray` binary, and waiting for a condition.
 #![allow(dead_code)]
 
 pub mod browser;
 pub mod desktop;
+pub mod fake;
 pub mod mcp;
 
 use nix::sys::signal::{kill, Signal};
@@ -49,10 +50,6 @@ pub fn serena_mcp<'a>(serena: &'a str, project: &'a str) -> [&'a str; 6] {
         "--open-web-dashboard",
         "False",
     ]
-}
-
-pub fn fake_serena_script() -> PathBuf {
-    repo().join("tests/fake-serena/serena")
 }
 
 pub fn tray_exe() -> PathBuf {
@@ -237,8 +234,8 @@ pub fn kill_one(pid: u32) {
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
 
-/// A client process that starts a fake Serena and waits on it, as an MCP client does:
-/// (client, Serena).
+/// A client process (the fake's `fake-client`) that starts a fake Serena and waits on it, as an
+/// MCP client does: (client, Serena).
 pub fn spawn_fake_client(home: &Home, reaper: &mut Reaper) -> (u32, u32) {
     spawn_fake_client_with(home, reaper, &[])
 }
@@ -249,24 +246,12 @@ pub fn spawn_fake_client_with(
     reaper: &mut Reaper,
     env: &[(&str, &str)],
 ) -> (u32, u32) {
-    let mut cmd = Command::new("python3");
+    let mut cmd = fake::client_of_server(&[]);
     home.env(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let client = cmd
-        .args([
-            "-c",
-            "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()",
-        ])
-        .arg("python3")
-        .arg(fake_serena_script())
-        .arg("start-mcp-server")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("client");
+    let client = cmd.spawn().expect("client");
     let client = reaper.adopt(client);
     let serena = serena_under(client);
     reaper.watch(serena);
@@ -429,25 +414,18 @@ pub fn serena_under(client_pid: u32) -> u32 {
     })
 }
 
-/// The fake Serena (see tests/fake-serena/serena) with extra environment.
+/// The fake Serena (tests/bin/fake_serena.rs), `start-mcp-server ARGS`, with extra environment.
 pub fn spawn_fake(home: &Home, args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new("python3");
+    let mut cmd = fake::server(args);
     home.env(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.arg(fake_serena_script())
-        .arg("start-mcp-server")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn fake serena")
+    cmd.spawn().expect("spawn fake serena")
 }
 
 /// Makes the fake Serena `pid` hang its dashboard on `port` (SIGUSR1) and waits until it does:
-/// the fake's main thread handles the signal a moment after `kill` returns, not at once.
+/// the fake's signal thread takes the signal a moment after `kill` returns, not at once.
 pub fn hang_dashboard(pid: u32, port: u16) {
     use std::io::{Read, Write};
     kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).expect("hang");
