@@ -21,6 +21,8 @@
 
 #[path = "common/fake.rs"]
 mod fake;
+#[path = "common/wait.rs"]
+mod wait;
 
 use serde_json::{json, Value};
 use serena_tray::core::files;
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use sysinfo::System;
+use wait::{block_on, wait_for, wait_for_every};
 
 /// How long a fake or a CLI run may take to show up (Wine starts processes slowly when busy).
 const STARTUP: Duration = Duration::from_secs(30);
@@ -47,45 +50,63 @@ fn helper_exe() -> PathBuf {
     fake::exe().with_file_name("windows-helper.exe")
 }
 
-/// Whether the platform maps a listening socket to the process that owns it (Windows does;
-/// Wine reports PID 0 for every socket): `Err` says why not, for the skip message.
+/// The PID the system names as the owner of the IPv4 socket listening on `port` (read from
+/// the TCP table, `GetExtendedTcpTable`).
+fn socket_owner(port: u16) -> Option<u32> {
+    use windows_sys::Win32::NetworkManagement::IpHelper::{
+        GetExtendedTcpTable, MIB_TCPROW_OWNER_PID, TCP_TABLE_OWNER_PID_LISTENER,
+    };
+    const AF_INET: u32 = 2;
+    let mut size = 0u32;
+    let mut buf: Vec<u32> = Vec::new();
+    // SAFETY: the first call only reports the size needed; the second fills a buffer of that
+    // size, aligned for the table's u32 fields, which is read no further than its entry count.
+    #[allow(unsafe_code)]
+    unsafe {
+        let table = |buf: &mut Vec<u32>, size: &mut u32| {
+            let ptr = buf.as_mut_ptr().cast();
+            GetExtendedTcpTable(ptr, size, 0, AF_INET, TCP_TABLE_OWNER_PID_LISTENER, 0)
+        };
+        table(&mut buf, &mut size);
+        buf.resize((size as usize).div_ceil(4) + 1, 0);
+        if table(&mut buf, &mut size) != 0 {
+            return None;
+        }
+        let count = buf[0] as usize;
+        let rows =
+            std::slice::from_raw_parts(buf.as_ptr().add(1).cast::<MIB_TCPROW_OWNER_PID>(), count);
+        rows.iter()
+            .find(|r| u16::from_be((r.dwLocalPort & 0xffff) as u16) == port)
+            .map(|r| r.dwOwningPid)
+    }
+}
+
+/// Whether the system tells which process owns a socket: Windows does, Wine reports PID 0 as
+/// the owner of every socket (its wineserver holds them), which `Err` says, for the skip
+/// message. Where it does, the product's own map (`sockets`) must find this test's socket too.
 fn port_map() -> Result<(), String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    if serena_tray::core::sockets::pid_owns_port(std::process::id(), port) {
-        Ok(())
-    } else {
-        Err(format!(
-            "this system does not tell which process owns a socket (a port this test listens \
-             on, {port}, is not found among its own: Wine reports PID 0 for every socket)"
-        ))
+    match socket_owner(port) {
+        Some(0) => Err(format!(
+            "the owner of this test's own listening socket (port {port}) reads as PID 0 (Wine \
+             reports PID 0 for every socket), so there is no port-to-PID map"
+        )),
+        Some(pid) => {
+            assert_eq!(pid, std::process::id(), "the owner of port {port}");
+            assert!(
+                serena_tray::core::sockets::pid_owns_port(pid, port),
+                "the TCP table names this test as the owner of port {port}; the product's map \
+                 must too"
+            );
+            Ok(())
+        }
+        None => panic!("this test's listening socket (port {port}) is not in the TCP table"),
     }
 }
 
 fn skipped(what: &str, why: &str) {
     println!("SKIPPED {what}: {why}");
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
 }
 
 /// Whether the process `id` (PID and start time) still runs.
@@ -124,9 +145,10 @@ fn language_servers(serena: u32, n: usize) -> Vec<ProcessId> {
     children_with(serena, "fake-language-server", n)
 }
 
+/// Waits until every process of `ids` is gone (looking every 10 ms): how long it took.
 fn wait_gone(what: &str, ids: &[ProcessId]) -> Duration {
     let start = Instant::now();
-    wait_for(what, STARTUP, || {
+    wait_for_every(Duration::from_millis(10), what, STARTUP, || {
         ids.iter().all(|id| !alive(*id)).then_some(())
     });
     start.elapsed()
@@ -653,11 +675,9 @@ fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
-#[test]
-fn the_daemon_stopped_by_ctrl_c_leaves_its_files_consistent() {
-    let mut home = Home::new();
-    let project = home.project("kept");
-    let serena = home.fake(&["--project", &project], &[]);
+/// Starts `serena-tray daemon` on any free port, in a console of its own (for Ctrl+C to be
+/// pressed in), its output to `daemon.log`: (PID, port, port file).
+fn start_daemon(home: &mut Home) -> (u32, u16, PathBuf) {
     let port_file = home.path().join("port");
     let log = std::fs::File::create(home.path().join("daemon.log")).expect("log");
     let mut cmd = Command::new(tray_exe());
@@ -669,7 +689,6 @@ fn the_daemon_stopped_by_ctrl_c_leaves_its_files_consistent() {
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
-        // A console of its own, for Ctrl+C to be pressed in.
         .creation_flags(windows_sys::Win32::System::Threading::CREATE_NEW_CONSOLE);
     let daemon = home.spawn(cmd);
     let port: u16 = wait_for("the daemon's port file", STARTUP, || {
@@ -679,6 +698,36 @@ fn the_daemon_stopped_by_ctrl_c_leaves_its_files_consistent() {
             .parse()
             .ok()
     });
+    (daemon, port, port_file)
+}
+
+/// A second daemon on the first one's port tells its twin (by the PID that owns the port) and
+/// hands over. Needs the port-to-PID map.
+#[test]
+fn a_second_daemon_finds_the_first() {
+    if let Err(why) = port_map() {
+        return skipped("a second daemon telling the first one by its port", &why);
+    }
+    let mut home = Home::new();
+    let (_daemon, port, _) = start_daemon(&mut home);
+    let second = home.tray(&[
+        "--port",
+        &port.to_string(),
+        "--tray-protocol-port",
+        "0",
+        "daemon",
+    ]);
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{out}");
+    assert!(out.contains("already running"), "{out}");
+}
+
+#[test]
+fn the_daemon_stopped_by_ctrl_c_leaves_its_files_consistent() {
+    let mut home = Home::new();
+    let project = home.project("kept");
+    let serena = home.fake(&["--project", &project], &[]);
+    let (daemon, port, port_file) = start_daemon(&mut home);
     let (status, health) = http_get(port, "/api/health", None);
     assert_eq!(status, 200, "{health}");
     assert!(health.contains(&format!("\"pid\":{daemon}")), "{health}");

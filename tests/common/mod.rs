@@ -7,6 +7,9 @@ pub mod browser;
 pub mod desktop;
 pub mod fake;
 pub mod mcp;
+pub mod wait;
+
+pub use wait::{block_on, wait_for};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -453,21 +456,6 @@ fn rand_suffix() -> String {
     )
 }
 
-/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The `list --json` object for `pid` (the live one, if a dead record shares the PID).
 pub fn find_pid(list: &[Value], pid: u32) -> Option<Value> {
     let mut rows = list.iter().filter(|v| v["pid"] == pid);
@@ -560,14 +548,6 @@ pub fn wait_event(
     f: impl Fn(&Value) -> bool,
 ) -> Option<Instant> {
     next_event(rx, timeout, f).map(|(at, _)| at)
-}
-
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
 }
 
 /// A free TCP port on loopback (bound and released: a race is possible but rare).
