@@ -769,11 +769,15 @@ fn the_daemon_stopped_by_ctrl_c_leaves_its_files_consistent() {
     let entries = registry.load().expect("instances.json parses");
     assert!(entries.iter().any(|e| e.pid == serena.pid), "{entries:?}");
     assert_eq!(token::read(&home.serena_home()), Some(token));
-    if let Ok(timeline) = std::fs::read_to_string(tray.join("events.jsonl")) {
-        for line in timeline.lines() {
-            serde_json::from_str::<Value>(line).expect("every timeline line is JSON");
-        }
-    }
+    let timeline = std::fs::read_to_string(tray.join("events.jsonl")).expect("the timeline");
+    let events: Vec<Value> = timeline
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every timeline line is JSON"))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["pid"] == serena.pid),
+        "the fake's arrival is recorded: {timeline}"
+    );
     let leftovers: Vec<String> = std::fs::read_dir(&tray)
         .expect("tray/")
         .flatten()

@@ -74,13 +74,17 @@ impl Scope {
     }
 }
 
-/// The identity of the process `pid` now (only that one process is read), if it runs.
-/// Blocking (well under a millisecond).
-pub fn identity(pid: u32) -> Option<ProcessId> {
+/// `f` of the process `pid` as it is now (only that one process is read), if it runs.
+fn read_one<T>(pid: u32, f: impl FnOnce(&sysinfo::Process) -> T) -> Option<T> {
     let mut sys = System::new();
     let p = sysinfo::Pid::from_u32(pid);
     sys.refresh_processes(ProcessesToUpdate::Some(&[p]), true);
-    sys.process(p).map(|x| ProcessId {
+    sys.process(p).map(f)
+}
+
+/// The identity of the process `pid` now, if it runs. Blocking (well under a millisecond).
+pub fn identity(pid: u32) -> Option<ProcessId> {
+    read_one(pid, |x| ProcessId {
         pid,
         start_time: x.start_time(),
     })
@@ -90,10 +94,7 @@ pub fn identity(pid: u32) -> Option<ProcessId> {
 /// the PID of the process that created it, which may have exited since (and the PID been
 /// reused): check it. Blocking.
 pub fn parent_pid(pid: u32) -> Option<u32> {
-    let mut sys = System::new();
-    let p = sysinfo::Pid::from_u32(pid);
-    sys.refresh_processes(ProcessesToUpdate::Some(&[p]), true);
-    sys.process(p)?.parent().map(|pp| pp.as_u32())
+    read_one(pid, |x| x.parent().map(|pp| pp.as_u32())).flatten()
 }
 
 /// Processes by PID at one moment.

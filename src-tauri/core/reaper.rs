@@ -493,45 +493,24 @@ mod pin {
     }
 }
 
-/// Windows: a process handle. While it is open the PID cannot name another process, so the
-/// identity checked after opening it is the identity of what gets terminated.
+/// Windows: a process handle (`watch::Pinned`). While it is open the PID cannot name another
+/// process, so the identity checked after opening it is the identity of what gets terminated.
 #[cfg(windows)]
 mod pin {
-    #![allow(unsafe_code)]
-
     use super::Sig;
-    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
-    use windows_sys::Win32::System::Threading::{
-        OpenProcess, TerminateProcess, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
-    };
+    use crate::core::watch::Pinned;
 
-    pub(super) struct Pin(HANDLE);
+    pub(super) type Pin = Pinned;
 
     /// `None` when the process is gone or may not be ended by this user.
     pub(super) fn open(pid: u32) -> Option<Pin> {
-        // SAFETY: plain call; a null handle is the failure and is not kept.
-        let handle = unsafe {
-            OpenProcess(
-                PROCESS_TERMINATE | PROCESS_QUERY_LIMITED_INFORMATION,
-                0,
-                pid,
-            )
-        };
-        (!handle.is_null()).then_some(Pin(handle))
+        Pinned::open_to_end(pid)
     }
 
     /// Windows has no SIGTERM for a process without a window or console of its own to close:
     /// either signal ends it at once (`TerminateProcess`, exit code 1), reported as a kill.
     pub(super) fn send(pin: &Pin, _sig: Sig) -> Option<Sig> {
-        // SAFETY: the handle is open, with PROCESS_TERMINATE.
-        (unsafe { TerminateProcess(pin.0, 1) } != 0).then_some(Sig::Kill)
-    }
-
-    impl Drop for Pin {
-        fn drop(&mut self) {
-            // SAFETY: the handle is open and owned here.
-            unsafe { CloseHandle(self.0) };
-        }
+        pin.terminate().then_some(Sig::Kill)
     }
 }
 

@@ -120,8 +120,8 @@ mod windows {
     use windows_sys::Win32::Foundation::{CloseHandle, FILETIME, HANDLE, INVALID_HANDLE_VALUE};
     use windows_sys::Win32::System::Threading::{
         GetCurrentProcess, GetProcessTimes, OpenProcess, RegisterWaitForSingleObject,
-        UnregisterWaitEx, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
-        WT_EXECUTEONLYONCE,
+        TerminateProcess, UnregisterWaitEx, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION,
+        PROCESS_SYNCHRONIZE, PROCESS_TERMINATE, WT_EXECUTEONLYONCE,
     };
 
     /// An open handle to a process: while it is open, the PID cannot name another process.
@@ -139,16 +139,28 @@ mod windows {
     pub struct ParentGone;
 
     impl Pinned {
+        /// Pins `pid` to wait for its exit.
         pub fn open(pid: u32) -> Option<Pinned> {
+            Pinned::open_with(pid, PROCESS_SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION)
+        }
+
+        /// Pins `pid` to end it ([`Pinned::terminate`]); `None` when it is gone or this user
+        /// may not end it.
+        pub fn open_to_end(pid: u32) -> Option<Pinned> {
+            Pinned::open_with(pid, PROCESS_TERMINATE | PROCESS_QUERY_LIMITED_INFORMATION)
+        }
+
+        fn open_with(pid: u32, rights: u32) -> Option<Pinned> {
             // SAFETY: plain call; a null handle is the failure and is not kept.
-            let handle = unsafe {
-                OpenProcess(
-                    PROCESS_SYNCHRONIZE | PROCESS_QUERY_LIMITED_INFORMATION,
-                    0,
-                    pid,
-                )
-            };
+            let handle = unsafe { OpenProcess(rights, 0, pid) };
             (!handle.is_null()).then_some(Pinned { handle, pid })
+        }
+
+        /// Ends the pinned process at once (exit code 1); whether it was ended. Needs a pin
+        /// from [`Pinned::open_to_end`].
+        pub fn terminate(&self) -> bool {
+            // SAFETY: the handle is open; without PROCESS_TERMINATE the call fails.
+            unsafe { TerminateProcess(self.handle, 1) != 0 }
         }
 
         /// Pins this process's parent (Windows keeps the PID of the process that created

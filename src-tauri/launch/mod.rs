@@ -209,6 +209,7 @@ fn exit_code(status: Option<std::process::ExitStatus>) -> ExitCode {
 /// pinned then too (a handle opened at once, to a process created before this one), so that
 /// its exit is seen whatever its PID names later.
 pub struct McpClient {
+    #[cfg(not(windows))]
     pid: Option<u32>,
     #[cfg(windows)]
     pinned: Result<Option<crate::core::watch::Pinned>, crate::core::watch::ParentGone>,
@@ -224,14 +225,8 @@ impl McpClient {
         }
         #[cfg(windows)]
         {
-            let pinned = crate::core::watch::Pinned::parent_of_this_process();
             McpClient {
-                pid: pinned
-                    .as_ref()
-                    .ok()
-                    .and_then(|p| p.as_ref())
-                    .map(|p| p.pid()),
-                pinned,
+                pinned: crate::core::watch::Pinned::parent_of_this_process(),
             }
         }
         #[cfg(not(any(unix, windows)))]
@@ -242,7 +237,14 @@ impl McpClient {
 
     /// Its PID, if known (on Windows, only while it runs).
     pub fn pid(&self) -> Option<u32> {
-        self.pid
+        #[cfg(windows)]
+        {
+            self.pinned.as_ref().ok()?.as_ref().map(|p| p.pid())
+        }
+        #[cfg(not(windows))]
+        {
+            self.pid
+        }
     }
 
     /// Resolves when the client exits (at once if it was gone already; never if there is

@@ -152,13 +152,12 @@ pub async fn run(
     target: Target,
     mcp_client: McpClient,
 ) -> Result<std::process::ExitCode, (Fallback, McpClient)> {
-    let endpoint = match start(settings, &target, mcp_client.pid()).await {
+    let (client, endpoint) = match start(settings, &target, mcp_client.pid()).await {
         Ok(found) => found,
         Err(why) => return Err((why, mcp_client)),
     };
-    let (client, endpoint) = endpoint;
     let bridge = Bridge::new(
-        endpoint.clone(),
+        endpoint,
         client,
         target,
         std::process::id(),

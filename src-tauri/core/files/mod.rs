@@ -137,9 +137,9 @@ pub fn check_file(file: &File, path: &Path, what: &str) -> Result<(), FilesError
     };
     #[cfg(windows)]
     {
-        let access = windows::access_of_file(file).map_err(io_err)?;
-        let mut access = access;
-        access.writers.extend(access.readers.drain(..));
+        // Readers are refused here as writers are.
+        let mut access = windows::access_of_file(file).map_err(io_err)?;
+        access.writers.append(&mut access.readers);
         judge_windows(&access, false, path, what)
     }
     #[cfg(not(windows))]

@@ -33,8 +33,8 @@ use windows_sys::Win32::Foundation::{
     HANDLE,
 };
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW,
-    GetNamedSecurityInfoW, GetSecurityInfo, SetNamedSecurityInfoW, SDDL_REVISION_1, SE_FILE_OBJECT,
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
+    SetNamedSecurityInfoW, SDDL_REVISION_1, SE_FILE_OBJECT,
 };
 use windows_sys::Win32::Security::{
     EqualSid, GetAce, GetSecurityDescriptorDacl, GetTokenInformation, IsWellKnownSid,
@@ -45,7 +45,8 @@ use windows_sys::Win32::Security::{
     SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateDirectoryW, ReplaceFileW, REPLACEFILE_IGNORE_ACL_ERRORS, REPLACEFILE_IGNORE_MERGE_ERRORS,
+    CreateDirectoryW, ReplaceFileW, FILE_FLAG_BACKUP_SEMANTICS, READ_CONTROL,
+    REPLACEFILE_IGNORE_ACL_ERRORS, REPLACEFILE_IGNORE_MERGE_ERRORS,
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
@@ -276,54 +277,40 @@ pub struct Access {
     pub writers: Vec<String>,
 }
 
-/// The [`Access`] of an open file.
+/// The [`Access`] of an open file (opened with read access, which includes `READ_CONTROL`).
 pub fn access_of_file(file: &File) -> io::Result<Access> {
-    let handle = file.as_raw_handle() as HANDLE;
-    read_access(|owner, dacl, sd| {
-        // SAFETY: a valid handle (opened with read access, which includes READ_CONTROL).
-        unsafe {
-            GetSecurityInfo(
-                handle,
-                SE_FILE_OBJECT,
-                OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
-                owner,
-                std::ptr::null_mut(),
-                dacl,
-                std::ptr::null_mut(),
-                sd,
-            )
-        }
-    })
+    read_access(file.as_raw_handle() as HANDLE)
 }
 
 /// The [`Access`] of the file or directory at `path` (a link: what it points to).
 pub fn access_of_path(path: &Path) -> io::Result<Access> {
-    let name = wide(path.as_os_str());
-    read_access(|owner, dacl, sd| {
-        // SAFETY: a NUL-terminated path; the out-pointers are valid.
-        unsafe {
-            GetNamedSecurityInfoW(
-                name.as_ptr(),
-                SE_FILE_OBJECT,
-                OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
-                owner,
-                std::ptr::null_mut(),
-                dacl,
-                std::ptr::null_mut(),
-                sd,
-            )
-        }
-    })
+    use std::os::windows::fs::OpenOptionsExt;
+    // READ_CONTROL only (no right to the data); a directory opens with backup semantics.
+    let file = std::fs::OpenOptions::new()
+        .access_mode(READ_CONTROL)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)?;
+    access_of_file(&file)
 }
 
-fn read_access(
-    get: impl FnOnce(*mut PSID, *mut *mut ACL, *mut PSECURITY_DESCRIPTOR) -> u32,
-) -> io::Result<Access> {
+fn read_access(handle: HANDLE) -> io::Result<Access> {
     let me = User::current()?;
     let mut owner: PSID = std::ptr::null_mut();
     let mut dacl: *mut ACL = std::ptr::null_mut();
     let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-    let status = get(&mut owner, &mut dacl, &mut sd);
+    // SAFETY: a valid handle with READ_CONTROL; the out-pointers are valid.
+    let status = unsafe {
+        GetSecurityInfo(
+            handle,
+            SE_FILE_OBJECT,
+            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
     if status != 0 {
         return Err(io::Error::from_raw_os_error(status as i32));
     }
