@@ -53,32 +53,43 @@ fn helper_exe() -> PathBuf {
 /// The PID the system names as the owner of the IPv4 socket listening on `port` (read from
 /// the TCP table, `GetExtendedTcpTable`).
 fn socket_owner(port: u16) -> Option<u32> {
+    use windows_sys::Win32::Foundation::ERROR_INSUFFICIENT_BUFFER;
     use windows_sys::Win32::NetworkManagement::IpHelper::{
         GetExtendedTcpTable, MIB_TCPROW_OWNER_PID, TCP_TABLE_OWNER_PID_LISTENER,
     };
     const AF_INET: u32 = 2;
-    let mut size = 0u32;
     let mut buf: Vec<u32> = Vec::new();
-    // SAFETY: the first call only reports the size needed; the second fills a buffer of that
-    // size, aligned for the table's u32 fields, which is read no further than its entry count.
-    #[allow(unsafe_code)]
-    unsafe {
-        let table = |buf: &mut Vec<u32>, size: &mut u32| {
-            let ptr = buf.as_mut_ptr().cast();
-            GetExtendedTcpTable(ptr, size, 0, AF_INET, TCP_TABLE_OWNER_PID_LISTENER, 0)
+    // The table grows while other tests open sockets: asked again, with room to spare, until
+    // it fits.
+    loop {
+        let mut size = (buf.len() * 4) as u32;
+        // SAFETY: the buffer holds `size` bytes, aligned for the table's u32 fields.
+        #[allow(unsafe_code)]
+        let status = unsafe {
+            GetExtendedTcpTable(
+                buf.as_mut_ptr().cast(),
+                &mut size,
+                0,
+                AF_INET,
+                TCP_TABLE_OWNER_PID_LISTENER,
+                0,
+            )
         };
-        table(&mut buf, &mut size);
-        buf.resize((size as usize).div_ceil(4) + 1, 0);
-        if table(&mut buf, &mut size) != 0 {
-            return None;
+        match status {
+            0 => break,
+            ERROR_INSUFFICIENT_BUFFER => buf.resize((size as usize).div_ceil(4) + 64, 0),
+            other => panic!("GetExtendedTcpTable failed: error {other}"),
         }
-        let count = buf[0] as usize;
-        let rows =
-            std::slice::from_raw_parts(buf.as_ptr().add(1).cast::<MIB_TCPROW_OWNER_PID>(), count);
-        rows.iter()
-            .find(|r| u16::from_be((r.dwLocalPort & 0xffff) as u16) == port)
-            .map(|r| r.dwOwningPid)
     }
+    let count = buf[0] as usize;
+    // SAFETY: a successful call wrote the entry count and that many rows after it.
+    #[allow(unsafe_code)]
+    let rows = unsafe {
+        std::slice::from_raw_parts(buf.as_ptr().add(1).cast::<MIB_TCPROW_OWNER_PID>(), count)
+    };
+    rows.iter()
+        .find(|r| u16::from_be((r.dwLocalPort & 0xffff) as u16) == port)
+        .map(|r| r.dwOwningPid)
 }
 
 /// Whether the system tells which process owns a socket: Windows does, Wine reports PID 0 as

@@ -19,6 +19,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Whether this process can be a child of `parent`: not older than it. A process whose
+    /// parent PID names an older-than-itself process is a child of a parent that died, whose
+    /// PID was reused (Windows keeps a dead parent's PID; Linux re-parents, so it never tells).
+    pub fn could_be_child_of(&self, parent: &Proc) -> bool {
+        self.start_time >= parent.start_time
+    }
+
     pub fn id(&self) -> ProcessId {
         ProcessId {
             pid: self.pid,
@@ -459,7 +466,13 @@ impl Snapshot {
         let mut children: HashMap<u32, Vec<&Proc>> = HashMap::new();
         for p in self.procs.values() {
             if let Some(pp) = p.ppid {
-                children.entry(pp).or_default().push(p);
+                // Not a child of what holds that PID now (see `could_be_child_of`).
+                if self
+                    .get(pp)
+                    .is_none_or(|parent| p.could_be_child_of(parent))
+                {
+                    children.entry(pp).or_default().push(p);
+                }
             }
         }
         let mut out = Vec::new();
@@ -482,9 +495,16 @@ impl Snapshot {
         let mut cur = pid;
         // A PID cycle cannot happen in a real table; the bound guards anyway.
         for _ in 0..64 {
-            match self.get(cur).and_then(|p| p.ppid) {
-                Some(pp) if pp == ancestor.pid => return self.get_id(ancestor).is_some(),
-                Some(pp) if pp > 1 => cur = pp,
+            let Some(child) = self.get(cur) else {
+                return false;
+            };
+            let parent = child.ppid.and_then(|pp| self.get(pp));
+            match parent {
+                Some(parent) if !child.could_be_child_of(parent) => return false,
+                Some(parent) if parent.pid == ancestor.pid => {
+                    return parent.start_time == ancestor.start_time
+                }
+                Some(parent) if parent.pid > 1 => cur = parent.pid,
                 _ => return false,
             }
         }
@@ -501,7 +521,7 @@ impl Snapshot {
         match self.get(ppid) {
             None => true,
             Some(parent) => {
-                parent.start_time > p.start_time || ADOPTERS.contains(&parent.name.as_str())
+                !p.could_be_child_of(parent) || ADOPTERS.contains(&parent.name.as_str())
             }
         }
     }
@@ -543,6 +563,20 @@ mod tests {
             !s.has_ancestor(13, id(10, 4)),
             "another process that held PID 10"
         );
+
+        // PID 20 died and its PID went to a younger process: its child (older than that one)
+        // is no descendant of it (Windows keeps the dead parent's PID as the child's parent).
+        let reused = Snapshot::from_procs([
+            proc(20, 1, 50, "new holder of 20"),
+            proc(21, 20, 40, "child of the old 20"),
+            proc(22, 21, 41, "its child"),
+            proc(23, 20, 50, "child of the new 20"),
+        ]);
+        let d: Vec<u32> = reused.descendants(20).iter().map(|p| p.pid).collect();
+        assert_eq!(d, vec![23]);
+        assert!(!reused.has_ancestor(22, id(20, 50)));
+        assert!(reused.has_ancestor(23, id(20, 50)));
+        assert!(reused.parent_is_adopter(&proc(21, 20, 40, "")));
         assert!(!s.has_ancestor(14, id(10, 5)));
     }
 
