@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use serena_tray::core::app::{App, Started};
+use serena_tray::core::app::App;
+use serena_tray::core::background::{self, Started};
 use serena_tray::core::procs::Snapshot;
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ fn pidfds() -> usize {
 }
 
 async fn start(home: &Home) -> App {
-    match App::start(home.settings()).await {
+    match background::start(home.settings()).await {
         Ok(Started::Running(app)) => app,
         Ok(Started::AlreadyRunning { url }) => panic!("port 0 is never taken: {url}"),
         Err(e) => panic!("the app did not start: {e}"),
@@ -118,7 +119,7 @@ fn shutdown_is_prompt_with_an_event_stream_open() {
         let first = stream.chunk().await.expect("read").expect("a chunk");
         assert!(String::from_utf8_lossy(&first).contains("snapshot"));
         // The stream ends with the app instead of holding its shutdown for the servers' grace
-        // (api::serve::SHUTDOWN_GRACE, 5 s).
+        // (http::serve::SHUTDOWN_GRACE, 5 s).
         let started = std::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(4), app.shutdown())
             .await

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use serena_tray::core::api::serve::{
+use serena_tray::core::http::serve::{
     connection_bound, raise_fd_limit, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
 };
 use std::io::{Read, Write};

@@ -3,18 +3,19 @@
 //! act (`kill`, `session`) go through the running daemon's API when there is one, so that the
 //! daemon's view stays the truth; `list` and `kill` also work without one, on the core directly.
 
-pub(crate) mod client;
 mod configure;
 mod output;
 
-use crate::core::app::{App, AppError, Started};
-use crate::core::engine::ZombieSweep;
+use crate::core::app::{App, AppError};
+use crate::core::background::{self, Started};
+use crate::core::kill::ZombieSweep;
+use crate::core::model::Session;
 use crate::core::reaper::KillReport;
-use crate::core::sessions::{ReleaseStatus, Released, Session, SessionRequest};
+use crate::core::running::{Client, ClientError};
+use crate::core::sessions::{ReleaseStatus, Released, SessionRequest};
 use crate::core::settings::{Flags, HomeError, Settings};
 use crate::core::Core;
 use clap::{Args, Parser, Subcommand};
-use client::Client;
 use serde_json::{json, Value};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -174,11 +175,11 @@ pub(crate) enum CliError {
     #[error(transparent)]
     App(#[from] AppError),
     #[error(transparent)]
-    Kill(#[from] crate::core::engine::KillError),
+    Kill(#[from] crate::core::kill::KillError),
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),
-    #[error("the daemon's answer is not what this serena-tray expects: {0}")]
-    Answer(serde_json::Error),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write the output: {0}")]
@@ -445,7 +446,7 @@ fn list(ctx: Settings, json: bool) -> Result<(), CliError> {
 fn run_daemon(ctx: Settings) -> Result<(), CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
-        match App::start(ctx).await? {
+        match background::start(ctx).await? {
             Started::AlreadyRunning { url } => {
                 println!("serena-tray is already running: {url}");
                 Ok(())
@@ -532,7 +533,7 @@ impl Killer {
         match self {
             Killer::Daemon(c) => {
                 let path = format!("/api/instances/{pid}/kill");
-                c.post_as(&path, &json!({})).await
+                Ok(c.post_as(&path, &json!({})).await?)
             }
             Killer::Core(core) => Ok(core.kill(pid).await?),
         }
@@ -540,7 +541,7 @@ impl Killer {
 
     async fn kill_zombies(&self) -> Result<ZombieSweep, CliError> {
         match self {
-            Killer::Daemon(c) => c.post_as("/api/zombies/kill", &json!({})).await,
+            Killer::Daemon(c) => Ok(c.post_as("/api/zombies/kill", &json!({})).await?),
             Killer::Core(core) => Ok(core.kill_zombies().await),
         }
     }

@@ -1,7 +1,7 @@
 //! What the CLI prints for people: the instance table (with colour words, ANSI colour on a
 //! terminal) and the sessions table.
 
-use crate::core::sessions::Session;
+use crate::core::model::Session;
 use crate::core::{Instance, State};
 
 pub fn age(secs: f64) -> String {

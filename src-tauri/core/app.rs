@@ -1,10 +1,10 @@
 //! The running program, with or without a GUI around it: one cloneable [`App`] handle holding
 //! the core, the sessions, the settings, the token and the ports, plus a cancellation token and
 //! a task tracker. It is the state of both HTTP listeners, what the tray shell manages and what
-//! the CLI drives. [`App::start`] binds the API port and starts every background task (see
-//! `background`); [`App::shutdown`] cancels them all and returns once they are gone. A second
-//! start on a port where Serena Tray verifiably answers reports `AlreadyRunning` instead of
-//! starting twice.
+//! the CLI drives. [`App::open`] binds the API port and opens the state, and starts nothing:
+//! `background::start` opens it and starts every task on it; [`App::shutdown`] cancels them all
+//! and returns once they are gone. An open on a port where Serena Tray verifiably answers reports
+//! `AlreadyRunning` instead of opening twice.
 //!
 //! A window host (the tray app) subscribes to [`App::window_requests`]: whoever wants the
 //! dashboard window shown (the API's `POST /api/window`, a second start, a notification) asks
@@ -12,11 +12,10 @@
 //! has no window).
 //!
 //! Deliberately not here: argument parsing and printing (the CLI), windows and menus (the shell),
-//! and what each background task does (`background`).
+//! and the background tasks (`background`).
 
-use crate::core::background;
 use crate::core::engine::Core;
-use crate::core::running;
+use crate::core::running::{self, verified_pid};
 use crate::core::sessions::Sessions;
 use crate::core::settings::Settings;
 use crate::core::token;
@@ -48,13 +47,12 @@ pub enum AppError {
     },
 }
 
-/// The outcome of [`App::start`].
-pub enum Started {
+/// The outcome of [`App::open`].
+pub enum Opened {
     /// Another Serena Tray already serves this port.
-    AlreadyRunning {
-        url: String,
-    },
-    Running(App),
+    AlreadyRunning { url: String },
+    /// The state is open and the API's listener bound; nothing runs yet.
+    Ready(App, TcpListener),
 }
 
 /// What a window host is asked to show.
@@ -101,11 +99,10 @@ struct Inner {
 }
 
 impl App {
-    /// Starts the program (see the module docs).
-    pub async fn start(settings: Settings) -> Result<Started, AppError> {
-        crate::core::api::serve::raise_fd_limit();
+    /// Opens the program's state on its port (see the module docs).
+    pub async fn open(settings: Settings) -> Result<Opened, AppError> {
         let port = settings.dashboard.port;
-        let already = || Started::AlreadyRunning {
+        let already = || Opened::AlreadyRunning {
             url: format!("http://127.0.0.1:{port}/"),
         };
         if port != 0 && verified_pid(port).await.is_some() {
@@ -145,8 +142,7 @@ impl App {
             }),
         };
         app.record_where_it_runs()?;
-        background::start(&app, listener);
-        Ok(Started::Running(app))
+        Ok(Opened::Ready(app, listener))
     }
 
     /// `daemon.json` (a hint for the CLI and `launch`) and `--port-file` (a promise to whoever
@@ -270,34 +266,4 @@ impl App {
             let _ = std::fs::remove_file(file);
         }
     }
-}
-
-/// The PID of the Serena Tray serving this port, if one does and that PID really owns the
-/// listening socket. Before anything trusts an answer on the port (the CLI sending its token, a
-/// start deciding not to start) it checks this: a process of another user squatting the port
-/// can claim any PID in its answer, but cannot make that PID's sockets show up here (a user can
-/// only read their own processes' sockets).
-pub async fn verified_pid(port: u16) -> Option<u32> {
-    let pid = health(port).await?["pid"].as_u64()? as u32;
-    let owns = tokio::task::spawn_blocking(move || crate::core::sockets::pid_owns_port(pid, port))
-        .await
-        .unwrap_or(false);
-    owns.then_some(pid)
-}
-
-async fn health(port: u16) -> Option<serde_json::Value> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()?;
-    let resp = client
-        .get(format!("http://127.0.0.1:{port}/api/health"))
-        .send()
-        .await
-        .ok()?;
-    resp.json::<serde_json::Value>()
-        .await
-        .ok()
-        .filter(|v| v["app"] == "serena-tray")
 }

@@ -7,9 +7,10 @@
 //! the core), and what the HTTP routes do (`api`).
 
 use crate::core::api;
-use crate::core::app::App;
-use crate::core::events::Event;
+use crate::core::app::{App, AppError, Opened};
+use crate::core::events::{on_events, Event};
 use crate::core::model::{now, ProcessId, State, ZombieReason};
+use crate::core::settings::Settings;
 use crate::core::timeline::{self, Timeline};
 use crate::core::tray_protocol;
 use std::collections::{HashMap, HashSet};
@@ -34,9 +35,31 @@ const GRACE_SLACK: Duration = Duration::from_millis(5);
 /// How often a taken tray-protocol port is tried again.
 const TRAY_PORT_RETRY: Duration = Duration::from_secs(5);
 
+/// The outcome of [`start`].
+pub enum Started {
+    /// Another Serena Tray already serves this port.
+    AlreadyRunning {
+        url: String,
+    },
+    Running(App),
+}
+
+/// Starts the program: opens its state ([`App::open`]) and starts every task on it.
+pub async fn start(settings: Settings) -> Result<Started, AppError> {
+    crate::core::http::serve::raise_fd_limit();
+    match App::open(settings).await? {
+        Opened::AlreadyRunning { url } => Ok(Started::AlreadyRunning { url }),
+        Opened::Ready(app, listener) => {
+            spawn_tasks(&app, listener);
+            Ok(Started::Running(app))
+        }
+    }
+}
+
 /// Starts every background task of `app`; `listener` is the API's, already bound.
-pub(crate) fn start(app: &App, listener: TcpListener) {
+fn spawn_tasks(app: &App, listener: TcpListener) {
     let core = app.core();
+    app.sessions().watch_recorded_attachments();
     // Subscribed here, before the first refresh runs, so that no event is missed.
     let timeline = Arc::new(Timeline::new(
         core.settings().tray_dir().join(timeline::FILE_NAME),
@@ -89,23 +112,6 @@ async fn refresh_loop(app: App) {
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = core.woken() => {}
-        }
-    }
-}
-
-/// Runs `handle` for every core event from `rx`; a subscriber that lagged skips what it missed
-/// (the next refresh brings the list up to date anyway). Runs until the app drops it at
-/// shutdown.
-pub(crate) async fn on_events<F, Fut>(mut rx: broadcast::Receiver<Event>, mut handle: F)
-where
-    F: FnMut(Event) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    loop {
-        match rx.recv().await {
-            Ok(e) => handle(e).await,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

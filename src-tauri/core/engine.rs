@@ -10,17 +10,18 @@
 //! [`App`]: crate::core::app::App
 
 use super::events::Event;
-use super::model::{Instance, ProcessId};
+use super::kill::{KillError, SweepFailure, ZombieSweep};
+use super::model::{lock, now, Epoch, Instance, ProcessId, Registration, State, ZombieReason};
 use super::probe::Prober;
-use super::reaper::Timings;
-use super::refresh::{Model, Scanner, Tracked};
-use super::registry::{Registry, RegistryError};
+use super::reaper::{self, KillReport, Timings};
+use super::refresh::{self, Decisions, Model, Scan, Scanner, Tracked};
+use super::registry::{write_entries, Registry, RegistryError, RegistryWrites};
 use super::settings::Settings;
 use super::sockets::{self, ListenerSource};
-use std::sync::{Arc, Mutex, MutexGuard};
+use futures::future::join_all;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
-
-pub use super::kill::{KillError, KillErrorKind, SweepFailure, ZombieSweep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -75,18 +76,6 @@ impl Drop for PageOpen {
     }
 }
 
-/// One instance's registration over Serena's tray protocol (information, never authority).
-/// Whoever accepts one has checked it (`tray_protocol`); the core only bounds how many it holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Registration {
-    pub pid: u32,
-    /// The registered process's start time, so that a process that reuses its PID is never
-    /// taken for it.
-    pub start_time: u64,
-    pub port: u16,
-    pub project: Option<String>,
-}
-
 /// The most tray-protocol registrations held at once (DESIGN: bounded).
 pub const MAX_REGISTRATIONS: usize = 256;
 
@@ -95,12 +84,6 @@ pub const MAX_REGISTRATIONS: usize = 256;
 pub enum RegisterError {
     #[error("{MAX_REGISTRATIONS} registrations are held already; none more until one ends")]
     Full,
-}
-
-/// Locks a std mutex of the core (never held across an `.await`).
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind; carry on with it.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Core {
@@ -354,5 +337,225 @@ impl Core {
         model.sessions.remove(&id);
         model.launching.remove(&id);
         model.session_idle.remove(&id);
+    }
+}
+
+impl Core {
+    /// One look at the world: see the module docs. Concurrent calls are serialised.
+    pub async fn refresh(&self) -> Result<Vec<Instance>> {
+        self.refresh_round().await?;
+        Ok(self.instances())
+    }
+
+    /// [`Core::refresh`] without the copy of the instances (the refresh loop's, which only
+    /// publishes what changed). Whether the loop is to keep its one-second pace: the round had
+    /// news (an event other than a cost that moved), an instance is still starting, or an idle
+    /// shutdown applies to one (its activity is followed closely).
+    pub(crate) async fn refresh_round(&self) -> Result<bool> {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
+        let scan = self.scan().await?;
+        let now = now();
+        let jobs = {
+            let mut model = lock(&self.inner.model);
+            model.idle_default = self.inner.settings.dashboard.idle_shutdown;
+            refresh::plan(&mut model, &scan, now)
+        };
+        let results = refresh::probe_all(&self.inner.prober, jobs).await;
+        let grace = self.inner.settings.tray.zombie_grace;
+        let idle = self.inner.settings.dashboard.idle_shutdown;
+        let Decisions {
+            mut events,
+            writes,
+            rescan,
+            pending,
+        } = refresh::apply(
+            &mut lock(&self.inner.model),
+            &scan,
+            results,
+            now,
+            grace,
+            idle,
+        );
+        self.inner.scanner.map_ports_afresh(rescan);
+        let written = self.write_registry(&scan, writes).await;
+        if let Ok(Some(moved)) = &written {
+            events.push(Event::RegistryRecovered {
+                moved_to: moved.display().to_string(),
+            });
+        }
+        let busy = pending
+            || events
+                .iter()
+                .any(|e| !matches!(e, Event::CostChanged { .. }));
+        // The model has changed: what changed goes out even if the registry could not be
+        // written (the next refresh tries the write again).
+        for e in events {
+            self.publish(e);
+        }
+        if let Err(e) = written {
+            tracing::warn!("cannot update the registry: {e}");
+        }
+        Ok(busy)
+    }
+
+    /// The processes, their sockets and the registry, read off the async threads.
+    async fn scan(&self) -> Result<Scan> {
+        let inner = self.inner.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            let registered = || {
+                let model = lock(&inner.model);
+                model.registrations.values().map(|r| r.pid).collect()
+            };
+            let (registry, scope) = (&inner.registry, &inner.settings.scope);
+            // Exits unwatched (a core without the background loop): every look is afresh.
+            let afresh = !inner.exits_watched.load(Ordering::SeqCst)
+                || inner.exit_seen.swap(false, Ordering::SeqCst);
+            inner
+                .scanner
+                .scan(registry, &*inner.listeners, scope, afresh, registered)
+        })
+        .await?)
+    }
+
+    /// Writes what a refresh learnt to the registry: nothing to write against what it read
+    /// leaves the file alone (no lock, no second read); otherwise the write is made under the
+    /// lock, against the file as it is. Where a corrupt file was moved aside, if it was.
+    async fn write_registry(
+        &self,
+        scan: &Scan,
+        writes: RegistryWrites,
+    ) -> Result<Option<std::path::PathBuf>> {
+        let mut preview = scan.registry.clone();
+        write_entries(&mut preview, &writes);
+        if scan.registry_read && preview == scan.registry {
+            return Ok(None);
+        }
+        let inner = self.inner.clone();
+        let (_, moved) = tokio::task::spawn_blocking(move || {
+            inner
+                .registry
+                .update(|entries| write_entries(entries, &writes))
+        })
+        .await??;
+        Ok(moved)
+    }
+}
+
+impl Core {
+    /// Kills the instance with this PID (the live one if a dead record shares the PID): what a
+    /// user asks for by PID. See [`Core::kill_process`].
+    pub async fn kill(&self, pid: u32) -> std::result::Result<KillReport, KillError> {
+        if self.tracked_id(pid).is_none() {
+            // Maybe it started since the last look.
+            let _ = self.refresh().await;
+        }
+        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        self.kill_process(key).await
+    }
+
+    /// Kills exactly this instance with its whole process tree (see `reaper`); a dead record is
+    /// only pruned from the registry, never signalled. Refuses anything that is not verifiably
+    /// Serena.
+    pub async fn kill_process(&self, key: ProcessId) -> std::result::Result<KillReport, KillError> {
+        let found = {
+            let model = lock(&self.inner.model);
+            model
+                .tracked
+                .get(&key)
+                .map(|t| (t.alive, t.inst.verified_serena, t.inst.port))
+        };
+        let (alive, verified, port) = found.ok_or(KillError::UnknownPid(key.pid))?;
+        if !alive {
+            self.forget(key, true).await;
+            return Ok(KillReport::already_gone(key.pid));
+        }
+        if !verified {
+            return Err(KillError::NotSerena(key.pid));
+        }
+        let report = reaper::reap(key, port, &self.inner.prober, &self.inner.timings).await?;
+        self.forget(key, false).await;
+        let _ = self.inner.events.send(Event::InstanceKilled {
+            pid: key.pid,
+            outcome: report.outcome,
+        });
+        Ok(report)
+    }
+
+    /// Kills every zombie concurrently and prunes dead registry entries.
+    pub async fn kill_zombies(&self) -> ZombieSweep {
+        let _ = self.refresh().await;
+        let zombies: Vec<Instance> = self
+            .instances()
+            .into_iter()
+            .filter(|i| i.state == State::Zombie)
+            .collect();
+        let results = join_all(zombies.iter().map(|z| async move {
+            let dead = z.state_reason == Some(ZombieReason::Dead);
+            (z.pid, dead, self.kill_process(z.process_id()).await)
+        }))
+        .await;
+        let mut sweep = ZombieSweep {
+            killed: Vec::new(),
+            failed: Vec::new(),
+            pruned: Vec::new(),
+        };
+        for (pid, pruned, r) in results {
+            match r {
+                Ok(_) if pruned => sweep.pruned.push(pid),
+                Ok(report) => sweep.killed.push(report),
+                Err(e) => sweep.failed.push(SweepFailure::new(pid, &e)),
+            }
+        }
+        sweep
+    }
+
+    /// Asks an instance to stop through its own dashboard (`PUT /shutdown`), nothing more; only
+    /// after checking that the process still listens on that port.
+    pub async fn shutdown(&self, pid: u32) -> std::result::Result<(), KillError> {
+        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
+        let (alive, verified, port) = {
+            let model = lock(&self.inner.model);
+            let t = model.tracked.get(&key);
+            (
+                t.is_some_and(|t| t.alive),
+                t.is_some_and(|t| t.inst.verified_serena),
+                t.and_then(|t| t.inst.port),
+            )
+        };
+        if !alive {
+            return Err(KillError::UnknownPid(pid));
+        }
+        // Like a kill: only what is verifiably Serena is asked to stop.
+        if !verified {
+            return Err(KillError::NotSerena(pid));
+        }
+        let port = port.ok_or(KillError::NoDashboard(pid))?;
+        let inner = self.inner.clone();
+        let owns = tokio::task::spawn_blocking(move || inner.listeners.owns_port(pid, port))
+            .await
+            .unwrap_or(false);
+        if !owns {
+            return Err(KillError::NoDashboard(pid));
+        }
+        let _ = self.inner.prober.shutdown(port).await;
+        Ok(())
+    }
+
+    /// Drops an instance from the model and the registry (after a kill, or a pruned record).
+    async fn forget(&self, key: ProcessId, dead_record: bool) {
+        // Not in the middle of a refresh, which could write the entry back.
+        let _no_refresh = self.inner.refreshing.lock().await;
+        let exact = lock(&self.inner.model).forget(key).filter(|_| dead_record);
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            inner
+                .registry
+                .update(|entries| entries.retain(|e| !e.is_record_of(key, exact)))
+        })
+        .await;
+        let _ = self.inner.events.send(Event::InstanceRemoved {
+            pid: key.pid,
+            started_at: key.start_time as Epoch,
+        });
     }
 }

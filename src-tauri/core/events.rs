@@ -2,8 +2,7 @@
 //! `tokio::sync::broadcast` channel; the tray, notifications, the SSE stream and the timeline are
 //! subscribers. The JSON form (`{"type": "...", ...}`) is what `/api/events` sends.
 
-use super::model::{Cost, Instance, State, ZombieReason};
-use super::sessions::Session;
+use super::model::{Cost, Instance, Session, State, ZombieReason};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,7 +32,7 @@ pub enum Event {
     /// This program killed it (with its tree).
     InstanceKilled {
         pid: u32,
-        outcome: crate::core::reaper::Outcome,
+        outcome: super::model::Outcome,
     },
     /// Under idle shutdown, it has been idle long enough that its shutdown nears:
     /// `instance.idle_since` and `instance.idle_shutdown_at` say when. Once per idle stretch.
@@ -76,4 +75,23 @@ pub enum Event {
         clients: usize,
         linger_until: Option<f64>,
     },
+}
+
+/// Runs `handle` for every core event from `rx`; a subscriber that lagged skips what it missed
+/// (the next refresh brings the list up to date anyway). Runs until the app drops it at
+/// shutdown.
+pub(crate) async fn on_events<F, Fut>(
+    mut rx: tokio::sync::broadcast::Receiver<Event>,
+    mut handle: F,
+) where
+    F: FnMut(Event) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        match rx.recv().await {
+            Ok(e) => handle(e).await,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }

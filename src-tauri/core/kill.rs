@@ -1,16 +1,13 @@
-//! Killing, the acting side of the [`Core`] handle: one instance by PID or by exact identity,
-//! every zombie at once, or a polite `PUT /shutdown`; then the instance is forgotten by the model
-//! and the registry. Refuses anything that is not verifiably Serena, and prunes a dead record
-//! without signalling anything.
+//! What a kill answers: why one was refused or failed (with the stable codes the API answers
+//! with) and what "kill all zombies" did. The killing itself is the [`Core`]'s (`kill`,
+//! `kill_process`, `kill_zombies`, `shutdown`), over the reaper.
 //!
-//! Deliberately not here: the tree-killing itself (the reaper: snapshot, ask, SIGTERM, SIGKILL,
+//! Deliberately not here: the tree-killing (the reaper: snapshot, ask, SIGTERM, SIGKILL,
 //! verify), and deciding which instances are zombies (`refresh`).
+//!
+//! [`Core`]: crate::core::engine::Core
 
-use super::engine::{lock, Core};
-use super::events::Event;
-use super::model::{Epoch, Instance, ProcessId, State, ZombieReason};
-use super::reaper::{self, KillReport, ReapError};
-use futures::future::join_all;
+use super::reaper::{KillReport, ReapError};
 use serde::{Deserialize, Serialize};
 
 /// Why a kill was refused or failed.
@@ -87,131 +84,12 @@ pub struct SweepFailure {
 }
 
 impl SweepFailure {
-    fn new(pid: u32, e: &KillError) -> SweepFailure {
+    pub(crate) fn new(pid: u32, e: &KillError) -> SweepFailure {
         SweepFailure {
             pid,
             code: e.kind(),
             error: e.to_string(),
         }
-    }
-}
-
-impl Core {
-    /// Kills the instance with this PID (the live one if a dead record shares the PID): what a
-    /// user asks for by PID. See [`Core::kill_process`].
-    pub async fn kill(&self, pid: u32) -> std::result::Result<KillReport, KillError> {
-        if self.tracked_id(pid).is_none() {
-            // Maybe it started since the last look.
-            let _ = self.refresh().await;
-        }
-        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
-        self.kill_process(key).await
-    }
-
-    /// Kills exactly this instance with its whole process tree (see `reaper`); a dead record is
-    /// only pruned from the registry, never signalled. Refuses anything that is not verifiably
-    /// Serena.
-    pub async fn kill_process(&self, key: ProcessId) -> std::result::Result<KillReport, KillError> {
-        let found = {
-            let model = lock(&self.inner.model);
-            model
-                .tracked
-                .get(&key)
-                .map(|t| (t.alive, t.inst.verified_serena, t.inst.port))
-        };
-        let (alive, verified, port) = found.ok_or(KillError::UnknownPid(key.pid))?;
-        if !alive {
-            self.forget(key, true).await;
-            return Ok(KillReport::already_gone(key.pid));
-        }
-        if !verified {
-            return Err(KillError::NotSerena(key.pid));
-        }
-        let report = reaper::reap(key, port, &self.inner.prober, &self.inner.timings).await?;
-        self.forget(key, false).await;
-        let _ = self.inner.events.send(Event::InstanceKilled {
-            pid: key.pid,
-            outcome: report.outcome,
-        });
-        Ok(report)
-    }
-
-    /// Kills every zombie concurrently and prunes dead registry entries.
-    pub async fn kill_zombies(&self) -> ZombieSweep {
-        let _ = self.refresh().await;
-        let zombies: Vec<Instance> = self
-            .instances()
-            .into_iter()
-            .filter(|i| i.state == State::Zombie)
-            .collect();
-        let results = join_all(zombies.iter().map(|z| async move {
-            let dead = z.state_reason == Some(ZombieReason::Dead);
-            (z.pid, dead, self.kill_process(z.process_id()).await)
-        }))
-        .await;
-        let mut sweep = ZombieSweep {
-            killed: Vec::new(),
-            failed: Vec::new(),
-            pruned: Vec::new(),
-        };
-        for (pid, pruned, r) in results {
-            match r {
-                Ok(_) if pruned => sweep.pruned.push(pid),
-                Ok(report) => sweep.killed.push(report),
-                Err(e) => sweep.failed.push(SweepFailure::new(pid, &e)),
-            }
-        }
-        sweep
-    }
-
-    /// Asks an instance to stop through its own dashboard (`PUT /shutdown`), nothing more; only
-    /// after checking that the process still listens on that port.
-    pub async fn shutdown(&self, pid: u32) -> std::result::Result<(), KillError> {
-        let key = self.tracked_id(pid).ok_or(KillError::UnknownPid(pid))?;
-        let (alive, verified, port) = {
-            let model = lock(&self.inner.model);
-            let t = model.tracked.get(&key);
-            (
-                t.is_some_and(|t| t.alive),
-                t.is_some_and(|t| t.inst.verified_serena),
-                t.and_then(|t| t.inst.port),
-            )
-        };
-        if !alive {
-            return Err(KillError::UnknownPid(pid));
-        }
-        // Like a kill: only what is verifiably Serena is asked to stop.
-        if !verified {
-            return Err(KillError::NotSerena(pid));
-        }
-        let port = port.ok_or(KillError::NoDashboard(pid))?;
-        let inner = self.inner.clone();
-        let owns = tokio::task::spawn_blocking(move || inner.listeners.owns_port(pid, port))
-            .await
-            .unwrap_or(false);
-        if !owns {
-            return Err(KillError::NoDashboard(pid));
-        }
-        let _ = self.inner.prober.shutdown(port).await;
-        Ok(())
-    }
-
-    /// Drops an instance from the model and the registry (after a kill, or a pruned record).
-    async fn forget(&self, key: ProcessId, dead_record: bool) {
-        // Not in the middle of a refresh, which could write the entry back.
-        let _no_refresh = self.inner.refreshing.lock().await;
-        let exact = lock(&self.inner.model).forget(key).filter(|_| dead_record);
-        let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            inner
-                .registry
-                .update(|entries| entries.retain(|e| !e.is_record_of(key, exact)))
-        })
-        .await;
-        let _ = self.inner.events.send(Event::InstanceRemoved {
-            pid: key.pid,
-            started_at: key.start_time as Epoch,
-        });
     }
 }
 

@@ -17,6 +17,19 @@ pub fn now() -> Epoch {
         .unwrap_or(0.0)
 }
 
+/// `m` minutes as a duration, if `m` is a finite number >= 0.
+pub fn minutes(m: f64) -> Option<std::time::Duration> {
+    (m.is_finite() && m >= 0.0)
+        .then(|| std::time::Duration::try_from_secs_f64(m * 60.0).ok())
+        .flatten()
+}
+
+/// Locks a std mutex of the core (never held across an `.await`).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; carry on with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A process identity: a PID alone is not enough, because PIDs are reused. Two processes with the
 /// same PID and different start times are different processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -292,6 +305,153 @@ impl Instance {
 
 /// An instance for unit tests: a live stdio Serena with a project (or without, `None`), seen
 /// and started at 1000 s, no cost; tests change what they look at.
+/// How the root (the Serena process itself) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It exited after `PUT /shutdown`, without a signal.
+    ShutDown,
+    /// It needed SIGTERM.
+    Terminated,
+    /// It needed SIGKILL (or, on Windows, the hard kill that stands in for SIGTERM).
+    Killed,
+    /// It was gone before the reaper did anything to it: no such process, its PID held by
+    /// another process (different start time), or it exited by itself before its signal.
+    AlreadyGone,
+}
+
+impl Outcome {
+    /// Its word in JSON and in the CLI's output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::ShutDown => "shut_down",
+            Outcome::Terminated => "terminated",
+            Outcome::Killed => "killed",
+            Outcome::AlreadyGone => "already_gone",
+        }
+    }
+}
+
+/// One instance's registration over Serena's tray protocol (information, never authority).
+/// Whoever accepts one has checked it (`tray_protocol`); the core only bounds how many it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub pid: u32,
+    /// The registered process's start time, so that a process that reuses its PID is never
+    /// taken for it.
+    pub start_time: u64,
+    pub port: u16,
+    pub project: Option<String>,
+}
+
+/// One launched session, as persisted and as returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: String,
+    pub host: String,
+    /// The MCP port.
+    pub port: u16,
+    pub url: String,
+    pub pid: u32,
+    /// Process start time (identity), epoch seconds.
+    pub start_time: u64,
+    pub dashboard_url: Option<String>,
+    pub dashboard_port: Option<u16>,
+    pub project_path: String,
+    pub context: Option<String>,
+    pub modes: Vec<String>,
+    pub transport: Transport,
+    pub created_at: Epoch,
+    pub log_path: String,
+    /// Set once it ended (released, or its Serena exited): the ID then answers `already_gone`,
+    /// never "unknown", while it is in the history.
+    #[serde(
+        default,
+        alias = "released_at",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ended_at: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    /// Its lease, if it has one: renewed (`POST /api/sessions/{id}/renew`) by this many
+    /// seconds, released at `expires_at` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_shutdown_minutes: Option<f64>,
+    /// A shared session (`shared` on the request that created it): its clients attach
+    /// (`launch --share`), and it is released `share_linger_seconds` after the last detaches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+    /// The clients attached to a shared session now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attached: Vec<Attachment>,
+    /// When a shared session with no client left is released, unless one attaches first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linger_until: Option<Epoch>,
+}
+
+/// One client of a shared session: the `launch --share` process that holds the attachment
+/// (watched: its exit detaches it) and the MCP client it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub pid: u32,
+    pub start_time: u64,
+    pub client_pid: Option<u32>,
+    pub client_name: Option<String>,
+    pub since: Epoch,
+}
+
+impl Attachment {
+    pub(crate) fn process_id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Released through the API.
+    Released,
+    /// Its Serena exited (or was killed) by other means.
+    Exited,
+    /// Its lease ran out.
+    LeaseExpired,
+    /// A shared session whose last client left `share_linger_seconds` before.
+    Unattached,
+}
+
+impl Session {
+    pub(crate) fn is_active(&self) -> bool {
+        self.ended_at.is_none()
+    }
+
+    pub(crate) fn ended(self, reason: EndReason) -> Session {
+        Session {
+            ended_at: Some(now()),
+            end_reason: Some(reason),
+            ..self
+        }
+    }
+
+    pub(crate) fn process_id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+
+    pub(crate) fn idle_shutdown(&self) -> Option<std::time::Duration> {
+        self.idle_shutdown_minutes.and_then(minutes)
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_instance(pid: u32, project: Option<&str>) -> Instance {
     Instance {

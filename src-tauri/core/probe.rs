@@ -69,9 +69,7 @@ pub struct Prober {
 
 impl Prober {
     pub fn new(timeout: Duration) -> Prober {
-        let http = reqwest::Client::builder()
-            // Dashboards are on loopback: a user's HTTP proxy must never see these calls.
-            .no_proxy()
+        let http = crate::core::http::loopback_client()
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

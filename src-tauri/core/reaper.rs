@@ -51,32 +51,7 @@ impl Default for Timings {
     }
 }
 
-/// How the root (the Serena process itself) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// It exited after `PUT /shutdown`, without a signal.
-    ShutDown,
-    /// It needed SIGTERM.
-    Terminated,
-    /// It needed SIGKILL (or, on Windows, the hard kill that stands in for SIGTERM).
-    Killed,
-    /// It was gone before the reaper did anything to it: no such process, its PID held by
-    /// another process (different start time), or it exited by itself before its signal.
-    AlreadyGone,
-}
-
-impl Outcome {
-    /// Its word in JSON and in the CLI's output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::ShutDown => "shut_down",
-            Outcome::Terminated => "terminated",
-            Outcome::Killed => "killed",
-            Outcome::AlreadyGone => "already_gone",
-        }
-    }
-}
+pub use super::model::Outcome;
 
 /// What a kill did (also read back from the daemon's answers by the CLI).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,13 +3,32 @@
 //! clean shutdown), so the CLI verbs and `launch` find it on whatever port it runs, and the
 //! optional `--port-file PATH` (the port alone, for scripts that start it with `--port 0`).
 //! A record is only a hint: whoever reads it still checks that Serena Tray answers on that port
-//! and that the recorded PID owns it (`app::verified_pid`) before trusting it with the token.
+//! and that the recorded PID owns it ([`verified_pid`]) before trusting it with the token. Also
+//! the [`Client`] of the running program's API, which finds it that way.
 //!
-//! Deliberately not here: starting or finding by port alone (`app`), the CLI's client.
+//! Deliberately not here: starting (`app`, `background`), and what each caller asks of the API.
 
 use crate::core::files;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a call to the running program's API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the daemon did not answer: {0}")]
+    NoAnswer(#[source] reqwest::Error),
+    /// An error answer: the daemon's own message (else its status).
+    #[error("{message}")]
+    Refused {
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    #[error("the daemon's answer is not what this serena-tray expects: {0}")]
+    Answer(#[source] serde_json::Error),
+}
 
 /// `daemon.json`'s name in the tray directory.
 pub const FILE_NAME: &str = "daemon.json";
@@ -61,6 +80,149 @@ pub fn write_port_file(file: &Path, port: u16) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     files::write_atomic(file, format!("{port}\n").as_bytes())
+}
+
+/// A client of the running program's API (the CLI's verbs, `launch --share`): found by
+/// `/api/health` on its port, authenticated with the token file; answers are read into the
+/// core's own types where the caller looks inside them.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    port: u16,
+}
+
+impl Client {
+    /// The running program of this Serena home: on the configured port (`--port`, else
+    /// `web_dashboard_global_port`), else on the port its `daemon.json` records.
+    pub async fn find(ctx: &crate::core::settings::Settings) -> Option<Client> {
+        if let Some(c) = Client::connect(&ctx.serena_home, ctx.dashboard.port).await {
+            return Some(c);
+        }
+        let recorded = read(&ctx.serena_home)?;
+        if recorded.port == ctx.dashboard.port {
+            return None;
+        }
+        Client::connect(&ctx.serena_home, recorded.port).await
+    }
+
+    /// The daemon on `port`, if Serena Tray answers there and its token is readable.
+    pub async fn connect(serena_home: &Path, port: u16) -> Option<Client> {
+        // Only a daemon that verifiably owns the port gets the token.
+        verified_pid(port).await?;
+        let token = crate::core::token::read(serena_home)?;
+        let http = crate::core::http::loopback_client()
+            // Launching a session waits for Serena to answer (up to the daemon's timeout).
+            .timeout(Duration::from_secs(180))
+            .build()
+            .ok()?;
+        Some(Client {
+            http,
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+            port,
+        })
+    }
+
+    pub fn login_url(&self) -> String {
+        format!("http://127.0.0.1:{}/?token={}", self.port, self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &impl Serialize) -> Result<Value, ClientError> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// POST, and read the answer into the type the daemon wrote it from.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        serde_json::from_value(self.post(path, body).await?).map_err(ClientError::Answer)
+    }
+
+    /// GET, and read the answer into the type the daemon wrote it from.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        serde_json::from_value(self.get(path).await?).map_err(ClientError::Answer)
+    }
+
+    /// Asks the running app to show its dashboard window (`body` as `POST /api/window` takes
+    /// it); false from a headless daemon, which has none.
+    pub async fn show_window(&self, body: &impl Serialize) -> Result<bool, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/api/window", self.base))
+            .json(body);
+        match self.answer(req).await? {
+            (status, _) if status.is_success() => Ok(true),
+            (_, body) if body["error"]["code"] == "no_window" => Ok(false),
+            (status, body) => Err(failure(status, &body)),
+        }
+    }
+
+    async fn answer(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Value), ClientError> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(ClientError::NoAnswer)?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        match self.answer(req).await? {
+            (status, body) if status.is_success() => Ok(body),
+            (status, body) => Err(failure(status, &body)),
+        }
+    }
+}
+
+/// An error answer: the daemon's message, else its status.
+fn failure(status: reqwest::StatusCode, body: &Value) -> ClientError {
+    let message = body["error"]["message"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| format!("the daemon answered {status}"));
+    ClientError::Refused { status, message }
+}
+
+/// The PID of the Serena Tray serving this port, if one does and that PID really owns the
+/// listening socket. Before anything trusts an answer on the port (the CLI sending its token, a
+/// start deciding not to start) it checks this: a process of another user squatting the port
+/// can claim any PID in its answer, but cannot make that PID's sockets show up here (a user can
+/// only read their own processes' sockets).
+pub async fn verified_pid(port: u16) -> Option<u32> {
+    let pid = health(port).await?["pid"].as_u64()? as u32;
+    let owns = tokio::task::spawn_blocking(move || crate::core::sockets::pid_owns_port(pid, port))
+        .await
+        .unwrap_or(false);
+    owns.then_some(pid)
+}
+
+async fn health(port: u16) -> Option<serde_json::Value> {
+    let client = crate::core::http::loopback_client()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let resp = client
+        .get(format!("http://127.0.0.1:{port}/api/health"))
+        .send()
+        .await
+        .ok()?;
+    resp.json::<serde_json::Value>()
+        .await
+        .ok()
+        .filter(|v| v["app"] == "serena-tray")
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@
 //! active list (the last ended ones are kept as history). Deliberately not here: HTTP (the API
 //! maps these errors to statuses) and killing (the reaper, through the core).
 
-use super::background::on_events;
 use super::engine::Core;
-use super::events::Event;
+use super::events::{on_events, Event};
 use super::files;
-use super::model::{now, Epoch, ProcessId, Transport};
+use super::model::{now, Attachment, EndReason, Epoch, ProcessId, Session, Transport};
 use super::procs::Snapshot;
 use super::reaper;
 use super::settings::SerenaCommandError;
@@ -66,115 +65,6 @@ pub struct SessionRequest {
 pub struct Released {
     pub status: ReleaseStatus,
     pub session_id: String,
-}
-
-/// One launched session, as persisted and as returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Session {
-    pub session_id: String,
-    pub host: String,
-    /// The MCP port.
-    pub port: u16,
-    pub url: String,
-    pub pid: u32,
-    /// Process start time (identity), epoch seconds.
-    pub start_time: u64,
-    pub dashboard_url: Option<String>,
-    pub dashboard_port: Option<u16>,
-    pub project_path: String,
-    pub context: Option<String>,
-    pub modes: Vec<String>,
-    pub transport: Transport,
-    pub created_at: Epoch,
-    pub log_path: String,
-    /// Set once it ended (released, or its Serena exited): the ID then answers `already_gone`,
-    /// never "unknown", while it is in the history.
-    #[serde(
-        default,
-        alias = "released_at",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ended_at: Option<Epoch>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_reason: Option<EndReason>,
-    /// Its lease, if it has one: renewed (`POST /api/sessions/{id}/renew`) by this many
-    /// seconds, released at `expires_at` otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Epoch>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_shutdown_minutes: Option<f64>,
-    /// A shared session (`shared` on the request that created it): its clients attach
-    /// (`launch --share`), and it is released `share_linger_seconds` after the last detaches.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub shared: bool,
-    /// The clients attached to a shared session now.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attached: Vec<Attachment>,
-    /// When a shared session with no client left is released, unless one attaches first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub linger_until: Option<Epoch>,
-}
-
-/// One client of a shared session: the `launch --share` process that holds the attachment
-/// (watched: its exit detaches it) and the MCP client it serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attachment {
-    pub pid: u32,
-    pub start_time: u64,
-    pub client_pid: Option<u32>,
-    pub client_name: Option<String>,
-    pub since: Epoch,
-}
-
-impl Attachment {
-    fn process_id(&self) -> ProcessId {
-        ProcessId {
-            pid: self.pid,
-            start_time: self.start_time,
-        }
-    }
-}
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// Released through the API.
-    Released,
-    /// Its Serena exited (or was killed) by other means.
-    Exited,
-    /// Its lease ran out.
-    LeaseExpired,
-    /// A shared session whose last client left `share_linger_seconds` before.
-    Unattached,
-}
-
-impl Session {
-    fn is_active(&self) -> bool {
-        self.ended_at.is_none()
-    }
-
-    fn ended(self, reason: EndReason) -> Session {
-        Session {
-            ended_at: Some(now()),
-            end_reason: Some(reason),
-            ..self
-        }
-    }
-
-    fn process_id(&self) -> ProcessId {
-        ProcessId {
-            pid: self.pid,
-            start_time: self.start_time,
-        }
-    }
-
-    fn idle_shutdown(&self) -> Option<Duration> {
-        self.idle_shutdown_minutes
-            .and_then(super::settings::minutes)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,12 +195,11 @@ impl Sessions {
                 starting: Mutex::new(()),
             }),
         }
-        .watching_attachments()
     }
 
     /// After a restart: the recorded clients of shared sessions that still run are watched
-    /// again, the others detached.
-    fn watching_attachments(self) -> Sessions {
+    /// again, the others detached (a task of the app's, in the background).
+    pub fn watch_recorded_attachments(&self) {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             let recorded: Vec<(String, Attachment)> = {
@@ -335,7 +224,6 @@ impl Sessions {
             drop(sessions);
             this.inner.leases_changed.notify_one();
         });
-        self
     }
 
     /// Detaches `launcher` from session `id` once its process exits, however it exits.
@@ -544,7 +432,7 @@ impl Sessions {
         // Held until this request has found or launched its shared session.
         let _one_launch = if shared {
             let key = format!("{project}\0{:?}\0{wanted:?}\0{transport}", req.context);
-            let lock = super::engine::lock(&self.inner.shared_launches)
+            let lock = super::model::lock(&self.inner.shared_launches)
                 .entry(key)
                 .or_default()
                 .clone();

@@ -18,6 +18,7 @@ use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::MessageFormatter as _;
 
+pub use crate::core::model::minutes;
 use crate::core::procs::Scope;
 
 /// The default zombie grace (DESIGN: 10 s).
@@ -431,13 +432,6 @@ impl TryFrom<f64> for Minutes {
             .map(Minutes)
             .ok_or_else(|| format!("expected a number of minutes >= 0, got {m}"))
     }
-}
-
-/// `m` minutes as a duration, if `m` is a finite number >= 0.
-pub fn minutes(m: f64) -> Option<Duration> {
-    (m.is_finite() && m >= 0.0)
-        .then(|| Duration::try_from_secs_f64(m * 60.0).ok())
-        .flatten()
 }
 
 /// A TCP port number, 1 to 65535.

@@ -16,8 +16,9 @@
 //! Deliberately not here: the main API's token (Serena has none to send), and anything that acts
 //! on a process: a registration only adds a row and a project name.
 
-use crate::core::api::error::{ApiError, ApiJson};
-use crate::core::engine::{Core, RegisterError, Registration, MAX_REGISTRATIONS};
+use crate::core::engine::{Core, RegisterError, MAX_REGISTRATIONS};
+use crate::core::http::{self, ApiError, ApiJson};
+use crate::core::model::Registration;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -100,22 +101,20 @@ pub fn router(core: Core, port: u16) -> Router {
         .route("/register", post(register))
         .route("/update_project", post(update_project))
         .route("/unregister", post(unregister))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            crate::core::api::BODY_LIMIT,
-        ))
+        .layer(axum::extract::DefaultBodyLimit::max(http::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
 /// Serves the receiver on `listener` until `shutdown` resolves (bounded connections,
-/// header-read timeout: see [`crate::core::api::serve::serve`]).
+/// header-read timeout: see [`http::serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     core: Core,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
-    crate::core::api::serve::serve(listener, router(core, port), shutdown).await
+    http::serve::serve(listener, router(core, port), shutdown).await
 }
 
 /// No web page may talk to this port (a browser always sends `Origin` on a cross-site POST, and
@@ -133,9 +132,7 @@ async fn guard(State(state): State<TrayState>, req: Request, next: Next) -> Resp
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let ok = crate::core::api::security::allowed_hosts(state.port)
-        .iter()
-        .any(|h| h == host);
+    let ok = http::allowed_hosts(state.port).iter().any(|h| h == host);
     if ok {
         next.run(req).await
     } else {

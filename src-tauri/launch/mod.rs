@@ -396,7 +396,7 @@ impl Signals {
 /// launch to take the lock starts it; the others wait for the lock, look again and find it.
 async fn ensure_dashboard(settings: Settings) {
     let port = settings.dashboard.port;
-    if crate::core::app::verified_pid(port).await.is_some() {
+    if crate::core::running::verified_pid(port).await.is_some() {
         return;
     }
     let lock_path = settings.tray_dir().join("launch.lock");
@@ -417,7 +417,7 @@ async fn ensure_dashboard(settings: Settings) {
         Err(_) => return,
     };
     // Held: whoever had it before has started the dashboard, or failed to.
-    if crate::core::app::verified_pid(port).await.is_some() {
+    if crate::core::running::verified_pid(port).await.is_some() {
         return;
     }
     if let Err(e) = start_dashboard(&settings) {
@@ -426,7 +426,7 @@ async fn ensure_dashboard(settings: Settings) {
     }
     let deadline = tokio::time::Instant::now() + DASHBOARD_START;
     while tokio::time::Instant::now() < deadline {
-        if crate::core::app::verified_pid(port).await.is_some() {
+        if crate::core::running::verified_pid(port).await.is_some() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -21,8 +21,8 @@
 //! themselves (the dashboard's instance manager).
 
 use super::McpClient;
-use crate::cli::client::Client;
 use crate::core::cmdline;
+use crate::core::running::Client;
 use crate::core::settings::Settings;
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -233,8 +233,7 @@ impl Bridge {
         mcp_client: Option<u32>,
     ) -> Arc<Bridge> {
         let (out, out_rx) = mpsc::unbounded_channel();
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = crate::core::http::loopback_client()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();

@@ -5,7 +5,7 @@
 //! Tauri and WebKit), zombie notifications (`notifications`) and launch at login
 //! (`autostart`). Each menu click is a line into the app handle ([`act`]).
 //!
-//! One tray app per desktop: the port check of `App::start` (a second start finds Serena Tray
+//! One tray app per desktop: the port check of `background::start` (a second start finds Serena Tray
 //! answering on its port, asks it through the API to show its window unless `--minimized`,
 //! and exits 0 before anything of its own runs).
 //!
@@ -18,7 +18,8 @@ mod notifications;
 mod tray;
 pub mod window;
 
-use crate::core::app::{App, AppError, Show, Started};
+use crate::core::app::{App, AppError, Show};
+use crate::core::background::{self, Started};
 use crate::core::model::ProcessId;
 use crate::core::settings::Settings;
 use auto_launch::AutoLaunch;
@@ -224,7 +225,7 @@ pub async fn wire(
     desktop: Desktop,
     tray: impl Fn(MenuModel) -> bool + Send + Sync + 'static,
 ) -> Result<Option<Shell>, ShellError> {
-    let app = match App::start(settings).await? {
+    let app = match background::start(settings).await? {
         Started::AlreadyRunning { .. } => return Ok(None),
         Started::Running(app) => app,
     };

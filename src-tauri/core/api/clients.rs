@@ -3,8 +3,8 @@
 //! as `serena-tray configure` does for the user's files; a project's own files are for the
 //! command, run in the project).
 
-use super::error::{ApiError, ApiJson};
 use crate::core::configure::{self, Change, Client, FileReport, Wrapping};
+use crate::core::http::{ApiError, ApiJson};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;

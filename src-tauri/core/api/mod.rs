@@ -7,14 +7,13 @@
 //! (`security`) runs in front of all of them. Errors are `{"error":{"code","message"}}`.
 
 pub mod clients;
-pub mod error;
 pub mod overview;
 pub mod security;
-pub mod serve;
 pub mod ui;
 
 use crate::core::app::{App, Show};
-use crate::core::engine::{KillError, KillErrorKind};
+use crate::core::http::{self, ApiError, ApiJson, BODY_LIMIT};
+use crate::core::kill::{KillError, KillErrorKind};
 use crate::core::sessions::{Released, SessionError, SessionRequest};
 use crate::core::timeline::Timeline;
 use axum::extract::{Path, Query, Request, State};
@@ -23,7 +22,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use error::{ApiError, ApiJson};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -31,9 +29,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::BroadcastStream;
-
-/// Largest request body accepted (DESIGN: 64 KiB).
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole app: routes, the security layer, the body limit.
 pub fn router(state: App) -> Router {
@@ -74,13 +69,13 @@ pub fn router(state: App) -> Router {
 }
 
 /// Serves the app on `listener` until `shutdown` resolves (bounded connections, header-read
-/// timeout: see [`serve::serve`]).
+/// timeout: see [`http::serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     state: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve::serve(listener, router(state), shutdown).await
+    http::serve::serve(listener, router(state), shutdown).await
 }
 
 /// Every other path: a file of the web UI (GET or HEAD), else a JSON 404.

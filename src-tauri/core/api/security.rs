@@ -5,8 +5,9 @@
 //! cookie that `/?token=` sets. Every response that leaves, errors included, carries the strict
 //! content security policy, `nosniff` and `no-referrer`.
 
-use super::error::{too_large, ApiError};
 use crate::core::app::App;
+use crate::core::http::error::too_large;
+use crate::core::http::{allowed_hosts, ApiError};
 use crate::core::token::constant_time_eq;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -26,11 +27,6 @@ fn is_public(method: &Method, path: &str) -> bool {
     (method == Method::GET || method == Method::HEAD)
         && (matches!(path, "/api/health" | "/" | "/index.html" | "/favicon.ico")
             || super::ui::exists(path))
-}
-
-/// The `Host` values that name this server (anything else may be DNS rebinding).
-pub(crate) fn allowed_hosts(port: u16) -> [String; 2] {
-    [format!("127.0.0.1:{port}"), format!("localhost:{port}")]
 }
 
 fn header_str(req: &Request, name: header::HeaderName) -> Option<&str> {
@@ -101,7 +97,7 @@ fn check(state: &App, req: &Request) -> Result<(), ApiError> {
         }
     }
     let declared = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > super::BODY_LIMIT as u64) {
+    if declared.is_some_and(|n| n > crate::core::http::BODY_LIMIT as u64) {
         return Err(too_large());
     }
     if is_public(req.method(), req.uri().path()) {

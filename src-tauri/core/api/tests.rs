@@ -4,7 +4,8 @@
 //! end-to-end tests through the binary are in tests/api.rs.
 
 use super::router;
-use crate::core::app::{App, Show, Started};
+use crate::core::app::{App, Show};
+use crate::core::background::{self, Started};
 use crate::core::procs::Scope;
 use crate::core::settings::Settings;
 use axum::body::Body;
@@ -23,7 +24,7 @@ async fn test_api() -> TestApi {
     settings.scope = Scope::Marked(format!("api-unit-test-{}", std::process::id()));
     settings.dashboard.port = 0;
     settings.tray.tray_protocol_port = 0;
-    match App::start(settings).await {
+    match background::start(settings).await {
         Ok(Started::Running(app)) => TestApi { app, _home: home },
         _ => panic!("the app did not start on a free port"),
     }

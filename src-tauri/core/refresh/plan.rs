@@ -5,8 +5,7 @@
 
 use super::scan::Scan;
 use super::tracked::{dead_from_registry, first_sight, Model, OverviewFor, Registered, Sighting};
-use crate::core::engine::Registration;
-use crate::core::model::{Epoch, ProcessId, Source};
+use crate::core::model::{Epoch, ProcessId, Registration, Source};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use std::collections::HashSet;
 

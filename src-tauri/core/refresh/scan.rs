@@ -5,9 +5,7 @@
 
 use crate::core::cmdline::{self, SerenaArgs};
 use crate::core::cost::CostMeter;
-use crate::core::engine::lock;
-use crate::core::model::Cost;
-use crate::core::model::ProcessId;
+use crate::core::model::{lock, Cost, ProcessId};
 use crate::core::procs::{Proc, ProcTable, Scope, Snapshot, YOUNG_SECS};
 use crate::core::registry::{Registry, RegistryEntry, Stamp};
 use crate::core::sockets::{ListenerSource, PortMap};

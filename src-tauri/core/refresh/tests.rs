@@ -5,9 +5,10 @@ use super::apply::{apply, Decisions};
 use super::plan::{plan, ProbeJob, ProbeResult};
 use super::scan::{serena_candidates, Scan};
 use super::tracked::{Model, OverviewFor};
-use crate::core::engine::Registration;
 use crate::core::events::Event;
-use crate::core::model::{Cost, Epoch, Instance, ProcessId, Source, State, ZombieReason};
+use crate::core::model::{
+    Cost, Epoch, Instance, ProcessId, Registration, Source, State, ZombieReason,
+};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use crate::core::procs::{Proc, Snapshot};
 use crate::core::registry::{write_entries, RegistryEntry};

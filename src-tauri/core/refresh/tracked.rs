@@ -4,9 +4,9 @@
 
 use crate::core::classify::ALREADY;
 use crate::core::cmdline::{self, SerenaArgs};
-use crate::core::engine::Registration;
 use crate::core::model::{
-    ClientInfo, Cost, Epoch, Instance, ProcessId, Source, State, Transport, ZombieReason,
+    ClientInfo, Cost, Epoch, Instance, ProcessId, Registration, Source, State, Transport,
+    ZombieReason,
 };
 use crate::core::probe::ConfigSummary;
 use crate::core::procs::{Proc, Snapshot};
