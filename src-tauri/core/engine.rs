@@ -311,15 +311,19 @@ impl Core {
             .map(|t| t.inst.clone())
     }
 
-    /// Marks a launched process as a session (source `session`), `starting` until `ready`.
-    pub fn mark_session(&self, id: ProcessId, session_id: &str, starting: bool) {
+    /// Marks a launched process as a session (source `session`), shown `starting` until it is
+    /// marked ready.
+    pub fn mark_session_starting(&self, id: ProcessId, session_id: &str) {
         let mut model = lock(&self.inner.model);
         model.sessions.insert(id, session_id.to_string());
-        if starting {
-            model.launching.insert(id);
-        } else {
-            model.launching.remove(&id);
-        }
+        model.launching.insert(id);
+    }
+
+    /// Marks a process as a session's Serena, ready (its state is then the refresh's to say).
+    pub fn mark_session_ready(&self, id: ProcessId, session_id: &str) {
+        let mut model = lock(&self.inner.model);
+        model.sessions.insert(id, session_id.to_string());
+        model.launching.remove(&id);
     }
 
     /// A session's own idle shutdown (zero: never), over the launcher's and the setting.

@@ -432,9 +432,10 @@ impl Session {
         self.ended_at.is_none()
     }
 
-    pub(crate) fn ended(self, reason: EndReason) -> Session {
+    /// The session, ended at `at` for `reason`.
+    pub(crate) fn ended(self, reason: EndReason, at: Epoch) -> Session {
         Session {
-            ended_at: Some(now()),
+            ended_at: Some(at),
             end_reason: Some(reason),
             ..self
         }

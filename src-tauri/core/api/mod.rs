@@ -398,7 +398,9 @@ fn session_error(e: SessionError) -> ApiError {
         SessionError::NotADirectory(_) => (StatusCode::BAD_REQUEST, "not_a_directory"),
         SessionError::BadTransport(_) => (StatusCode::BAD_REQUEST, "bad_transport"),
         SessionError::BadName(..) => (StatusCode::BAD_REQUEST, "bad_name"),
-        SessionError::BadValue(_) => (StatusCode::BAD_REQUEST, "bad_value"),
+        SessionError::BadLease(_) | SessionError::BadIdle(_) => {
+            (StatusCode::BAD_REQUEST, "bad_value")
+        }
         SessionError::NoLease(_) => (StatusCode::CONFLICT, "no_lease"),
         SessionError::Ended(_) => (StatusCode::CONFLICT, "already_gone"),
         SessionError::NotShared(_) => (StatusCode::CONFLICT, "not_shared"),
@@ -408,7 +410,9 @@ fn session_error(e: SessionError) -> ApiError {
         SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "launch_timeout"),
         SessionError::UnknownSession(_) => (StatusCode::NOT_FOUND, "unknown_session"),
         SessionError::ReleaseFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "release_failed"),
-        SessionError::Store { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
+        SessionError::Store { .. } | SessionError::Random(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_failed")
+        }
         SessionError::Task(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     ApiError::new(status, code, msg)

@@ -1,0 +1,254 @@
+//! The instance manager's decisions, as functions over plain data: what a request asks for (and
+//! whether it may), which shared session serves it, which recorded sessions are adopted again,
+//! what an attachment or a detachment does to a session, which leases and lingers are due and
+//! when the next one is, which history is kept. The clock is passed in; the one look outside is
+//! that a request's project must be an existing directory.
+//!
+//! Deliberately not here: starting and reaping processes, the store, the wait loop (the rest of
+//! `sessions`).
+
+use super::{SessionError, SessionRequest};
+use crate::core::model::{minutes, Attachment, EndReason, Epoch, ProcessId, Session, Transport};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// How many ended sessions are kept in the store (the history).
+pub(crate) const HISTORY_KEPT: usize = 100;
+
+/// A request, checked: what it asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Wanted {
+    /// The project directory, absolute and canonical.
+    pub project: String,
+    pub context: Option<String>,
+    pub modes: Vec<String>,
+    pub transport: Transport,
+    pub shared: bool,
+    /// The lease's length in seconds, if it has one.
+    pub lease: Option<f64>,
+    /// Its own idle shutdown, as asked (minutes) and as a duration.
+    pub idle_minutes: Option<f64>,
+    pub idle: Option<Duration>,
+}
+
+impl Wanted {
+    /// Checks a request: an absolute, existing project directory, a transport Serena serves
+    /// over HTTP, names that cannot pass for options, a lease and an idle time that are numbers
+    /// in range.
+    pub(crate) fn of(req: &SessionRequest) -> Result<Wanted, SessionError> {
+        let project = project_dir(&req.project_path)?;
+        let transport = match req.transport.as_deref() {
+            None => Transport::StreamableHttp,
+            Some(raw) => Transport::parse(raw)
+                .filter(|t| t.endpoint_path().is_some())
+                .ok_or_else(|| SessionError::BadTransport(raw.to_string()))?,
+        };
+        if let Some(c) = &req.context {
+            check_name(c, "context")?;
+        }
+        let modes = req.modes.clone().unwrap_or_default();
+        for m in &modes {
+            check_name(m, "mode")?;
+        }
+        let lease = req.lease_seconds.map(lease_of).transpose()?;
+        let idle = req
+            .idle_shutdown_minutes
+            .map(|m| minutes(m).ok_or(SessionError::BadIdle(m)))
+            .transpose()?;
+        Ok(Wanted {
+            project,
+            context: req.context.clone(),
+            modes,
+            transport,
+            shared: req.shared == Some(true),
+            lease,
+            idle_minutes: req.idle_shutdown_minutes,
+            idle,
+        })
+    }
+
+    /// What a shared session serving this request has in common with it.
+    pub(crate) fn shared_key(&self) -> SharedKey {
+        SharedKey::new(&self.project, &self.context, &self.modes, self.transport)
+    }
+}
+
+/// What makes two requests one shared session: the project, the context, the modes (in any
+/// order) and the transport.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SharedKey {
+    project: String,
+    context: Option<String>,
+    /// Sorted.
+    modes: Vec<String>,
+    transport: Transport,
+}
+
+impl SharedKey {
+    fn new(
+        project: &str,
+        context: &Option<String>,
+        modes: &[String],
+        transport: Transport,
+    ) -> SharedKey {
+        let mut modes = modes.to_vec();
+        modes.sort();
+        SharedKey {
+            project: project.to_string(),
+            context: context.clone(),
+            modes,
+            transport,
+        }
+    }
+
+    fn of_session(s: &Session) -> SharedKey {
+        SharedKey::new(&s.project_path, &s.context, &s.modes, s.transport)
+    }
+}
+
+/// The active shared session that serves `key`, among those whose Serena still `runs`.
+pub(crate) fn shared_match<'a>(
+    sessions: impl IntoIterator<Item = &'a Session>,
+    key: &SharedKey,
+    runs: impl Fn(ProcessId) -> bool,
+) -> Option<&'a Session> {
+    sessions.into_iter().find(|s| {
+        s.is_active() && s.shared && SharedKey::of_session(s) == *key && runs(s.process_id())
+    })
+}
+
+/// The recorded sessions, adopted again after a restart: an active one whose Serena no longer
+/// `runs` has ended (at `now`).
+pub(crate) fn adopted(
+    recorded: Vec<Session>,
+    runs: impl Fn(ProcessId) -> bool,
+    now: Epoch,
+) -> BTreeMap<String, Session> {
+    recorded
+        .into_iter()
+        .map(|s| match s.is_active() && !runs(s.process_id()) {
+            true => s.ended(EndReason::Exited, now),
+            false => s,
+        })
+        .map(|s| (s.session_id.clone(), s))
+        .collect()
+}
+
+/// After a restart, a shared session with no client left lingers anew from `now`.
+pub(crate) fn linger_anew(sessions: &mut BTreeMap<String, Session>, now: Epoch, linger: f64) {
+    for s in sessions.values_mut().filter(|s| s.is_active() && s.shared) {
+        if s.attached.is_empty() && s.linger_until.is_none() {
+            s.linger_until = Some(now + linger);
+        }
+    }
+}
+
+/// Attaches a client to a shared session (one attachment per launcher PID): its linger stops.
+pub(crate) fn attach(session: &mut Session, attachment: Attachment) {
+    session.attached.retain(|a| a.pid != attachment.pid);
+    session.attached.push(attachment);
+    session.linger_until = None;
+}
+
+/// Detaches the launcher `pid`; the last one out starts the linger. False when nothing changed
+/// (not attached, or the session has ended).
+pub(crate) fn detach(session: &mut Session, pid: u32, now: Epoch, linger: f64) -> bool {
+    let before = session.attached.len();
+    session.attached.retain(|a| a.pid != pid);
+    if session.attached.len() == before || !session.is_active() {
+        return false;
+    }
+    if session.attached.is_empty() {
+        session.linger_until = Some(now + linger);
+    }
+    true
+}
+
+/// What is due at a moment: the sessions to end (lease run out, linger over) and when the next
+/// end comes.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Due {
+    pub ends: Vec<(String, EndReason)>,
+    pub next: Option<Epoch>,
+}
+
+/// The leases and lingers of the active sessions, at `now`. A linger counts only while no
+/// client is attached.
+pub(crate) fn due<'a>(sessions: impl IntoIterator<Item = &'a Session>, now: Epoch) -> Due {
+    let ends = sessions
+        .into_iter()
+        .filter(|s| s.is_active())
+        .flat_map(|s| {
+            let lease = s
+                .expires_at
+                .map(|at| (s.session_id.clone(), EndReason::LeaseExpired, at));
+            let linger = s
+                .linger_until
+                .filter(|_| s.attached.is_empty())
+                .map(|at| (s.session_id.clone(), EndReason::Unattached, at));
+            lease.into_iter().chain(linger)
+        });
+    let (due, later): (Vec<_>, Vec<_>) = ends.partition(|(_, _, at)| *at <= now);
+    Due {
+        ends: due.into_iter().map(|(id, why, _)| (id, why)).collect(),
+        next: later
+            .into_iter()
+            .map(|(_, _, at)| at)
+            .min_by(f64::total_cmp),
+    }
+}
+
+/// What is recorded: every active session, and the [`HISTORY_KEPT`] that ended last.
+pub(crate) fn kept<'a>(sessions: impl Iterator<Item = &'a Session>) -> Vec<&'a Session> {
+    let (mut list, mut ended): (Vec<&Session>, Vec<&Session>) =
+        sessions.partition(|s| s.is_active());
+    ended.sort_by(|a, b| {
+        b.ended_at
+            .unwrap_or(0.0)
+            .total_cmp(&a.ended_at.unwrap_or(0.0))
+    });
+    list.extend(ended.into_iter().take(HISTORY_KEPT));
+    list
+}
+
+/// A lease's length: a number of seconds > 0.
+pub(crate) fn lease_of(seconds: f64) -> Result<f64, SessionError> {
+    (seconds.is_finite() && seconds > 0.0)
+        .then_some(seconds)
+        .ok_or(SessionError::BadLease(seconds))
+}
+
+/// Absolute, existing directory, canonicalised.
+fn project_dir(raw: &str) -> Result<String, SessionError> {
+    let path = Path::new(raw);
+    if raw.is_empty() || !path.is_absolute() {
+        return Err(SessionError::RelativePath(raw.to_string()));
+    }
+    let canon = path
+        .canonicalize()
+        .map_err(|_| SessionError::MissingPath(raw.to_string()))?;
+    if !canon.is_dir() {
+        return Err(SessionError::NotADirectory(raw.to_string()));
+    }
+    canon
+        .to_str()
+        .map(String::from)
+        .ok_or_else(|| SessionError::MissingPath(raw.to_string()))
+}
+
+/// Context and mode names go on Serena's command line as values: no option look-alikes.
+fn check_name(v: &str, what: &'static str) -> Result<(), SessionError> {
+    let ok = !v.is_empty()
+        && !v.starts_with('-')
+        && v.len() <= 4096
+        && !v.chars().any(|c| c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::BadName(v.to_string(), what))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+//! The instance manager's decisions over sessions built here: no processes, no files (but the
+//! temporary directories a project path must name).
+
+use super::*;
+
+const T0: Epoch = 1_000_000.0;
+
+fn session(id: &str, pid: u32) -> Session {
+    Session {
+        session_id: id.into(),
+        host: "127.0.0.1".into(),
+        port: 40000,
+        url: "http://127.0.0.1:40000/mcp".into(),
+        pid,
+        start_time: 500,
+        dashboard_url: None,
+        dashboard_port: Some(24282),
+        project_path: "/p".into(),
+        context: None,
+        modes: vec![],
+        transport: Transport::StreamableHttp,
+        created_at: T0,
+        log_path: "/l".into(),
+        ended_at: None,
+        end_reason: None,
+        lease_seconds: None,
+        expires_at: None,
+        idle_shutdown_minutes: None,
+        shared: true,
+        attached: vec![],
+        linger_until: None,
+    }
+}
+
+fn attachment(pid: u32) -> Attachment {
+    Attachment {
+        pid,
+        start_time: 7,
+        client_pid: None,
+        client_name: None,
+        since: T0,
+    }
+}
+
+fn request(project: &str) -> SessionRequest {
+    SessionRequest {
+        project_path: project.into(),
+        ..SessionRequest::default()
+    }
+}
+
+#[test]
+fn project_paths_are_checked() {
+    assert!(matches!(
+        project_dir("relative/dir"),
+        Err(SessionError::RelativePath(_))
+    ));
+    assert!(matches!(
+        project_dir(""),
+        Err(SessionError::RelativePath(_))
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-dir");
+    assert!(matches!(
+        project_dir(missing.to_str().unwrap_or_default()),
+        Err(SessionError::MissingPath(_))
+    ));
+    let file = dir.path().join("f");
+    std::fs::write(&file, "").expect("write");
+    assert!(matches!(
+        project_dir(file.to_str().unwrap_or_default()),
+        Err(SessionError::NotADirectory(_))
+    ));
+    let ok = project_dir(dir.path().to_str().unwrap_or_default()).expect("ok");
+    assert_eq!(Path::new(&ok), dir.path().canonicalize().expect("canon"));
+}
+
+#[test]
+fn names_cannot_smuggle_options() {
+    assert!(check_name("ide", "context").is_ok());
+    assert!(check_name("--help", "context").is_err());
+    assert!(check_name("", "mode").is_err());
+    assert!(check_name("a\nb", "mode").is_err());
+}
+
+#[test]
+fn a_request_says_what_it_wants_or_why_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = dir.path().to_str().unwrap_or_default();
+    let plain = Wanted::of(&request(project)).expect("a plain request");
+    assert_eq!(plain.transport, Transport::StreamableHttp);
+    assert_eq!((plain.shared, plain.lease, plain.idle), (false, None, None));
+    let full = Wanted::of(&SessionRequest {
+        transport: Some("sse".into()),
+        shared: Some(true),
+        lease_seconds: Some(30.0),
+        idle_shutdown_minutes: Some(0.5),
+        modes: Some(vec!["b".into(), "a".into()]),
+        ..request(project)
+    })
+    .expect("a full request");
+    assert_eq!(full.transport, Transport::Sse);
+    assert_eq!((full.shared, full.lease), (true, Some(30.0)));
+    assert_eq!(full.idle, Some(Duration::from_secs(30)));
+    assert_eq!(full.modes, ["b", "a"], "the modes go to Serena as asked");
+    for bad in ["stdio", "http", ""] {
+        let req = SessionRequest {
+            transport: Some(bad.into()),
+            ..request(project)
+        };
+        assert!(matches!(Wanted::of(&req), Err(SessionError::BadTransport(t)) if t == bad));
+    }
+    for lease in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let req = SessionRequest {
+            lease_seconds: Some(lease),
+            ..request(project)
+        };
+        assert!(
+            matches!(Wanted::of(&req), Err(SessionError::BadLease(_))),
+            "{lease}"
+        );
+    }
+    let req = SessionRequest {
+        idle_shutdown_minutes: Some(-1.0),
+        ..request(project)
+    };
+    assert!(matches!(Wanted::of(&req), Err(SessionError::BadIdle(_))));
+    let req = SessionRequest {
+        context: Some("--x".into()),
+        ..request(project)
+    };
+    assert!(matches!(Wanted::of(&req), Err(SessionError::BadName(..))));
+}
+
+#[test]
+fn a_shared_session_serves_the_same_project_context_modes_and_transport() {
+    let mut s = session("a", 10);
+    s.modes = vec!["x".into(), "y".into()];
+    let key = SharedKey::new(
+        "/p",
+        &None,
+        &["y".into(), "x".into()],
+        Transport::StreamableHttp,
+    );
+    let runs = |_| true;
+    assert_eq!(
+        shared_match([&s], &key, runs).map(|s| s.session_id.as_str()),
+        Some("a"),
+        "modes in another order are the same modes"
+    );
+    let other_context = SharedKey::new("/p", &Some("ide".into()), &s.modes, s.transport);
+    assert!(shared_match([&s], &other_context, runs).is_none());
+    let other_transport = SharedKey::new("/p", &None, &s.modes, Transport::Sse);
+    assert!(shared_match([&s], &other_transport, runs).is_none());
+    let other_project = SharedKey::new("/q", &None, &s.modes, s.transport);
+    assert!(shared_match([&s], &other_project, runs).is_none());
+    assert!(
+        shared_match([&s], &key, |_| false).is_none(),
+        "its Serena is gone"
+    );
+    let private = Session {
+        shared: false,
+        ..s.clone()
+    };
+    assert!(shared_match([&private], &key, runs).is_none());
+    let ended = s.clone().ended(EndReason::Released, T0);
+    assert!(shared_match([&ended], &key, runs).is_none());
+}
+
+#[test]
+fn after_a_restart_only_running_sessions_stay_active() {
+    let gone = session("gone", 10);
+    let running = session("running", 11);
+    let history = session("old", 12).ended(EndReason::Released, T0 - 5.0);
+    let adopted = adopted(vec![gone, running, history], |id| id.pid == 11, T0);
+    assert_eq!(adopted["gone"].end_reason, Some(EndReason::Exited));
+    assert_eq!(adopted["gone"].ended_at, Some(T0));
+    assert!(adopted["running"].is_active());
+    assert_eq!(adopted["old"].end_reason, Some(EndReason::Released));
+    assert_eq!(
+        adopted["old"].ended_at,
+        Some(T0 - 5.0),
+        "history is not rewritten"
+    );
+}
+
+#[test]
+fn the_last_client_out_starts_the_linger_and_a_new_one_stops_it() {
+    let mut s = session("a", 10);
+    s.linger_until = Some(T0 + 60.0);
+    attach(&mut s, attachment(20));
+    attach(&mut s, attachment(21));
+    attach(&mut s, attachment(20));
+    assert_eq!(
+        s.attached.iter().map(|a| a.pid).collect::<Vec<_>>(),
+        [21, 20]
+    );
+    assert_eq!(s.linger_until, None);
+    assert!(
+        !detach(&mut s, 99, T0, 30.0),
+        "not attached: nothing changes"
+    );
+    assert!(detach(&mut s, 21, T0, 30.0));
+    assert_eq!(s.linger_until, None, "a client is left");
+    assert!(detach(&mut s, 20, T0, 30.0));
+    assert_eq!(s.linger_until, Some(T0 + 30.0));
+    let mut ended = session("b", 11).ended(EndReason::Released, T0);
+    attach(&mut ended, attachment(20));
+    assert!(
+        !detach(&mut ended, 20, T0, 30.0),
+        "an ended session does not linger"
+    );
+    assert_eq!(ended.linger_until, None);
+}
+
+#[test]
+fn after_a_restart_a_shared_session_without_clients_lingers_anew() {
+    let mut sessions: BTreeMap<String, Session> = BTreeMap::new();
+    let mut with_client = session("with", 10);
+    with_client.attached.push(attachment(20));
+    let lingering = Session {
+        linger_until: Some(T0 - 1.0),
+        ..session("lingering", 11)
+    };
+    let private = Session {
+        shared: false,
+        ..session("private", 12)
+    };
+    for s in [session("alone", 13), with_client, lingering, private] {
+        sessions.insert(s.session_id.clone(), s);
+    }
+    linger_anew(&mut sessions, T0, 30.0);
+    assert_eq!(sessions["alone"].linger_until, Some(T0 + 30.0));
+    assert_eq!(sessions["with"].linger_until, None);
+    assert_eq!(
+        sessions["lingering"].linger_until,
+        Some(T0 - 1.0),
+        "kept, not restarted"
+    );
+    assert_eq!(sessions["private"].linger_until, None);
+}
+
+#[test]
+fn leases_and_lingers_fall_due_and_the_next_one_is_known() {
+    let lease_due = Session {
+        expires_at: Some(T0),
+        ..session("lease", 10)
+    };
+    let lease_later = Session {
+        expires_at: Some(T0 + 50.0),
+        ..session("later", 11)
+    };
+    let linger_due = Session {
+        linger_until: Some(T0 - 1.0),
+        ..session("linger", 12)
+    };
+    let mut linger_with_client = Session {
+        linger_until: Some(T0 - 1.0),
+        ..session("client", 13)
+    };
+    linger_with_client.attached.push(attachment(20));
+    let linger_later = Session {
+        linger_until: Some(T0 + 20.0),
+        ..session("soon", 14)
+    };
+    let ended = Session {
+        expires_at: Some(T0 - 100.0),
+        ..session("ended", 15)
+    }
+    .ended(EndReason::Released, T0);
+    let all = [
+        &lease_due,
+        &lease_later,
+        &linger_due,
+        &linger_with_client,
+        &linger_later,
+        &ended,
+    ];
+    let due = due(all, T0);
+    assert_eq!(
+        due.ends,
+        [
+            ("lease".to_string(), EndReason::LeaseExpired),
+            ("linger".to_string(), EndReason::Unattached)
+        ]
+    );
+    assert_eq!(due.next, Some(T0 + 20.0));
+    assert_eq!(super::due([&ended], T0), Due::default());
+}
+
+#[test]
+fn the_history_keeps_every_active_session_and_the_last_ended() {
+    let mut all: Vec<Session> = (0..HISTORY_KEPT as u32 + 5)
+        .map(|i| session(&format!("e{i}"), i).ended(EndReason::Exited, T0 + f64::from(i)))
+        .collect();
+    all.push(session("active", 9999));
+    let kept = kept(all.iter());
+    assert_eq!(kept.len(), HISTORY_KEPT + 1);
+    assert!(kept.iter().any(|s| s.session_id == "active"));
+    assert!(kept
+        .iter()
+        .all(|s| !["e0", "e1", "e2", "e3", "e4"].contains(&s.session_id.as_str())));
+}

@@ -1,0 +1,620 @@
+//! The instance manager: launches a dedicated Serena for a project (`request`) and releases it
+//! (`release`), records sessions in `$SERENA_HOME/tray/sessions.json` so that they are re-adopted
+//! after a restart. A launched Serena runs in its own process group, with stdout and stderr in a
+//! log file under `tray/logs/` (a full pipe would block it), on a port picked here; the request
+//! returns only once its MCP endpoint and its dashboard answer (the core says so on its event
+//! bus), and leaves nothing running when it fails. Their Serenas start one at a time, each once
+//! the one before has its dashboard port: Serenas started together can pick the same one, and
+//! the loser runs without. Every step is an event on the core's bus (launching, ready, failed,
+//! released, exited); a session whose Serena exits by itself is marked ended and leaves the
+//! active list (the last ended ones are kept as history). Deliberately not here: HTTP (the API
+//! maps these errors to statuses) and killing (the reaper, through the core).
+
+mod decide;
+mod launch;
+mod store;
+
+pub use launch::LaunchFailure;
+
+use crate::core::engine::Core;
+use crate::core::events::{on_events, Event};
+use crate::core::files;
+use crate::core::model::{now, Attachment, EndReason, ProcessId, Session};
+use crate::core::procs::Snapshot;
+use crate::core::reaper::{self, ReapError};
+use crate::core::settings::SerenaCommandError;
+use crate::core::token::{random_hex, TokenError};
+use decide::{SharedKey, Wanted};
+use launch::LaunchPlan;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The body of `POST /request-session`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub project_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    /// Return the live session already serving the same project and context, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<bool>,
+    /// A lease: released unless renewed within this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<f64>,
+    /// Its own idle shutdown (0: never), over `idle_shutdown_minutes` of the settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_shutdown_minutes: Option<f64>,
+}
+
+/// The answer of `POST /release-session`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Released {
+    pub status: ReleaseStatus,
+    pub session_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("project_path must be an absolute path, got {0:?}")]
+    RelativePath(String),
+    #[error("project_path {0:?} does not exist")]
+    MissingPath(String),
+    #[error("project_path {0:?} is not a directory")]
+    NotADirectory(String),
+    #[error("transport must be \"streamable-http\" or \"sse\", got {0:?}")]
+    BadTransport(String),
+    #[error("{0:?} is not a valid {1}: use letters, digits, '-', '_', '.' or a path")]
+    BadName(String, &'static str),
+    #[error("lease_seconds must be a number of seconds > 0, got {0}")]
+    BadLease(f64),
+    #[error("idle_shutdown_minutes must be a number of minutes >= 0, got {0}")]
+    BadIdle(f64),
+    #[error("session {0:?} has no lease: pass lease_seconds to give it one")]
+    NoLease(String),
+    #[error("session {0:?} has ended")]
+    Ended(String),
+    #[error("session {0:?} is not shared: only shared sessions take attachments")]
+    NotShared(String),
+    #[error("no process {0} to attach")]
+    NoProcess(u32),
+    #[error(transparent)]
+    SerenaMissing(#[from] SerenaCommandError),
+    #[error("Serena did not start: {why}\n--- last lines of {log} ---\n{tail}")]
+    LaunchFailed {
+        #[source]
+        why: LaunchFailure,
+        log: String,
+        tail: String,
+    },
+    #[error("Serena did not answer within {secs} s (MCP on port {port}, dashboard {dashboard})\n--- last lines of {log} ---\n{tail}")]
+    Timeout {
+        secs: u64,
+        port: u16,
+        dashboard: String,
+        log: String,
+        tail: String,
+    },
+    #[error("no session {0:?}")]
+    UnknownSession(String),
+    #[error("cannot release session {id}: {source}")]
+    ReleaseFailed {
+        id: String,
+        #[source]
+        source: ReapError,
+    },
+    #[error("{}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("random: {0}")]
+    Random(#[from] TokenError),
+    /// The task that ran the launch or the release failed (a bug, or shutdown).
+    #[error("the session task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What `release` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    Terminated,
+    AlreadyGone,
+}
+
+/// The instance manager. Cloneable; one per running [`App`](crate::core::app::App).
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<SessionsInner>,
+}
+
+struct SessionsInner {
+    core: Core,
+    store: PathBuf,
+    logs: PathBuf,
+    serena_command: Result<Vec<String>, SerenaCommandError>,
+    ready_timeout: Duration,
+    sessions: Mutex<BTreeMap<String, Session>>,
+    /// The app's: launches and the reaping of launched children are tracked and stop with it.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    /// A lease was given or renewed, or a shared session lost its last client: the keeper of
+    /// leases and lingers looks again.
+    leases_changed: tokio::sync::Notify,
+    /// How long a shared session outlives its last client.
+    linger: Duration,
+    /// One lock per shared session's key (project, context, modes, transport): two clients
+    /// asking at once get one session, not two.
+    shared_launches: std::sync::Mutex<HashMap<SharedKey, Arc<Mutex<()>>>>,
+    /// Held by a launch from its spawn until its Serena's dashboard port is known (or the
+    /// launch ends): Serenas started together can pick the same dashboard port, and the loser
+    /// runs without a dashboard (SERENA.md), so this program starts one at a time.
+    starting: Mutex<()>,
+}
+
+impl Sessions {
+    /// Loads `sessions.json` (a missing or unreadable file means none), re-adopts every
+    /// recorded session whose process is still the same one and marks the others ended.
+    pub fn load(core: Core, tasks: TaskTracker, cancel: CancellationToken) -> Sessions {
+        let settings = core.settings();
+        let tray = settings.tray_dir();
+        let serena_command = settings.serena_command();
+        let ready_timeout = settings.tray.session_start_timeout;
+        let linger = settings.tray.share_linger_seconds;
+        let store = tray.join("sessions.json");
+        let snap = Snapshot::capture(&mut sysinfo::System::new());
+        let runs = |id| snap.get_id(id).is_some();
+        let sessions = decide::adopted(store::read(&store), runs, now());
+        for s in sessions.values().filter(|s| s.is_active()) {
+            core.mark_session_ready(s.process_id(), &s.session_id);
+            core.set_session_idle(s.process_id(), s.idle_shutdown());
+        }
+        Sessions {
+            inner: Arc::new(SessionsInner {
+                core,
+                store,
+                logs: tray.join("logs"),
+                serena_command,
+                ready_timeout,
+                sessions: Mutex::new(sessions),
+                tasks,
+                cancel,
+                leases_changed: tokio::sync::Notify::new(),
+                linger,
+                shared_launches: Default::default(),
+                starting: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// After a restart: the recorded clients of shared sessions that still run are watched
+    /// again, the others detached (a task of the app's, in the background).
+    pub fn watch_recorded_attachments(&self) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            let recorded: Vec<(String, Attachment)> = {
+                let sessions = this.inner.sessions.lock().await;
+                sessions
+                    .values()
+                    .filter(|s| s.is_active())
+                    .flat_map(|s| s.attached.iter().map(|a| (s.session_id.clone(), a.clone())))
+                    .collect()
+            };
+            for (id, a) in recorded {
+                this.watch_attachment(&id, a.process_id());
+            }
+            // A shared session with no client left when this program stopped lingers anew.
+            let mut sessions = this.inner.sessions.lock().await;
+            decide::linger_anew(&mut sessions, now(), this.inner.linger.as_secs_f64());
+            drop(sessions);
+            this.inner.leases_changed.notify_one();
+        });
+    }
+
+    /// Detaches `launcher` from session `id` once its process exits, however it exits.
+    fn watch_attachment(&self, id: &str, launcher: ProcessId) {
+        let (this, id) = (self.clone(), id.to_string());
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = super::watch::exited(launcher) => {}
+                _ = cancel.cancelled() => return,
+            }
+            // Gone (or not watchable: then gone already or never to be told).
+            if super::procs::identity(launcher.pid) != Some(launcher) {
+                let _ = this.detach(&id, launcher.pid).await;
+            } else {
+                // Cannot watch here (no pidfd): look every few seconds instead.
+                while super::procs::identity(launcher.pid) == Some(launcher) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+                let _ = this.detach(&id, launcher.pid).await;
+            }
+        });
+    }
+
+    /// Attaches the `launch --share` process `pid` (serving the MCP client `client_pid`) to
+    /// the shared session `id`; returns the session.
+    pub async fn attach(
+        &self,
+        id: &str,
+        pid: u32,
+        client_pid: Option<u32>,
+    ) -> Result<Session, SessionError> {
+        let launcher = tokio::task::spawn_blocking(move || super::procs::identity(pid))
+            .await?
+            .ok_or(SessionError::NoProcess(pid))?;
+        let client_name = match client_pid {
+            Some(c) => {
+                tokio::task::spawn_blocking(move || {
+                    let snap = Snapshot::capture(&mut sysinfo::System::new());
+                    snap.get(c).map(|p| p.name.clone())
+                })
+                .await?
+            }
+            None => None,
+        };
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = match sessions.get_mut(id) {
+            None => return Err(SessionError::UnknownSession(id.to_string())),
+            Some(s) if !s.is_active() => return Err(SessionError::Ended(id.to_string())),
+            Some(s) if !s.shared => return Err(SessionError::NotShared(id.to_string())),
+            Some(s) => s,
+        };
+        let attachment = Attachment {
+            pid,
+            start_time: launcher.start_time,
+            client_pid,
+            client_name,
+            since: now(),
+        };
+        decide::attach(session, attachment);
+        let attached = session.clone();
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.watch_attachment(id, launcher);
+        self.inner.core.publish(Event::SessionAttached {
+            session_id: id.to_string(),
+            pid,
+            clients: attached.attached.len(),
+        });
+        Ok(attached)
+    }
+
+    /// Detaches the `launch --share` process `pid` from session `id`; the last one out starts
+    /// the linger. Returns the session.
+    pub async fn detach(&self, id: &str, pid: u32) -> Result<Session, SessionError> {
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = match sessions.get_mut(id) {
+            None => return Err(SessionError::UnknownSession(id.to_string())),
+            Some(s) => s,
+        };
+        if !decide::detach(session, pid, now(), self.inner.linger.as_secs_f64()) {
+            return Ok(session.clone());
+        }
+        let detached = session.clone();
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.inner.leases_changed.notify_one();
+        self.inner.core.publish(Event::SessionDetached {
+            session_id: id.to_string(),
+            pid,
+            clients: detached.attached.len(),
+            linger_until: detached.linger_until,
+        });
+        Ok(detached)
+    }
+
+    /// Follows the core's events: a session whose Serena leaves the model (it exited, or was
+    /// killed other than by `release`) is marked ended. Runs until the app drops it at shutdown.
+    pub async fn follow(self, rx: broadcast::Receiver<Event>) {
+        on_events(rx, |event| {
+            let this = self.clone();
+            async move {
+                if let Event::InstanceRemoved { pid, started_at } = event {
+                    this.ended_by_itself(ProcessId::of_record(pid, started_at))
+                        .await;
+                }
+            }
+        })
+        .await
+    }
+
+    async fn ended_by_itself(&self, id: ProcessId) {
+        let mut sessions = self.inner.sessions.lock().await;
+        let Some(s) = sessions
+            .values()
+            .find(|s| s.is_active() && s.process_id() == id)
+            .cloned()
+        else {
+            return;
+        };
+        let ended = s.ended(EndReason::Exited, now());
+        sessions.insert(ended.session_id.clone(), ended.clone());
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.inner.core.unmark_session(id);
+        self.inner.core.publish(Event::SessionExited {
+            session_id: ended.session_id,
+            pid: id.pid,
+        });
+    }
+
+    /// The sessions not released.
+    pub async fn list(&self) -> Vec<Session> {
+        self.inner
+            .sessions
+            .lock()
+            .await
+            .values()
+            .filter(|s| s.is_active())
+            .cloned()
+            .collect()
+    }
+
+    /// Launches (or, with `shared`, reuses) a Serena for a project. Returns the session and
+    /// whether it was an existing one.
+    pub async fn request(&self, req: SessionRequest) -> Result<(Session, bool), SessionError> {
+        // Its own task: a client that hangs up mid-launch cannot cancel it half-way (the launch
+        // then completes and is recorded, or fails and cleans up after itself).
+        let this = self.clone();
+        let launch = self
+            .inner
+            .tasks
+            .spawn(async move { this.find_or_launch(req).await });
+        launch.await?
+    }
+
+    /// What [`Sessions::request`] runs in its own task.
+    async fn find_or_launch(&self, req: SessionRequest) -> Result<(Session, bool), SessionError> {
+        let wanted = Wanted::of(&req)?;
+        // Held until this request has found or launched its shared session.
+        let _one_launch = match wanted.shared {
+            true => Some(self.shared_lock(wanted.shared_key()).await),
+            false => None,
+        };
+        if wanted.shared {
+            let snap = snapshot().await;
+            let sessions = self.inner.sessions.lock().await;
+            let runs = |id| snap.get_id(id).is_some();
+            if let Some(s) = decide::shared_match(sessions.values(), &wanted.shared_key(), runs) {
+                return Ok((s.clone(), true));
+            }
+        }
+        let plan = self.plan(&wanted)?;
+        match self.launch_with_retries(&plan).await {
+            Ok(session) => Ok((self.launched(session, &wanted).await, false)),
+            Err(e) => {
+                self.inner.core.publish(Event::SessionFailed {
+                    session_id: plan.session_id,
+                    error: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// The lock of one shared session's key (see `shared_launches`).
+    async fn shared_lock(&self, key: SharedKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = crate::core::model::lock(&self.inner.shared_launches)
+            .entry(key)
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// What a launch for `wanted` starts: the Serena command, a new session ID and its log.
+    fn plan(&self, wanted: &Wanted) -> Result<LaunchPlan, SessionError> {
+        let command = self.inner.serena_command.clone()?;
+        files::private_dir(&self.inner.logs).map_err(|source| SessionError::Store {
+            path: self.inner.logs.clone(),
+            source,
+        })?;
+        let session_id = random_hex(16)?;
+        Ok(LaunchPlan {
+            log: self.inner.logs.join(format!("session-{session_id}.log")),
+            command,
+            session_id,
+            project: wanted.project.clone(),
+            context: wanted.context.clone(),
+            modes: wanted.modes.clone(),
+            transport: wanted.transport,
+        })
+    }
+
+    /// Records a launched session with what the request asked of it (shared, a lease, its own
+    /// idle shutdown), and says it is ready.
+    async fn launched(&self, mut session: Session, wanted: &Wanted) -> Session {
+        let core = &self.inner.core;
+        session.shared = wanted.shared;
+        if wanted.shared {
+            // Until its first client attaches, it lingers as if its last had left.
+            session.linger_until = Some(session.created_at + self.inner.linger.as_secs_f64());
+            self.inner.leases_changed.notify_one();
+        }
+        session.lease_seconds = wanted.lease;
+        session.expires_at = wanted.lease.map(|l| session.created_at + l);
+        session.idle_shutdown_minutes = wanted.idle_minutes;
+        core.set_session_idle(session.process_id(), wanted.idle);
+        if wanted.lease.is_some() {
+            self.inner.leases_changed.notify_one();
+        }
+        let mut sessions = self.inner.sessions.lock().await;
+        sessions.insert(session.session_id.clone(), session.clone());
+        if let Err(e) = self.persist(&mut sessions) {
+            // It runs and is known here; the next write records it.
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        core.publish(Event::SessionReady {
+            session: session.clone(),
+        });
+        session
+    }
+
+    /// Releases a session: reaps its whole tree. `AlreadyGone` if its process had ended or it
+    /// was released before.
+    pub async fn release(&self, id: &str) -> Result<ReleaseStatus, SessionError> {
+        self.end(id, EndReason::Released).await
+    }
+
+    /// Ends a session for `reason` (a release, or its lease ran out): reaps its whole tree.
+    async fn end(&self, id: &str, reason: EndReason) -> Result<ReleaseStatus, SessionError> {
+        // Its own task, like a launch: a client that hangs up cannot stop it half-way.
+        let (this, id) = (self.clone(), id.to_string());
+        let release = self
+            .inner
+            .tasks
+            .spawn(async move { this.end_now(&id, reason).await });
+        release.await?
+    }
+
+    /// Renews a session's lease: it now runs out `lease_seconds` from now (its own lease's
+    /// length if not given). Returns the session.
+    pub async fn renew(
+        &self,
+        id: &str,
+        lease_seconds: Option<f64>,
+    ) -> Result<Session, SessionError> {
+        let lease = lease_seconds.map(decide::lease_of).transpose()?;
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = match sessions.get_mut(id) {
+            None => return Err(SessionError::UnknownSession(id.to_string())),
+            Some(s) if !s.is_active() => return Err(SessionError::Ended(id.to_string())),
+            Some(s) => s,
+        };
+        let lease = lease
+            .or(session.lease_seconds)
+            .ok_or_else(|| SessionError::NoLease(id.to_string()))?;
+        session.lease_seconds = Some(lease);
+        session.expires_at = Some(now() + lease);
+        let renewed = session.clone();
+        if let Err(e) = self.persist(&mut sessions) {
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.inner.leases_changed.notify_one();
+        self.inner.core.publish(Event::SessionRenewed {
+            session_id: renewed.session_id.clone(),
+            expires_at: renewed.expires_at.unwrap_or_default(),
+        });
+        Ok(renewed)
+    }
+
+    /// Releases every session whose lease ran out, and every shared session that lingered
+    /// without a client for `share_linger_seconds`, as that moment comes; runs until the app
+    /// stops.
+    pub async fn keep_leases(self) {
+        loop {
+            let now = now();
+            let decide::Due { ends, next } =
+                decide::due(self.inner.sessions.lock().await.values(), now);
+            for (id, why) in ends {
+                match self.end(&id, why).await {
+                    Ok(_) => tracing::info!("session {id} released ({why:?})"),
+                    Err(e) => tracing::warn!("session {id}: {why:?}, but {e}"),
+                }
+            }
+            let wait = next.map_or(Duration::from_secs(3600), |at| {
+                Duration::from_secs_f64((at - now).max(0.0))
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.inner.leases_changed.notified() => {}
+            }
+        }
+    }
+
+    /// Ends a session now (see [`Sessions::end`]).
+    async fn end_now(&self, id: &str, reason: EndReason) -> Result<ReleaseStatus, SessionError> {
+        // Marked released before the reap, so that neither a second release nor its Serena's
+        // exit (seen by `follow`) takes it for a live session meanwhile; put back if it fails.
+        let session = {
+            let mut sessions = self.inner.sessions.lock().await;
+            let session = match sessions.get(id) {
+                None => return Err(SessionError::UnknownSession(id.to_string())),
+                Some(s) if !s.is_active() => return Ok(ReleaseStatus::AlreadyGone),
+                Some(s) => s.clone(),
+            };
+            sessions.insert(id.to_string(), session.clone().ended(reason, now()));
+            session
+        };
+        let pid = session.process_id();
+        let reaped = reaper::reap(
+            pid,
+            session.dashboard_port,
+            self.inner.core.prober(),
+            &Default::default(),
+        )
+        .await;
+        let mut sessions = self.inner.sessions.lock().await;
+        let report = match reaped {
+            Ok(r) => r,
+            Err(e) => {
+                sessions.insert(id.to_string(), session);
+                return Err(SessionError::ReleaseFailed {
+                    id: id.to_string(),
+                    source: e,
+                });
+            }
+        };
+        if let Err(e) = self.persist(&mut sessions) {
+            // It is released all the same; the next write records it.
+            tracing::warn!("{e}");
+        }
+        drop(sessions);
+        self.inner.core.unmark_session(pid);
+        self.inner.core.publish(match reason {
+            EndReason::LeaseExpired | EndReason::Unattached => Event::SessionExpired {
+                session_id: id.to_string(),
+                pid: pid.pid,
+            },
+            _ => Event::SessionReleased {
+                session_id: id.to_string(),
+                pid: pid.pid,
+            },
+        });
+        let _ = self.inner.core.refresh().await;
+        Ok(match report.outcome {
+            reaper::Outcome::AlreadyGone => ReleaseStatus::AlreadyGone,
+            _ => ReleaseStatus::Terminated,
+        })
+    }
+
+    /// Records the sessions (and forgets ended ones past the history's bound).
+    fn persist(&self, sessions: &mut BTreeMap<String, Session>) -> Result<(), SessionError> {
+        let keep: std::collections::HashSet<String> = decide::kept(sessions.values())
+            .into_iter()
+            .map(|s| s.session_id.clone())
+            .collect();
+        sessions.retain(|id, _| keep.contains(id));
+        store::write(&self.inner.store, &decide::kept(sessions.values()))
+    }
+}
+
+async fn snapshot() -> Snapshot {
+    tokio::task::spawn_blocking(|| Snapshot::capture(&mut sysinfo::System::new()))
+        .await
+        .unwrap_or_default()
+}
