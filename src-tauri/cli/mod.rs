@@ -185,6 +185,8 @@ pub(crate) enum CliError {
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
     #[error("{0}")]
+    Gui(#[source] AppHostError),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -195,8 +197,12 @@ pub(crate) enum CliError {
 pub trait AppHost {
     /// Runs the tray app until it quits; its window opens at start unless `minimized` (or
     /// with `web_dashboard_global_open_on_launch`).
-    fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, String>;
+    fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, AppHostError>;
 }
+
+/// Why the tray app could not run (the shell's own error, which this crate's front end cannot
+/// name without the GUI).
+pub type AppHostError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the tray app ended.
 pub enum AppOutcome {
@@ -355,7 +361,7 @@ fn default_verb(
     };
     match host
         .run_app(ctx.clone(), minimized)
-        .map_err(CliError::Other)?
+        .map_err(CliError::Gui)?
     {
         AppOutcome::Quit => Ok(()),
         AppOutcome::AlreadyRunning if minimized => {

@@ -20,6 +20,9 @@ pub enum ProbeError {
     Status { port: u16, status: u16 },
     #[error("port {port} does not serve a Serena dashboard")]
     NotADashboard { port: u16 },
+    /// An application error, which Serena answers as HTTP 200 `{"status":"error","message"}`.
+    #[error("{message}")]
+    Reported { port: u16, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, ProbeError>;

@@ -304,7 +304,11 @@ async fn ask_to_shut_down(prober: &Prober, port: u16) -> bool {
     match prober.shutdown(port).await {
         Ok(()) => true,
         Err(ProbeError::Http { source, .. }) => !source.is_connect(),
-        Err(ProbeError::Status { .. } | ProbeError::NotADashboard { .. }) => true,
+        Err(
+            ProbeError::Status { .. }
+            | ProbeError::NotADashboard { .. }
+            | ProbeError::Reported { .. },
+        ) => true,
     }
 }
 

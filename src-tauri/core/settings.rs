@@ -165,10 +165,18 @@ pub struct Flags {
 pub enum HomeError {
     #[error("cannot find the home directory: set SERENA_HOME or pass --serena-home")]
     NoHome,
-    #[error("--serena-home {0}: {1}")]
-    BadHome(PathBuf, String),
+    #[error("--serena-home {}: empty path", .0.display())]
+    EmptyHome(PathBuf),
+    #[error("--serena-home {}: {source}", path.display())]
+    BadHome {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--serena-home {}: not a directory", .0.display())]
+    HomeNotADirectory(PathBuf),
     #[error("--port-file: {0}")]
-    BadPortFile(String),
+    BadPortFile(#[source] std::io::Error),
 }
 
 impl Settings {
@@ -206,7 +214,7 @@ impl Settings {
             .as_deref()
             .map(std::path::absolute)
             .transpose()
-            .map_err(|e| HomeError::BadPortFile(e.to_string()))?;
+            .map_err(HomeError::BadPortFile)?;
         let settings = Settings {
             serena_home,
             scope: Scope::from_env(),
@@ -253,12 +261,14 @@ pub fn resolve_serena_home(flag: Option<&Path>) -> Result<PathBuf, HomeError> {
         },
     };
     if chosen.as_os_str().is_empty() {
-        return Err(HomeError::BadHome(chosen, "empty path".into()));
+        return Err(HomeError::EmptyHome(chosen));
     }
-    let abs = std::path::absolute(&chosen)
-        .map_err(|e| HomeError::BadHome(chosen.clone(), e.to_string()))?;
+    let abs = std::path::absolute(&chosen).map_err(|source| HomeError::BadHome {
+        path: chosen.clone(),
+        source,
+    })?;
     if abs.exists() && !abs.is_dir() {
-        return Err(HomeError::BadHome(abs, "not a directory".into()));
+        return Err(HomeError::HomeNotADirectory(abs));
     }
     Ok(abs)
 }
@@ -687,7 +697,7 @@ mod tests {
         std::fs::write(&file, "").expect("write");
         assert!(matches!(
             resolve_serena_home(Some(&file)),
-            Err(HomeError::BadHome(..))
+            Err(HomeError::HomeNotADirectory(..))
         ));
     }
 

@@ -18,7 +18,7 @@ pub enum TokenError {
         source: std::io::Error,
     },
     #[error("no secure random source: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
     #[error("{0} holds no usable token (delete it to have a new one made)")]
     Bad(PathBuf),
     /// `tray/` or the token is another user's, or open to group or others.
@@ -29,7 +29,7 @@ pub enum TokenError {
 /// `n` random bytes as lowercase hex.
 pub fn random_hex(n: usize) -> Result<String, TokenError> {
     let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes).map_err(|e| TokenError::Random(e.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(TokenError::Random)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

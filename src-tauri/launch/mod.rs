@@ -87,12 +87,12 @@ pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> 
                     rt.shutdown_background();
                     return Ok(code);
                 }
-                Err((share::Fallback(why), returned)) => {
+                Err((why, returned)) => {
                     client = returned;
-                    why
+                    why.to_string()
                 }
             },
-            Err(why) => why,
+            Err(why) => why.to_string(),
         };
         eprintln!("serena-tray: launch --share: {why}; running a Serena of its own");
     }

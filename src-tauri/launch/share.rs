@@ -22,7 +22,7 @@
 
 use super::McpClient;
 use crate::core::cmdline;
-use crate::core::running::Client;
+use crate::core::running::{Client, ClientError};
 use crate::core::settings::Settings;
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -40,43 +40,54 @@ pub struct Target {
     pub modes: Vec<String>,
 }
 
+/// Why a command cannot be shared.
+#[derive(Debug, thiserror::Error)]
+pub enum NotShareable {
+    #[error("the command is not UTF-8 text")]
+    NotText,
+    #[error("the command is not `serena start-mcp-server ...`")]
+    NotSerena,
+    #[error("its transport is {0}, not stdio (an HTTP Serena can be shared as it is)")]
+    Transport(crate::core::Transport),
+    #[error("no working directory: {0}")]
+    NoWorkingDir(#[source] std::io::Error),
+    #[error("it has no --project (a shared session is one project's)")]
+    NoProject,
+    #[error(
+        "--project {0} is not a directory (a registered project's name cannot be shared: give \
+         its path)"
+    )]
+    NotADirectory(String),
+}
+
 /// Whether the command can be shared, and as what; the reason when it cannot.
-pub fn plan(command: &[OsString]) -> Result<Target, String> {
+pub fn plan(command: &[OsString]) -> Result<Target, NotShareable> {
     let argv: Vec<String> = command
         .iter()
         .map(|a| a.to_str().map(String::from))
         .collect::<Option<_>>()
-        .ok_or("the command is not UTF-8 text")?;
+        .ok_or(NotShareable::NotText)?;
     // `serena start-mcp-server ...`, also behind a wrapper such as `uvx ... serena`.
     let at = argv
         .iter()
         .position(|a| a == "start-mcp-server")
-        .ok_or("the command is not `serena start-mcp-server ...`")?;
+        .ok_or(NotShareable::NotSerena)?;
     let rest = &argv[at + 1..];
     let args = cmdline::parse_server_args(rest);
     if args.transport != crate::core::Transport::Stdio {
-        return Err(format!(
-            "its transport is {}, not stdio (an HTTP Serena can be shared as it is)",
-            args.transport
-        ));
+        return Err(NotShareable::Transport(args.transport));
     }
-    let cwd = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
+    let cwd = std::env::current_dir().map_err(NotShareable::NoWorkingDir)?;
     let project = match &args.project {
         Some(p) => cwd.join(p),
         None if rest.iter().any(|a| a == "--project-from-cwd") => cwd,
-        None => return Err("it has no --project (a shared session is one project's)".into()),
+        None => return Err(NotShareable::NoProject),
     };
     let project = project
         .canonicalize()
         .ok()
         .filter(|p| p.is_dir())
-        .ok_or_else(|| {
-            format!(
-                "--project {} is not a directory (a registered project's name cannot be \
-                 shared: give its path)",
-                args.project.unwrap_or_default()
-            )
-        })?;
+        .ok_or_else(|| NotShareable::NotADirectory(args.project.unwrap_or_default()))?;
     Ok(Target {
         project,
         context: args.context,
@@ -85,7 +96,21 @@ pub fn plan(command: &[OsString]) -> Result<Target, String> {
 }
 
 /// Why the bridge cannot start: the client then gets a private Serena.
-pub struct Fallback(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum Fallback {
+    #[error("no Serena Tray answers on port {0}")]
+    NoDaemon(u16),
+    /// The daemon refused or failed the request (its first line: a failed launch adds the
+    /// log's last lines).
+    #[error("{}", first_line(.0))]
+    Refused(#[from] ClientError),
+    #[error("the dashboard's answer has no session")]
+    NoSession,
+}
+
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
 
 /// The shared session the bridge talks to.
 #[derive(Clone)]
@@ -101,7 +126,7 @@ async fn connect(
     target: &Target,
     me: u32,
     mcp_client: Option<u32>,
-) -> Result<Endpoint, String> {
+) -> Result<Endpoint, Fallback> {
     let project = target.project.display().to_string();
     let mut body = json!({"project_path": project, "shared": true});
     if let Some(c) = &target.context {
@@ -110,20 +135,16 @@ async fn connect(
     if !target.modes.is_empty() {
         body["modes"] = json!(target.modes);
     }
-    let session = client
-        .post("/request-session", &body)
-        .await
-        .map_err(|e| e.to_string())?;
+    let session = client.post("/request-session", &body).await?;
     let (Some(id), Some(url)) = (session["session_id"].as_str(), session["url"].as_str()) else {
-        return Err("the dashboard's answer has no session".into());
+        return Err(Fallback::NoSession);
     };
     client
         .post(
             &format!("/api/sessions/{id}/attach"),
             &json!({"pid": me, "client_pid": mcp_client}),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let pid = session["pid"].as_u64().unwrap_or(0);
     let name = client
         .get(&format!("/api/instances/{pid}"))
@@ -179,17 +200,12 @@ async fn start(
         Some(client) => client,
         None => {
             super::ensure_dashboard(settings.clone()).await;
-            Client::find(settings).await.ok_or_else(|| {
-                Fallback(format!(
-                    "no Serena Tray answers on port {}",
-                    settings.dashboard.port
-                ))
-            })?
+            Client::find(settings)
+                .await
+                .ok_or(Fallback::NoDaemon(settings.dashboard.port))?
         }
     };
-    let endpoint = connect(&client, target, std::process::id(), mcp_client)
-        .await
-        .map_err(|e| Fallback(e.lines().next().unwrap_or_default().to_string()))?;
+    let endpoint = connect(&client, target, std::process::id(), mcp_client).await?;
     Ok((client, endpoint))
 }
 
@@ -635,7 +651,7 @@ mod tests {
             ),
             ("python3 server.py", "not `serena start-mcp-server"),
         ] {
-            let err = plan(&argv(cmd)).expect_err(cmd);
+            let err = plan(&argv(cmd)).expect_err(cmd).to_string();
             assert!(err.contains(why), "{cmd}: {err}");
         }
     }

@@ -42,10 +42,19 @@ pub fn state(entry: Option<&AutoLaunch>) -> Option<bool> {
     }
 }
 
+/// Why launch at login could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AutostartError {
+    #[error("launch at login is not available here")]
+    Unavailable,
+    #[error(transparent)]
+    Change(#[from] auto_launch::Error),
+}
+
 /// Makes the app launch at login (`on`) or not.
-pub fn set(entry: Option<&AutoLaunch>, on: bool) -> Result<(), String> {
-    let entry = entry.ok_or("launch at login is not available here")?;
-    if on { entry.enable() } else { entry.disable() }.map_err(|e| e.to_string())
+pub fn set(entry: Option<&AutoLaunch>, on: bool) -> Result<(), AutostartError> {
+    let entry = entry.ok_or(AutostartError::Unavailable)?;
+    Ok(if on { entry.enable() } else { entry.disable() }?)
 }
 
 /// The folder whose entries decide launch at login, where it is a folder of files.

@@ -32,8 +32,8 @@ use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
-    #[error("the tray app could not start: {0}")]
-    Desktop(String),
+    #[error("the tray app could not start: no desktop to show a tray on ({why})")]
+    NoDesktop { why: String },
     #[error("the tray app could not start its async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(transparent)]
@@ -43,14 +43,14 @@ pub enum ShellError {
 /// The app's identifier (`tauri.conf.json`): the folder of its files under the user's cache.
 pub const IDENTIFIER: &str = "dev.serenatray.SerenaTray";
 
-use crate::cli::{AppHost, AppOutcome};
+use crate::cli::{AppHost, AppHostError, AppOutcome};
 
 /// The GUI verbs of the app binary (`serena-tray-app`).
 pub struct Host;
 
 impl AppHost for Host {
-    fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, String> {
-        run(settings, minimized).map_err(|e| e.to_string())
+    fn run_app(&self, settings: Settings, minimized: bool) -> Result<AppOutcome, AppHostError> {
+        Ok(run(settings, minimized)?)
     }
 }
 
@@ -76,7 +76,7 @@ pub struct Shell {
 }
 
 /// What the event loop is told from elsewhere.
-enum Told {
+enum ToLoop {
     /// The tray is to show this.
     Tray(MenuModel),
     /// A menu item of this id was clicked.
@@ -116,18 +116,18 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
     };
     // The core first: a second start hands over before it touches the desktop. The tray's
     // models reach the event loop once there is one (its first model is made then).
-    let to_loop: Arc<OnceLock<EventLoopProxy<Told>>> = Arc::default();
+    let to_loop: Arc<OnceLock<EventLoopProxy<ToLoop>>> = Arc::default();
     let to_tray = to_loop.clone();
     let Some(shell) = rt.block_on(wire(settings, desktop, move |m| {
         to_tray
             .get()
-            .is_none_or(|p| p.send_event(Told::Tray(m)).is_ok())
+            .is_none_or(|p| p.send_event(ToLoop::Tray(m)).is_ok())
     }))?
     else {
         return Ok(AppOutcome::AlreadyRunning);
     };
     // tao panics where the desktop cannot be reached: a clear error instead.
-    let built = std::panic::catch_unwind(|| EventLoopBuilder::<Told>::with_user_event().build());
+    let built = std::panic::catch_unwind(|| EventLoopBuilder::<ToLoop>::with_user_event().build());
     #[cfg_attr(not(target_os = "macos"), allow(unused_mut))]
     let mut event_loop = match built {
         Ok(event_loop) => event_loop,
@@ -138,9 +138,7 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            return Err(ShellError::Desktop(format!(
-                "no desktop to show a tray on ({why})"
-            )));
+            return Err(ShellError::NoDesktop { why });
         }
     };
     // A menu-bar app: no Dock icon.
@@ -156,7 +154,7 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
     let _autostart_watch = autostart::watch(move || nudge.notify_one());
     let p = proxy.clone();
     muda::MenuEvent::set_event_handler(Some(move |e: muda::MenuEvent| {
-        let _ = p.send_event(Told::Click(e.id.0));
+        let _ = p.send_event(ToLoop::Click(e.id.0));
     }));
     let p = proxy.clone();
     tray_icon::TrayIconEvent::set_event_handler(Some(move |e| {
@@ -166,13 +164,13 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
             ..
         } = e
         {
-            let _ = p.send_event(Told::IconClick);
+            let _ = p.send_event(ToLoop::IconClick);
         }
     }));
     // SIGTERM (a logout, `kill`) and Ctrl+C end it as Quit does: every task stops cleanly.
     shell.app.spawn(async move {
         crate::cli::wait_for_signal().await;
-        let _ = proxy.send_event(Told::Quit);
+        let _ = proxy.send_event(ToLoop::Quit);
     });
     // The tray's first model now that the loop can take it (one made before was dropped).
     shell.nudge.notify_one();
@@ -182,7 +180,7 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
     event_loop.run_return(move |event, _, flow| {
         *flow = ControlFlow::Wait;
         match event {
-            Event::UserEvent(Told::Tray(next)) => match shown.as_mut() {
+            Event::UserEvent(ToLoop::Tray(next)) => match shown.as_mut() {
                 Some(s) => {
                     if let Err(e) = s.update(next) {
                         tracing::warn!("cannot update the tray: {e}");
@@ -199,7 +197,7 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
                 },
                 None => {}
             },
-            Event::UserEvent(Told::Click(id)) => {
+            Event::UserEvent(ToLoop::Click(id)) => {
                 let quit = act(&sh, Action::parse(&id));
                 *flow = if quit {
                     ControlFlow::Exit
@@ -207,8 +205,8 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
                     ControlFlow::Wait
                 };
             }
-            Event::UserEvent(Told::IconClick) => show(&sh.app, Show::Dashboard),
-            Event::UserEvent(Told::Quit) => *flow = ControlFlow::Exit,
+            Event::UserEvent(ToLoop::IconClick) => show(&sh.app, Show::Dashboard),
+            Event::UserEvent(ToLoop::Quit) => *flow = ControlFlow::Exit,
             _ => {}
         }
     });

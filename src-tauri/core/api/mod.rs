@@ -212,7 +212,7 @@ async fn instance_logs(
     overview::logs(state.core().prober(), port, since)
         .await
         .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e.to_string()))
 }
 
 /// The most timeline entries one answer carries (the latest).
@@ -272,7 +272,7 @@ async fn cancel_execution(
     overview::cancel_execution(state.core().prober(), port, task_id)
         .await
         .map(Json)
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e))
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "dashboard_error", e.to_string()))
 }
 
 fn kill_error(e: KillError) -> ApiError {

@@ -8,7 +8,7 @@
 //! cancelling a task of the instance's Executions Queue. Each upstream call has its own short
 //! timeout; a failed one becomes that section's error, never a failed page.
 
-use crate::core::probe::Prober;
+use crate::core::probe::{self, ProbeError, Prober};
 use futures::future::join4;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -45,7 +45,7 @@ pub const SECTIONS: [&str; 8] = [
     "available_contexts",
 ];
 
-fn pick(config: &Result<Value, String>, keys: &[&str]) -> Section {
+fn pick(config: &probe::Result<Value>, keys: &[&str]) -> Section {
     match config {
         Ok(v) => {
             let mut out = Map::new();
@@ -54,18 +54,23 @@ fn pick(config: &Result<Value, String>, keys: &[&str]) -> Section {
             }
             Section::ok(Value::Object(out))
         }
-        Err(e) => Section::err(e.clone()),
+        Err(e) => Section::err(e.to_string()),
     }
 }
 
 /// Serena answers application errors as HTTP 200 `{"status":"error","message":...}`.
-fn unwrap_app_error(v: Result<Value, String>) -> Result<Value, String> {
+fn unwrap_app_error(port: u16, v: probe::Result<Value>) -> probe::Result<Value> {
     match v {
-        Ok(v) if v.get("status").and_then(Value::as_str) == Some("error") => Err(v
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("the dashboard reported an error")
-            .to_string()),
+        Ok(v) if v.get("status").and_then(Value::as_str) == Some("error") => {
+            Err(ProbeError::Reported {
+                port,
+                message: v
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the dashboard reported an error")
+                    .to_string(),
+            })
+        }
         other => other,
     }
 }
@@ -73,12 +78,7 @@ fn unwrap_app_error(v: Result<Value, String>) -> Result<Value, String> {
 /// The eight sections of the instance whose dashboard is on `port`, fetched concurrently.
 pub async fn sections(prober: &Prober, port: u16) -> Map<String, Value> {
     let get = |route: &'static str| async move {
-        unwrap_app_error(
-            prober
-                .get_json(port, route)
-                .await
-                .map_err(|e| e.to_string()),
-        )
+        unwrap_app_error(port, prober.get_json(port, route).await)
     };
     let (config, stats, queue, last) = join4(
         get("/get_config_overview"),
@@ -87,9 +87,9 @@ pub async fn sections(prober: &Prober, port: u16) -> Map<String, Value> {
         get("/last_execution"),
     )
     .await;
-    let as_section = |r: Result<Value, String>| match r {
+    let as_section = |r: probe::Result<Value>| match r {
         Ok(v) => Section::ok(v),
-        Err(e) => Section::err(e),
+        Err(e) => Section::err(e.to_string()),
     };
     let current = match &config {
         Ok(v) => {
@@ -107,7 +107,7 @@ pub async fn sections(prober: &Prober, port: u16) -> Map<String, Value> {
             }
             Section::ok(v)
         }
-        Err(e) => Section::err(e.clone()),
+        Err(e) => Section::err(e.to_string()),
     };
     let values = [
         current,
@@ -132,12 +132,11 @@ pub async fn sections(prober: &Prober, port: u16) -> Map<String, Value> {
 }
 
 /// Log messages from index `since` on: `{messages, max_idx, active_project}`.
-pub async fn logs(prober: &Prober, port: u16, since: i64) -> Result<Value, String> {
+pub async fn logs(prober: &Prober, port: u16, since: i64) -> probe::Result<Value> {
+    let body = json!({ "start_idx": since });
     unwrap_app_error(
-        prober
-            .post_json(port, "/get_log_messages", &json!({ "start_idx": since }))
-            .await
-            .map_err(|e| e.to_string()),
+        port,
+        prober.post_json(port, "/get_log_messages", &body).await,
     )
 }
 
@@ -148,15 +147,12 @@ pub async fn logs(prober: &Prober, port: u16, since: i64) -> Result<Value, Strin
 /// The ID goes as a decimal string: Serena validates it as an int (pydantic, lax, so the string
 /// is the same int), but 2.1.0's "not found" reply runs `html.escape` on the raw value, which
 /// fails for a JSON number and turns a plain "already finished" into an error.
-pub async fn cancel_execution(prober: &Prober, port: u16, task_id: u64) -> Result<Value, String> {
+pub async fn cancel_execution(prober: &Prober, port: u16, task_id: u64) -> probe::Result<Value> {
+    let body = json!({ "task_id": task_id.to_string() });
     unwrap_app_error(
+        port,
         prober
-            .post_json(
-                port,
-                "/cancel_task_execution",
-                &json!({ "task_id": task_id.to_string() }),
-            )
-            .await
-            .map_err(|e| e.to_string()),
+            .post_json(port, "/cancel_task_execution", &body)
+            .await,
     )
 }
