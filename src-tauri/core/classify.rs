@@ -20,7 +20,7 @@ pub struct Observation {
 }
 
 /// The epoch: a condition that held before this program first looked.
-pub const ALREADY: Epoch = 0.0;
+pub const BEFORE_FIRST_LOOK: Epoch = 0.0;
 
 /// The state and reason for an observation at time `now`.
 pub fn classify(obs: &Observation, now: Epoch, grace: Duration) -> (State, Option<ZombieReason>) {
@@ -91,7 +91,7 @@ mod tests {
             (State::Zombie, Some(ZombieReason::Orphaned))
         );
         let first_sight = Observation {
-            orphaned_since: Some(ALREADY),
+            orphaned_since: Some(BEFORE_FIRST_LOOK),
             ..live()
         };
         assert_eq!(

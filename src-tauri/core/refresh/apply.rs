@@ -13,7 +13,7 @@ use crate::core::model::{Epoch, Instance, ProcessId, Source, State, Transport, Z
 use crate::core::procs::Snapshot;
 use crate::core::registry::{RegistryWrites, Upsert};
 use crate::core::{cmdline, cost};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,25 +67,7 @@ pub(crate) fn apply(
             return false;
         }
         let before = t.inst.clone();
-        if t.alive {
-            match results.remove(&key) {
-                Some(result) => fold_probe(t, result, now),
-                // A steady instance not asked this time: its dashboard as last seen.
-                None if t.probe_skipped => {}
-                None => fold_probe(t, ProbeResult::default(), now),
-            }
-            observe(t, &scan.snap, now);
-        }
-        t.inst.cost = if t.alive {
-            scan.costs.get(&key.pid).cloned()
-        } else {
-            None
-        };
-        // A session being launched: the launched process itself, or one running under it.
-        t.launch_root = launching
-            .iter()
-            .copied()
-            .find(|root| *root == key || scan.snap.has_ancestor(key.pid, *root));
+        fold_in(t, key, scan, results.remove(&key), launching, now);
         let (state, reason) = state_of(t, now, grace);
         if (state, reason) != (before.state, before.state_reason) {
             t.inst.state = state;
@@ -98,25 +80,7 @@ pub(crate) fn apply(
             .or_else(|| t.launcher.and_then(|l| l.idle_shutdown))
             .or(idle_default)
             .filter(|d| !d.is_zero());
-        let idle_event = idle(t, policy, now);
-        let shown = match (event_for(&before, &t.inst, now), &idle_event) {
-            // The idle event carries the instance as it is now.
-            (Some(Event::InstanceUpdated { .. }), Some(_)) => None,
-            (e, _) => e,
-        };
-        let told: Vec<Event> = shown.into_iter().chain(idle_event).collect();
-        // Every event carries the cost; without one, a cost that moved is news of its own.
-        if !told.is_empty() {
-            events.extend(told);
-            t.cost_told = t.inst.cost.clone();
-        } else if cost::moved(t.cost_told.as_ref(), t.inst.cost.as_ref()) {
-            events.push(Event::CostChanged {
-                pid: key.pid,
-                started_at: t.inst.started_at,
-                cost: t.inst.cost.clone(),
-            });
-            t.cost_told = t.inst.cost.clone();
-        }
+        events.extend(news(t, &before, key, policy, now));
         writes.upsert.extend(upsert_for(t, key, scan));
         true
     });
@@ -135,6 +99,69 @@ pub(crate) fn apply(
         rescan,
         pending,
     }
+}
+
+/// Folds what this refresh learnt of a present instance into its record: its probe's answer
+/// (none for a steady instance not asked this time: its dashboard as last seen), its process
+/// and clients, its cost, and the session launch it belongs to (the launched process itself,
+/// or one running under it).
+fn fold_in(
+    t: &mut Tracked,
+    key: ProcessId,
+    scan: &Scan,
+    result: Option<ProbeResult>,
+    launching: &HashSet<ProcessId>,
+    now: Epoch,
+) {
+    if t.alive {
+        match result {
+            Some(result) => fold_probe(t, result, now),
+            None if t.probe_skipped => {}
+            None => fold_probe(t, ProbeResult::default(), now),
+        }
+        observe(t, &scan.snap, now);
+    }
+    t.inst.cost = if t.alive {
+        scan.costs.get(&key.pid).cloned()
+    } else {
+        None
+    };
+    t.launch_root = launching
+        .iter()
+        .copied()
+        .find(|root| *root == key || scan.snap.has_ancestor(key.pid, *root));
+}
+
+/// What goes out about an instance after this refresh: what changed since `before`, its idle
+/// warning or shutdown under `policy`. Every event carries the cost; without one, a cost that
+/// moved is news of its own.
+fn news(
+    t: &mut Tracked,
+    before: &Instance,
+    key: ProcessId,
+    policy: Option<Duration>,
+    now: Epoch,
+) -> Vec<Event> {
+    let idle_event = idle(t, policy, now);
+    let shown = match (event_for(before, &t.inst, now), &idle_event) {
+        // The idle event carries the instance as it is now.
+        (Some(Event::InstanceUpdated { .. }), Some(_)) => None,
+        (e, _) => e,
+    };
+    let told: Vec<Event> = shown.into_iter().chain(idle_event).collect();
+    if !told.is_empty() {
+        t.cost_told = t.inst.cost.clone();
+        return told;
+    }
+    if cost::moved(t.cost_told.as_ref(), t.inst.cost.as_ref()) {
+        t.cost_told = t.inst.cost.clone();
+        return vec![Event::CostChanged {
+            pid: key.pid,
+            started_at: t.inst.started_at,
+            cost: t.inst.cost.clone(),
+        }];
+    }
+    Vec::new()
 }
 
 /// How long before its idle shutdown an instance is announced: a fifth of its idle time, at

@@ -4,7 +4,9 @@
 //! their answers in (`apply`).
 
 use super::scan::Scan;
-use super::tracked::{dead_from_registry, first_sight, Model, OverviewFor, Registered, Sighting};
+use super::tracked::{
+    dead_from_registry, first_sight, Model, OverviewFor, Registered, Sighting, Tracked,
+};
 use crate::core::model::{Epoch, ProcessId, Registration, Source};
 use crate::core::probe::{ConfigSummary, LogStatus};
 use std::collections::HashSet;
@@ -12,8 +14,9 @@ use std::collections::HashSet;
 /// How often a steady instance's dashboard is asked (its exit is seen at once through its
 /// pidfd, so this is for its project, its activity and a dashboard that stops answering): one
 /// that is new, has no dashboard yet, is starting or has gone silent is asked every refresh,
-/// and so is one whose page is open (see [`VIEWED_FOR`]) or whose idle shutdown is announced. Each ask costs the Python side a
-/// connection and a thread (Serena's dashboard closes every connection).
+/// and so is one whose page is open (see [`VIEWED_FOR`]) or whose idle shutdown is announced.
+/// Each ask costs the Python side a connection and a thread (Serena's dashboard closes every
+/// connection).
 pub(crate) const STEADY_PROBE_INTERVAL: Epoch = 10.0;
 
 /// How long an instance counts as viewed after its page last asked for its overview or logs
@@ -21,11 +24,7 @@ pub(crate) const STEADY_PROBE_INTERVAL: Epoch = 10.0;
 pub(crate) const VIEWED_FOR: Epoch = 3.0;
 
 /// Whether an instance's dashboard is asked this refresh (see [`STEADY_PROBE_INTERVAL`]).
-fn probe_due(
-    t: &super::tracked::Tracked,
-    idle_default: Option<std::time::Duration>,
-    now: Epoch,
-) -> bool {
+fn probe_due(t: &Tracked, idle_default: Option<std::time::Duration>, now: Epoch) -> bool {
     let steady = t.last_ok.is_some()
         && t.silent_since.is_none()
         && t.inst.port.is_some()
@@ -71,11 +70,39 @@ pub(crate) struct ProbeResult {
     pub(crate) overview: Option<ConfigSummary>,
 }
 
-/// Creates records for new instances, marks those that went, lists the probes to run.
+/// Creates records for new instances, marks those that went, lists the probes to run. In
+/// phases: what is seen (Serena processes, registry entries, tray-protocol registrations), what
+/// went, which dashboards are due a probe, what their sockets show, the probes themselves.
 pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> {
     let mut present: HashSet<ProcessId> = HashSet::new();
-    let mut claimed_entries: HashSet<usize> = HashSet::new();
+    let claimed = sight_serenas(model, scan, now, &mut present);
+    sight_registry(model, scan, &claimed, now, &mut present);
+    sight_registrations(model, scan, now, &mut present);
+    mark_gone(model, &present);
+    let due = due_probes(model, scan, &present, now);
+    due.into_iter()
+        .filter_map(|key| {
+            let t = model.tracked.get_mut(&key)?;
+            let ports = observe_ports(t, scan, now);
+            Some(ProbeJob {
+                key,
+                ports,
+                known: t.inst.port,
+                overview_for: t.overview_for.clone(),
+            })
+        })
+        .collect()
+}
 
+/// Every Serena process of the scan is present, recorded at first sight (with its registry
+/// entry, if it has one). The registry entries so claimed, by index.
+fn sight_serenas(
+    model: &mut Model,
+    scan: &Scan,
+    now: Epoch,
+    present: &mut HashSet<ProcessId>,
+) -> HashSet<usize> {
+    let mut claimed = HashSet::new();
     for (proc, args) in &scan.candidates {
         let key = proc.id();
         present.insert(key);
@@ -85,7 +112,7 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
             .enumerate()
             .find(|(_, e)| e.is_record_of(key, None));
         if let Some((i, _)) = entry {
-            claimed_entries.insert(i);
+            claimed.insert(i);
         }
         model.tracked.entry(key).or_insert_with(|| {
             let how = Sighting::Serena {
@@ -95,16 +122,26 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
             first_sight(&scan.snap, proc, how, now)
         });
     }
+    claimed
+}
 
+/// The registry entries no Serena process claimed: a live process recorded by someone (shown,
+/// not a Serena command line), or a dead record.
+fn sight_registry(
+    model: &mut Model,
+    scan: &Scan,
+    claimed: &HashSet<usize>,
+    now: Epoch,
+    present: &mut HashSet<ProcessId>,
+) {
     for (i, e) in scan.registry.iter().enumerate() {
-        if claimed_entries.contains(&i) {
+        if claimed.contains(&i) {
             continue;
         }
         match scan.snap.get(e.pid) {
             // The recorded process lives on, but outside the scope: not ours to show.
             Some(proc) if e.is_record_of(proc.id(), None) && scan.visible(proc.pid).is_none() => {}
             Some(proc) if e.is_record_of(proc.id(), None) => {
-                // Recorded by someone, alive, but not a Serena command line.
                 let key = proc.id();
                 present.insert(key);
                 model
@@ -122,9 +159,17 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
             }
         }
     }
+}
 
-    // Tray-protocol registrations: a registered Serena gets the registration's project as a
-    // fallback; a registered PID that is not a Serena process is shown, never trusted.
+/// Tray-protocol registrations: a registered Serena gets the registration's project as a
+/// fallback; a registered PID that is not a Serena process is shown, never trusted. Sources
+/// are recomputed each time (a registration or a session can end).
+fn sight_registrations(
+    model: &mut Model,
+    scan: &Scan,
+    now: Epoch,
+    present: &mut HashSet<ProcessId>,
+) {
     let Model {
         tracked,
         registrations,
@@ -135,7 +180,6 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
     let registered =
         |r: &Registration| scan.visible(r.pid).filter(|p| p.start_time == r.start_time);
     registrations.retain(|_, r| registered(r).is_some());
-    // Sources are recomputed each time: a registration or a session can end.
     for t in tracked.values_mut() {
         t.registered = Registered::No;
         t.inst.source = t.base_source;
@@ -157,16 +201,26 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
             t.inst.source = Source::Session;
         }
     }
+}
 
-    // Anything tracked but not present any more exited (or its entry was pruned).
+/// Anything tracked but not present any more exited (or its entry was pruned).
+fn mark_gone(model: &mut Model, present: &HashSet<ProcessId>) {
     for t in model.tracked.values_mut() {
         if !present.contains(&t.inst.process_id()) && t.alive {
             t.alive = false;
         }
     }
+}
 
-    // Probes go to live processes only: a record whose PID another process holds now (its own
-    // registry entry kept it present) is not asked, and `apply` sees it gone.
+/// The instances whose dashboard is asked this refresh (see [`probe_due`]); each is marked
+/// probed, or skipped. Probes go to live processes only: a record whose PID another process
+/// holds now (its own registry entry kept it present) is not asked, and `apply` sees it gone.
+fn due_probes(
+    model: &mut Model,
+    scan: &Scan,
+    present: &HashSet<ProcessId>,
+    now: Epoch,
+) -> Vec<ProcessId> {
     let idle_default = model.idle_default;
     model
         .tracked
@@ -178,30 +232,29 @@ pub(crate) fn plan(model: &mut Model, scan: &Scan, now: Epoch) -> Vec<ProbeJob> 
                 return None;
             }
             t.probed_at = Some(now);
-            Some((k, t))
-        })
-        .map(|(k, t)| {
-            let mut ports: Vec<u16> = scan
-                .ports
-                .get(&k.pid)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default();
-            if let Some(mcp) = t.args.mcp_port {
-                t.mcp_listening = ports.contains(&mcp);
-                t.mcp_listening_since = if t.mcp_listening {
-                    t.mcp_listening_since.or(Some(now))
-                } else {
-                    None
-                };
-                ports.retain(|p| *p != mcp);
-                t.mcp_alone = t.mcp_listening && ports.is_empty();
-            }
-            ProbeJob {
-                key: *k,
-                ports,
-                known: t.inst.port,
-                overview_for: t.overview_for.clone(),
-            }
+            Some(*k)
         })
         .collect()
+}
+
+/// What an instance's listening sockets show, noted on its record: whether its MCP port
+/// listens (since when; alone, with no dashboard). The ports its dashboard may be on, its MCP
+/// port left out.
+fn observe_ports(t: &mut Tracked, scan: &Scan, now: Epoch) -> Vec<u16> {
+    let mut ports: Vec<u16> = scan
+        .ports
+        .get(&t.inst.pid)
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    if let Some(mcp) = t.args.mcp_port {
+        t.mcp_listening = ports.contains(&mcp);
+        t.mcp_listening_since = if t.mcp_listening {
+            t.mcp_listening_since.or(Some(now))
+        } else {
+            None
+        };
+        ports.retain(|p| *p != mcp);
+        t.mcp_alone = t.mcp_listening && ports.is_empty();
+    }
+    ports
 }

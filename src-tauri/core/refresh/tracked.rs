@@ -2,8 +2,8 @@
 //! behind its state, the tray-protocol registrations, and the sessions' marks; and how a record
 //! starts, at first sight of a process or from a dead registry entry. Plain data, no I/O.
 
-use crate::core::classify::ALREADY;
-use crate::core::cmdline::{self, SerenaArgs};
+use crate::core::classify::BEFORE_FIRST_LOOK;
+use crate::core::cmdline::{self, LauncherArgs, SerenaArgs};
 use crate::core::model::{
     ClientInfo, Cost, Epoch, Instance, ProcessId, Registration, Source, State, Transport,
     ZombieReason,
@@ -173,6 +173,37 @@ impl Sighting<'_> {
     }
 }
 
+/// The clients of a process as first seen: its parent (whose exit orphans it), none when an
+/// adopter (init, a subreaper) is its parent; the one to show (under `serena-tray launch`, the
+/// launcher's own parent); and the launcher's options, if it runs under one.
+fn clients_of(
+    snap: &Snapshot,
+    proc: &Proc,
+    adopted: bool,
+) -> (Option<ClientInfo>, Option<ClientInfo>, Option<LauncherArgs>) {
+    let info = |c: &Proc| ClientInfo {
+        pid: c.pid,
+        name: c.name.clone(),
+        start_time: c.start_time,
+    };
+    let parent = if adopted {
+        None
+    } else {
+        proc.ppid.and_then(|pp| snap.get(pp))
+    };
+    let client = parent.map(info);
+    let launcher = parent.and_then(|p| cmdline::launcher_args(&p.cmdline));
+    let shown = match launcher {
+        Some(_) => parent
+            .and_then(|p| p.ppid)
+            .and_then(|pp| snap.get(pp))
+            .filter(|c| !snap.parent_is_adopter(parent.unwrap_or(c)))
+            .map(info),
+        None => client.clone(),
+    };
+    (client, shown, launcher)
+}
+
 /// A record for a live process seen for the first time.
 pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoch) -> Tracked {
     let (source, port, project_name) = (how.source(), how.port(), how.project());
@@ -185,28 +216,7 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
     };
     let stdio = args.transport == Transport::Stdio;
     let adopted = snap.parent_is_adopter(proc);
-    let info = |c: &Proc| ClientInfo {
-        pid: c.pid,
-        name: c.name.clone(),
-        start_time: c.start_time,
-    };
-    // Its parent: the client, whose exit orphans it.
-    let parent = if adopted {
-        None
-    } else {
-        proc.ppid.and_then(|pp| snap.get(pp))
-    };
-    let client = parent.map(info);
-    // Under `serena-tray launch`, the client to show is the launcher's own parent.
-    let launcher = parent.and_then(|p| cmdline::launcher_args(&p.cmdline));
-    let shown_client = match launcher {
-        Some(_) => parent
-            .and_then(|p| p.ppid)
-            .and_then(|pp| snap.get(pp))
-            .filter(|c| !snap.parent_is_adopter(parent.unwrap_or(c)))
-            .map(info),
-        None => client.clone(),
-    };
+    let (client, shown_client, launcher) = clients_of(snap, proc, adopted);
     let source = if launcher.is_some() && source == Source::Discovery {
         Source::Launch
     } else {
@@ -243,33 +253,45 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
         cost: None,
     };
     Tracked {
-        inst,
-        args,
-        client,
-        alive: true,
-        registry_started_at: None,
         // Already orphaned when first seen: a zombie at once, no grace.
-        orphaned_since: (stdio && verified && adopted).then_some(ALREADY),
+        orphaned_since: (stdio && verified && adopted).then_some(BEFORE_FIRST_LOOK),
         // What the registry remembers of its last answer counts towards "unresponsive".
         last_ok: last_heartbeat,
-        silent_since: None,
-        log_max_idx: None,
-        overview: None,
-        overview_for: OverviewFor::Unfetched,
-        registered: Registered::No,
-        base_source: source,
-        mcp_listening: false,
-        mcp_listening_since: None,
-        mcp_alone: false,
-        launch_root: None,
-        cost_told: None,
         launcher,
-        idle_warned: None,
-        idle_expired: None,
-        probed_at: None,
-        probe_skipped: false,
-        viewed_at: None,
-        idle_next: None,
+        ..Tracked::fresh(inst, args, client)
+    }
+}
+
+impl Tracked {
+    /// A live record with nothing learnt yet beyond its instance, its options and its client.
+    fn fresh(inst: Instance, args: SerenaArgs, client: Option<ClientInfo>) -> Tracked {
+        Tracked {
+            base_source: inst.source,
+            inst,
+            args,
+            client,
+            alive: true,
+            registry_started_at: None,
+            orphaned_since: None,
+            last_ok: None,
+            silent_since: None,
+            log_max_idx: None,
+            overview: None,
+            overview_for: OverviewFor::Unfetched,
+            registered: Registered::No,
+            mcp_listening: false,
+            mcp_listening_since: None,
+            mcp_alone: false,
+            launch_root: None,
+            cost_told: None,
+            launcher: None,
+            idle_warned: None,
+            idle_expired: None,
+            probed_at: None,
+            probe_skipped: false,
+            viewed_at: None,
+            idle_next: None,
+        }
     }
 }
 
@@ -302,30 +324,8 @@ pub(crate) fn dead_from_registry(e: &RegistryEntry, now: Epoch) -> Tracked {
         cost: None,
     };
     Tracked {
-        inst,
-        args: SerenaArgs::default(),
-        client: None,
         alive: false,
         registry_started_at: Some(e.started_at),
-        orphaned_since: None,
-        last_ok: None,
-        silent_since: None,
-        log_max_idx: None,
-        overview: None,
-        overview_for: OverviewFor::Unfetched,
-        registered: Registered::No,
-        base_source: Source::Registry,
-        mcp_listening: false,
-        mcp_listening_since: None,
-        mcp_alone: false,
-        launch_root: None,
-        cost_told: None,
-        launcher: None,
-        idle_warned: None,
-        idle_expired: None,
-        probed_at: None,
-        probe_skipped: false,
-        viewed_at: None,
-        idle_next: None,
+        ..Tracked::fresh(inst, SerenaArgs::default(), None)
     }
 }
