@@ -64,7 +64,8 @@ fn exit_watchers_end_with_their_instances_and_shutdown_ends_every_task() {
             let all = app.core().refresh().await.expect("refresh");
             shown += usize::from(all.iter().any(|i| i.pid == sleeper));
             if !armed {
-                // The first time, see its watcher open a pidfd (so the count below means something).
+                // The first time, see its watcher open a pidfd (so the count below means
+                // something).
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 while pidfds() <= before && tokio::time::Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -42,11 +42,10 @@ fn client(name: &str) -> Result<Client, String> {
 }
 
 pub(crate) fn run(args: ConfigureArgs) -> Result<ExitCode, CliError> {
-    let home = configure::home_dir()
-        .ok_or_else(|| CliError::Other("cannot find the home directory (HOME)".into()))?;
+    let home = configure::home_dir().ok_or(configure::NoHome)?;
     let project = match &args.project {
-        Some(p) => std::path::absolute(p).map_err(|e| CliError::Other(e.to_string()))?,
-        None => std::env::current_dir().map_err(|e| CliError::Other(e.to_string()))?,
+        Some(p) => std::path::absolute(p).map_err(CliError::Project)?,
+        None => std::env::current_dir().map_err(CliError::Project)?,
     };
     let (wrapping, warning) = Wrapping::installed(args.share, args.web_dashboard_global);
     let change = if args.undo {
@@ -54,8 +53,7 @@ pub(crate) fn run(args: ConfigureArgs) -> Result<ExitCode, CliError> {
     } else {
         Change::Wrap
     };
-    let reports = configure::plan_all(&args.clients, Some(&project), Some(change), &wrapping)
-        .map_err(CliError::Other)?;
+    let reports = configure::plan_all(&args.clients, Some(&project), Some(change), &wrapping)?;
     let failed = reports.iter().filter(|r| r.error.is_some()).count();
 
     if args.json {
@@ -77,57 +75,69 @@ pub(crate) fn run(args: ConfigureArgs) -> Result<ExitCode, CliError> {
             eprintln!("serena-tray: {w}");
         }
     }
-    let mut text = String::new();
-    let mut changes = 0;
-    for r in &reports {
-        text.push_str(&describe(r, &home));
-        if r.changed.is_none() {
-            continue;
-        }
-        changes += 1;
-        if args.apply || args.undo {
-            match configure::write(r) {
-                Ok(Some(backup)) => text.push_str(&format!(
-                    "  {} (backup: {})\n",
-                    if args.undo {
-                        "restored"
-                    } else {
-                        "routed through serena-tray launch"
-                    },
-                    backup.display()
-                )),
-                Ok(None) => {}
-                Err(e) => {
-                    text.push_str(&format!("  not changed: {e}\n"));
-                    changes -= 1;
-                }
-            }
-        } else {
-            text.push_str(&r.diff());
-        }
-    }
-    if reports.is_empty() {
-        text.push_str("No MCP client config found.\n");
-    } else if changes == 0 && failed > 0 {
-        text.push_str("Nothing else to change.\n");
-    } else if changes == 0 {
-        text.push_str(if args.undo {
-            "Nothing to undo: no Serena entry goes through serena-tray launch.\n"
-        } else {
-            "Nothing to change: every Serena entry already goes through serena-tray launch.\n"
-        });
-    } else if !(args.apply || args.undo) {
-        text.push_str(
-            "\nNothing was changed. `serena-tray configure --apply` makes these changes (a backup \
-             of each file is kept beside it); `--undo` reverses them.\n",
-        );
-    }
+    let (mut text, changes) = apply_or_show(&reports, &args, &home);
+    text.push_str(closing(&reports, &args, changes, failed));
     if !args.json {
         super::print(&text)?;
     } else {
         eprint!("{text}");
     }
     Ok(exit(failed))
+}
+
+/// Each file's report, and with `--apply` or `--undo` the change made (or why not), else its
+/// diff; how many files change.
+fn apply_or_show(reports: &[FileReport], args: &ConfigureArgs, home: &Path) -> (String, usize) {
+    let mut text = String::new();
+    let mut changes = 0;
+    for r in reports {
+        text.push_str(&describe(r, home));
+        if r.changed.is_none() {
+            continue;
+        }
+        if !(args.apply || args.undo) {
+            changes += 1;
+            text.push_str(&r.diff());
+            continue;
+        }
+        match configure::write(r) {
+            Ok(Some(backup)) => {
+                changes += 1;
+                let done = if args.undo {
+                    "restored"
+                } else {
+                    "routed through serena-tray launch"
+                };
+                text.push_str(&format!("  {done} (backup: {})\n", backup.display()));
+            }
+            Ok(None) => changes += 1,
+            Err(e) => text.push_str(&format!("  not changed: {e}\n")),
+        }
+    }
+    (text, changes)
+}
+
+/// The last line: nothing found, nothing to change, or how to make the changes shown.
+fn closing(
+    reports: &[FileReport],
+    args: &ConfigureArgs,
+    changes: usize,
+    failed: usize,
+) -> &'static str {
+    if reports.is_empty() {
+        "No MCP client config found.\n"
+    } else if changes == 0 && failed > 0 {
+        "Nothing else to change.\n"
+    } else if changes == 0 && args.undo {
+        "Nothing to undo: no Serena entry goes through serena-tray launch.\n"
+    } else if changes == 0 {
+        "Nothing to change: every Serena entry already goes through serena-tray launch.\n"
+    } else if !(args.apply || args.undo) {
+        "\nNothing was changed. `serena-tray configure --apply` makes these changes (a backup of \
+         each file is kept beside it); `--undo` reverses them.\n"
+    } else {
+        ""
+    }
 }
 
 fn exit(failed: usize) -> ExitCode {

@@ -48,7 +48,8 @@ struct Global {
     /// or zombie_grace in tray/config.toml]
     #[arg(long, global = true, value_name = "SECONDS", value_parser = seconds)]
     zombie_grace: Option<std::time::Duration>,
-    /// Port of the dashboard and API [default: web_dashboard_global_port in serena_config.yml, else 25282]
+    /// Port of the dashboard and API [default: web_dashboard_global_port in serena_config.yml, else
+    /// 25282]
     #[arg(
         long,
         global = true,
@@ -180,6 +181,10 @@ pub(crate) enum CliError {
     Launch(#[from] crate::launch::LaunchError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    NoHome(#[from] crate::core::configure::NoHome),
+    #[error("cannot tell the project's directory: {0}")]
+    Project(#[source] std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write the output: {0}")]
@@ -190,10 +195,10 @@ pub(crate) enum CliError {
     Other(String),
 }
 
-/// What only the app binary (`serena-tray-app`, with the GUI libraries) can run: the tray app
-/// (its window is `serena-tray-window`, which it starts). The `serena-tray` binary has none, and starts no GUI library at all
-/// (a `launch`, `list` or the daemon start in a few milliseconds, also where GTK is missing):
-/// it hands the tray app over to `serena-tray-app`.
+/// What only the app binary (`serena-tray-app`, with the GUI libraries) can run: the tray app (its
+/// window is `serena-tray-window`, which it starts). The `serena-tray` binary has none, and starts
+/// no GUI library at all (a `launch`, `list` or the daemon start in a few milliseconds, also where
+/// GTK is missing): it hands the tray app over to `serena-tray-app`.
 pub trait AppHost {
     /// Runs the tray app until it quits; its window opens at start unless `minimized` (or
     /// with `web_dashboard_global_open_on_launch`).

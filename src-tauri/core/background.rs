@@ -1,7 +1,8 @@
 //! The background tasks of a running [`App`], each tracked by it and stopped with it: the refresh
-//! loop (about once a second, at once when woken), an exit watcher per live instance (`watch`
-//! wakes the loop the moment the process exits; cancelled when the instance leaves the model), the timeline in `tray/events.jsonl`, auto-kill of zombies when configured, the receiver
-//! for Serena's tray protocol (taking its port over when it frees), and the HTTP API.
+//! loop (about once a second, at once when woken), an exit watcher per live instance (`watch` wakes
+//! the loop the moment the process exits; cancelled when the instance leaves the model), the
+//! timeline in `tray/events.jsonl`, auto-kill of zombies when configured, the receiver for Serena's
+//! tray protocol (taking its port over when it frees), and the HTTP API.
 //!
 //! Deliberately not here: the decisions of a refresh (the core), killing (the reaper, through
 //! the core), and what the HTTP routes do (`api`).
@@ -121,7 +122,7 @@ async fn refresh_loop(app: App) {
 /// instance, cancelled when the instance leaves the model, so a watcher never outlives it; after
 /// missed events the watchers are made to match the model again.
 async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
-    app.core().watch_exits();
+    app.core().exits_are_watched();
     let mut watchers: HashMap<ProcessId, CancellationToken> = HashMap::new();
     let arm = |watchers: &mut HashMap<ProcessId, CancellationToken>, id: ProcessId| {
         let stop = CancellationToken::new();

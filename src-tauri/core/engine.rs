@@ -137,7 +137,7 @@ impl Core {
     /// Says that instances' and clients' exits are watched from now on, each reported through
     /// [`Core::exit_seen`]: the refresh then reads those processes again only after one (and
     /// every few seconds), not on every look.
-    pub(crate) fn watch_exits(&self) {
+    pub(crate) fn exits_are_watched(&self) {
         self.inner
             .exits_watched
             .store(true, std::sync::atomic::Ordering::SeqCst);

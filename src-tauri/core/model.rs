@@ -1,6 +1,6 @@
 //! The instance model: what one Serena MCP server is, how it is identified and which state it is
 //! in. Plain data with serde, no I/O. Deliberately not here: how the data is gathered
-//! (`discovery`, `probe`) and how states are decided (`classify`).
+//! (`refresh`, `procs`, `probe`) and how states are decided (`classify`).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

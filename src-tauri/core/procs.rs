@@ -251,27 +251,7 @@ impl ProcTable {
         if !ids.is_empty() {
             sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, table_kind());
         }
-        // The watched ones and their parents: just their stat lines (parent, state), their
-        // command lines as read before (read only when sysinfo has none: since the last full
-        // read its table has not seen them).
-        let mut stat_only = HashSet::new();
-        for pid in watched {
-            stat_only.insert(*pid);
-            if let Some(pp) = snap.procs.get(pid).and_then(|p| p.ppid) {
-                stat_only.insert(pp);
-            }
-        }
-        stat_only.retain(|pid| !again.contains(pid));
-        if !stat_only.is_empty() {
-            let ids: Vec<sysinfo::Pid> = stat_only
-                .iter()
-                .map(|p| sysinfo::Pid::from_u32(*p))
-                .collect();
-            let kind = ProcessRefreshKind::nothing()
-                .with_cmd(UpdateKind::OnlyIfNotSet)
-                .without_tasks();
-            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, kind);
-        }
+        let stat_only = read_stat_lines(sys, snap, watched, &again);
         for pid in again.into_iter().chain(stat_only) {
             match sys.process(sysinfo::Pid::from_u32(pid)).and_then(as_proc) {
                 Some(mut fresh) => {
@@ -525,6 +505,36 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// The watched processes and their parents that `again` does not read in full: just their stat
+/// lines (parent, state), their command lines as read before (read only when sysinfo has none:
+/// since the last full read its table has not seen them). Which PIDs were read so.
+fn read_stat_lines(
+    sys: &mut System,
+    snap: &Snapshot,
+    watched: &[u32],
+    again: &HashSet<u32>,
+) -> HashSet<u32> {
+    let mut stat_only = HashSet::new();
+    for pid in watched {
+        stat_only.insert(*pid);
+        if let Some(pp) = snap.procs.get(pid).and_then(|p| p.ppid) {
+            stat_only.insert(pp);
+        }
+    }
+    stat_only.retain(|pid| !again.contains(pid));
+    if !stat_only.is_empty() {
+        let ids: Vec<sysinfo::Pid> = stat_only
+            .iter()
+            .map(|p| sysinfo::Pid::from_u32(*p))
+            .collect();
+        let kind = ProcessRefreshKind::nothing()
+            .with_cmd(UpdateKind::OnlyIfNotSet)
+            .without_tasks();
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), true, kind);
+    }
+    stat_only
 }
 
 #[cfg(test)]

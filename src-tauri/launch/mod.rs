@@ -443,9 +443,9 @@ fn app_log(settings: &Settings) -> PathBuf {
     settings.tray_dir().join("logs").join("app.log")
 }
 
-/// Starts `serena-tray --minimized` detached (the tray app, in the tray, where there is a
-/// display, else the daemon): its own process group, no stdin, its output to `tray/logs/app.log`; it outlives
-/// this MCP session.
+/// Starts `serena-tray --minimized` detached (the tray app, in the tray, where there is a display,
+/// else the daemon): its own process group, no stdin, its output to `tray/logs/app.log`; it
+/// outlives this MCP session.
 fn start_dashboard(settings: &Settings) -> std::io::Result<()> {
     let log_path = app_log(settings);
     if let Some(dir) = log_path.parent() {

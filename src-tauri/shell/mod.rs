@@ -5,9 +5,9 @@
 //! Tauri and WebKit), zombie notifications (`notifications`) and launch at login
 //! (`autostart`). Each menu click is a line into the app handle ([`act`]).
 //!
-//! One tray app per desktop: the port check of `background::start` (a second start finds Serena Tray
-//! answering on its port, asks it through the API to show its window unless `--minimized`,
-//! and exits 0 before anything of its own runs).
+//! One tray app per desktop: the port check of `background::start` (a second start finds Serena
+//! Tray answering on its port, asks it through the API to show its window unless `--minimized`, and
+//! exits 0 before anything of its own runs).
 //!
 //! [`run`] is the real app; [`wire`] is what runs off the event loop, which a test drives
 //! without a display.
@@ -126,32 +126,50 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
     else {
         return Ok(AppOutcome::AlreadyRunning);
     };
-    // tao panics where the desktop cannot be reached: a clear error instead.
-    let built = std::panic::catch_unwind(|| EventLoopBuilder::<ToLoop>::with_user_event().build());
-    #[cfg_attr(not(target_os = "macos"), allow(unused_mut))]
-    let mut event_loop = match built {
+    let mut event_loop = match event_loop() {
         Ok(event_loop) => event_loop,
-        Err(panic) => {
+        Err(e) => {
             rt.block_on(shell.app.shutdown());
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            return Err(ShellError::NoDesktop { why });
+            return Err(e);
         }
     };
-    // A menu-bar app: no Dock icon.
-    #[cfg(target_os = "macos")]
-    {
-        use tao::platform::macos::EventLoopExtMacOS;
-        event_loop.set_activation_policy(tao::platform::macos::ActivationPolicy::Accessory);
-    }
     let proxy = event_loop.create_proxy();
     let _ = to_loop.set(proxy.clone());
     println!("{}", crate::cli::dashboard_line(&shell.app));
     let nudge = shell.nudge.clone();
     let _autostart_watch = autostart::watch(move || nudge.notify_one());
+    forward_to_loop(&shell, proxy);
+    // The tray's first model now that the loop can take it (one made before was dropped).
+    shell.nudge.notify_one();
+    run_loop(&mut event_loop, shell.clone());
+    rt.block_on(shell.app.shutdown());
+    Ok(AppOutcome::Quit)
+}
+
+/// The tray's event loop; tao panics where the desktop cannot be reached: a clear error
+/// instead. On macOS, a menu-bar app: no Dock icon.
+fn event_loop() -> Result<tao::event_loop::EventLoop<ToLoop>, ShellError> {
+    let built = std::panic::catch_unwind(|| EventLoopBuilder::<ToLoop>::with_user_event().build());
+    #[cfg_attr(not(target_os = "macos"), allow(unused_mut))]
+    let mut event_loop = built.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        ShellError::NoDesktop { why }
+    })?;
+    #[cfg(target_os = "macos")]
+    {
+        use tao::platform::macos::EventLoopExtMacOS;
+        event_loop.set_activation_policy(tao::platform::macos::ActivationPolicy::Accessory);
+    }
+    Ok(event_loop)
+}
+
+/// What the event loop is told from elsewhere: menu clicks, a left click on the icon, and a
+/// SIGTERM (a logout, `kill`) or Ctrl+C, which end it as Quit does (every task stops cleanly).
+fn forward_to_loop(shell: &Shell, proxy: EventLoopProxy<ToLoop>) {
     let p = proxy.clone();
     muda::MenuEvent::set_event_handler(Some(move |e: muda::MenuEvent| {
         let _ = p.send_event(ToLoop::Click(e.id.0));
@@ -167,16 +185,17 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
             let _ = p.send_event(ToLoop::IconClick);
         }
     }));
-    // SIGTERM (a logout, `kill`) and Ctrl+C end it as Quit does: every task stops cleanly.
     shell.app.spawn(async move {
         crate::cli::wait_for_signal().await;
         let _ = proxy.send_event(ToLoop::Quit);
     });
-    // The tray's first model now that the loop can take it (one made before was dropped).
-    shell.nudge.notify_one();
+}
+
+/// Runs the event loop until Quit: shows the tray's models (the icon is made inside the
+/// running loop, as macOS needs its application running) and acts on clicks.
+fn run_loop(event_loop: &mut tao::event_loop::EventLoop<ToLoop>, sh: Shell) {
     let mut shown: Option<tray::Shown> = None;
     let mut no_menu = false;
-    let sh = shell.clone();
     event_loop.run_return(move |event, _, flow| {
         *flow = ControlFlow::Wait;
         match event {
@@ -186,8 +205,6 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
                         tracing::warn!("cannot update the tray: {e}");
                     }
                 }
-                // The first model: the icon is made inside the running loop (macOS needs its
-                // application running).
                 None if !no_menu => match tray::Shown::create(next, true) {
                     Ok(s) => shown = Some(s),
                     Err(e) => {
@@ -210,8 +227,6 @@ pub fn run(settings: Settings, minimized: bool) -> Result<AppOutcome, ShellError
             _ => {}
         }
     });
-    rt.block_on(shell.app.shutdown());
-    Ok(AppOutcome::Quit)
 }
 
 /// Starts the core and what follows it off the event loop: the window requests (if

@@ -46,7 +46,9 @@ async fn plan(
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })?
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no_home", e))?;
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no_home", e.to_string())
+            })?;
     Ok((reports, wrapping, warning))
 }
 

@@ -1,7 +1,8 @@
 //! The security layer and the handlers in-process: `router(app)` driven with
-//! `tower::ServiceExt::oneshot`: requests go straight to the router, not through a socket, and no daemon process runs (the app does bind its ports, as it always does). The app's discovery is scoped to
-//! a marker no process carries, so nothing on this machine is seen, let alone signalled. The
-//! end-to-end tests through the binary are in tests/api.rs.
+//! `tower::ServiceExt::oneshot`: requests go straight to the router, not through a socket, and no
+//! daemon process runs (the app does bind its ports, as it always does). The app's discovery is
+//! scoped to a marker no process carries, so nothing on this machine is seen, let alone signalled.
+//! The end-to-end tests through the binary are in tests/api.rs.
 
 use super::router;
 use crate::core::app::{App, Show};

@@ -56,8 +56,7 @@ pub fn entries(text: &str, layout: Layout) -> Result<Vec<Entry>, ParseFailure> {
 }
 
 fn json_entries(text: &str, layout: Layout) -> Result<Vec<Entry>, ParseFailure> {
-    use jsonc_parser::ast::{Object, Value};
-    use jsonc_parser::common::Ranged;
+    use jsonc_parser::ast::Value;
     let parsed = jsonc_parser::parse_to_ast(text, &Default::default(), &Default::default())
         .map_err(|e| ParseFailure {
             line: e.line_display(),
@@ -68,84 +67,97 @@ fn json_entries(text: &str, layout: Layout) -> Result<Vec<Entry>, ParseFailure> 
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    let mut servers = |object: &Object, location: String| {
-        for prop in &object.properties {
-            let Value::Object(entry) = &prop.value else {
-                continue;
-            };
-            if entry.get("url").is_some() {
-                continue;
-            }
-            let Some(command) = entry.get_string("command") else {
-                continue;
-            };
-            let mut argv = vec![command.value.to_string()];
-            let args = match entry.get("args").map(|p| &p.value) {
-                None => None,
-                Some(Value::Array(a)) => {
-                    let strings: Option<Vec<&str>> = a
-                        .elements
-                        .iter()
-                        .map(|v| v.as_string_lit().map(|s| s.value.as_ref()))
-                        .collect();
-                    let Some(strings) = strings else { continue };
-                    argv.extend(strings.into_iter().map(str::to_owned));
-                    Some((
-                        a.range.start..a.range.end,
-                        a.elements.iter().map(|v| v.start()..v.end()).collect(),
-                    ))
-                }
-                Some(_) => continue,
-            };
-            let props = &entry.properties;
-            let at = props
-                .iter()
-                .position(|p| p.name.as_str() == "command")
-                .unwrap_or(0);
-            let command_end = props[at].range.end;
-            // The text between this property and its neighbour (a comma and the indentation),
-            // so that an inserted `args` looks like the others.
-            let between = props
-                .get(at + 1)
-                .map(|next| &text[command_end..next.range.start])
-                .or_else(|| {
-                    at.checked_sub(1)
-                        .map(|p| &text[props[p].range.end..props[at].range.start])
-                })
-                .filter(|s| s.trim() == "," && !s.is_empty())
-                .unwrap_or(", ");
-            out.push(Entry {
-                name: prop.name.as_str().to_owned(),
-                location: location.clone(),
-                argv,
-                command: command.range.start..command.range.end,
-                args,
-                args_insert_at: command_end,
-                args_insert_sep: between.to_owned(),
-                toml: false,
-            });
-        }
-    };
     let top = if layout == Layout::Servers {
         "servers"
     } else {
         "mcpServers"
     };
     if let Some(o) = root.get_object(top) {
-        servers(o, top.to_owned());
+        out.extend(json_servers(text, o, top));
     }
     if layout == Layout::ClaudeJson {
         if let Some(projects) = root.get_object("projects") {
             for p in &projects.properties {
                 if let Value::Object(project) = &p.value {
                     if let Some(o) = project.get_object("mcpServers") {
-                        servers(o, format!("projects.{}.mcpServers", p.name.as_str()));
+                        let location = format!("projects.{}.mcpServers", p.name.as_str());
+                        out.extend(json_servers(text, o, &location));
                     }
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// The stdio servers of one JSON servers object (at `location`); an HTTP one (`url`), one
+/// without a command or with arguments that are not all strings is left out.
+fn json_servers(text: &str, object: &jsonc_parser::ast::Object, location: &str) -> Vec<Entry> {
+    use jsonc_parser::ast::Value;
+    use jsonc_parser::common::Ranged;
+    let mut out = Vec::new();
+    for prop in &object.properties {
+        let Value::Object(entry) = &prop.value else {
+            continue;
+        };
+        if entry.get("url").is_some() {
+            continue;
+        }
+        let Some(command) = entry.get_string("command") else {
+            continue;
+        };
+        let mut argv = vec![command.value.to_string()];
+        let args = match entry.get("args").map(|p| &p.value) {
+            None => None,
+            Some(Value::Array(a)) => {
+                let strings: Option<Vec<&str>> = a
+                    .elements
+                    .iter()
+                    .map(|v| v.as_string_lit().map(|s| s.value.as_ref()))
+                    .collect();
+                let Some(strings) = strings else { continue };
+                argv.extend(strings.into_iter().map(str::to_owned));
+                Some((
+                    a.range.start..a.range.end,
+                    a.elements.iter().map(|v| v.start()..v.end()).collect(),
+                ))
+            }
+            Some(_) => continue,
+        };
+        let (args_insert_at, between) = args_insertion(text, &entry.properties);
+        out.push(Entry {
+            name: prop.name.as_str().to_owned(),
+            location: location.to_owned(),
+            argv,
+            command: command.range.start..command.range.end,
+            args,
+            args_insert_at,
+            args_insert_sep: between.to_owned(),
+            toml: false,
+        });
+    }
+    out
+}
+
+/// Where an `args` property would go (after `command`) and the text between this property and
+/// its neighbour (a comma and the indentation), so that an inserted `args` looks like the
+/// others.
+fn args_insertion<'t>(text: &'t str, props: &[jsonc_parser::ast::ObjectProp]) -> (usize, &'t str) {
+    let at = props
+        .iter()
+        .position(|p| p.name.as_str() == "command")
+        .unwrap_or(0);
+    let command_end = props[at].range.end;
+    let between = props
+        .get(at + 1)
+        .map(|next| &text[command_end..next.range.start])
+        .or_else(|| {
+            at.checked_sub(1)
+                .map(|p| &text[props[p].range.end..props[at].range.start])
+        })
+        .filter(|s| s.trim() == "," && !s.is_empty())
+        .unwrap_or(", ");
+    (command_end, between)
 }
 
 fn toml_entries(text: &str) -> Result<Vec<Entry>, ParseFailure> {

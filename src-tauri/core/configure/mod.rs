@@ -16,6 +16,11 @@ use edit::{Entry, Layout, ParseFailure};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// The user's home directory, where the clients' configs are, cannot be found.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("cannot find the home directory (HOME)")]
+pub struct NoHome;
+
 /// The MCP clients whose configs are known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -168,8 +173,8 @@ pub fn plan_all(
     project: Option<&Path>,
     change: Option<Change>,
     wrapping: &Wrapping,
-) -> Result<Vec<FileReport>, String> {
-    let home = home_dir().ok_or("cannot find the home directory (HOME)")?;
+) -> Result<Vec<FileReport>, NoHome> {
+    let home = home_dir().ok_or(NoHome)?;
     let appdata = std::env::var_os("APPDATA").map(PathBuf::from);
     Ok(known_files(&home, project, appdata.as_deref())
         .iter()

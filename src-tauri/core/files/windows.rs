@@ -293,6 +293,10 @@ pub fn access_of_path(path: &Path) -> io::Result<Access> {
     access_of_file(&file)
 }
 
+/// Who besides this user (and the system's own accounts) owns, reads or writes what `handle`
+/// opens. One function of about 80 lines because the owner and DACL pointers point into a
+/// security descriptor that lives only as long as it does: splitting it would hand raw pointers
+/// across functions.
 fn read_access(handle: HANDLE) -> io::Result<Access> {
     let me = User::current()?;
     let mut owner: PSID = std::ptr::null_mut();

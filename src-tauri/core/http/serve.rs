@@ -26,11 +26,11 @@ use tower::ServiceExt;
 
 /// The most connections one listener holds at once. Further clients wait in the kernel's accept
 /// queue until a slot frees. Sized so that 2,000 idle connections (connected, sending nothing)
-/// leave room to spare and `/api/health` still gets a slot at once; an idle connection costs
-/// about 11 KiB of resident memory here (a task, its socket and hyper's buffers: 2,000 of them
-/// measured at +22 MiB) and one file descriptor, so the full bound stays under 50 MiB. Lowered to a quarter of the open-file limit where that is
-/// smaller (two listeners at their bound then use half of it; the rest is for Serena's pipes and
-/// logs, the registry and `/proc`). See [`connection_bound`].
+/// leave room to spare and `/api/health` still gets a slot at once; an idle connection costs about
+/// 11 KiB of resident memory here (a task, its socket and hyper's buffers: 2,000 of them measured
+/// at +22 MiB) and one file descriptor, so the full bound stays under 50 MiB. Lowered to a quarter
+/// of the open-file limit where that is smaller (two listeners at their bound then use half of it;
+/// the rest is for Serena's pipes and logs, the registry and `/proc`). See [`connection_bound`].
 pub const MAX_CONNECTIONS: usize = 4096;
 
 /// How long a client has to send a request's headers, from the moment its connection is

@@ -7,8 +7,8 @@
 //! with scans built in the test; the model's handle (`Core::refresh`, in `engine`) runs them in
 //! order, with the I/O between.
 //!
-//! Deliberately not here: the timer that calls `refresh` (the app's refresh loop, `background`), the states'
-//! rules themselves (`classify`), and killing.
+//! Deliberately not here: the timer that calls `refresh` (the app's refresh loop, `background`),
+//! the states' rules themselves (`classify`), and killing.
 
 mod apply;
 mod plan;
