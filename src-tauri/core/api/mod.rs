@@ -14,6 +14,7 @@ pub mod ui;
 use crate::core::app::{App, Show};
 use crate::core::http::{self, ApiError, ApiJson, BODY_LIMIT};
 use crate::core::kill::{KillError, KillErrorKind};
+use crate::core::model::Session;
 use crate::core::sessions::{Released, SessionError, SessionRequest};
 use crate::core::timeline::Timeline;
 use axum::extract::{Path, Query, Request, State};
@@ -452,6 +453,11 @@ async fn release_session(
     }))
 }
 
+/// A session as the answer, or its error.
+fn session_answer(r: Result<Session, SessionError>) -> Result<Json<Value>, ApiError> {
+    r.map(|s| Json(json!(s))).map_err(session_error)
+}
+
 /// The body of `POST /api/sessions/{id}/renew`: optionally a new lease length.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -464,12 +470,7 @@ async fn renew_session(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = state
-        .sessions()
-        .renew(&id, req.lease_seconds)
-        .await
-        .map_err(session_error)?;
-    Ok(Json(json!(session)))
+    session_answer(state.sessions().renew(&id, req.lease_seconds).await)
 }
 
 /// The body of `POST /api/sessions/{id}/attach` and `/detach`: the `launch --share` process,
@@ -486,12 +487,7 @@ async fn attach_session(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = state
-        .sessions()
-        .attach(&id, req.pid, req.client_pid)
-        .await
-        .map_err(session_error)?;
-    Ok(Json(json!(session)))
+    session_answer(state.sessions().attach(&id, req.pid, req.client_pid).await)
 }
 
 async fn detach_session(
@@ -499,12 +495,7 @@ async fn detach_session(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = state
-        .sessions()
-        .detach(&id, req.pid)
-        .await
-        .map_err(session_error)?;
-    Ok(Json(json!(session)))
+    session_answer(state.sessions().detach(&id, req.pid).await)
 }
 
 #[cfg(test)]
