@@ -69,10 +69,8 @@ pub(crate) fn apply(
         let before = t.inst.clone();
         fold_in(t, key, scan, results.remove(&key), launching, now);
         let (state, reason) = state_of(t, now, grace);
-        if (state, reason) != (before.state, before.state_reason) {
-            t.inst.state = state;
-            t.inst.state_reason = reason;
-            t.inst.state_since = now;
+        if (state, reason) != (t.inst.state, t.inst.state_reason) {
+            (t.inst.state, t.inst.state_reason, t.inst.state_since) = (state, reason, now);
         }
         let policy = session_idle
             .get(&key)

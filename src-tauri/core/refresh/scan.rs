@@ -164,18 +164,7 @@ impl Scanner {
         let costs = table.costs.clone();
         table.pids.clone_from(&pids);
         drop(guard);
-        let ports = {
-            let mut cache = lock(&self.ports);
-            let fresh = !cache.stale
-                && cache.pids == pids
-                && cache.at.is_some_and(|t| t.elapsed() < PORT_RESCAN);
-            if !fresh {
-                cache.map = listeners.listening_ports(&pids);
-                cache.pids = pids;
-                cache.at = Some(std::time::Instant::now());
-            }
-            cache.map.clone()
-        };
+        let ports = self.ports_of(listeners, pids);
         Scan {
             snap,
             candidates,
@@ -185,6 +174,21 @@ impl Scanner {
             admitted,
             costs,
         }
+    }
+
+    /// The listening ports of `pids`: the last mapping while it is fresh (the same PIDs, not
+    /// marked stale, younger than [`PORT_RESCAN`]), else mapped afresh.
+    fn ports_of(&self, listeners: &dyn ListenerSource, pids: Vec<u32>) -> PortMap {
+        let mut cache = lock(&self.ports);
+        let fresh = !cache.stale
+            && cache.pids == pids
+            && cache.at.is_some_and(|t| t.elapsed() < PORT_RESCAN);
+        if !fresh {
+            cache.map = listeners.listening_ports(&pids);
+            cache.pids = pids;
+            cache.at = Some(std::time::Instant::now());
+        }
+        cache.map.clone()
     }
 
     /// Whether the next scan must map sockets afresh rather than reuse the last mapping.
