@@ -2,8 +2,10 @@
 //! `serena-tray daemon` whose discovery sees only what the test starts: the token flow (without
 //! the token the page's API calls are refused; `/?token=` sets an HttpOnly SameSite=Strict
 //! cookie, leaves the address bar clean, and the API answers the page), and the page loads and
-//! runs under the strict CSP without a single violation (checked to be detectable). Screenshots
-//! go to target/screenshots/. Without chromedriver or Chromium: skipped, failed under CI.
+//! runs under the strict CSP without a single violation (checked to be detectable), and the
+//! page's `el()` sets `href` and `src` only to http(s) or relative URLs, saying so in the console
+//! when it refuses one. Screenshots go to target/screenshots/. Without chromedriver or Chromium:
+//! skipped, failed under CI.
 //!
 //! These tests do not depend on what the page shows; they wait for `data-ready="1"` on `<html>`,
 //! which the page sets once its first data has rendered.
@@ -165,5 +167,75 @@ fn the_page_runs_under_the_strict_csp_without_a_violation() {
     assert_eq!(
         b.execute("return typeof window.inlineRan", vec![]),
         Value::from("undefined")
+    );
+}
+
+#[test]
+fn el_sets_url_attributes_only_to_http_or_relative_urls() {
+    let Some(b) = Browser::start() else { return };
+    let home = Home::new();
+    let d = home.daemon();
+    b.goto(&d.url(&format!("/?token={}", d.token)));
+    wait_ready(&b);
+
+    let refused = [
+        "javascript:alert(1)",
+        " JavaScript:alert(1)",
+        "java\tscript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox(1)",
+        "file:///etc/passwd",
+    ];
+    let kept = [
+        "https://example.org/x",
+        "http://127.0.0.1:9/dashboard/",
+        "/api/health",
+        "./icon.svg",
+        "icon.svg",
+        "?q=1",
+        "#top",
+    ];
+    let values: Vec<&str> = refused.iter().chain(&kept).copied().collect();
+    // The page's own module (already loaded: the same instance the page uses). Elements that
+    // are never attached load nothing.
+    let got = b.execute_async(
+        "const [values, done] = arguments;
+         import(new URL('/util.js', location.href).href).then(({ el }) => done(values.map((v) => [
+           el('a', { href: v, text: 'a link' }).getAttribute('href'),
+           el('iframe', { src: v }).getAttribute('src'),
+         ])), (e) => done(`import failed: ${e}`));",
+        vec![json!(values)],
+    );
+    let got = got
+        .as_array()
+        .unwrap_or_else(|| panic!("the page's el(): {got}"));
+    assert_eq!(got.len(), values.len(), "{got:?}");
+    for (value, pair) in values.iter().zip(got) {
+        let expected = if refused.contains(value) {
+            Value::Null
+        } else {
+            json!(value)
+        };
+        assert_eq!(pair, &json!([expected, expected]), "href and src {value:?}");
+    }
+
+    // Each refusal is in the console, naming the element, the attribute and the value.
+    let refusals = |b: &Browser| -> Vec<String> {
+        b.console_logs()
+            .into_iter()
+            .filter(|l| l.level == "WARNING" && l.message.contains("el(): refused"))
+            .map(|l| l.message)
+            .collect()
+    };
+    b.wait_until("the refusals in the console", PAGE, |b| {
+        refusals(b).len() >= 2 * refused.len()
+    });
+    let logged = refusals(&b);
+    assert_eq!(logged.len(), 2 * refused.len(), "{logged:#?}");
+    assert!(
+        logged
+            .iter()
+            .any(|m| m.contains("refused a href=") && m.contains("javascript:alert(1)")),
+        "{logged:#?}"
     );
 }

@@ -4,8 +4,10 @@
 //! eight sections with real content and log lines arriving, the memory a tab shows against
 //! `/proc`, an orphan's tab turning red live (no reload) and "Kill all zombies" reaping its whole
 //! tree, a session started from the page that answers MCP `initialize` and is released from its
-//! tab, untrusted project names rendered as text, 50 tabs at 800 px, the keyboard, and the
-//! first-run panel. Screenshots (light, dark, 50 tabs) go to target/screenshots/.
+//! tab, untrusted project names rendered as text, 50 tabs at 800 px, the keyboard, the
+//! first-run panel, and the event stream: an event the page does not know is logged, and the
+//! page goes on to show the notice of a registry file that stopped parsing. Screenshots (light,
+//! dark, 50 tabs) go to target/screenshots/.
 //!
 //! Without chromedriver or Chromium the tests are skipped (and fail under CI).
 
@@ -564,5 +566,134 @@ fn the_clients_view_shows_the_diff_routes_the_serena_entry_and_undoes_it() {
     b.click("#confirm-ok");
     b.wait_for_css(entry, PAGE);
     assert_eq!(std::fs::read_to_string(&cursor).expect("read"), original);
+    no_csp_violation(&b);
+}
+
+/// Run in every document before its own scripts: the page's `fetch` of `/api/events` gets a
+/// stream that starts with an event no daemon sends, then goes on as the daemon's.
+const AN_UNKNOWN_EVENT_FIRST: &str = r#"
+const realFetch = window.fetch;
+window.fetch = async function (input, init) {
+  const response = await realFetch.call(this, input, init);
+  const url = new URL(input instanceof Request ? input.url : String(input), location.href);
+  if (url.pathname !== '/api/events' || !response.ok || !response.body) return response;
+  window.__unknown_events_sent = (window.__unknown_events_sent ?? 0) + 1;
+  const first = new TextEncoder().encode(
+    'event: no_such_event\ndata: {"type": "no_such_event"}\n\n');
+  const reader = response.body.getReader();
+  let sent = false;
+  const body = new ReadableStream({
+    async pull(c) {
+      if (!sent) {
+        sent = true;
+        c.enqueue(first);
+        return;
+      }
+      const { done, value } = await reader.read();
+      if (done) c.close();
+      else c.enqueue(value);
+    },
+    cancel: (why) => reader.cancel(why),
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
+};
+"#;
+
+#[test]
+fn an_unknown_event_is_logged_and_the_page_goes_on_to_show_a_recovered_registry() {
+    let Some(b) = Browser::start() else { return };
+    let home = Home::new();
+    let d = home.daemon();
+    b.cdp(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": AN_UNKNOWN_EVENT_FIRST}),
+    );
+    // Ready: the snapshot, which came after the unknown event, was shown.
+    login(&b, &d);
+    assert_eq!(
+        b.execute("return window.__unknown_events_sent", vec![]),
+        json!(1),
+        "the page read the stream the test gave it"
+    );
+    b.wait_until("the unknown event in the console", PAGE, |b| {
+        b.console_logs()
+            .iter()
+            .any(|l| l.level == "WARNING" && l.message.contains("no_such_event"))
+    });
+    assert_eq!(
+        b.attr_of("#conn", "data-state").as_deref(),
+        Some("open"),
+        "still following"
+    );
+
+    // The registry file stops parsing (replaced whole, as a writer does): the daemon moves it
+    // aside and says so, and the page, still on the same stream, shows where it went.
+    let registry = home.registry_path();
+    let garbage = "[{\"pid\": 1, this is not JSON";
+    let tmp = registry.with_extension("json.test-tmp");
+    std::fs::write(&tmp, garbage).expect("write");
+    std::fs::rename(&tmp, &registry).expect("rename");
+    b.wait_until("the notice of the recovered registry", PAGE, |b| {
+        b.text_of("#notice-text")
+            .is_some_and(|t| t.contains("did not parse"))
+    });
+    assert!(b.find("#notice").is_displayed());
+    assert_eq!(
+        b.attr_of("#notice", "data-kind").as_deref(),
+        Some("warning")
+    );
+    let text = b.text_of("#notice-text").unwrap_or_default();
+    let moved = std::fs::read_dir(home.serena_home())
+        .expect("SERENA_HOME")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("instances.json.corrupt-"))
+        })
+        .unwrap_or_else(|| panic!("the moved file beside the registry; the page says {text:?}"));
+    assert!(
+        text.contains(&moved.display().to_string()),
+        "the notice names {}: {text:?}",
+        moved.display()
+    );
+    assert_eq!(std::fs::read_to_string(&moved).expect("moved"), garbage);
+    assert_eq!(
+        b.execute("return window.__unknown_events_sent", vec![]),
+        json!(1),
+        "no reconnect in between"
+    );
+    no_csp_violation(&b);
+}
+
+#[test]
+fn a_kill_made_elsewhere_takes_the_tab_away_and_the_page_says_so() {
+    let Some(b) = Browser::start() else { return };
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let fake = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let d = home.daemon();
+    login(&b, &d);
+    let label = tab_turns(&b, fake, "yellow", PAGE);
+
+    // Killed through the API, as the CLI and the tray do: not from this page.
+    let (status, report) = d.call(
+        "POST",
+        &format!("/api/instances/{fake}/kill"),
+        Some(json!({})),
+    );
+    assert_eq!(status, 200, "{report}");
+    let outcome = report["outcome"]
+        .as_str()
+        .expect("outcome")
+        .replace('_', " ");
+    b.wait_until("the killed instance's tab to vanish", PAGE, |b| {
+        b.try_find(&format!("[role=tab][data-pid='{fake}']"))
+            .is_none()
+    });
+    b.wait_until("the notice of the kill", PAGE, |b| {
+        b.text_of("#notice-text").as_deref()
+            == Some(&format!("Serena Tray killed {label} ({outcome})."))
+    });
+    assert!(b.find("#notice").is_displayed());
     no_csp_violation(&b);
 }

@@ -1,5 +1,6 @@
 // The page's state and wiring: the instance list from the server-sent events of `/api/events`
-// (a snapshot, then every change, reconnecting by itself after a daemon restart), the header's
+// (a snapshot, then every change, each through one table of handlers; reconnecting by itself
+// after a daemon restart), notices (a kill made elsewhere, a recovered registry), the header's
 // counts and actions, the tab strip, the open tab (named by the URL fragment, so it survives
 // reloads) and the one polling loop, which only serves the open tab and pauses while the page
 // is hidden.
@@ -9,6 +10,7 @@ import { Tabs } from './tabs.js';
 import { Panel } from './panel.js';
 import { confirm, setupSessionDialog } from './dialogs.js';
 import { setupClientsDialog } from './clients.js';
+import { readEvents } from './events.js';
 import { el, fill, label, colour, stateWords, bytes, keyOf, sleep } from './util.js';
 
 const $ = (id) => document.getElementById(id);
@@ -89,7 +91,7 @@ function select(key, byUser) {
     const root = $('panel');
     root.hidden = false;
     root.setAttribute('aria-labelledby', $('tabs').querySelector(`[data-key="${key}"]`)?.id ?? '');
-    state.panel = new Panel(root, inst, { session: sessionFor, confirm, notify });
+    state.panel = new Panel(root, inst, { session: sessionFor, confirm, notify, killing });
     wake();
   }
   const hash = `#${inst.pid}`;
@@ -144,6 +146,7 @@ function setConn(s, text) {
 
 let noticeTimer = null;
 
+/** Shows `text` above the tabs; `kind` `ok` goes after 15 s, `warning` and `error` stay. */
 function notify(text, kind = 'ok') {
   const box = $('notice');
   box.dataset.kind = kind;
@@ -157,23 +160,34 @@ $('notice-close').addEventListener('click', () => { $('notice').hidden = true; }
 
 // ---- the event stream ---------------------------------------------------------------------------
 
-let retry = 1000;
+/** Kills this page asked for, PID -> until when (ms): their `instance_killed` is no news. */
+const ownKills = new Map();
 
-function connect() {
-  const source = new EventSource('/api/events');
-  const on = (type, f) => source.addEventListener(type, (e) => {
-    let d;
-    try {
-      d = JSON.parse(e.data);
-    } catch {
-      return;
-    }
-    f(d);
-    if (type === 'cost_changed') return; // not news for the timeline
-    if (d && state.panel && d.pid === state.panel.pid) state.panel.touched();
-    else if (d?.instance && state.panel && d.instance.pid === state.panel.pid) state.panel.touched();
-  });
-  on('snapshot', (d) => {
+/** Marks `pids` as killed from this page: the action reports the result itself. */
+function killing(pids) {
+  const until = Date.now() + 60000;
+  for (const pid of pids) ownKills.set(pid, until);
+}
+
+/** The labels of the instances removed lately, by PID: an `instance_killed` follows the removal. */
+const gone = new Map();
+
+function putInstance(d) {
+  if (!d.instance) return;
+  put(d.instance);
+  render();
+}
+
+function sessionsChanged() {
+  loadSessions();
+}
+
+/**
+ * What each event of `/api/events` does to the page (the types of `src-tauri/core/events.rs`,
+ * plus the stream's own `snapshot` and `lagged`). An event not named here is logged and ignored.
+ */
+const ON_EVENT = {
+  snapshot(d) {
     retry = 1000;
     state.instances.clear();
     (d.instances ?? []).forEach(put);
@@ -185,46 +199,113 @@ function connect() {
       performance.mark('serena-tray-ready');
       document.documentElement.dataset.ready = '1';
     }
-  });
-  for (const type of ['instance_added', 'state_changed', 'instance_updated', 'idle_warning', 'idle_shutdown']) {
-    on(type, (d) => {
-      if (!d.instance) return;
-      put(d.instance);
-      render();
-    });
-  }
-  on('cost_changed', (d) => {
+  },
+  // The page read too slowly and missed events: the list is read again.
+  lagged: () => reloadInstances(),
+  instance_added: putInstance,
+  state_changed: putInstance,
+  instance_updated: putInstance,
+  idle_warning: putInstance,
+  idle_shutdown: putInstance,
+  cost_changed(d) {
     const inst = state.instances.get(keyOf(d.pid, d.started_at));
     if (!inst) return;
     inst.cost = d.cost;
     render();
-  });
-  on('instance_removed', (d) => {
-    state.instances.delete(keyOf(d.pid, d.started_at));
-    render();
-  });
-  for (const type of ['session_launching', 'session_ready', 'session_failed', 'session_released', 'session_exited', 'session_renewed', 'session_expired', 'session_attached', 'session_detached']) {
-    on(type, () => loadSessions());
-  }
-  on('lagged', () => reloadInstances());
-  source.addEventListener('open', () => setConn('open', 'live'));
-  source.addEventListener('error', async () => {
-    setConn('closed', 'reconnecting…');
-    if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself
-    source.close();
-    try {
-      await api('/api/health');
-      await api('/api/sessions');
-    } catch (e) {
-      if (e.status === 401 || e.status === 403) {
-        signedOut();
-        return;
-      }
+  },
+  instance_removed(d) {
+    const key = keyOf(d.pid, d.started_at);
+    const inst = state.instances.get(key);
+    if (inst) {
+      gone.set(d.pid, label(inst));
+      if (gone.size > 100) gone.delete(gone.keys().next().value);
     }
+    state.instances.delete(key);
+    render();
+  },
+  instance_killed(d) {
+    // Its `instance_removed` came first and took the tab away; a tab that still shows the PID
+    // means that one was missed, and the list is read again.
+    const shown = ordered().find((i) => i.pid === d.pid);
+    if (shown) reloadInstances();
+    const name = gone.get(d.pid) ?? (shown ? label(shown) : `PID ${d.pid}`);
+    gone.delete(d.pid);
+    const own = (ownKills.get(d.pid) ?? 0) > Date.now();
+    ownKills.delete(d.pid);
+    // Killed elsewhere (the tray, the CLI, auto-kill, idle shutdown): say so.
+    if (!own) notify(`Serena Tray killed ${name} (${String(d.outcome ?? 'done').replaceAll('_', ' ')}).`);
+  },
+  registry_recovered(d) {
+    notify(`The registry file did not parse: it was moved aside to ${d.moved_to ?? '?'} (kept, not deleted) and a fresh one was started.`, 'warning');
+  },
+  session_launching: sessionsChanged,
+  session_ready: sessionsChanged,
+  session_failed: sessionsChanged,
+  session_released: sessionsChanged,
+  session_exited: sessionsChanged,
+  session_renewed: sessionsChanged,
+  session_expired: sessionsChanged,
+  session_attached: sessionsChanged,
+  session_detached: sessionsChanged,
+};
+
+/** Hands one event (`name`, its data as text) to its handler; tells the open tab's timeline. */
+function dispatch(name, text) {
+  const handle = Object.hasOwn(ON_EVENT, name) ? ON_EVENT[name] : null;
+  if (!handle) {
+    console.warn(`Serena Tray: ignored an event this page does not know: ${name}`);
+    return;
+  }
+  let d;
+  try {
+    d = JSON.parse(text);
+  } catch {
+    d = null;
+  }
+  if (typeof d !== 'object' || d === null) {
+    console.warn(`Serena Tray: ignored a ${name} event whose data is not a JSON object`);
+    return;
+  }
+  try {
+    handle(d);
+  } catch (e) {
+    console.error(`Serena Tray: a ${name} event could not be shown:`, e);
+    return;
+  }
+  if (name === 'cost_changed') return; // not news for the timeline
+  const pid = d.pid ?? d.instance?.pid ?? d.session?.pid;
+  if (state.panel && pid === state.panel.pid) state.panel.touched();
+}
+
+let retry = 1000;
+
+/** Follows `/api/events` for as long as the page is open, reconnecting after a restart. */
+async function follow() {
+  for (;;) {
+    let response = null;
+    try {
+      response = await fetch('/api/events', { headers: { Accept: 'text/event-stream' }, cache: 'no-store' });
+    } catch {
+      // Not answering (stopped, restarting): tried again below.
+    }
+    if (response?.status === 401 || response?.status === 403) {
+      signedOut();
+      return;
+    }
+    if (response?.ok && response.body) {
+      setConn('open', 'live');
+      try {
+        await readEvents(response.body, dispatch);
+      } catch {
+        // The stream broke: tried again below.
+      }
+    } else {
+      response?.body?.cancel();
+    }
+    setConn('closed', 'reconnecting…');
     await sleep(retry);
     retry = Math.min(retry * 2, 10000);
-    connect();
-  });
+  }
 }
 
 // ---- the header's actions -----------------------------------------------------------------------
@@ -240,6 +321,7 @@ async function killZombies() {
   if (!(await confirm(`Kill ${zombies.length} ${zombies.length === 1 ? 'zombie' : 'zombies'}?`, lines, 'Kill them'))) return;
   const button = $('kill-zombies');
   button.disabled = true;
+  killing(zombies.map((z) => z.pid));
   try {
     const r = await post('/api/zombies/kill');
     const parts = [];
@@ -323,6 +405,6 @@ setInterval(() => {
   if (!document.hidden && state.loaded) render();
 }, 15000);
 
-connect();
+follow();
 loadSessions();
 pollLoop();

@@ -12,7 +12,8 @@ import { el, fill, label, colour, cue, stateWords, reasonText, client, ago, byte
 export class Panel {
   /**
    * `ctx`: `session(pid)` -> the live session serving that PID or null; `confirm(title, body,
-   * ok)` -> Promise<boolean>; `notify(text, kind)`.
+   * ok)` -> Promise<boolean>; `notify(text, kind)`; `killing(pids)`: this page is killing
+   * them (it reports the result itself).
    */
   constructor(root, inst, ctx) {
     this.root = root;
@@ -183,6 +184,7 @@ export class Panel {
         : `Serena is asked to shut down, then its whole process tree${n ? ` (${n} processes${inst.cost ? `, ${bytes(inst.cost.memory_bytes)}` : ''})` : ''} is terminated.`,
     ];
     if (!(await this.ctx.confirm(`Kill ${label(inst)}?`, body, 'Kill'))) return;
+    this.ctx.killing([inst.pid]);
     await this.act('Killing', () => post(`/api/instances/${inst.pid}/kill`), (r) =>
       `Killed ${label(inst)}: ${String(r?.outcome ?? 'done').replaceAll('_', ' ')}, ${r?.tree?.length ?? 0} processes stopped.`);
   }

@@ -2,10 +2,14 @@
 // never as HTML), formatting sizes and durations, and the instance vocabulary (colours, cues,
 // labels, reasons) that the tabs, the panel and the header share.
 
+/** Attributes the browser follows or loads as a URL. */
+const URL_ATTRIBUTES = new Set(['href', 'src', 'xlink:href', 'action', 'formaction', 'poster']);
+
 /**
  * Creates an element. `opts`: `class`, `text`, `dataset`, `on<event>` handlers, anything else
  * becomes an attribute. Children are nodes or strings; strings become text nodes, so nothing
- * that comes from an instance can ever be parsed as HTML.
+ * that comes from an instance can ever be parsed as HTML. An attribute that holds a URL (`href`,
+ * `src`, ...) is set only to an `http:` or `https:` URL or a relative one (see `safeUrl`).
  */
 export function el(tag, opts = {}, ...children) {
   const node = document.createElement(tag);
@@ -15,10 +19,31 @@ export function el(tag, opts = {}, ...children) {
     else if (key === 'text') node.textContent = String(value);
     else if (key === 'dataset') Object.assign(node.dataset, value);
     else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value === true ? '' : String(value));
+    else if (URL_ATTRIBUTES.has(key.toLowerCase()) && !safeUrl(String(value))) {
+      // Refused by leaving the attribute out, not by throwing: the element stays inert (a link
+      // without `href` goes nowhere) and the rest of the view still renders, so a hostile
+      // value can neither run script nor blank the page. The console says what was refused.
+      console.warn(`el(): refused ${tag} ${key}=${JSON.stringify(String(value))}: only http(s) or relative URLs`);
+    } else node.setAttribute(key, value === true ? '' : String(value));
   }
   append(node, children);
   return node;
+}
+
+/**
+ * Whether `value` may go into a URL attribute: an `http:` or `https:` URL, or a relative one
+ * (no scheme: `/x`, `./x`, `x/y`, `?q`, `#f`). Decided by the browser's own URL parser, as the
+ * browser will read the attribute (it drops tabs and newlines and trims spaces and control
+ * characters, so `java\tscript:` is `javascript:`): resolved against an http base, a relative
+ * URL comes out `http:` and any other scheme (`javascript:`, `data:`, `vbscript:`, `file:`)
+ * keeps its own. A value that does not parse is refused.
+ */
+export function safeUrl(value) {
+  try {
+    return ['http:', 'https:'].includes(new URL(value, 'http://relative.invalid/').protocol);
+  } catch {
+    return false;
+  }
 }
 
 function append(node, children) {
