@@ -64,6 +64,14 @@ pub(super) struct Inner {
     pub(super) timings: Timings,
 }
 
+/// Why an instance is forgotten: killed, or a dead record pruned (whose registry entry is
+/// removed by its exact start time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forget {
+    Killed,
+    DeadRecord,
+}
+
 /// A page following the events (see [`Core::page_open`]); its drop says it went.
 pub struct PageOpen(Core);
 
@@ -470,14 +478,14 @@ impl Core {
         };
         let (alive, verified, port) = found.ok_or(KillError::UnknownPid(key.pid))?;
         if !alive {
-            self.forget(key, true).await;
+            self.forget(key, Forget::DeadRecord).await;
             return Ok(KillReport::already_gone(key.pid));
         }
         if !verified {
             return Err(KillError::NotSerena(key.pid));
         }
         let report = reaper::reap(key, port, &self.inner.prober, &self.inner.timings).await?;
-        self.forget(key, false).await;
+        self.forget(key, Forget::Killed).await;
         let _ = self.inner.events.send(Event::InstanceKilled {
             pid: key.pid,
             outcome: report.outcome,
@@ -546,10 +554,12 @@ impl Core {
     }
 
     /// Drops an instance from the model and the registry (after a kill, or a pruned record).
-    async fn forget(&self, key: ProcessId, dead_record: bool) {
+    async fn forget(&self, key: ProcessId, why: Forget) {
         // Not in the middle of a refresh, which could write the entry back.
         let _no_refresh = self.inner.refreshing.lock().await;
-        let exact = lock(&self.inner.model).forget(key).filter(|_| dead_record);
+        let exact = lock(&self.inner.model)
+            .forget(key)
+            .filter(|_| why == Forget::DeadRecord);
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || {
             inner

@@ -209,6 +209,15 @@ async fn start(
     Ok((client, endpoint))
 }
 
+/// What a POST to the shared Serena is, and where its answer goes.
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    /// An `initialize`: the MCP session's ID and protocol version are taken from its answer.
+    initialize: bool,
+    /// Its answer goes to the client on stdout (a replayed handshake's does not).
+    to_client: bool,
+}
+
 /// The MCP connection to the current shared Serena.
 struct Conn {
     endpoint: Endpoint,
@@ -346,7 +355,11 @@ impl Bridge {
     /// JSON-RPC error; a session that is gone is replaced.
     async fn forward(self: Arc<Self>, line: String, msg: Value) {
         let generation = self.conn.lock().await.generation;
-        match self.post(&line, msg["method"] == "initialize", true).await {
+        let how = Posting {
+            initialize: msg["method"] == "initialize",
+            to_client: true,
+        };
+        match self.post(&line, how).await {
             Ok(()) => {}
             Err(failure) => {
                 let id = &msg["id"];
@@ -369,9 +382,8 @@ impl Bridge {
         }
     }
 
-    /// POSTs `body` to the session; with `tell`, what comes back goes to stdout. For
-    /// `initialize`, the MCP session's ID and protocol version are taken from the answer.
-    async fn post(&self, body: &str, initialize: bool, tell: bool) -> Result<(), Failure> {
+    /// POSTs `body` to the session; see [`Posting`] for what becomes of the answer.
+    async fn post(&self, body: &str, how: Posting) -> Result<(), Failure> {
         let (url, session, protocol) = {
             let c = self.conn.lock().await;
             (
@@ -386,15 +398,15 @@ impl Bridge {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body.to_string());
-        if let Some(s) = session.as_deref().filter(|_| !initialize) {
+        if let Some(s) = session.as_deref().filter(|_| !how.initialize) {
             req = req.header("mcp-session-id", s);
         }
-        if let Some(p) = protocol.as_deref().filter(|_| !initialize) {
+        if let Some(p) = protocol.as_deref().filter(|_| !how.initialize) {
             req = req.header("mcp-protocol-version", p);
         }
         let resp = req.send().await.map_err(|_| Failure::Gone)?;
         let status = resp.status().as_u16();
-        if initialize {
+        if how.initialize {
             if let Some(s) = resp
                 .headers()
                 .get("mcp-session-id")
@@ -425,13 +437,12 @@ impl Bridge {
                     Ok(None) => break,
                     // Cut off mid-answer: the server went away.
                     Err(_) => {
-                        self.tell(&messages, initialize, tell).await;
+                        self.tell(&messages, how).await;
                         return Err(Failure::Gone);
                     }
                 }
                 // Told as they come: a progress notification before the result.
-                self.tell(&std::mem::take(&mut messages), initialize, tell)
-                    .await;
+                self.tell(&std::mem::take(&mut messages), how).await;
             }
         } else {
             let body = resp.bytes().await.map_err(|_| Failure::Gone)?;
@@ -440,13 +451,13 @@ impl Bridge {
                 messages.push(text);
             }
         }
-        self.tell(&messages, initialize, tell).await;
+        self.tell(&messages, how).await;
         Ok(())
     }
 
-    async fn tell(&self, messages: &[String], initialize: bool, tell: bool) {
+    async fn tell(&self, messages: &[String], how: Posting) {
         for m in messages {
-            if initialize {
+            if how.initialize {
                 if let Some(p) = serde_json::from_str::<Value>(m)
                     .ok()
                     .and_then(|v| v["result"]["protocolVersion"].as_str().map(String::from))
@@ -454,7 +465,7 @@ impl Bridge {
                     self.conn.lock().await.protocol = Some(p);
                 }
             }
-            if tell {
+            if how.to_client {
                 let _ = self.out.send(m.clone());
             }
         }
@@ -518,7 +529,11 @@ impl Bridge {
                 }
                 let handshake = self.handshake.lock().await.clone();
                 for (i, line) in handshake.iter().enumerate() {
-                    let _ = self.post(line, i == 0, false).await;
+                    let how = Posting {
+                        initialize: i == 0,
+                        to_client: false,
+                    };
+                    let _ = self.post(line, how).await;
                 }
             }
             Err(e) => tracing::warn!("cannot get the shared session again: {e}"),
