@@ -15,7 +15,6 @@
 //! processes (the tests' marker), so Serenas already running on the machine are not counted.
 
 #[path = "../../tests/common/mod.rs"]
-#[allow(unused_imports)]
 mod common;
 
 mod anchor;
