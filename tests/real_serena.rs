@@ -41,7 +41,7 @@ fn project_instance_is_green_and_projectless_is_yellow() {
     assert_eq!(green["context"], "desktop-app");
     assert_eq!(green["client_pid"], std::process::id());
     let port = green["port"].as_u64().expect("a dashboard port") as u16;
-    let hb: Value = reqwest_get(port, "/heartbeat");
+    let hb: Value = json_request("GET", port, "/heartbeat", None).1;
     assert_eq!(hb["status"], "alive");
 
     let yellow = wait_for("the project-less instance to answer", STARTUP, || {
@@ -94,22 +94,6 @@ fn project_instance_is_green_and_projectless_is_yellow() {
             "state"
         ]
     );
-}
-
-fn reqwest_get(port: u16, route: &str) -> Value {
-    block_on(async {
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .get(format!("http://127.0.0.1:{port}{route}"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON")
-    })
 }
 
 #[test]
@@ -269,7 +253,10 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
                     owned,
                     "pid {pid} was given port {port} it does not own:\n{ss}"
                 );
-                assert_eq!(reqwest_get(port as u16, "/heartbeat")["status"], "alive");
+                assert_eq!(
+                    json_request("GET", port as u16, "/heartbeat", None).1["status"],
+                    "alive"
+                );
                 ports.push(port);
             }
             None => {

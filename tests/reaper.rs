@@ -10,12 +10,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serena_tray::core::model::{ProcessId, State, ZombieReason};
 use serena_tray::core::probe::Prober;
-use serena_tray::core::procs::Snapshot;
 use serena_tray::core::reaper::{reap, Outcome, ReapError, Timings};
 use serena_tray::core::Core;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use sysinfo::System;
 
 const FAKE_STARTUP: Duration = Duration::from_secs(20);
 const REAL_STARTUP: Duration = Duration::from_secs(90);
@@ -33,10 +31,6 @@ fn quick() -> Timings {
     }
 }
 
-fn snapshot() -> Snapshot {
-    Snapshot::capture(&mut System::new())
-}
-
 /// Generous timings for real Serena: what is tested is which step ends it, not how fast.
 fn patient() -> Timings {
     Timings {
@@ -49,11 +43,6 @@ fn patient() -> Timings {
 /// The identity of a live process.
 fn identity(pid: u32) -> ProcessId {
     snapshot().get(pid).expect("process in the table").id()
-}
-
-/// The PIDs under `pid` right now.
-fn descendants(pid: u32) -> Vec<u32> {
-    snapshot().descendants(pid).iter().map(|p| p.pid).collect()
 }
 
 /// The dashboard port of `pid` once the core has found it answering.
@@ -229,15 +218,6 @@ fn a_process_that_is_not_serena_is_refused() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(sleeper), "a non-Serena process was signalled");
-}
-
-/// The language server under a Serena process, once it runs.
-fn language_server(serena: u32) -> Option<u32> {
-    snapshot()
-        .descendants(serena)
-        .iter()
-        .find(|p| p.cmdline.iter().any(|a| a.contains("jedi-language-server")))
-        .map(|p| p.pid)
 }
 
 #[test]
