@@ -213,23 +213,31 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
         pids.push(reaper.adopt(c));
         stdins.push(s);
     }
-    // Wait until every one has picked its port (the log line follows the test-bind) and had
-    // time for the real bind (the hook's one second, and margin), then look.
-    let started = Instant::now();
-    while !pids
-        .iter()
-        .all(|p| log_says(&home, *p, "Starting dashboard (listen_address"))
-    {
-        if started.elapsed() > Duration::from_secs(120) {
-            let tails: Vec<String> = pids.iter().map(|p| log_tail(&home, *p)).collect();
-            panic!(
-                "not all three picked a port in 120 s; their logs:\n{}",
-                tails.join("\n---\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait until every one has picked its port (the log line follows the test-bind) and made
+    // its real bind (the hook's one second later): it listens, or it lost the port.
+    let tails = || -> String {
+        let tails: Vec<String> = pids.iter().map(|p| log_tail(&home, *p)).collect();
+        tails.join("\n---\n")
+    };
+    let picked = |p: &u32| log_says(&home, *p, "Starting dashboard (listen_address");
+    poll(Duration::from_millis(200), Duration::from_secs(120), || {
+        pids.iter().all(picked).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not all three picked a port in 120 s; their logs:\n{}",
+            tails()
+        )
+    });
+    poll(Duration::from_millis(200), Duration::from_secs(60), || {
+        pids.iter().all(|p| bound_or_lost(*p)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not all three bound their port in 60 s; their logs:\n{}",
+            tails()
+        )
+    });
     drop(gate);
     let list = home.list_json();
     let rows: Vec<Value> = pids
@@ -292,6 +300,18 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
         let pid = r["pid"].as_u64().expect("pid") as u32;
         assert!(log_says(&home, pid, "Serena web dashboard started at"));
     }
+}
+
+/// Whether the Serena `pid` has made its dashboard's real bind: it listens, or it lost the port
+/// (werkzeug says so on its stderr, a file: "Port N is in use by another program"), or it is
+/// gone.
+fn bound_or_lost(pid: u32) -> bool {
+    let stderr = std::fs::read_link(format!("/proc/{pid}/fd/2"))
+        .and_then(std::fs::read_to_string)
+        .unwrap_or_default();
+    !alive(pid)
+        || !sockets::listening_ports(pid).is_empty()
+        || stderr.contains("is in use by another program")
 }
 
 /// The last lines of the Serena log of `pid`, for failure messages.

@@ -56,16 +56,13 @@ fn dashboard_port(core: &Core, pid: u32, timeout: Duration) -> u16 {
     })
 }
 
-/// Waits until none of `pids` is alive (a zombie left for its parent to reap counts as gone).
+/// Waits until none of `pids` is alive (a zombie left for its parent to reap counts as gone);
+/// false if one still is after 5 s.
 fn all_gone(pids: &[u32]) -> bool {
-    let start = Instant::now();
-    while pids.iter().any(|p| alive(*p)) {
-        if start.elapsed() > Duration::from_secs(5) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
+    poll(Duration::from_millis(50), Duration::from_secs(5), || {
+        (!pids.iter().any(|p| alive(*p))).then_some(())
+    })
+    .is_some()
 }
 
 #[test]
@@ -175,7 +172,9 @@ fn a_reused_pid_is_already_gone_and_never_signalled() {
     };
     let report = block_on(reap(earlier, Some(port), &prober(), &quick())).expect("no error");
     assert_eq!(report.outcome, Outcome::AlreadyGone);
-    std::thread::sleep(Duration::from_millis(500)); // the fake exits 0.2 s after a shutdown
+    // That nothing happens is what is asserted, so this waits for no event: a shutdown, had one
+    // been sent, ends the fake 0.2 s after its answer; alive 0.5 s on, it was sent none.
+    std::thread::sleep(Duration::from_millis(500));
     assert!(alive(fake), "a reused PID's process was stopped");
     assert!(
         block_on(prober().heartbeat(port)).is_ok(),
@@ -203,7 +202,9 @@ fn another_instances_dashboard_port_is_never_asked_to_shut_down() {
     .expect("reaped");
     assert_eq!(report.outcome, Outcome::Terminated, "{report:?}");
     assert!(all_gone(&[target]));
-    std::thread::sleep(Duration::from_millis(500)); // the fake exits 0.2 s after a shutdown
+    // That nothing happens is what is asserted, so this waits for no event: a shutdown, had one
+    // been sent, ends the fake 0.2 s after its answer; alive 0.5 s on, it was sent none.
+    std::thread::sleep(Duration::from_millis(500));
     assert!(alive(bystander), "the other instance was stopped");
     assert!(block_on(prober().heartbeat(other_port)).is_ok());
 }
@@ -216,6 +217,8 @@ fn a_process_that_is_not_serena_is_refused() {
         Err(ReapError::NotSerena { pid }) => assert_eq!(pid, sleeper),
         other => panic!("expected NotSerena, got {other:?}"),
     }
+    // That nothing happens is what is asserted, so this waits for no event: a signal, had one
+    // been sent before the refusal, ends `sleep` at once; alive 0.3 s on, it was sent none.
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(sleeper), "a non-Serena process was signalled");
 }
