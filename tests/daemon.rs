@@ -230,22 +230,33 @@ fn fakes_for(dir: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
-    let home = Home::new();
-    let dir = home.path().join("dies");
+/// A session asked of a daemon whose Serena command is the fake with `fake_env`, on a new
+/// project `name`, with `session_start_timeout` seconds: the daemon, the project, and the
+/// answer.
+fn failing_launch(
+    home: &Home,
+    name: &str,
+    session_start_timeout: u32,
+    fake_env: (&str, &str),
+) -> (Daemon, std::path::PathBuf, u16, Value) {
+    let dir = home.path().join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config("session_start_timeout = 4\n"));
-    let d = home.daemon_with(
-        free_port(),
-        free_port(),
-        &[("FAKE_SERENA_DIE_AT_START", "1")],
-    );
+    home.tray_config(&fake_command_config(&format!(
+        "session_start_timeout = {session_start_timeout}\n"
+    )));
+    let d = home.daemon_with(free_port(), free_port(), &[fake_env]);
     let (status, v) = d.call(
         "POST",
         "/request-session",
         Some(json!({"project_path": dir.to_str().expect("utf8")})),
     );
+    (d, dir, status, v)
+}
+
+#[test]
+fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
+    let home = Home::new();
+    let (d, dir, status, v) = failing_launch(&home, "dies", 4, ("FAKE_SERENA_DIE_AT_START", "1"));
     assert_eq!(status, 500, "{v:?}");
     assert_eq!(v["error"]["code"], "launch_failed");
     let msg = v["error"]["message"].as_str().unwrap_or_default();
@@ -274,20 +285,9 @@ fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
 #[test]
 fn a_launch_that_never_answers_times_out_and_leaves_nothing_running() {
     let home = Home::new();
-    let dir = home.path().join("silent");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config("session_start_timeout = 3\n"));
     // Its MCP port opens but it never serves a dashboard.
-    let d = home.daemon_with(
-        free_port(),
-        free_port(),
-        &[("FAKE_SERENA_NO_DASHBOARD", "1")],
-    );
-    let (status, v) = d.call(
-        "POST",
-        "/request-session",
-        Some(json!({"project_path": dir.to_str().expect("utf8")})),
-    );
+    let (_daemon, dir, status, v) =
+        failing_launch(&home, "silent", 3, ("FAKE_SERENA_NO_DASHBOARD", "1"));
     assert_eq!(status, 504, "{v:?}");
     assert_eq!(v["error"]["code"], "launch_timeout");
     assert!(v["error"]["message"]

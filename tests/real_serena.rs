@@ -99,14 +99,10 @@ fn project_instance_is_green_and_projectless_is_yellow() {
 #[test]
 fn client_killed_with_stdin_held_open_turns_red_orphaned_after_the_grace() {
     let home = Home::new();
-    let project = home.jedi_project("orphanproj");
     let mut reaper = Reaper::default();
     // The test keeps the write end of Serena's stdin: killing the client closes nothing.
-    let (client, _held_stdin) =
-        spawn_client(&home, &["--project", project.to_str().expect("utf8")]);
-    let client_pid = reaper.adopt(client);
-    let serena_pid = serena_under(client_pid);
-    reaper.watch(serena_pid);
+    let (client_pid, serena_pid, _held_stdin) =
+        client_with_serena(&home, &mut reaper, "orphanproj");
 
     let grace = 4.0;
     let core = home.core(grace);

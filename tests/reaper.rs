@@ -226,14 +226,9 @@ fn a_process_that_is_not_serena_is_refused() {
 #[test]
 fn an_orphaned_real_serena_is_reaped_with_its_language_server() {
     let home = Home::new();
-    let project = home.jedi_project("x");
     let mut reaper = Reaper::default();
     // The test holds Serena's stdin open: killing the client closes nothing.
-    let (client, _held_stdin) =
-        spawn_client(&home, &["--project", project.to_str().expect("utf8")]);
-    let client_pid = reaper.adopt(client);
-    let serena = serena_under(client_pid);
-    reaper.watch(serena);
+    let (client_pid, serena, _held_stdin) = client_with_serena(&home, &mut reaper, "x");
     let ls = wait_for("the language server", REAL_STARTUP, || {
         language_server(serena)
     });

@@ -90,11 +90,7 @@ fn orphan(
     reaper: &mut Reaper,
     project: &str,
 ) -> (u32, Vec<u32>, std::process::ChildStdin) {
-    let dir = home.jedi_project(project);
-    let (client, stdin) = spawn_client(home, &["--project", dir.to_str().expect("utf8")]);
-    let client = reaper.adopt(client);
-    let serena = serena_under(client);
-    reaper.watch(serena);
+    let (client, serena, stdin) = client_with_serena(home, reaper, project);
     let tree = tree_with_language_server(serena);
     kill_one(client);
     (serena, tree, stdin)
