@@ -46,13 +46,10 @@ pub fn serena_mcp<'a>(serena: &'a str, project: &'a str) -> [&'a str; 6] {
     ]
 }
 
+/// The `serena-tray` binary cargo built with this test or bench (it sets `CARGO_BIN_EXE_*` for
+/// both, the only programs that include this module).
 pub fn tray_exe() -> PathBuf {
-    // Known to integration tests and benches (cargo sets CARGO_BIN_EXE_* for both); the
-    // examples that share this module cannot use it.
-    let Some(exe) = option_env!("CARGO_BIN_EXE_serena-tray") else {
-        panic!("only the integration tests and benches know the serena-tray binary");
-    };
-    PathBuf::from(exe)
+    PathBuf::from(env!("CARGO_BIN_EXE_serena-tray"))
 }
 
 /// The tray app binary (`serena-tray` hands over to it when there is a display).
