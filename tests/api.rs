@@ -213,8 +213,7 @@ fn the_login_url_sets_an_http_only_strict_cookie_that_authorises() {
     let d = home.daemon();
     let url = d.url(&format!("/?token={}", d.token));
     let (status, cookie, location) = block_on(async {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
+        let resp = http::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client")

@@ -8,7 +8,6 @@ use common::*;
 use serde_json::json;
 use serena_tray::core::app::App;
 use serena_tray::core::background::{self, Started};
-use serena_tray::core::procs::Snapshot;
 use std::time::Duration;
 
 /// The pidfds this process holds (only exit watchers and kills open them).
@@ -43,7 +42,7 @@ fn exit_watchers_end_with_their_instances_and_shutdown_ends_every_task() {
     let mut sleep = std::process::Command::new("sleep");
     home.env(&mut sleep);
     let sleeper = reaper.adopt(sleep.arg("600").spawn().expect("sleep"));
-    let started_at = Snapshot::capture(&mut sysinfo::System::new())
+    let started_at = snapshot()
         .get(sleeper)
         .expect("the sleeper runs")
         .start_time;
@@ -64,7 +63,7 @@ fn exit_watchers_end_with_their_instances_and_shutdown_ends_every_task() {
             let all = app.core().refresh().await.expect("refresh");
             shown += usize::from(all.iter().any(|i| i.pid == sleeper));
             if !armed {
-                // The first time, see its watcher open a pidfd (so the count below means
+                // The first time, see its watcher open a pidfd (so that the count below means
                 // something).
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 while pidfds() <= before && tokio::time::Instant::now() < deadline {
@@ -107,10 +106,7 @@ fn shutdown_is_prompt_with_an_event_stream_open() {
     let home = Home::new();
     block_on(async {
         let app = start(&home).await;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = http::client();
         let mut stream = client
             .get(format!("http://127.0.0.1:{}/api/events", app.port()))
             .bearer_auth(app.token())

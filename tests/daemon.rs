@@ -222,7 +222,7 @@ fn fake_command_config(extra: &str) -> String {
 
 /// The fake Serena servers running on `dir`.
 fn fakes_for(dir: &std::path::Path) -> Vec<u32> {
-    let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let snap = snapshot();
     let d = dir.to_str().unwrap_or_default();
     snap.iter()
         .filter(|p| p.cmdline.iter().any(|a| a == d) && fake::is_server(&p.cmdline))
@@ -230,22 +230,33 @@ fn fakes_for(dir: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
-    let home = Home::new();
-    let dir = home.path().join("dies");
+/// A session asked of a daemon whose Serena command is the fake with `fake_env`, on a new
+/// project `name`, with `session_start_timeout` seconds: the daemon, the project, and the
+/// answer.
+fn failing_launch(
+    home: &Home,
+    name: &str,
+    session_start_timeout: u32,
+    fake_env: (&str, &str),
+) -> (Daemon, std::path::PathBuf, u16, Value) {
+    let dir = home.path().join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config("session_start_timeout = 4\n"));
-    let d = home.daemon_with(
-        free_port(),
-        free_port(),
-        &[("FAKE_SERENA_DIE_AT_START", "1")],
-    );
+    home.tray_config(&fake_command_config(&format!(
+        "session_start_timeout = {session_start_timeout}\n"
+    )));
+    let d = home.daemon_with(free_port(), free_port(), &[fake_env]);
     let (status, v) = d.call(
         "POST",
         "/request-session",
         Some(json!({"project_path": dir.to_str().expect("utf8")})),
     );
+    (d, dir, status, v)
+}
+
+#[test]
+fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
+    let home = Home::new();
+    let (d, dir, status, v) = failing_launch(&home, "dies", 4, ("FAKE_SERENA_DIE_AT_START", "1"));
     assert_eq!(status, 500, "{v:?}");
     assert_eq!(v["error"]["code"], "launch_failed");
     let msg = v["error"]["message"].as_str().unwrap_or_default();
@@ -274,20 +285,9 @@ fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
 #[test]
 fn a_launch_that_never_answers_times_out_and_leaves_nothing_running() {
     let home = Home::new();
-    let dir = home.path().join("silent");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config("session_start_timeout = 3\n"));
     // Its MCP port opens but it never serves a dashboard.
-    let d = home.daemon_with(
-        free_port(),
-        free_port(),
-        &[("FAKE_SERENA_NO_DASHBOARD", "1")],
-    );
-    let (status, v) = d.call(
-        "POST",
-        "/request-session",
-        Some(json!({"project_path": dir.to_str().expect("utf8")})),
-    );
+    let (_daemon, dir, status, v) =
+        failing_launch(&home, "silent", 3, ("FAKE_SERENA_NO_DASHBOARD", "1"));
     assert_eq!(status, 504, "{v:?}");
     assert_eq!(v["error"]["code"], "launch_timeout");
     assert!(v["error"]["message"]
@@ -424,10 +424,7 @@ fn a_taken_tray_protocol_port_is_taken_over_when_it_frees() {
         Duration::from_secs(20),
         || {
             block_on(async {
-                reqwest::Client::builder()
-                    .no_proxy()
-                    .build()
-                    .ok()?
+                http::client()
                     .get(format!("http://127.0.0.1:{tp}/health"))
                     .send()
                     .await
@@ -598,7 +595,7 @@ fn a_session_behind_a_wrapper_is_its_serena_and_is_released_with_the_wrapper() {
     );
     assert_eq!(status, 201, "{s:?}");
     let pid = s["pid"].as_u64().expect("pid") as u32;
-    let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let snap = snapshot();
     let serena = snap.get(pid).expect("the session's process");
     assert!(
         fake::is_server(&serena.cmdline),
@@ -680,7 +677,7 @@ fn a_wrapped_launch_that_never_answers_leaves_neither_wrapper_nor_serena() {
     );
     // The answer comes only once the cleanup is done: nothing is left by then.
     assert!(fakes_for(&dir).is_empty(), "left {:?}", fakes_for(&dir));
-    let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let snap = snapshot();
     let wrap = home.path().join("wrap.sh");
     assert!(
         !snap.iter().any(|p| p
@@ -707,11 +704,7 @@ fn a_client_that_hangs_up_mid_launch_leaves_a_recorded_session_not_a_stray() {
     let body = json!({"project_path": dir.to_str().expect("utf8")});
     // The client gives up after half a second, long before the launch is done.
     let gave_up = block_on(async move {
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_millis(500))
-            .build()
-            .expect("client")
+        http::client_with_timeout(Duration::from_millis(500))
             .post(url)
             .bearer_auth(token)
             .json(&body)

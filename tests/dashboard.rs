@@ -23,8 +23,7 @@ const PAGE: Duration = Duration::from_secs(30);
 /// The headers of a GET without the token.
 fn headers(url: &str) -> reqwest::header::HeaderMap {
     block_on(async {
-        reqwest::Client::builder()
-            .no_proxy()
+        http::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client")

@@ -12,7 +12,6 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use serena_tray::core::cmdline::serena_server_args;
 use serena_tray::core::model::{State, ZombieReason};
-use serena_tray::core::procs::Snapshot;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -307,11 +306,10 @@ fn discovery_takes_the_fake_server_for_serena_and_neither_its_client_nor_its_chi
     let (client, serena) =
         spawn_fake_client_with(&home, &mut reaper, &[("FAKE_SERENA_CHILDREN", "1")]);
     let child = wait_for("the fake's child", STARTUP, || {
-        let snap = Snapshot::capture(&mut sysinfo::System::new());
-        snap.descendants(serena).first().map(|p| p.pid)
+        descendants(serena).first().copied()
     });
     reaper.watch(child);
-    let snap = Snapshot::capture(&mut sysinfo::System::new());
+    let snap = snapshot();
     let argv = |pid: u32| snap.get(pid).expect("running").cmdline.clone();
     let (server, client, child) = (argv(serena), argv(client), argv(child));
     assert!(serena_server_args(&server).is_some(), "{server:?}");

@@ -204,7 +204,7 @@ fn ten_launches_at_once_start_one_dashboard_and_open_it_once() {
     let d = Daemon::attach_app(&home, port, 0);
     // The dashboards of this home: serena-tray processes that are not a launch.
     let daemons = || {
-        let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+        let snap = snapshot();
         snap.iter()
             .filter(|p| {
                 p.cmdline
@@ -237,8 +237,7 @@ fn ten_launches_at_once_start_one_dashboard_and_open_it_once() {
     for pid in more {
         wait_for("a later launch to find the dashboard", SOON, || {
             // It has looked once its command runs and the lock is free again.
-            let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
-            (!snap.descendants(pid).is_empty()).then_some(())
+            (!descendants(pid).is_empty()).then_some(())
         });
     }
     let log = std::fs::read_to_string(&opened).expect("opened");

@@ -41,7 +41,7 @@ fn project_instance_is_green_and_projectless_is_yellow() {
     assert_eq!(green["context"], "desktop-app");
     assert_eq!(green["client_pid"], std::process::id());
     let port = green["port"].as_u64().expect("a dashboard port") as u16;
-    let hb: Value = reqwest_get(port, "/heartbeat");
+    let hb: Value = json_request("GET", port, "/heartbeat", None).1;
     assert_eq!(hb["status"], "alive");
 
     let yellow = wait_for("the project-less instance to answer", STARTUP, || {
@@ -96,33 +96,13 @@ fn project_instance_is_green_and_projectless_is_yellow() {
     );
 }
 
-fn reqwest_get(port: u16, route: &str) -> Value {
-    block_on(async {
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .get(format!("http://127.0.0.1:{port}{route}"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON")
-    })
-}
-
 #[test]
 fn client_killed_with_stdin_held_open_turns_red_orphaned_after_the_grace() {
     let home = Home::new();
-    let project = home.jedi_project("orphanproj");
     let mut reaper = Reaper::default();
     // The test keeps the write end of Serena's stdin: killing the client closes nothing.
-    let (client, _held_stdin) =
-        spawn_client(&home, &["--project", project.to_str().expect("utf8")]);
-    let client_pid = reaper.adopt(client);
-    let serena_pid = serena_under(client_pid);
-    reaper.watch(serena_pid);
+    let (client_pid, serena_pid, _held_stdin) =
+        client_with_serena(&home, &mut reaper, "orphanproj");
 
     let grace = 4.0;
     let core = home.core(grace);
@@ -229,23 +209,31 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
         pids.push(reaper.adopt(c));
         stdins.push(s);
     }
-    // Wait until every one has picked its port (the log line follows the test-bind) and had
-    // time for the real bind (the hook's one second, and margin), then look.
-    let started = Instant::now();
-    while !pids
-        .iter()
-        .all(|p| log_says(&home, *p, "Starting dashboard (listen_address"))
-    {
-        if started.elapsed() > Duration::from_secs(120) {
-            let tails: Vec<String> = pids.iter().map(|p| log_tail(&home, *p)).collect();
-            panic!(
-                "not all three picked a port in 120 s; their logs:\n{}",
-                tails.join("\n---\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(3));
+    // Wait until every one has picked its port (the log line follows the test-bind) and made
+    // its real bind (the hook's one second later): it listens, or it lost the port.
+    let tails = || -> String {
+        let tails: Vec<String> = pids.iter().map(|p| log_tail(&home, *p)).collect();
+        tails.join("\n---\n")
+    };
+    let picked = |p: &u32| log_says(&home, *p, "Starting dashboard (listen_address");
+    poll(Duration::from_millis(200), Duration::from_secs(120), || {
+        pids.iter().all(picked).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not all three picked a port in 120 s; their logs:\n{}",
+            tails()
+        )
+    });
+    poll(Duration::from_millis(200), Duration::from_secs(60), || {
+        pids.iter().all(|p| bound_or_lost(*p)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not all three bound their port in 60 s; their logs:\n{}",
+            tails()
+        )
+    });
     drop(gate);
     let list = home.list_json();
     let rows: Vec<Value> = pids
@@ -269,7 +257,10 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
                     owned,
                     "pid {pid} was given port {port} it does not own:\n{ss}"
                 );
-                assert_eq!(reqwest_get(port as u16, "/heartbeat")["status"], "alive");
+                assert_eq!(
+                    json_request("GET", port as u16, "/heartbeat", None).1["status"],
+                    "alive"
+                );
                 ports.push(port);
             }
             None => {
@@ -305,6 +296,18 @@ fn dashboard_ports_are_right_when_instances_race_for_the_same_port() {
         let pid = r["pid"].as_u64().expect("pid") as u32;
         assert!(log_says(&home, pid, "Serena web dashboard started at"));
     }
+}
+
+/// Whether the Serena `pid` has made its dashboard's real bind: it listens, or it lost the port
+/// (werkzeug says so on its stderr, a file: "Port N is in use by another program"), or it is
+/// gone.
+fn bound_or_lost(pid: u32) -> bool {
+    let stderr = std::fs::read_link(format!("/proc/{pid}/fd/2"))
+        .and_then(std::fs::read_to_string)
+        .unwrap_or_default();
+    !alive(pid)
+        || !sockets::listening_ports(pid).is_empty()
+        || stderr.contains("is in use by another program")
 }
 
 /// The last lines of the Serena log of `pid`, for failure messages.

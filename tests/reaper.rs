@@ -10,12 +10,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serena_tray::core::model::{ProcessId, State, ZombieReason};
 use serena_tray::core::probe::Prober;
-use serena_tray::core::procs::Snapshot;
 use serena_tray::core::reaper::{reap, Outcome, ReapError, Timings};
 use serena_tray::core::Core;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use sysinfo::System;
 
 const FAKE_STARTUP: Duration = Duration::from_secs(20);
 const REAL_STARTUP: Duration = Duration::from_secs(90);
@@ -33,10 +31,6 @@ fn quick() -> Timings {
     }
 }
 
-fn snapshot() -> Snapshot {
-    Snapshot::capture(&mut System::new())
-}
-
 /// Generous timings for real Serena: what is tested is which step ends it, not how fast.
 fn patient() -> Timings {
     Timings {
@@ -51,11 +45,6 @@ fn identity(pid: u32) -> ProcessId {
     snapshot().get(pid).expect("process in the table").id()
 }
 
-/// The PIDs under `pid` right now.
-fn descendants(pid: u32) -> Vec<u32> {
-    snapshot().descendants(pid).iter().map(|p| p.pid).collect()
-}
-
 /// The dashboard port of `pid` once the core has found it answering.
 fn dashboard_port(core: &Core, pid: u32, timeout: Duration) -> u16 {
     wait_for("the dashboard to answer", timeout, || {
@@ -67,16 +56,13 @@ fn dashboard_port(core: &Core, pid: u32, timeout: Duration) -> u16 {
     })
 }
 
-/// Waits until none of `pids` is alive (a zombie left for its parent to reap counts as gone).
+/// Waits until none of `pids` is alive (a zombie left for its parent to reap counts as gone);
+/// false if one still is after 5 s.
 fn all_gone(pids: &[u32]) -> bool {
-    let start = Instant::now();
-    while pids.iter().any(|p| alive(*p)) {
-        if start.elapsed() > Duration::from_secs(5) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
+    poll(Duration::from_millis(50), Duration::from_secs(5), || {
+        (!pids.iter().any(|p| alive(*p))).then_some(())
+    })
+    .is_some()
 }
 
 #[test]
@@ -186,7 +172,9 @@ fn a_reused_pid_is_already_gone_and_never_signalled() {
     };
     let report = block_on(reap(earlier, Some(port), &prober(), &quick())).expect("no error");
     assert_eq!(report.outcome, Outcome::AlreadyGone);
-    std::thread::sleep(Duration::from_millis(500)); // the fake exits 0.2 s after a shutdown
+    // That nothing happens is what is asserted, so this waits for no event: a shutdown, had one
+    // been sent, ends the fake 0.2 s after its answer; alive 0.5 s on, it was sent none.
+    std::thread::sleep(Duration::from_millis(500));
     assert!(alive(fake), "a reused PID's process was stopped");
     assert!(
         block_on(prober().heartbeat(port)).is_ok(),
@@ -214,7 +202,9 @@ fn another_instances_dashboard_port_is_never_asked_to_shut_down() {
     .expect("reaped");
     assert_eq!(report.outcome, Outcome::Terminated, "{report:?}");
     assert!(all_gone(&[target]));
-    std::thread::sleep(Duration::from_millis(500)); // the fake exits 0.2 s after a shutdown
+    // That nothing happens is what is asserted, so this waits for no event: a shutdown, had one
+    // been sent, ends the fake 0.2 s after its answer; alive 0.5 s on, it was sent none.
+    std::thread::sleep(Duration::from_millis(500));
     assert!(alive(bystander), "the other instance was stopped");
     assert!(block_on(prober().heartbeat(other_port)).is_ok());
 }
@@ -227,30 +217,18 @@ fn a_process_that_is_not_serena_is_refused() {
         Err(ReapError::NotSerena { pid }) => assert_eq!(pid, sleeper),
         other => panic!("expected NotSerena, got {other:?}"),
     }
+    // That nothing happens is what is asserted, so this waits for no event: a signal, had one
+    // been sent before the refusal, ends `sleep` at once; alive 0.3 s on, it was sent none.
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(sleeper), "a non-Serena process was signalled");
-}
-
-/// The language server under a Serena process, once it runs.
-fn language_server(serena: u32) -> Option<u32> {
-    snapshot()
-        .descendants(serena)
-        .iter()
-        .find(|p| p.cmdline.iter().any(|a| a.contains("jedi-language-server")))
-        .map(|p| p.pid)
 }
 
 #[test]
 fn an_orphaned_real_serena_is_reaped_with_its_language_server() {
     let home = Home::new();
-    let project = home.jedi_project("x");
     let mut reaper = Reaper::default();
     // The test holds Serena's stdin open: killing the client closes nothing.
-    let (client, _held_stdin) =
-        spawn_client(&home, &["--project", project.to_str().expect("utf8")]);
-    let client_pid = reaper.adopt(client);
-    let serena = serena_under(client_pid);
-    reaper.watch(serena);
+    let (client_pid, serena, _held_stdin) = client_with_serena(&home, &mut reaper, "x");
     let ls = wait_for("the language server", REAL_STARTUP, || {
         language_server(serena)
     });

@@ -244,7 +244,19 @@ fn a_shared_serena_that_dies_fails_the_call_in_flight_and_the_next_works_on_a_ne
     sa.send(&json!({"jsonrpc": "2.0", "id": 22, "method": "tools/call",
         "params": {"name": "serena_repl", "arguments": {"session": id,
             "code": "import time\ntime.sleep(30)\n1"}}}));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("the call running in Serena", ANSWER, || {
+        let (_, overview) = d.call("GET", &format!("/api/instances/{first}/overview"), None);
+        let queue = &overview["sections"]["executions_queue"]["data"]["queued_executions"];
+        queue
+            .as_array()?
+            .iter()
+            .any(|e| {
+                // Serena names a task `Task-<n>:<tool class>`.
+                let name = e["name"].as_str().unwrap_or_default();
+                name.ends_with(":SerenaReplTool") && e["is_running"] == true
+            })
+            .then_some(())
+    });
     kill_tree(first);
     let v: Value = serde_json::from_str(&sa.line(ANSWER)).expect("JSON");
     assert_eq!(v["id"], 22);

@@ -17,12 +17,13 @@
 mod common;
 
 use common::browser::{screenshots_dir, Browser};
-use common::desktop::{Desktop, Item, MenuNode, NotificationServer, Watcher};
+use common::desktop::{
+    has_window, window_process, Desktop, Item, MenuNode, NotificationServer, Watcher,
+};
 use common::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use sysinfo::System;
 
 /// Real Serena: start-up, then its dashboard and project (jedi) answer.
 const STARTUP: Duration = Duration::from_secs(90);
@@ -82,32 +83,6 @@ fn start_app(home: &Home, desktop: &Desktop, reaper: &mut Reaper) -> (u32, Daemo
     (pid, Daemon::attach_app(home, port, pid))
 }
 
-/// The app's window process (`serena-tray-window`), if one runs.
-fn window_process(app: u32) -> Option<u32> {
-    let snap = serena_tray::core::procs::Snapshot::capture(&mut System::new());
-    let found = snap
-        .descendants(app)
-        .iter()
-        .find(|p| {
-            p.cmdline
-                .first()
-                .is_some_and(|c| c.ends_with("/serena-tray-window"))
-        })
-        .map(|p| p.pid);
-    found
-}
-
-/// Whether `pid` has a WebKit web process under it: its dashboard window (a webview) is open.
-fn has_window(pid: u32) -> bool {
-    let snap = serena_tray::core::procs::Snapshot::capture(&mut System::new());
-    let found = snap.descendants(pid).iter().any(|p| {
-        p.cmdline
-            .first()
-            .is_some_and(|c| c.ends_with("WebKitWebProcess"))
-    });
-    found
-}
-
 /// A real Serena whose client the test kills at once, its stdin held open by the test: an
 /// orphan that lives on. Returns (Serena's PID, its tree with its language server, the stdin).
 fn orphan(
@@ -115,11 +90,7 @@ fn orphan(
     reaper: &mut Reaper,
     project: &str,
 ) -> (u32, Vec<u32>, std::process::ChildStdin) {
-    let dir = home.jedi_project(project);
-    let (client, stdin) = spawn_client(home, &["--project", dir.to_str().expect("utf8")]);
-    let client = reaper.adopt(client);
-    let serena = serena_under(client);
-    reaper.watch(serena);
+    let (client, serena, stdin) = client_with_serena(home, reaper, project);
     let tree = tree_with_language_server(serena);
     kill_one(client);
     (serena, tree, stdin)

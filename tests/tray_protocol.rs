@@ -35,11 +35,9 @@ fn a_real_serena_with_tray_manager_reports_to_the_daemon_on_24224() {
         // Taken (Serena's own tray manager runs here): the exact-bodies test below covers the
         // protocol on a private port. Say so rather than pass silently.
         // A developer's desk may run Serena's own tray manager; CI must exercise it.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "port {SERENA_TRAY_PORT} is taken"
-        );
-        eprintln!("port {SERENA_TRAY_PORT} is taken: real-Serena registration not exercised");
+        skip_unless_ci(&format!(
+            "port {SERENA_TRAY_PORT} is taken: real-Serena registration not exercised"
+        ));
         return;
     }
     let home = Home::new();
@@ -66,7 +64,7 @@ fn a_real_serena_with_tray_manager_reports_to_the_daemon_on_24224() {
     assert_eq!(r["project_name"], "trayproj");
     assert_eq!(r["verified_serena"], true);
     // Serena did not spawn its own tray manager (it found ours answering).
-    let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let snap = snapshot();
     assert!(
         !snap.iter().any(|p| p
             .cmdline
@@ -190,10 +188,7 @@ fn serenas_exact_request_bodies_register_update_and_unregister() {
     assert_eq!(post(tp, "/register", json!({"port": "x"})).0, 422);
     assert_eq!(post(tp, "/unregister", json!({})).0, 422);
     let (status, _) = block_on(async move {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
+        let resp = http::client()
             .post(format!("http://127.0.0.1:{tp}/register"))
             .header("content-type", "application/json")
             .header("host", "evil.example")
@@ -386,10 +381,7 @@ fn a_flood_of_registrations_keeps_at_most_256_and_memory_flat() {
 
     let start = Instant::now();
     let (accepted, full, other) = block_on(async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = http::client();
         let (mut accepted, mut full, mut other) = (0usize, 0usize, Vec::new());
         for (i, port) in ports.iter().enumerate() {
             let body = registration(

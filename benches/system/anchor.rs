@@ -22,7 +22,7 @@
 
 use crate::common::desktop::Desktop;
 use crate::common::*;
-use crate::{cpu_between, events, memory_mib, progress, thread_cpu_ns, wait_event, Config, Metric};
+use crate::{cpu_between, progress, thread_cpu_ns, Config, Metric};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -18,16 +18,29 @@
 //!   own, 20 live instances in its menu, after its dashboard window was opened
 //!   (`POST /api/window`, the page loaded) and closed again (`WM_DELETE_WINDOW`, the window
 //!   process and WebKit's gone): PSS summed over the app and every process under it, the
-//!   median of a few samples. The note gives the RSS and USS sums, each process's PSS, and the
-//!   same PSS sum before the window was first opened and while it was open.
+//!   median of a few samples half a second apart. The note gives the RSS and USS sums, each
+//!   process's PSS and RSS, and the same PSS sum before the window was first opened and while
+//!   it was open.
+//! - `tray_app_rss_mb_window_{never_opened,open,closed}`: the same app's RSS summed over its
+//!   processes (the window process and WebKit's web and network processes while it is open),
+//!   medians, at the same three moments; the note gives the private dirty part (heap and what
+//!   it wrote, no library or file pages) and each process's PSS and RSS.
+//! - `tray_app_idle_cpu_pct_{never_opened,window_open}`: the CPU of those processes over an idle
+//!   window (`/proc/PID/stat`, 10 ms ticks), in % of one core: before the window was first
+//!   opened, and with it open (at most 30 s).
+//! - `tray_app_zombie_{notified,icon_red}_ms`: a client SIGKILLed and its Serena orphaned: to the
+//!   desktop notification that it became a zombie, and to the tray icon turning red, less the
+//!   zombie grace; medians over rounds, the p90 in the note. The icon is looked at every 2 ms
+//!   (a D-Bus property read); each orphan is killed through the API before the next round.
 
 use crate::common::browser::Browser;
-use crate::common::desktop::{Desktop, NotificationServer, TrayApp, Watcher};
+use crate::common::desktop::{
+    has_window, window_process, Desktop, NotificationServer, TrayApp, Watcher,
+};
 use crate::common::*;
-use crate::{graceful_daemon, live_count, memory_mib, p95, progress};
+use crate::{graceful_daemon, live_count, progress};
 use crate::{Config, Metric, GRACE};
 use serde_json::{json, Value};
-use serena_tray::core::procs::Snapshot;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long the page, the app or its window may take to show what is waited for.
@@ -207,100 +220,58 @@ pub(crate) fn ui_phase(cfg: &Config, out: &mut Vec<Metric>) {
     );
 }
 
-/// A process of the app's tree: its PID and a short name (`serena-tray-app`,
-/// `serena-tray-window`, `WebKitWebProcess`).
-struct Proc {
-    pid: u32,
-    name: String,
-}
-
-/// The app and every process under it.
-fn tree(app: u32) -> Vec<Proc> {
-    let snap = Snapshot::capture(&mut sysinfo::System::new());
-    let name = |p: &serena_tray::core::procs::Proc| {
-        p.cmdline
-            .first()
-            .and_then(|c| c.rsplit('/').next())
-            .unwrap_or(&p.name)
-            .to_string()
-    };
-    let root = snap.get(app).map(|p| Proc {
-        pid: app,
-        name: name(p),
-    });
-    root.into_iter()
-        .chain(snap.descendants(app).into_iter().map(|p| Proc {
-            pid: p.pid,
-            name: name(p),
-        }))
-        .collect()
-}
-
-/// Whether the window is up: its process, or WebKit's under it.
-fn has_window(app: u32) -> bool {
-    tree(app)
-        .iter()
-        .any(|p| p.name.ends_with(" window") || p.name.starts_with("WebKit"))
-}
-
 /// Whether a process under the app (the window's WebKit network process) holds an open
 /// connection to the app's dashboard port: the page in the window has loaded and listens to
 /// `/api/events`.
 fn page_connected(app: u32, port: u16) -> bool {
-    // `/proc/net/tcp{,6}`: `sl local remote st ... inode`, addresses as `HEXIP:HEXPORT`, state 01
-    // established.
-    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
+    let to_app: Vec<u64> = sockets::tcp_rows()
         .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|row| {
-                    let f: Vec<&str> = row.split_whitespace().collect();
-                    let (_, remote_port) = f.get(2)?.rsplit_once(':')?;
-                    let to_us = u16::from_str_radix(remote_port, 16).ok()? == port;
-                    if !to_us || *f.get(3)? != "01" {
-                        return None;
-                    }
-                    f.get(9)?.parse().ok()
-                })
-                .collect::<Vec<u64>>()
-        })
+        .filter(|r| r.remote_port == port && r.state == sockets::ESTABLISHED)
+        .map(|r| r.inode)
         .collect();
-    tree(app).iter().filter(|p| p.pid != app).any(|p| {
-        inodes
+    descendants(app).into_iter().any(|pid| {
+        to_app
             .iter()
-            .any(|i| serena_tray::core::sockets::has_socket(p.pid, *i))
+            .any(|inode| serena_tray::core::sockets::has_socket(pid, *inode))
     })
 }
 
-/// The memory of the app's tree: medians over samples half a second apart of the (PSS, RSS,
-/// USS) sums, MiB, and each process's PSS at the last sample.
+/// The memory of the app's tree: medians over samples half a second apart of the sums (PSS,
+/// RSS, USS, private dirty), MiB, and each process's PSS and RSS at the last sample.
 struct TreeMemory {
     processes: usize,
     pss: f64,
     rss: f64,
     uss: f64,
+    dirty: f64,
     parts: String,
 }
 
 fn tree_memory(app: u32, samples: usize) -> TreeMemory {
-    let (mut pss, mut rss, mut uss) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pss, mut rss, mut uss, mut dirty) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut parts: Vec<String> = Vec::new();
     for i in 0..samples {
         if i > 0 {
             std::thread::sleep(Duration::from_millis(500));
         }
-        let each: Vec<(String, (f64, f64, f64))> = tree(app)
-            .into_iter()
-            .map(|p| (p.name, memory_mib(p.pid)))
+        let each: Vec<(String, (f64, f64, f64), f64)> = tree_procs(app)
+            .iter()
+            .map(|p| {
+                let private_dirty = proc_kib(p.pid, "smaps_rollup", "Private_Dirty");
+                (
+                    short_name(p),
+                    memory_mib(p.pid),
+                    private_dirty as f64 / 1024.0,
+                )
+            })
             .collect();
-        pss.push(each.iter().map(|(_, m)| m.0).sum());
-        rss.push(each.iter().map(|(_, m)| m.1).sum());
-        uss.push(each.iter().map(|(_, m)| m.2).sum());
+        pss.push(each.iter().map(|(_, m, _)| m.0).sum());
+        rss.push(each.iter().map(|(_, m, _)| m.1).sum());
+        uss.push(each.iter().map(|(_, m, _)| m.2).sum());
+        dirty.push(each.iter().map(|(_, _, d)| d).sum());
         parts = each
             .iter()
-            .map(|(name, m)| format!("{name} {:.1}", m.0))
+            .map(|(name, m, _)| format!("{name} {:.1}/{:.1}", m.0, m.1))
             .collect();
     }
     TreeMemory {
@@ -308,31 +279,50 @@ fn tree_memory(app: u32, samples: usize) -> TreeMemory {
         pss: median(pss),
         rss: median(rss),
         uss: median(uss),
+        dirty: median(dirty),
         parts: parts.join(", "),
     }
 }
 
-/// `tray_app_pss_mb_window_closed`.
+/// The CPU the app's processes (those running at the start) use over `window` of idling, in %
+/// of one core.
+fn idle_cpu(app: u32, window: Duration) -> f64 {
+    let pids = tree(app);
+    let used = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let before = used();
+    let start = Instant::now();
+    std::thread::sleep(window);
+    100.0 * (used() - before) / start.elapsed().as_secs_f64()
+}
+
+/// The `tray_app_*` rows.
 pub(crate) fn tray_app_phase(cfg: &Config, out: &mut Vec<Metric>) {
     let n = 20;
     let samples = cfg.runs(10, 4);
+    let rounds = cfg.runs(10, 4);
+    let (idle, idle_open) = (cfg.window(), cfg.window().min(Duration::from_secs(30)));
     progress(&format!(
-        "tray app on Xvfb with {n} instances: its memory before, with and after its window"
+        "tray app on Xvfb with {n} instances: its memory before, with and after its window, \
+         its CPU over {} s idle and {} s with the window open, {rounds} zombies notified \
+         (grace {GRACE} s)",
+        idle.as_secs(),
+        idle_open.as_secs()
     ));
     // Dropped in reverse: the app and the fakes first, the desktop last.
     let desktop = Desktop::start();
     let watcher = Watcher::start(&desktop);
-    let _notifications = NotificationServer::start(&desktop);
+    let notifications = NotificationServer::start(&desktop);
     let home = Home::new();
     let mut reaper = Reaper::default();
     for _ in 0..n {
         reaper.adopt(spawn_fake(&home, &[], &[]));
     }
+    let grace = GRACE.to_string();
     let TrayApp {
         pid: app,
         port,
         api,
-        ..
+        item,
     } = TrayApp::start(
         &tray_exe(),
         &home,
@@ -340,12 +330,13 @@ pub(crate) fn tray_app_phase(cfg: &Config, out: &mut Vec<Metric>) {
         &watcher,
         &mut reaper,
         n,
-        &[],
+        &["--zombie-grace", &grace],
         WAIT,
     );
     // Its start-up done: the first refreshes and the menu built.
     std::thread::sleep(Duration::from_secs(2));
     let never = tree_memory(app, samples);
+    let cpu_never = idle_cpu(app, idle);
 
     let (status, body) = api.call("POST", "/api/window", Some(json!({})));
     assert_eq!(status, 200, "open the window: {body}");
@@ -355,16 +346,55 @@ pub(crate) fn tray_app_phase(cfg: &Config, out: &mut Vec<Metric>) {
     // The page's first round of data come and gone.
     std::thread::sleep(Duration::from_secs(3));
     let open = tree_memory(app, samples);
+    let cpu_open = idle_cpu(app, idle_open);
 
     wait_for("the window to close", WAIT, || {
         Some(desktop.close_windows("Serena Tray")).filter(|n| *n > 0)
     });
     wait_for("the window's processes to go", WAIT, || {
-        (!has_window(app)).then_some(())
+        (window_process(app).is_none() && !has_window(app)).then_some(())
     });
     // What the app frees once the window is gone, freed.
     std::thread::sleep(Duration::from_secs(2));
     let closed = tree_memory(app, samples);
+
+    // A client exits and leaves its Serena behind: the notification, and the icon turning red.
+    let (mut to_notify, mut to_red) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (client, orphan) = spawn_fake_client(&home, &mut reaper);
+        let label = format!("{orphan} - NO PROJECT");
+        wait_for("the client's Serena in the tray menu", WAIT, || {
+            watcher.menu(&item).find(&format!("◐ {label}")).map(|_| ())
+        });
+        let icon = watcher.icon_file(&item);
+        let seen = notifications.received().len();
+        let died = Instant::now();
+        kill_one(client);
+        let red = wait_for_every(Duration::from_millis(2), "the icon to change", WAIT, || {
+            (watcher.icon_file(&item) != icon).then(Instant::now)
+        });
+        assert_eq!(watcher.icon_colour(&item), "red");
+        let notified = wait_for("the notification", WAIT, || {
+            notifications
+                .received()
+                .get(seen)
+                .filter(|x| x.body.contains(&label))
+                .map(|x| x.at)
+        });
+        let past_grace = |t: Instant| (t - died).as_secs_f64() * 1000.0 - GRACE * 1000.0;
+        to_red.push(past_grace(red));
+        to_notify.push(past_grace(notified));
+        let (status, body) = api.call(
+            "POST",
+            &format!("/api/instances/{orphan}/kill"),
+            Some(json!({})),
+        );
+        assert_eq!(status, 200, "kill the orphan: {body}");
+        wait_for("the icon back from red", WAIT, || {
+            (watcher.icon_colour(&item) != "red").then_some(())
+        });
+    }
+
     out.push(
         Metric::new("tray_app_pss_mb_window_closed", closed.pss, "MiB", samples)
             .goal(50.0)
@@ -380,4 +410,50 @@ pub(crate) fn tray_app_phase(cfg: &Config, out: &mut Vec<Metric>) {
                 open.parts
             )),
     );
+    for (moment, m) in [
+        ("never_opened", &never),
+        ("open", &open),
+        ("closed", &closed),
+    ] {
+        out.push(
+            Metric::new(
+                format!("tray_app_rss_mb_window_{moment}"),
+                m.rss,
+                "MiB",
+                samples,
+            )
+            .note(format!(
+                "private dirty {:.1} MiB; PSS/RSS of each: {}",
+                m.dirty, m.parts
+            )),
+        );
+    }
+    out.push(
+        Metric::new("tray_app_idle_cpu_pct_never_opened", cpu_never, "%", 1).note(format!(
+            "over {} s; processes: {}",
+            idle.as_secs(),
+            never.processes
+        )),
+    );
+    out.push(
+        Metric::new("tray_app_idle_cpu_pct_window_open", cpu_open, "%", 1).note(format!(
+            "over {} s; processes: {}",
+            idle_open.as_secs(),
+            open.processes
+        )),
+    );
+    for (what, v) in [("notified", to_notify), ("icon_red", to_red)] {
+        out.push(
+            Metric::new(
+                format!("tray_app_zombie_{what}_ms"),
+                median(v.clone()),
+                "ms",
+                v.len(),
+            )
+            .note(format!(
+                "median past the {GRACE} s grace; p90 {:.1} ms",
+                p90(v)
+            )),
+        );
+    }
 }

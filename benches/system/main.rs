@@ -15,7 +15,6 @@
 //! processes (the tests' marker), so Serenas already running on the machine are not counted.
 
 #[path = "../../tests/common/mod.rs"]
-#[allow(unused_imports)]
 mod common;
 
 mod anchor;
@@ -95,27 +94,9 @@ pub(crate) fn progress(what: &str) {
     eprintln!("== {what}");
 }
 
-pub(crate) fn p95(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * 0.95).round() as usize]
-}
-
 /// A fake Serena of `home`'s scope, its output discarded.
 fn fake(home: &Home, env: &[(&str, &str)]) -> Child {
     spawn_fake(home, &[], env)
-}
-
-/// CPU time (user + system, all threads, those that ended too) of `pid`, in seconds, in
-/// steps of 10 ms (USER_HZ is 100 on Linux): for processes whose threads come and go.
-pub(crate) fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // After the command name's closing parenthesis: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// CPU time per thread of `pid` (nanoseconds on a CPU, from `/proc/PID/task/*/schedstat`).
@@ -140,16 +121,6 @@ pub(crate) fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>)
         .sum();
     let ended = before.keys().filter(|t| !after.contains_key(t)).count();
     (used as f64 / 1e9, ended)
-}
-
-/// (PSS, RSS, USS) of `pid` in MiB.
-pub(crate) fn memory_mib(pid: u32) -> (f64, f64, f64) {
-    let kib = |key| proc_kib(pid, "smaps_rollup", key) as f64 / 1024.0;
-    (
-        kib("Pss"),
-        kib("Rss"),
-        kib("Private_Clean") + kib("Private_Dirty"),
-    )
 }
 
 /// The process's anonymous memory (heap, stacks): what a leak grows, unlike the file-backed
@@ -462,15 +433,7 @@ fn kill_all_phase(out: &mut Vec<Metric>) {
         ));
     }
     let trees: Vec<u32> = wait_for("the trees", Duration::from_secs(120), || {
-        let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
-        let all: Vec<u32> = pairs
-            .iter()
-            .flat_map(|(_, s)| {
-                let mut t = vec![*s];
-                t.extend(snap.descendants(*s).iter().map(|p| p.pid));
-                t
-            })
-            .collect();
+        let all: Vec<u32> = pairs.iter().flat_map(|(_, s)| tree(*s)).collect();
         (all.len() >= n * 3).then_some(all)
     });
     for (client, _) in &pairs {

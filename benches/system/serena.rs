@@ -34,11 +34,10 @@
 //! The clients here are `serena-tray` (or Serena) themselves with the benchmark's pipes, no
 //! stand-in client process between: what is timed is the program, not a Python start-up.
 
-use crate::common::mcp::{launch_args, Stream, ANSWER, FIRST_ANSWER};
+use crate::common::mcp::{launch_args, Stream};
 use crate::common::*;
-use crate::{memory_mib, p95, progress, Config, Metric};
+use crate::{progress, Config, Metric};
 use serde_json::{json, Value};
-use serena_tray::core::procs::{Scope, Snapshot};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +49,8 @@ const POLL: Duration = Duration::from_millis(5);
 const READY: Duration = Duration::from_secs(120);
 /// How long a run's processes may take to be gone once ended (then they are killed).
 const GONE: Duration = Duration::from_secs(20);
+/// The MCP client name the benchmark gives in `initialize`.
+const CLIENT: &str = "serena-tray-bench";
 
 /// `request_session_overhead_ratio`, `launch_initialize_overhead_ms`, `share_memory_ratio_5`,
 /// `share_warm_attach_ms`.
@@ -287,9 +288,9 @@ fn stdio_start(home: &Home, project: &str, via_launch: bool) -> (f64, (String, S
     let mut reaper = Reaper::default();
     let began = Instant::now();
     let (mut stream, _) = stdio_client(home, cmd, &mut reaper);
-    let init = initialize(&mut stream);
+    let init = stream.initialize(CLIENT);
     let ms = began.elapsed().as_secs_f64() * 1000.0;
-    (ms, (init, tools_list(&mut stream)))
+    (ms, (init, stream.tools_list()))
 }
 
 /// `share_memory_ratio_5`, `share_warm_attach_ms`.
@@ -311,10 +312,10 @@ fn share(out: &mut Vec<Metric>, home: &Home, project: &str) {
         cmd.args(launch_args(home, &["--port", &port], opts, &serena_cmd));
         let began = Instant::now();
         let (mut stream, pid) = stdio_client(home, cmd, reaper);
-        let _ = initialize(&mut stream);
+        let _ = stream.initialize(CLIENT);
         let ms = began.elapsed().as_secs_f64() * 1000.0;
         // A round trip too, as a client makes before it is of use.
-        let _ = tools_list(&mut stream);
+        let _ = stream.tools_list();
         (stream, pid, ms)
     };
 
@@ -458,23 +459,6 @@ fn stdio_client(home: &Home, mut cmd: Command, reaper: &mut Reaper) -> (Stream, 
     (stream, reaper.adopt(child))
 }
 
-/// `initialize` on an MCP stdio stream: its answer, as written.
-fn initialize(stream: &mut Stream) -> String {
-    stream.send(
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-03-26", "capabilities": {},
-        "clientInfo": {"name": "serena-tray-bench", "version": "1"}}}),
-    );
-    stream.line(FIRST_ANSWER)
-}
-
-/// `notifications/initialized`, then `tools/list`: its answer, as written.
-fn tools_list(stream: &mut Stream) -> String {
-    stream.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-    stream.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
-    stream.line(ANSWER)
-}
-
 /// The memory of process trees (each root and its descendants), MiB.
 struct TreesMemory {
     procs: usize,
@@ -483,16 +467,13 @@ struct TreesMemory {
 }
 
 fn trees_memory(roots: &[u32]) -> TreesMemory {
-    let snap = Snapshot::capture(&mut sysinfo::System::new());
     let mut m = TreesMemory {
         procs: 0,
         pss: 0.0,
         rss: 0.0,
     };
     for root in roots {
-        let mut tree: Vec<u32> = snap.descendants(*root).iter().map(|p| p.pid).collect();
-        tree.push(*root);
-        for pid in tree {
+        for pid in tree(*root) {
             let (pss, rss, _) = memory_mib(pid);
             m.procs += 1;
             m.pss += pss;
@@ -505,39 +486,24 @@ fn trees_memory(roots: &[u32]) -> TreesMemory {
 /// The live processes of `home`'s scope (everything this phase started, and what those
 /// started, language servers and orphans included), `keep` apart.
 fn scoped(home: &Home, keep: &[u32]) -> Vec<u32> {
-    let mut sys = sysinfo::System::new();
-    let snap = Snapshot::capture(&mut sys);
-    let pids: Vec<u32> = snap
-        .iter()
-        .map(|p| p.pid)
-        .filter(|p| !keep.contains(p))
-        .collect();
-    let ours = Scope::Marked(home.scope())
-        .admitted(&mut sys, &pids)
-        .unwrap_or_default();
-    ours.into_iter().filter(|p| alive(*p)).collect()
+    let mut ours = home.scoped_pids();
+    ours.retain(|p| !keep.contains(p) && alive(*p));
+    ours
 }
 
 /// Waits until a run's processes are all gone (`keep`, the daemon, apart); any still there
 /// after [`GONE`] are killed, and counted.
 fn settle(home: &Home, keep: &[u32]) -> usize {
-    let start = Instant::now();
-    loop {
-        let left = scoped(home, keep);
-        if left.is_empty() {
-            return 0;
-        }
-        if start.elapsed() > GONE {
-            for pid in &left {
-                kill_one(*pid);
-            }
-            wait_for("the killed leftovers to be gone", GONE, || {
-                scoped(home, keep).is_empty().then_some(())
-            });
-            return left.len();
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let gone = || scoped(home, keep).is_empty().then_some(());
+    if poll(Duration::from_millis(50), GONE, gone).is_some() {
+        return 0;
     }
+    let left = scoped(home, keep);
+    for pid in &left {
+        kill_one(*pid);
+    }
+    wait_for("the killed leftovers to be gone", GONE, gone);
+    left.len()
 }
 
 /// HTTP for the timed parts: one runtime and one client, made once.
@@ -553,11 +519,7 @@ impl Http {
                 .enable_all()
                 .build()
                 .expect("runtime"),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(180))
-                .build()
-                .expect("client"),
+            client: http::client_with_timeout(Duration::from_secs(180)),
         }
     }
 
@@ -582,9 +544,7 @@ impl Http {
     /// answer.
     fn initialized(&self, url: &str) -> Instant {
         let deadline = Instant::now() + READY;
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-03-26", "capabilities": {},
-            "clientInfo": {"name": "serena-tray-bench", "version": "1"}}});
+        let body = http::mcp_initialize(CLIENT);
         self.rt.block_on(async {
             loop {
                 let answer = self

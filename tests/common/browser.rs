@@ -1,13 +1,14 @@
 //! Headless Chromium driven over WebDriver (chromedriver + fantoccini), for the tests of the web
 //! page; and the tray app's own window, driven the same way through WebKitWebDriver
-//! ([`Browser::webkit`]). [`Browser::start`] starts `chromedriver` on a free port (the binary from `CHROMEDRIVER`,
-//! else /usr/bin/chromedriver), waits until it answers `/status`, and opens a session with
+//! ([`Browser::webkit`]). [`Browser::start`] starts `chromedriver` on a free port (the binary
+//! from `CHROMEDRIVER`, else /usr/bin/chromedriver), waits until it answers `/status`, and opens
+//! a session with
 //! headless Chromium (`CHROMIUM`, else /usr/bin/chromium) in a fresh profile; dropping the
 //! `Browser` closes the session and kills chromedriver's whole tree (Chromium included).
 //!
-//! Missing chromedriver or Chromium: under `CI` the test fails; elsewhere it prints
-//! `SKIPPED: ...` and [`Browser::start`] returns `None` (`let Some(b) = Browser::start() else {
-//! return };`).
+//! Missing chromedriver or Chromium: the test cannot run, said through `skip_unless_ci` (under
+//! `CI` it fails; elsewhere it prints `SKIPPED: ...` and [`Browser::start`] returns `None`:
+//! `let Some(b) = Browser::start() else { return };`).
 //!
 //! The API is synchronous, like the rest of tests/common: the browser owns a small tokio
 //! runtime and every call blocks on it. Every helper panics with what it was doing when the
@@ -19,7 +20,7 @@
 //! of them so far; the colour scheme is emulated through the Chrome DevTools Protocol, which
 //! chromedriver exposes as `POST /session/{id}/goog/cdp/execute {cmd, params}`.
 
-use super::{kill_tree, repo};
+use super::{http, kill_tree, poll, repo, skip_unless_ci};
 use axum::http::Method;
 use fantoccini::elements::Element;
 use fantoccini::wd::WebDriverCompatibleCommand;
@@ -30,7 +31,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a WebDriver call or a page load may take before the test fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -101,8 +102,8 @@ impl WebDriverCompatibleCommand for SessionCommand {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium session. `None` (after printing
-    /// `SKIPPED: ...`) when either is not installed; under `CI` that fails the test instead.
+    /// Starts chromedriver and a headless Chromium session. `None` when either is not installed
+    /// (after `skip_unless_ci`: under `CI` that fails the test instead).
     pub fn start() -> Option<Browser> {
         let (driver, chromium) = match (
             binary("CHROMEDRIVER", "/usr/bin/chromedriver"),
@@ -117,12 +118,10 @@ impl Browser {
                         .then_some("Chromium (set CHROMIUM or install chromium)"),
                 ];
                 let missing: Vec<&str> = missing.into_iter().flatten().collect();
-                let why = format!("no {}", missing.join(" and no "));
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "the page tests need a browser: {why}"
-                );
-                eprintln!("SKIPPED: {why}");
+                skip_unless_ci(&format!(
+                    "the page tests need a browser: no {}",
+                    missing.join(" and no ")
+                ));
                 return None;
             }
         };
@@ -450,17 +449,11 @@ impl Browser {
     /// Waits until `f` says yes, looking every 50 ms; panics after `timeout` naming `what`.
     #[track_caller]
     pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Browser) -> bool) {
-        let start = Instant::now();
-        loop {
-            if f(self) {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
+        if poll(POLL, timeout, || f(self).then_some(())).is_none() {
+            panic!(
                 "browser: timed out after {timeout:?} waiting for {what}; the page said:\n{}",
                 self.page_text()
             );
-            std::thread::sleep(POLL);
         }
     }
 
@@ -562,15 +555,10 @@ impl Browser {
 /// Polls chromedriver's `/status` until it says ready; false if it exited or never did.
 fn wait_status(rt: &tokio::runtime::Runtime, child: &mut Child, port: u16) -> bool {
     let url = format!("http://127.0.0.1:{port}/status");
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
+    let http = http::client_with_timeout(Duration::from_secs(2));
+    poll(POLL, Duration::from_secs(20), || {
         if !matches!(child.try_wait(), Ok(None)) {
-            return false;
+            return Some(false);
         }
         let ready = rt.block_on(async {
             match http.get(&url).send().await {
@@ -578,12 +566,11 @@ fn wait_status(rt: &tokio::runtime::Runtime, child: &mut Child, port: u16) -> bo
                 Err(_) => None,
             }
         });
-        if ready.is_some_and(|v| v["value"]["ready"] == true) {
-            return true;
-        }
-        std::thread::sleep(POLL);
-    }
-    false
+        ready
+            .is_some_and(|v| v["value"]["ready"] == true)
+            .then_some(true)
+    })
+    .unwrap_or(false)
 }
 
 impl Drop for Browser {

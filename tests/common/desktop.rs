@@ -588,6 +588,26 @@ impl NotificationServer {
     }
 }
 
+/// The tray app `app`'s window process (`serena-tray-window`), if one runs.
+pub fn window_process(app: u32) -> Option<u32> {
+    super::find_under(app, |p| {
+        p.cmdline
+            .first()
+            .is_some_and(|c| c.ends_with("/serena-tray-window"))
+    })
+}
+
+/// Whether the tray app `app` has its dashboard window open: a WebKit web process under it
+/// (under its window process).
+pub fn has_window(app: u32) -> bool {
+    super::find_under(app, |p| {
+        p.cmdline
+            .first()
+            .is_some_and(|c| c.ends_with("WebKitWebProcess"))
+    })
+    .is_some()
+}
+
 /// A tray app started minimized on a test's desktop, its tray menu up.
 pub struct TrayApp {
     pub pid: u32,

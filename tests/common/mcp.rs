@@ -5,7 +5,7 @@
 use super::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -75,16 +75,21 @@ impl Stream {
 
     /// initialize, initialized, tools/list: the two answers, exactly as written.
     pub fn handshake(&mut self) -> (String, String) {
-        self.send(
-            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-03-26", "capabilities": {},
-            "clientInfo": {"name": "serena-tray-test", "version": "1"}}}),
-        );
-        let init = self.line(FIRST_ANSWER);
+        let init = self.initialize("serena-tray-test");
+        (init, self.tools_list())
+    }
+
+    /// `initialize` from a client named `client_name`: its answer, exactly as written.
+    pub fn initialize(&mut self, client_name: &str) -> String {
+        self.send(&http::mcp_initialize(client_name));
+        self.line(FIRST_ANSWER)
+    }
+
+    /// `notifications/initialized`, then `tools/list`: its answer, exactly as written.
+    pub fn tools_list(&mut self) -> String {
         self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
         self.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
-        let tools = self.line(ANSWER);
-        (init, tools)
+        self.line(ANSWER)
     }
 }
 
@@ -144,12 +149,7 @@ pub fn strs(v: &[String]) -> Vec<&str> {
 /// The launch process under a stand-in client, once it runs.
 pub fn launch_under(client: u32) -> u32 {
     wait_for("launch under the client", ANSWER, || {
-        let snap = serena_tray::core::procs::Snapshot::capture(&mut sysinfo::System::new());
-        let found = snap
-            .iter()
-            .find(|p| p.ppid == Some(client) && p.cmdline.iter().any(|a| a == "launch"))
-            .map(|p| p.pid);
-        found
+        child_with_arg(client, "launch")
     })
 }
 

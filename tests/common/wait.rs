@@ -14,17 +14,23 @@ pub fn wait_for_every<T>(
     pause: Duration,
     what: &str,
     timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
 ) -> T {
+    poll(pause, timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Polls `f` every `pause` until it returns `Some`; `None` once `timeout` has passed (for a
+/// caller that goes on, or says more than [`wait_for`] would, when it does not come).
+pub fn poll<T>(pause: Duration, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if start.elapsed() >= timeout {
+            return None;
+        }
         std::thread::sleep(pause);
     }
 }
