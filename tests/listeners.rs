@@ -19,10 +19,10 @@ const IDLE: usize = 2000;
 /// that the kernel's table shows as established on that local port (a connection still in the
 /// accept queue is in the table but not among its descriptors).
 fn held_connections(pid: u32, port: u16) -> usize {
-    let held = sockets::socket_inodes(pid);
+    let held: std::collections::HashSet<u64> = sockets::socket_inodes(pid).into_iter().collect();
     sockets::tcp_rows()
         .iter()
-        .filter(|r| r.local_port == port && r.state == sockets::ESTABLISHED)
+        .filter(|r| r.local.port() == port && r.state == sockets::ESTABLISHED)
         .filter(|r| held.contains(&r.inode))
         .count()
 }

@@ -226,7 +226,7 @@ pub(crate) fn ui_phase(cfg: &Config, out: &mut Vec<Metric>) {
 fn page_connected(app: u32, port: u16) -> bool {
     let to_app: Vec<u64> = sockets::tcp_rows()
         .iter()
-        .filter(|r| r.remote_port == port && r.state == sockets::ESTABLISHED)
+        .filter(|r| r.remote.port() == port && r.state == sockets::ESTABLISHED)
         .map(|r| r.inode)
         .collect();
     descendants(app).into_iter().any(|pid| {

@@ -55,7 +55,7 @@ pub struct PeerSocket {
 }
 
 #[cfg(target_os = "linux")]
-pub use linux::{has_socket, peer_socket};
+pub use linux::{has_socket, peer_socket, socket_inodes, tcp_rows, TcpRow, TCP_ESTABLISHED};
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -69,11 +69,13 @@ mod linux {
     pub struct ProcNet;
 
     const TCP_LISTEN: u8 = 0x0A;
+    /// A connection's state in the kernel's TCP tables: established.
+    pub const TCP_ESTABLISHED: u8 = 0x01;
     const TABLES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
 
     /// One row of a `/proc/net/tcp*` table.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) struct TcpRow {
+    pub struct TcpRow {
         pub local: SocketAddr,
         pub remote: SocketAddr,
         pub state: u8,
@@ -143,6 +145,12 @@ mod linux {
         }
     }
 
+    /// Every row of the kernel's IPv4 and IPv6 TCP tables now (a table that cannot be read:
+    /// none). Blocking.
+    pub fn tcp_rows() -> Vec<TcpRow> {
+        rows(|_| true)
+    }
+
     fn rows(mut keep: impl FnMut(&TcpRow) -> bool) -> Vec<TcpRow> {
         let mut out = Vec::new();
         for table in TABLES {
@@ -154,8 +162,8 @@ mod linux {
     }
 
     /// The inodes of the sockets `pid` has open (none if it cannot be read: gone, or another
-    /// user's).
-    fn socket_inodes(pid: u32) -> Vec<u64> {
+    /// user's). Blocking.
+    pub fn socket_inodes(pid: u32) -> Vec<u64> {
         let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
             return Vec::new();
         };
