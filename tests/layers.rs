@@ -81,22 +81,15 @@ fn is_cfg_test(attrs: &[syn::Attribute]) -> bool {
 /// Resolves a path as written in `module` to segments from the crate root, or None when it does
 /// not point into the crate (std, a dependency, a local name).
 fn absolute(module: &[String], segments: &[String]) -> Option<Vec<String>> {
-    let first = segments.first()?;
-    let mut out: Vec<String> = match first.as_str() {
-        "crate" => Vec::new(),
-        "self" => module.to_vec(),
-        "super" => module.to_vec(),
+    let (mut out, rest) = match segments.first()?.as_str() {
+        "crate" => (Vec::new(), &segments[1..]),
+        "self" => (module.to_vec(), &segments[1..]),
+        "super" => (module.to_vec(), segments),
         _ => return None,
     };
-    let mut rest = &segments[1..];
-    if first == "super" {
-        out.pop();
-    }
-    while rest.first().map(String::as_str) == Some("super") {
-        out.pop();
-        rest = &rest[1..];
-    }
-    out.extend(rest.iter().cloned());
+    let supers = rest.iter().take_while(|s| *s == "super").count();
+    out.truncate(out.len().saturating_sub(supers));
+    out.extend(rest[supers..].iter().cloned());
     Some(out)
 }
 
@@ -169,15 +162,12 @@ impl Collector<'_> {
                     let line = id.span().start().line;
                     let mut segments = vec![id.to_string()];
                     let mut j = i + 1;
-                    while j + 2 < tokens.len() + 1 {
-                        let (
-                            Some(TokenTree::Punct(a)),
-                            Some(TokenTree::Punct(b)),
-                            Some(TokenTree::Ident(next)),
-                        ) = (tokens.get(j), tokens.get(j + 1), tokens.get(j + 2))
-                        else {
-                            break;
-                        };
+                    while let (
+                        Some(TokenTree::Punct(a)),
+                        Some(TokenTree::Punct(b)),
+                        Some(TokenTree::Ident(next)),
+                    ) = (tokens.get(j), tokens.get(j + 1), tokens.get(j + 2))
+                    {
                         if a.as_char() != ':' || b.as_char() != ':' {
                             break;
                         }
@@ -453,22 +443,26 @@ fn modules_depend_one_way_down_the_layers() {
         "read only {} modules: is the tree still rooted in lib.rs?",
         modules.len()
     );
-    let (edges, mut problems) = edges(&modules);
+    let (edges, unplaced) = edges(&modules);
     assert!(
         edges.len() > 50,
         "found only {} imports between units: is the reader broken?",
         edges.len()
     );
-    for e in &edges {
-        if layer(e.to) < layer(e.from) {
-            problems.push(format!(
+    // One line per place, however many names it imports from the layer above.
+    let upward: BTreeSet<String> = edges
+        .iter()
+        .filter(|e| layer(e.to) < layer(e.from))
+        .map(|e| {
+            format!(
                 "{}: {} imports {}, a layer above it",
                 place(e),
                 e.from,
                 e.to
-            ));
-        }
-    }
+            )
+        })
+        .collect();
+    let mut problems: Vec<String> = unplaced.into_iter().chain(upward).collect();
     for circle in circles(&edges) {
         let mut lines = vec![format!(
             "a circle through {}:",

@@ -6,10 +6,10 @@ use super::block_on;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// A client builder that goes to the address asked, never through a proxy; add a timeout, a
-/// redirect policy, ... then build.
+/// A client builder that goes to the address asked, never through a proxy (the library's own,
+/// `core::http::loopback_client`); add a timeout, a redirect policy, ... then build.
 pub fn builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder().no_proxy()
+    serena_tray::core::http::loopback_client()
 }
 
 /// A client of [`builder`] as it is (no timeout).

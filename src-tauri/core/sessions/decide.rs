@@ -212,6 +212,27 @@ pub(crate) fn kept<'a>(sessions: impl Iterator<Item = &'a Session>) -> Vec<&'a S
     list
 }
 
+/// The active session `id`: unknown, or ended, is an error.
+pub(crate) fn active<'a>(
+    sessions: &'a mut BTreeMap<String, Session>,
+    id: &str,
+) -> Result<&'a mut Session, SessionError> {
+    match sessions.get_mut(id) {
+        None => Err(SessionError::UnknownSession(id.to_string())),
+        Some(s) if !s.is_active() => Err(SessionError::Ended(id.to_string())),
+        Some(s) => Ok(s),
+    }
+}
+
+/// Forgets the ended sessions past the history's bound (see [`kept`]).
+pub(crate) fn forget_old_history(sessions: &mut BTreeMap<String, Session>) {
+    let keep: std::collections::HashSet<String> = kept(sessions.values())
+        .into_iter()
+        .map(|s| s.session_id.clone())
+        .collect();
+    sessions.retain(|id, _| keep.contains(id));
+}
+
 /// A lease's length: a number of seconds > 0.
 pub(crate) fn lease_of(seconds: f64) -> Result<f64, SessionError> {
     (seconds.is_finite() && seconds > 0.0)

@@ -7,8 +7,10 @@
 //! the one before has its dashboard port: Serenas started together can pick the same one, and
 //! the loser runs without. Every step is an event on the core's bus (launching, ready, failed,
 //! released, exited); a session whose Serena exits by itself is marked ended and leaves the
-//! active list (the last ended ones are kept as history). Deliberately not here: HTTP (the API
-//! maps these errors to statuses) and killing (the reaper, through the core).
+//! active list (the last ended ones are kept as history). The decisions are pure functions in
+//! `decide` (unit-tested there), starting a Serena is `launch`, the file is `store`; this file
+//! holds the handle and its effects. Deliberately not here: HTTP (the API maps these errors to
+//! statuses) and killing (the reaper, through the core).
 
 mod decide;
 mod launch;
@@ -270,12 +272,10 @@ impl Sessions {
             None => None,
         };
         let mut sessions = self.inner.sessions.lock().await;
-        let session = match sessions.get_mut(id) {
-            None => return Err(SessionError::UnknownSession(id.to_string())),
-            Some(s) if !s.is_active() => return Err(SessionError::Ended(id.to_string())),
-            Some(s) if !s.shared => return Err(SessionError::NotShared(id.to_string())),
-            Some(s) => s,
-        };
+        let session = decide::active(&mut sessions, id)?;
+        if !session.shared {
+            return Err(SessionError::NotShared(id.to_string()));
+        }
         let attachment = Attachment {
             pid,
             start_time: launcher.start_time,
@@ -285,9 +285,7 @@ impl Sessions {
         };
         decide::attach(session, attachment);
         let attached = session.clone();
-        if let Err(e) = self.persist(&mut sessions) {
-            tracing::warn!("{e}");
-        }
+        self.persist(&mut sessions);
         drop(sessions);
         self.watch_attachment(id, launcher);
         self.inner.core.publish(Event::SessionAttached {
@@ -310,9 +308,7 @@ impl Sessions {
             return Ok(session.clone());
         }
         let detached = session.clone();
-        if let Err(e) = self.persist(&mut sessions) {
-            tracing::warn!("{e}");
-        }
+        self.persist(&mut sessions);
         drop(sessions);
         self.inner.leases_changed.notify_one();
         self.inner.core.publish(Event::SessionDetached {
@@ -350,9 +346,7 @@ impl Sessions {
         };
         let ended = s.ended(EndReason::Exited, now());
         sessions.insert(ended.session_id.clone(), ended.clone());
-        if let Err(e) = self.persist(&mut sessions) {
-            tracing::warn!("{e}");
-        }
+        self.persist(&mut sessions);
         drop(sessions);
         self.inner.core.unmark_session(id);
         self.inner.core.publish(Event::SessionExited {
@@ -462,10 +456,7 @@ impl Sessions {
         }
         let mut sessions = self.inner.sessions.lock().await;
         sessions.insert(session.session_id.clone(), session.clone());
-        if let Err(e) = self.persist(&mut sessions) {
-            // It runs and is known here; the next write records it.
-            tracing::warn!("{e}");
-        }
+        self.persist(&mut sessions);
         drop(sessions);
         core.publish(Event::SessionReady {
             session: session.clone(),
@@ -499,20 +490,14 @@ impl Sessions {
     ) -> Result<Session, SessionError> {
         let lease = lease_seconds.map(decide::lease_of).transpose()?;
         let mut sessions = self.inner.sessions.lock().await;
-        let session = match sessions.get_mut(id) {
-            None => return Err(SessionError::UnknownSession(id.to_string())),
-            Some(s) if !s.is_active() => return Err(SessionError::Ended(id.to_string())),
-            Some(s) => s,
-        };
+        let session = decide::active(&mut sessions, id)?;
         let lease = lease
             .or(session.lease_seconds)
             .ok_or_else(|| SessionError::NoLease(id.to_string()))?;
         session.lease_seconds = Some(lease);
         session.expires_at = Some(now() + lease);
         let renewed = session.clone();
-        if let Err(e) = self.persist(&mut sessions) {
-            tracing::warn!("{e}");
-        }
+        self.persist(&mut sessions);
         drop(sessions);
         self.inner.leases_changed.notify_one();
         self.inner.core.publish(Event::SessionRenewed {
@@ -579,10 +564,7 @@ impl Sessions {
                 });
             }
         };
-        if let Err(e) = self.persist(&mut sessions) {
-            // It is released all the same; the next write records it.
-            tracing::warn!("{e}");
-        }
+        self.persist(&mut sessions);
         drop(sessions);
         self.inner.core.unmark_session(pid);
         self.inner.core.publish(match reason {
@@ -602,14 +584,13 @@ impl Sessions {
         })
     }
 
-    /// Records the sessions (and forgets ended ones past the history's bound).
-    fn persist(&self, sessions: &mut BTreeMap<String, Session>) -> Result<(), SessionError> {
-        let keep: std::collections::HashSet<String> = decide::kept(sessions.values())
-            .into_iter()
-            .map(|s| s.session_id.clone())
-            .collect();
-        sessions.retain(|id, _| keep.contains(id));
-        store::write(&self.inner.store, &decide::kept(sessions.values()))
+    /// Records the sessions (and forgets ended ones past the history's bound). A failed write
+    /// is logged, not returned: the change stands in memory and the next write records it.
+    fn persist(&self, sessions: &mut BTreeMap<String, Session>) {
+        decide::forget_old_history(sessions);
+        if let Err(e) = store::write(&self.inner.store, &decide::kept(sessions.values())) {
+            tracing::warn!("{e}");
+        }
     }
 }
 

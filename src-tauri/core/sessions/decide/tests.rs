@@ -301,3 +301,26 @@ fn the_history_keeps_every_active_session_and_the_last_ended() {
         .iter()
         .all(|s| !["e0", "e1", "e2", "e3", "e4"].contains(&s.session_id.as_str())));
 }
+
+#[test]
+fn only_an_active_session_is_acted_on_and_old_history_is_forgotten() {
+    let mut sessions: BTreeMap<String, Session> = BTreeMap::new();
+    sessions.insert("live".into(), session("live", 1));
+    for i in 0..HISTORY_KEPT as u32 + 2 {
+        let s = session(&format!("e{i}"), i + 10).ended(EndReason::Exited, T0 + f64::from(i));
+        sessions.insert(s.session_id.clone(), s);
+    }
+    assert!(active(&mut sessions, "live").is_ok());
+    assert!(matches!(
+        active(&mut sessions, "e0"),
+        Err(SessionError::Ended(_))
+    ));
+    assert!(matches!(
+        active(&mut sessions, "nope"),
+        Err(SessionError::UnknownSession(_))
+    ));
+    forget_old_history(&mut sessions);
+    assert_eq!(sessions.len(), HISTORY_KEPT + 1);
+    assert!(!sessions.contains_key("e0") && !sessions.contains_key("e1"));
+    assert!(sessions.contains_key("live") && sessions.contains_key("e2"));
+}
