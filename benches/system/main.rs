@@ -19,6 +19,7 @@ mod common;
 
 mod anchor;
 mod desktop;
+mod on_demand;
 mod serena;
 
 use common::*;
@@ -639,6 +640,10 @@ fn main() {
     }
     if run("serena") {
         serena::serena_phase(&cfg, &mut out);
+    }
+    // Part of the serena phase; `serena-on-demand` (or `on-demand`) runs it alone.
+    if run("serena-on-demand") {
+        on_demand::on_demand_phase(&cfg, &mut out);
     }
 
     println!(

@@ -39,6 +39,10 @@ use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a new shared session waits for the client that asked for it to attach, at least
+/// (with `share_linger_seconds` 0 it would otherwise end before its first client attaches).
+const FIRST_ATTACH: Duration = Duration::from_secs(30);
+
 /// The body of `POST /request-session`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -465,8 +469,7 @@ impl Sessions {
             sleep_minutes: wanted.sleep_minutes,
             log: self.log_of(&session_id).display().to_string(),
         };
-        let linger = self.inner.linger.as_secs_f64();
-        let session = Session::on_demand(session_id, key, now(), linger);
+        let session = Session::on_demand(session_id, key, now(), self.first_linger());
         let mut sessions = self.inner.sessions.lock().await;
         sessions.insert(session.session_id.clone(), session.clone());
         self.persist(&mut sessions);
@@ -641,6 +644,12 @@ impl Sessions {
         })
     }
 
+    /// How long a new shared session waits for its first client: the linger, and at least
+    /// [`FIRST_ATTACH`].
+    fn first_linger(&self) -> f64 {
+        self.inner.linger.max(FIRST_ATTACH).as_secs_f64()
+    }
+
     /// Where the Serena of session `id` writes its output (a woken one appends).
     fn log_of(&self, id: &str) -> PathBuf {
         self.inner.logs.join(format!("session-{id}.log"))
@@ -652,8 +661,9 @@ impl Sessions {
         let core = &self.inner.core;
         session.shared = wanted.shared;
         if wanted.shared {
-            // Until its first client attaches, it lingers as if its last had left.
-            session.linger_until = Some(session.created_at + self.inner.linger.as_secs_f64());
+            // Until its first client attaches, it lingers as if its last had left (for long
+            // enough that the client who asked for it attaches first, whatever the linger).
+            session.linger_until = Some(session.created_at + self.first_linger());
             self.inner.leases_changed.notify_one();
         }
         session.lease_seconds = wanted.lease;
