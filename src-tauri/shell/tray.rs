@@ -71,7 +71,7 @@ pub async fn model(app: &App, autostart: Option<bool>) -> MenuModel {
         .filter(|s| s.shared)
         .map(|s| (s.pid, s.attached.len()))
         .collect();
-    MenuModel::of(&app.core().instances(), autostart).with_clients(&clients)
+    MenuModel::of(&app.core().instances(), 0, autostart).with_clients(&clients)
 }
 
 /// What the tray shows, on the thread of the event loop: the icon (`None` where the platform
