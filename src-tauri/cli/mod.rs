@@ -123,6 +123,15 @@ struct LaunchArgs {
     /// (started on first use, kept warm after its last client) instead of a Serena of its own
     #[arg(long)]
     share: bool,
+    /// With --share: answer the MCP handshake from a cache and start Serena on the first call
+    /// that needs it [default: share_on_demand in tray/config.toml, else true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    on_demand: Option<bool>,
+    /// With --share: stop the shared Serena after this many minutes without a call, its
+    /// clients kept, until the next call; 0 for never [default: share_sleep_minutes in
+    /// tray/config.toml, else 15]
+    #[arg(long, value_name = "MINUTES", value_parser = minutes)]
+    share_sleep_minutes: Option<std::time::Duration>,
     /// The command and its arguments, after `--` (e.g. `-- serena start-mcp-server --context
     /// ide`)
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -424,6 +433,8 @@ fn launch(ctx: Settings, args: LaunchArgs) -> Result<ExitCode, CliError> {
     let launch = crate::launch::Launch {
         dashboard,
         share: args.share,
+        on_demand: args.on_demand.unwrap_or(ctx.tray.share_on_demand),
+        sleep: args.share_sleep_minutes.unwrap_or(ctx.tray.share_sleep_minutes),
         command: args.command,
     };
     Ok(crate::launch::run(ctx, launch)?)
@@ -635,6 +646,7 @@ fn session(
                     lease_seconds,
                     // `--idle-shutdown-minutes` given for this session.
                     idle_shutdown_minutes: idle.map(|d| d.as_secs_f64() / 60.0),
+                    ..SessionRequest::default()
                 };
                 // Printed as the daemon wrote it: the documented JSON of a session.
                 print_json(&client.post("/request-session", &body).await?)

@@ -67,6 +67,22 @@ pub enum Event {
         pid: u32,
         clients: usize,
     },
+    /// A shared session has no Serena now: put to sleep (`pid` was its Serena, its tree reaped;
+    /// `given_back_bytes` what that tree cost), or created on demand (`pid` 0).
+    SessionAsleep {
+        session_id: String,
+        pid: u32,
+        given_back_bytes: Option<u64>,
+    },
+    /// A call woke a shared session: its new Serena is `pid`.
+    SessionWoke { session_id: String, pid: u32 },
+    /// A bridge found that a started Serena's answers (`lists`: "tools", "prompts",
+    /// "resources") differ from the handshake cache it served: the cache was replaced and its
+    /// clients told.
+    HandshakeReplaced {
+        session_id: String,
+        lists: Vec<String>,
+    },
     /// A client detached (its launcher ended); with none left, the session is released at
     /// `linger_until` unless one attaches first.
     SessionDetached {

@@ -391,6 +391,35 @@ pub struct Session {
     /// When a shared session with no client left is released, unless one attaches first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linger_until: Option<Epoch>,
+    /// Created by a bridge that starts Serena on its clients' first call (`share_on_demand`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
+    /// A shared session with clients and no call for this many minutes is put to sleep
+    /// (`share_sleep_minutes`; none or 0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_minutes: Option<f64>,
+    /// The last call of a client, as its bridge reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<Epoch>,
+    /// Set while the session has no Serena (asleep): `pid`, `start_time` and `port` are 0 and
+    /// `url` is empty until a call wakes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asleep_since: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asleep_reason: Option<AsleepReason>,
+    /// The memory of the Serena tree put to sleep, as last measured (what sleeping gives back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_back_bytes: Option<u64>,
+}
+
+/// Why a shared session has no Serena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AsleepReason {
+    /// Started on demand: none of its clients has called a tool yet.
+    NotStarted,
+    /// Its clients made no call for `sleep_minutes`.
+    Unused,
 }
 
 /// One client of a shared session: the `launch --share` process that holds the attachment
@@ -402,6 +431,9 @@ pub struct Attachment {
     pub client_pid: Option<u32>,
     pub client_name: Option<String>,
     pub since: Epoch,
+    /// A call of this client is in flight (the session does not sleep under it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
 }
 
 impl Attachment {
@@ -411,6 +443,16 @@ impl Attachment {
             start_time: self.start_time,
         }
     }
+}
+
+/// What a session started on demand is for, and where its Serena will log.
+pub(crate) struct SessionKey {
+    pub project: String,
+    pub context: Option<String>,
+    pub modes: Vec<String>,
+    pub transport: Transport,
+    pub sleep_minutes: Option<f64>,
+    pub log: String,
 }
 
 /// How a session ended.
@@ -445,6 +487,86 @@ impl Session {
         ProcessId {
             pid: self.pid,
             start_time: self.start_time,
+        }
+    }
+
+    /// Active, with no Serena: started on demand and not called yet, or put to sleep.
+    pub(crate) fn is_asleep(&self) -> bool {
+        self.is_active() && self.asleep_since.is_some()
+    }
+
+    /// Active with a Serena running (as far as the record goes).
+    pub(crate) fn is_awake(&self) -> bool {
+        self.is_active() && self.asleep_since.is_none()
+    }
+
+    /// The session with no Serena since `at`, for `reason`; `given_back` is what its tree cost.
+    pub(crate) fn asleep(self, reason: AsleepReason, at: Epoch, given_back: Option<u64>) -> Self {
+        Session {
+            pid: 0,
+            start_time: 0,
+            port: 0,
+            url: String::new(),
+            dashboard_url: None,
+            dashboard_port: None,
+            asleep_since: Some(at),
+            asleep_reason: Some(reason),
+            given_back_bytes: given_back,
+            ..self
+        }
+    }
+
+    /// A new session on demand: asleep until its first call, lingering until a client
+    /// attaches.
+    pub(crate) fn on_demand(session_id: String, key: SessionKey, at: Epoch, linger: f64) -> Self {
+        Session {
+            session_id,
+            host: "127.0.0.1".into(),
+            port: 0,
+            url: String::new(),
+            pid: 0,
+            start_time: 0,
+            dashboard_url: None,
+            dashboard_port: None,
+            project_path: key.project,
+            context: key.context,
+            modes: key.modes,
+            transport: key.transport,
+            created_at: at,
+            log_path: key.log,
+            ended_at: None,
+            end_reason: None,
+            lease_seconds: None,
+            expires_at: None,
+            idle_shutdown_minutes: None,
+            shared: true,
+            attached: Vec::new(),
+            linger_until: Some(at + linger),
+            on_demand: true,
+            sleep_minutes: key.sleep_minutes,
+            last_used: None,
+            asleep_since: Some(at),
+            asleep_reason: Some(AsleepReason::NotStarted),
+            given_back_bytes: None,
+        }
+    }
+
+    /// Woken: `serena` is the session of the launch that started its new Serena (its process,
+    /// ports, URLs and log); the rest (clients, lease, settings) stays.
+    pub(crate) fn woken(self, serena: Session, at: Epoch) -> Session {
+        Session {
+            port: serena.port,
+            url: serena.url,
+            pid: serena.pid,
+            start_time: serena.start_time,
+            dashboard_url: serena.dashboard_url,
+            dashboard_port: serena.dashboard_port,
+            log_path: serena.log_path,
+            asleep_since: None,
+            asleep_reason: None,
+            given_back_bytes: None,
+            last_used: Some(at),
+            ..self
         }
     }
 

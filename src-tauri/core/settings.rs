@@ -36,9 +36,12 @@ pub const DEFAULT_SESSION_START_TIMEOUT: Duration = Duration::from_secs(90);
 /// The default of `share_linger_seconds`.
 pub const DEFAULT_SHARE_LINGER: Duration = Duration::from_secs(120);
 
+/// The default of `share_sleep_minutes`.
+pub const DEFAULT_SHARE_SLEEP: Duration = Duration::from_secs(15 * 60);
+
 /// The keys of `tray/config.toml` (the fields of [`TraySettings`]), named in the warning about
 /// an unknown key.
-const TRAY_KEYS: [&str; 8] = [
+const TRAY_KEYS: [&str; 10] = [
     "zombie_grace",
     "probe_timeout",
     "session_start_timeout",
@@ -47,6 +50,8 @@ const TRAY_KEYS: [&str; 8] = [
     "auto_kill_zombies",
     "tray_protocol_port",
     "share_linger_seconds",
+    "share_on_demand",
+    "share_sleep_minutes",
 ];
 
 /// `$SERENA_HOME/serena_config.yml`, Serena's own configuration file.
@@ -113,6 +118,13 @@ pub struct TraySettings {
     /// client.
     #[serde(deserialize_with = "seconds_at_least_zero")]
     pub share_linger_seconds: Duration,
+    /// `share_on_demand` (default true): `launch --share` answers the MCP handshake from its
+    /// cache and starts Serena on the first call that needs it.
+    pub share_on_demand: bool,
+    /// `share_sleep_minutes` (>= 0, default 15; 0: never): a shared session whose clients made
+    /// no call for this long is stopped, its clients kept, until the next call.
+    #[serde(deserialize_with = "minutes_at_least_zero")]
+    pub share_sleep_minutes: Duration,
 }
 
 impl Default for TraySettings {
@@ -126,6 +138,8 @@ impl Default for TraySettings {
             session_start_timeout: DEFAULT_SESSION_START_TIMEOUT,
             tray_protocol_port: DEFAULT_TRAY_PROTOCOL_PORT,
             share_linger_seconds: DEFAULT_SHARE_LINGER,
+            share_on_demand: true,
+            share_sleep_minutes: DEFAULT_SHARE_SLEEP,
         }
     }
 }
@@ -476,6 +490,13 @@ fn seconds<'de, D: Deserializer<'de>>(d: D, zero_ok: bool) -> Result<Duration, D
         .ok()
         .filter(|duration| zero_ok || !duration.is_zero())
         .ok_or_else(|| D::Error::invalid_value(Unexpected::Float(secs), &expected))
+}
+
+fn minutes_at_least_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let minutes = f64::deserialize(d)?;
+    self::minutes(minutes).ok_or_else(|| {
+        D::Error::invalid_value(Unexpected::Float(minutes), &"a number of minutes >= 0")
+    })
 }
 
 fn seconds_at_least_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -907,7 +928,7 @@ mod tests {
             "zombie_grace = 0\nprobe_timeout = 0.25\nsession_start_timeout = 30\n\
              serena_command = [\"uvx\", \"--from\", \"git+https://x/serena\", \"serena\"]\n\
              notifications = false\nauto_kill_zombies = true\ntray_protocol_port = 24300\n\
-             share_linger_seconds = 5\n",
+             share_linger_seconds = 5\nshare_on_demand = false\nshare_sleep_minutes = 0.5\n",
         );
         let s = read_files(dir.path());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
@@ -925,6 +946,8 @@ mod tests {
             auto_kill_zombies: true,
             tray_protocol_port: 24300,
             share_linger_seconds: Duration::from_secs(5),
+            share_on_demand: false,
+            share_sleep_minutes: Duration::from_secs(30),
         };
         assert_eq!(s.tray, want);
     }

@@ -65,6 +65,10 @@ pub struct Launch {
     pub dashboard: bool,
     /// `--share`: bridge to the shared session of the project instead (`share`).
     pub share: bool,
+    /// With `share`: answer the handshake from the cache, start Serena on the first call.
+    pub on_demand: bool,
+    /// With `share`: the shared session sleeps after this long without a call (zero: never).
+    pub sleep: Duration,
     /// CMD and its arguments.
     pub command: Vec<OsString>,
 }

@@ -58,6 +58,12 @@ pub fn router(state: App) -> Router {
         .route("/api/sessions/{id}/renew", post(renew_session))
         .route("/api/sessions/{id}/attach", post(attach_session))
         .route("/api/sessions/{id}/detach", post(detach_session))
+        .route("/api/sessions/{id}/wake", post(wake_session))
+        .route("/api/sessions/{id}/touch", post(touch_session))
+        .route(
+            "/api/sessions/{id}/handshake-replaced",
+            post(handshake_replaced),
+        )
         .route("/request-session", post(request_session))
         .route("/release-session", post(release_session))
         .fallback(fallback)
@@ -399,13 +405,15 @@ fn session_error(e: SessionError) -> ApiError {
         SessionError::NotADirectory(_) => (StatusCode::BAD_REQUEST, "not_a_directory"),
         SessionError::BadTransport(_) => (StatusCode::BAD_REQUEST, "bad_transport"),
         SessionError::BadName(..) => (StatusCode::BAD_REQUEST, "bad_name"),
-        SessionError::BadLease(_) | SessionError::BadIdle(_) => {
-            (StatusCode::BAD_REQUEST, "bad_value")
-        }
+        SessionError::BadLease(_)
+        | SessionError::BadIdle(_)
+        | SessionError::BadSleep(_)
+        | SessionError::OnDemandUnshared => (StatusCode::BAD_REQUEST, "bad_value"),
         SessionError::NoLease(_) => (StatusCode::CONFLICT, "no_lease"),
         SessionError::Ended(_) => (StatusCode::CONFLICT, "already_gone"),
         SessionError::NotShared(_) => (StatusCode::CONFLICT, "not_shared"),
         SessionError::NoProcess(_) => (StatusCode::BAD_REQUEST, "unknown_pid"),
+        SessionError::NotAttached(..) => (StatusCode::CONFLICT, "not_attached"),
         SessionError::SerenaMissing(_) => (StatusCode::FAILED_DEPENDENCY, "serena_not_found"),
         SessionError::LaunchFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "launch_failed"),
         SessionError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "launch_timeout"),
@@ -496,6 +504,47 @@ async fn detach_session(
     ApiJson(req): ApiJson<AttachRequest>,
 ) -> Result<Json<Value>, ApiError> {
     session_answer(state.sessions().detach(&id, req.pid).await)
+}
+
+async fn wake_session(
+    State(state): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    session_answer(state.sessions().wake(&id).await)
+}
+
+/// The body of `POST /api/sessions/{id}/touch`: a call of the client behind `launch --share`
+/// process `pid` began (`busy`) or ended.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TouchRequest {
+    pid: u32,
+    busy: bool,
+}
+
+async fn touch_session(
+    State(state): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TouchRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let touched = state.sessions().touch(&id, req.pid, req.busy).await;
+    touched.map(|()| Json(json!({"ok": true}))).map_err(session_error)
+}
+
+/// The body of `POST /api/sessions/{id}/handshake-replaced`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplacedRequest {
+    lists: Vec<String>,
+}
+
+async fn handshake_replaced(
+    State(state): State<App>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ReplacedRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let said = state.sessions().handshake_replaced(&id, req.lists).await;
+    said.map(|()| Json(json!({"ok": true}))).map_err(session_error)
 }
 
 #[cfg(test)]

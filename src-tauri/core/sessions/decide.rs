@@ -30,6 +30,11 @@ pub(crate) struct Wanted {
     /// Its own idle shutdown, as asked (minutes) and as a duration.
     pub idle_minutes: Option<f64>,
     pub idle: Option<Duration>,
+    /// Asked by a bridge that starts Serena on first use: a shared session asleep (or a new
+    /// one, not started) serves it as well as a live one.
+    pub on_demand: bool,
+    /// Put to sleep after this many minutes without a call (none: never).
+    pub sleep_minutes: Option<f64>,
 }
 
 impl Wanted {
@@ -56,15 +61,31 @@ impl Wanted {
             .idle_shutdown_minutes
             .map(|m| minutes(m).ok_or(SessionError::BadIdle(m)))
             .transpose()?;
+        let shared = req.shared == Some(true);
+        let on_demand = req.on_demand == Some(true);
+        if on_demand && !shared {
+            return Err(SessionError::OnDemandUnshared);
+        }
+        let sleep_minutes = req
+            .sleep_minutes
+            .map(|m| match minutes(m) {
+                Some(d) if d.is_zero() => Ok(None),
+                Some(_) => Ok(Some(m)),
+                None => Err(SessionError::BadSleep(m)),
+            })
+            .transpose()?
+            .flatten();
         Ok(Wanted {
             project,
             context: req.context.clone(),
             modes,
             transport,
-            shared: req.shared == Some(true),
+            shared,
             lease,
             idle_minutes: req.idle_shutdown_minutes,
             idle,
+            on_demand,
+            sleep_minutes,
         })
     }
 
@@ -102,7 +123,7 @@ impl SharedKey {
         }
     }
 
-    fn of_session(s: &Session) -> SharedKey {
+    pub(crate) fn of_session(s: &Session) -> SharedKey {
         SharedKey::new(&s.project_path, &s.context, &s.modes, s.transport)
     }
 }
@@ -114,8 +135,18 @@ pub(crate) fn shared_match<'a>(
     runs: impl Fn(ProcessId) -> bool,
 ) -> Option<&'a Session> {
     sessions.into_iter().find(|s| {
-        s.is_active() && s.shared && SharedKey::of_session(s) == *key && runs(s.process_id())
+        s.is_awake() && s.shared && SharedKey::of_session(s) == *key && runs(s.process_id())
     })
+}
+
+/// The shared session of `key` that is asleep (no Serena), if any.
+pub(crate) fn asleep_match<'a>(
+    sessions: impl IntoIterator<Item = &'a Session>,
+    key: &SharedKey,
+) -> Option<&'a Session> {
+    sessions
+        .into_iter()
+        .find(|s| s.is_asleep() && s.shared && SharedKey::of_session(s) == *key)
 }
 
 /// The recorded sessions, adopted again after a restart: an active one whose Serena no longer
@@ -127,7 +158,7 @@ pub(crate) fn adopted(
 ) -> BTreeMap<String, Session> {
     recorded
         .into_iter()
-        .map(|s| match s.is_active() && !runs(s.process_id()) {
+        .map(|s| match s.is_awake() && !runs(s.process_id()) {
             true => s.ended(EndReason::Exited, now),
             false => s,
         })
@@ -151,6 +182,17 @@ pub(crate) fn attach(session: &mut Session, attachment: Attachment) {
     session.linger_until = None;
 }
 
+/// A call of the client `pid` began (`busy`) or ended, at `now`: the session's last use.
+/// False when that client is not attached.
+pub(crate) fn touch(session: &mut Session, pid: u32, busy: bool, now: Epoch) -> bool {
+    let Some(a) = session.attached.iter_mut().find(|a| a.pid == pid) else {
+        return false;
+    };
+    a.busy = busy;
+    session.last_used = Some(now);
+    true
+}
+
 /// Detaches the launcher `pid`; the last one out starts the linger. False when nothing changed
 /// (not attached, or the session has ended).
 pub(crate) fn detach(session: &mut Session, pid: u32, now: Epoch, linger: f64) -> bool {
@@ -165,38 +207,62 @@ pub(crate) fn detach(session: &mut Session, pid: u32, now: Epoch, linger: f64) -
     true
 }
 
-/// What is due at a moment: the sessions to end (lease run out, linger over) and when the next
-/// end comes.
+/// What is due at a moment: the sessions to end (lease run out, linger over), the sessions to
+/// put to sleep (no call for `sleep_minutes`) and when the next of either comes.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Due {
     pub ends: Vec<(String, EndReason)>,
+    pub sleeps: Vec<String>,
     pub next: Option<Epoch>,
 }
 
-/// The leases and lingers of the active sessions, at `now`. A linger counts only while no
-/// client is attached.
+/// What comes due for one session, and when.
+enum Coming {
+    End(EndReason),
+    Sleep,
+}
+
+/// The leases, lingers and sleeps of the active sessions, at `now`. A linger counts only while
+/// no client is attached; a sleep only while clients are attached, none of them in a call.
 pub(crate) fn due<'a>(sessions: impl IntoIterator<Item = &'a Session>, now: Epoch) -> Due {
-    let ends = sessions
+    let coming = sessions
         .into_iter()
         .filter(|s| s.is_active())
         .flat_map(|s| {
+            let id = &s.session_id;
             let lease = s
                 .expires_at
-                .map(|at| (s.session_id.clone(), EndReason::LeaseExpired, at));
+                .map(|at| (id, Coming::End(EndReason::LeaseExpired), at));
             let linger = s
                 .linger_until
                 .filter(|_| s.attached.is_empty())
-                .map(|at| (s.session_id.clone(), EndReason::Unattached, at));
-            lease.into_iter().chain(linger)
+                .map(|at| (id, Coming::End(EndReason::Unattached), at));
+            let sleep = sleep_at(s).map(|at| (id, Coming::Sleep, at));
+            lease.into_iter().chain(linger).chain(sleep)
         });
-    let (due, later): (Vec<_>, Vec<_>) = ends.partition(|(_, _, at)| *at <= now);
-    Due {
-        ends: due.into_iter().map(|(id, why, _)| (id, why)).collect(),
-        next: later
-            .into_iter()
-            .map(|(_, _, at)| at)
-            .min_by(f64::total_cmp),
+    let mut due = Due::default();
+    for (id, what, at) in coming {
+        if at > now {
+            due.next = Some(due.next.map_or(at, |n: Epoch| n.min(at)));
+            continue;
+        }
+        match what {
+            Coming::End(why) => due.ends.push((id.clone(), why)),
+            Coming::Sleep => due.sleeps.push(id.clone()),
+        }
     }
+    // A session that ends is not put to sleep first.
+    due.sleeps.retain(|id| !due.ends.iter().any(|(e, _)| e == id));
+    due
+}
+
+/// When an awake shared session with clients, none in a call, falls asleep: `sleep_minutes`
+/// after its last call (or its start).
+pub(crate) fn sleep_at(s: &Session) -> Option<Epoch> {
+    let minutes = s.sleep_minutes.filter(|m| *m > 0.0)?;
+    let idle = s.is_awake() && s.shared && !s.attached.is_empty();
+    let busy = s.attached.iter().any(|a| a.busy);
+    (idle && !busy).then(|| s.last_used.unwrap_or(s.created_at) + minutes * 60.0)
 }
 
 /// What is recorded: every active session, and the [`HISTORY_KEPT`] that ended last.

@@ -153,6 +153,12 @@ impl LaunchPlan {
             shared: false,
             attached: Vec::new(),
             linger_until: None,
+            on_demand: false,
+            sleep_minutes: None,
+            last_used: None,
+            asleep_since: None,
+            asleep_reason: None,
+            given_back_bytes: None,
         }
     }
 }

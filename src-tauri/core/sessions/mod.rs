@@ -21,7 +21,7 @@ pub use launch::LaunchFailure;
 use crate::core::engine::Core;
 use crate::core::events::{on_events, Event};
 use crate::core::files;
-use crate::core::model::{now, Attachment, EndReason, ProcessId, Session};
+use crate::core::model::{now, AsleepReason, Attachment, EndReason, ProcessId, Session, SessionKey};
 use crate::core::procs::Snapshot;
 use crate::core::reaper::{self, ReapError};
 use crate::core::settings::SerenaCommandError;
@@ -57,6 +57,14 @@ pub struct SessionRequest {
     /// Its own idle shutdown (0: never), over `idle_shutdown_minutes` of the settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_shutdown_minutes: Option<f64>,
+    /// With `shared`: do not start Serena yet. The answer is the live shared session, or else
+    /// the one asleep (created, with no Serena, if there is none); a request without it wakes
+    /// that session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<bool>,
+    /// With `shared`: put it to sleep after this many minutes without a call (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_minutes: Option<f64>,
 }
 
 /// The answer of `POST /release-session`.
@@ -82,6 +90,10 @@ pub enum SessionError {
     BadLease(f64),
     #[error("idle_shutdown_minutes must be a number of minutes >= 0, got {0}")]
     BadIdle(f64),
+    #[error("sleep_minutes must be a number of minutes >= 0, got {0}")]
+    BadSleep(f64),
+    #[error("on_demand needs shared: only a shared session starts on its first call")]
+    OnDemandUnshared,
     #[error("session {0:?} has no lease: pass lease_seconds to give it one")]
     NoLease(String),
     #[error("session {0:?} has ended")]
@@ -90,6 +102,8 @@ pub enum SessionError {
     NotShared(String),
     #[error("no process {0} to attach")]
     NoProcess(u32),
+    #[error("process {1} is not attached to session {0:?}")]
+    NotAttached(String, u32),
     #[error(transparent)]
     SerenaMissing(#[from] SerenaCommandError),
     #[error("Serena did not start: {why}\n--- last lines of {log} ---\n{tail}")]
@@ -179,7 +193,7 @@ impl Sessions {
         let snap = Snapshot::capture(&mut sysinfo::System::new());
         let runs = |id| snap.get_id(id).is_some();
         let sessions = decide::adopted(store::read(&store), runs, now());
-        for s in sessions.values().filter(|s| s.is_active()) {
+        for s in sessions.values().filter(|s| s.is_awake()) {
             core.mark_session_ready(s.process_id(), &s.session_id);
             core.set_session_idle(s.process_id(), s.idle_shutdown());
         }
@@ -282,6 +296,7 @@ impl Sessions {
             client_pid,
             client_name,
             since: now(),
+            busy: false,
         };
         decide::attach(session, attachment);
         let attached = session.clone();
@@ -339,7 +354,7 @@ impl Sessions {
         let mut sessions = self.inner.sessions.lock().await;
         let Some(s) = sessions
             .values()
-            .find(|s| s.is_active() && s.process_id() == id)
+            .find(|s| s.is_awake() && s.process_id() == id)
             .cloned()
         else {
             return;
@@ -389,24 +404,211 @@ impl Sessions {
             false => None,
         };
         if wanted.shared {
-            let snap = snapshot().await;
-            let sessions = self.inner.sessions.lock().await;
-            let runs = |id| snap.get_id(id).is_some();
-            if let Some(s) = decide::shared_match(sessions.values(), &wanted.shared_key(), runs) {
-                return Ok((s.clone(), true));
+            if let Some(found) = self.find_shared(&wanted).await? {
+                return Ok((found, true));
             }
         }
-        let plan = self.plan(&wanted)?;
+        let what = Serving {
+            project: &wanted.project,
+            context: &wanted.context,
+            modes: &wanted.modes,
+            transport: wanted.transport,
+        };
+        let plan = self.plan(random_hex(16)?, what)?;
         match self.launch_with_retries(&plan).await {
             Ok(session) => Ok((self.launched(session, &wanted).await, false)),
-            Err(e) => {
-                self.inner.core.publish(Event::SessionFailed {
-                    session_id: plan.session_id,
-                    error: e.to_string(),
-                });
-                Err(e)
-            }
+            Err(e) => Err(self.failed(&plan, e)),
         }
+    }
+
+    /// A launch failed: said on the bus, returned.
+    fn failed(&self, plan: &LaunchPlan, e: SessionError) -> SessionError {
+        self.inner.core.publish(Event::SessionFailed {
+            session_id: plan.session_id.clone(),
+            error: e.to_string(),
+        });
+        e
+    }
+
+    /// The shared session that serves `wanted` without a new one: the live one; else the one
+    /// asleep, as it is for a request on demand (created, not started, if there is none) and
+    /// woken for any other. Called under the key's lock.
+    async fn find_shared(&self, wanted: &Wanted) -> Result<Option<Session>, SessionError> {
+        let key = wanted.shared_key();
+        let snap = snapshot().await;
+        let asleep = {
+            let sessions = self.inner.sessions.lock().await;
+            let runs = |id| snap.get_id(id).is_some();
+            if let Some(s) = decide::shared_match(sessions.values(), &key, runs) {
+                return Ok(Some(s.clone()));
+            }
+            decide::asleep_match(sessions.values(), &key).cloned()
+        };
+        match (asleep, wanted.on_demand) {
+            (Some(s), true) => Ok(Some(s)),
+            (Some(s), false) => self.wake_now(s).await.map(Some),
+            (None, true) => self.not_started(wanted).await.map(Some),
+            (None, false) => Ok(None),
+        }
+    }
+
+    /// A shared session on demand, recorded with no Serena until its first call.
+    async fn not_started(&self, wanted: &Wanted) -> Result<Session, SessionError> {
+        let session_id = random_hex(16)?;
+        let key = SessionKey {
+            project: wanted.project.clone(),
+            context: wanted.context.clone(),
+            modes: wanted.modes.clone(),
+            transport: wanted.transport,
+            sleep_minutes: wanted.sleep_minutes,
+            log: self.log_of(&session_id).display().to_string(),
+        };
+        let linger = self.inner.linger.as_secs_f64();
+        let session = Session::on_demand(session_id, key, now(), linger);
+        let mut sessions = self.inner.sessions.lock().await;
+        sessions.insert(session.session_id.clone(), session.clone());
+        self.persist(&mut sessions);
+        drop(sessions);
+        self.inner.leases_changed.notify_one();
+        self.inner.core.publish(Event::SessionAsleep {
+            session_id: session.session_id.clone(),
+            pid: 0,
+            given_back_bytes: None,
+        });
+        Ok(session)
+    }
+
+    /// Starts the Serena of the asleep session `id` now (`POST /api/sessions/{id}/wake`);
+    /// returns the session (as it is, if it was awake).
+    pub async fn wake(&self, id: &str) -> Result<Session, SessionError> {
+        let (this, id) = (self.clone(), id.to_string());
+        let wake = self.inner.tasks.spawn(async move {
+            let key = {
+                let mut sessions = this.inner.sessions.lock().await;
+                SharedKey::of_session(decide::active(&mut sessions, &id)?)
+            };
+            let _one_launch = this.shared_lock(key).await;
+            let session = decide::active(&mut *this.inner.sessions.lock().await, &id)?.clone();
+            match session.is_asleep() {
+                true => this.wake_now(session).await,
+                false => Ok(session),
+            }
+        });
+        wake.await?
+    }
+
+    /// Starts a new Serena for the asleep `session` (under its key's lock): the session keeps
+    /// its ID, its clients and its settings.
+    async fn wake_now(&self, session: Session) -> Result<Session, SessionError> {
+        let id = session.session_id.clone();
+        let what = Serving {
+            project: &session.project_path,
+            context: &session.context,
+            modes: &session.modes,
+            transport: session.transport,
+        };
+        let plan = self.plan(id.clone(), what)?;
+        let serena = match self.launch_with_retries(&plan).await {
+            Ok(serena) => serena,
+            Err(e) => return Err(self.failed(&plan, e)),
+        };
+        let mut sessions = self.inner.sessions.lock().await;
+        let Some(current) = sessions.get(&id).filter(|s| s.is_asleep()).cloned() else {
+            // Stopped while it woke: its new Serena goes too.
+            drop(sessions);
+            self.inner.core.unmark_session(serena.process_id());
+            reaper::kill_own_tree(serena.process_id(), &Default::default()).await;
+            return Err(SessionError::Ended(id));
+        };
+        let woken = current.woken(serena, now());
+        sessions.insert(id.clone(), woken.clone());
+        self.persist(&mut sessions);
+        drop(sessions);
+        self.inner
+            .core
+            .set_session_idle(woken.process_id(), woken.idle_shutdown());
+        self.inner.leases_changed.notify_one();
+        self.inner.core.publish(Event::SessionWoke {
+            session_id: id,
+            pid: woken.pid,
+        });
+        Ok(woken)
+    }
+
+    /// A call of the client `pid` of session `id` began (`busy`) or ended: the session's last
+    /// use, and it does not sleep while a call is in flight.
+    pub async fn touch(&self, id: &str, pid: u32, busy: bool) -> Result<(), SessionError> {
+        let mut sessions = self.inner.sessions.lock().await;
+        let session = decide::active(&mut sessions, id)?;
+        if !decide::touch(session, pid, busy, now()) {
+            return Err(SessionError::NotAttached(id.to_string(), pid));
+        }
+        drop(sessions);
+        self.inner.leases_changed.notify_one();
+        Ok(())
+    }
+
+    /// A bridge of session `id` replaced its handshake cache (see the event).
+    pub async fn handshake_replaced(
+        &self,
+        id: &str,
+        lists: Vec<String>,
+    ) -> Result<(), SessionError> {
+        decide::active(&mut *self.inner.sessions.lock().await, id)?;
+        self.inner.core.publish(Event::HandshakeReplaced {
+            session_id: id.to_string(),
+            lists,
+        });
+        Ok(())
+    }
+
+    /// Puts the shared session `id` to sleep if it is still due: its tree reaped, its clients
+    /// kept, the memory it gave back recorded.
+    async fn put_to_sleep(&self, id: &str) -> Result<(), SessionError> {
+        let key = match self.inner.sessions.lock().await.get(id) {
+            Some(s) => SharedKey::of_session(s),
+            None => return Ok(()),
+        };
+        // A call that comes meanwhile wakes it only once it sleeps.
+        let _one_launch = self.shared_lock(key).await;
+        let (awake, asleep) = {
+            let mut sessions = self.inner.sessions.lock().await;
+            let due = |s: &&Session| decide::sleep_at(s).is_some_and(|at| at <= now());
+            let Some(awake) = sessions.get(id).filter(due).cloned() else {
+                return Ok(());
+            };
+            let cost = self
+                .inner
+                .core
+                .instance(awake.pid)
+                .filter(|i| i.process_id() == awake.process_id())
+                .and_then(|i| i.cost)
+                .map(|c| c.memory_bytes);
+            let asleep = awake.clone().asleep(AsleepReason::Unused, now(), cost);
+            sessions.insert(id.to_string(), asleep.clone());
+            (awake, asleep)
+        };
+        let pid = awake.process_id();
+        let prober = self.inner.core.prober();
+        let reaped = reaper::reap(pid, awake.dashboard_port, prober, &Default::default()).await;
+        let mut sessions = self.inner.sessions.lock().await;
+        if let Err(source) = reaped {
+            sessions.insert(id.to_string(), awake);
+            return Err(SessionError::ReleaseFailed {
+                id: id.to_string(),
+                source,
+            });
+        }
+        self.persist(&mut sessions);
+        drop(sessions);
+        self.inner.core.unmark_session(pid);
+        self.inner.core.publish(Event::SessionAsleep {
+            session_id: id.to_string(),
+            pid: pid.pid,
+            given_back_bytes: asleep.given_back_bytes,
+        });
+        let _ = self.inner.core.refresh().await;
+        Ok(())
     }
 
     /// The lock of one shared session's key (see `shared_launches`).
@@ -418,23 +620,28 @@ impl Sessions {
         lock.lock_owned().await
     }
 
-    /// What a launch for `wanted` starts: the Serena command, a new session ID and its log.
-    fn plan(&self, wanted: &Wanted) -> Result<LaunchPlan, SessionError> {
+    /// What a launch for the session `session_id` (new, or woken) starts: the Serena command
+    /// for `what` and its log.
+    fn plan(&self, session_id: String, what: Serving) -> Result<LaunchPlan, SessionError> {
         let command = self.inner.serena_command.clone()?;
         files::private_dir(&self.inner.logs).map_err(|source| SessionError::Store {
             path: self.inner.logs.clone(),
             source,
         })?;
-        let session_id = random_hex(16)?;
         Ok(LaunchPlan {
-            log: self.inner.logs.join(format!("session-{session_id}.log")),
+            log: self.log_of(&session_id),
             command,
             session_id,
-            project: wanted.project.clone(),
-            context: wanted.context.clone(),
-            modes: wanted.modes.clone(),
-            transport: wanted.transport,
+            project: what.project.clone(),
+            context: what.context.clone(),
+            modes: what.modes.clone(),
+            transport: what.transport,
         })
+    }
+
+    /// Where the Serena of session `id` writes its output (a woken one appends).
+    fn log_of(&self, id: &str) -> PathBuf {
+        self.inner.logs.join(format!("session-{id}.log"))
     }
 
     /// Records a launched session with what the request asked of it (shared, a lease, its own
@@ -450,6 +657,7 @@ impl Sessions {
         session.lease_seconds = wanted.lease;
         session.expires_at = wanted.lease.map(|l| session.created_at + l);
         session.idle_shutdown_minutes = wanted.idle_minutes;
+        session.sleep_minutes = wanted.sleep_minutes;
         core.set_session_idle(session.process_id(), wanted.idle);
         if wanted.lease.is_some() {
             self.inner.leases_changed.notify_one();
@@ -508,18 +716,29 @@ impl Sessions {
     }
 
     /// Releases every session whose lease ran out, and every shared session that lingered
-    /// without a client for `share_linger_seconds`, as that moment comes; runs until the app
-    /// stops.
+    /// without a client for `share_linger_seconds`; puts to sleep every shared session whose
+    /// clients made no call for its `sleep_minutes`; each as its moment comes. Runs until the
+    /// app stops.
     pub async fn keep_leases(self) {
         loop {
             let now = now();
-            let decide::Due { ends, next } =
+            let decide::Due { ends, sleeps, next } =
                 decide::due(self.inner.sessions.lock().await.values(), now);
             for (id, why) in ends {
                 match self.end(&id, why).await {
                     Ok(_) => tracing::info!("session {id} released ({why:?})"),
                     Err(e) => tracing::warn!("session {id}: {why:?}, but {e}"),
                 }
+            }
+            for id in sleeps {
+                let (this, id) = (self.clone(), id.clone());
+                let sleep = self.inner.tasks.spawn(async move {
+                    match this.put_to_sleep(&id).await {
+                        Ok(()) => tracing::info!("session {id} asleep: no call for a while"),
+                        Err(e) => tracing::warn!("session {id} cannot sleep: {e}"),
+                    }
+                });
+                let _ = sleep.await;
             }
             let wait = next.map_or(Duration::from_secs(3600), |at| {
                 Duration::from_secs_f64((at - now).max(0.0))
@@ -543,6 +762,13 @@ impl Sessions {
                 Some(s) => s.clone(),
             };
             sessions.insert(id.to_string(), session.clone().ended(reason, now()));
+            if session.is_asleep() {
+                // No Serena to reap.
+                self.persist(&mut sessions);
+                drop(sessions);
+                self.publish_end(id, 0, reason);
+                return Ok(ReleaseStatus::AlreadyGone);
+            }
             session
         };
         let pid = session.process_id();
@@ -567,21 +793,22 @@ impl Sessions {
         self.persist(&mut sessions);
         drop(sessions);
         self.inner.core.unmark_session(pid);
-        self.inner.core.publish(match reason {
-            EndReason::LeaseExpired | EndReason::Unattached => Event::SessionExpired {
-                session_id: id.to_string(),
-                pid: pid.pid,
-            },
-            _ => Event::SessionReleased {
-                session_id: id.to_string(),
-                pid: pid.pid,
-            },
-        });
+        self.publish_end(id, pid.pid, reason);
         let _ = self.inner.core.refresh().await;
         Ok(match report.outcome {
             reaper::Outcome::AlreadyGone => ReleaseStatus::AlreadyGone,
             _ => ReleaseStatus::Terminated,
         })
+    }
+
+    fn publish_end(&self, id: &str, pid: u32, reason: EndReason) {
+        let session_id = id.to_string();
+        self.inner.core.publish(match reason {
+            EndReason::LeaseExpired | EndReason::Unattached => {
+                Event::SessionExpired { session_id, pid }
+            }
+            _ => Event::SessionReleased { session_id, pid },
+        });
     }
 
     /// Records the sessions (and forgets ended ones past the history's bound). A failed write
@@ -592,6 +819,14 @@ impl Sessions {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// What a session's Serena serves: its project, context, modes and transport.
+struct Serving<'a> {
+    project: &'a String,
+    context: &'a Option<String>,
+    modes: &'a Vec<String>,
+    transport: crate::core::model::Transport,
 }
 
 async fn snapshot() -> Snapshot {

@@ -2,6 +2,7 @@
 //! temporary directories a project path must name).
 
 use super::*;
+use crate::core::model::AsleepReason;
 
 const T0: Epoch = 1_000_000.0;
 
@@ -29,6 +30,12 @@ fn session(id: &str, pid: u32) -> Session {
         shared: true,
         attached: vec![],
         linger_until: None,
+        on_demand: false,
+        sleep_minutes: None,
+        last_used: None,
+        asleep_since: None,
+        asleep_reason: None,
+        given_back_bytes: None,
     }
 }
 
@@ -39,6 +46,7 @@ fn attachment(pid: u32) -> Attachment {
         client_pid: None,
         client_name: None,
         since: T0,
+        busy: false,
     }
 }
 
@@ -323,4 +331,100 @@ fn only_an_active_session_is_acted_on_and_old_history_is_forgotten() {
     assert_eq!(sessions.len(), HISTORY_KEPT + 1);
     assert!(!sessions.contains_key("e0") && !sessions.contains_key("e1"));
     assert!(sessions.contains_key("live") && sessions.contains_key("e2"));
+}
+
+/// A shared session with one client, put to sleep after `minutes` without a call.
+fn sleepy(id: &str, minutes: f64) -> Session {
+    let mut s = Session {
+        sleep_minutes: Some(minutes),
+        last_used: Some(T0),
+        ..session(id, 30)
+    };
+    s.attached.push(attachment(40));
+    s
+}
+
+#[test]
+fn a_shared_session_sleeps_after_its_minutes_without_a_call_unless_a_call_is_in_flight() {
+    let s = sleepy("s", 15.0);
+    assert_eq!(sleep_at(&s), Some(T0 + 900.0));
+    assert_eq!(due([&s], T0 + 899.0).sleeps, Vec::<String>::new());
+    assert_eq!(due([&s], T0 + 899.0).next, Some(T0 + 900.0));
+    assert_eq!(due([&s], T0 + 900.0).sleeps, ["s"]);
+
+    let mut busy = s.clone();
+    assert!(touch(&mut busy, 40, true, T0 + 100.0));
+    assert_eq!(sleep_at(&busy), None, "a call in flight keeps it awake");
+    assert!(touch(&mut busy, 40, false, T0 + 200.0));
+    assert_eq!(sleep_at(&busy), Some(T0 + 1100.0), "counted from the call's end");
+    assert!(!touch(&mut busy, 41, false, T0), "a client not attached");
+
+    let never = Session {
+        sleep_minutes: None,
+        ..s.clone()
+    };
+    let no_clients = Session {
+        attached: vec![],
+        ..s.clone()
+    };
+    let private = Session {
+        shared: false,
+        ..s.clone()
+    };
+    for (what, s) in [("never", never), ("no clients", no_clients), ("private", private)] {
+        assert_eq!(sleep_at(&s), None, "{what}");
+    }
+    let asleep = s.clone().asleep(AsleepReason::Unused, T0 + 900.0, Some(7));
+    assert_eq!(sleep_at(&asleep), None, "asleep already");
+}
+
+#[test]
+fn an_asleep_session_has_no_process_is_adopted_as_it_is_and_wakes_with_its_clients() {
+    let s = sleepy("s", 1.0).asleep(AsleepReason::Unused, T0, Some(123));
+    assert!(s.is_asleep() && !s.is_awake());
+    assert_eq!((s.pid, s.port, s.url.as_str()), (0, 0, ""));
+    let key = SharedKey::of_session(&s);
+    assert!(shared_match([&s], &key, |_| true).is_none(), "not live");
+    assert_eq!(
+        asleep_match([&s], &key).map(|m| m.session_id.as_str()),
+        Some("s")
+    );
+    let adopted = adopted(vec![s.clone()], |_| false, T0 + 5.0);
+    assert!(adopted["s"].is_asleep(), "nothing runs, and nothing should");
+
+    let woken = s.woken(session("new", 77), T0 + 10.0);
+    assert!(woken.is_awake());
+    assert_eq!((woken.session_id.as_str(), woken.pid), ("s", 77));
+    assert_eq!(woken.attached.len(), 1, "its clients stay");
+    assert_eq!(woken.last_used, Some(T0 + 10.0));
+    assert_eq!(woken.given_back_bytes, None);
+}
+
+#[test]
+fn a_session_ending_is_not_put_to_sleep_and_sleep_needs_a_shared_on_demand_request() {
+    let mut s = sleepy("s", 1.0);
+    s.expires_at = Some(T0);
+    let due = due([&s], T0 + 60.0);
+    assert_eq!(due.ends, [("s".to_string(), EndReason::LeaseExpired)]);
+    assert!(due.sleeps.is_empty());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_str().unwrap_or_default();
+    let on_demand_private = SessionRequest {
+        on_demand: Some(true),
+        ..request(path)
+    };
+    assert!(matches!(
+        Wanted::of(&on_demand_private),
+        Err(SessionError::OnDemandUnshared)
+    ));
+    for (minutes, want) in [(0.0, Ok(None)), (0.5, Ok(Some(0.5))), (-1.0, Err(()))] {
+        let req = SessionRequest {
+            sleep_minutes: Some(minutes),
+            shared: Some(true),
+            ..request(path)
+        };
+        let got = Wanted::of(&req).map(|w| w.sleep_minutes).map_err(|_| ());
+        assert_eq!(got, want, "{minutes}");
+    }
 }
