@@ -487,6 +487,24 @@ fn serenas_side_by_side_on_a_project_get_a_badge_and_share_from_now_on_opens_the
         config,
         "shown, not written"
     );
+    if route {
+        // Route writes `launch --share` into Cursor's config only, after the confirmation.
+        b.click("#clients-route");
+        b.wait_until_js("document.getElementById('confirm').open", PAGE);
+        assert!(b.find("#confirm-body").text().contains("launch --share"));
+        b.click("#confirm-ok");
+        b.wait_for_css(
+            "#clients-dialog .client-file[data-client=cursor] li[data-status=launched]",
+            PAGE,
+        );
+        let routed = std::fs::read_to_string(home.path().join(".cursor/mcp.json")).expect("read");
+        assert!(
+            routed.contains("\"launch\", \"--share\", \"--\", \"serena\""),
+            "{routed}"
+        );
+        let windsurf = home.path().join(".codeium/windsurf/mcp_config.json");
+        assert_eq!(std::fs::read_to_string(windsurf).expect("read"), config);
+    }
     b.click("#clients-scope [data-action=show-all]");
     b.wait_for_css("#clients-dialog .client-file[data-client=windsurf]", PAGE);
     assert!(b.find("#clients-scope").attr("hidden").is_some());
