@@ -16,6 +16,7 @@
 
 mod common;
 
+use common::asleep::{asleep_record, attachment, bridge, epoch_now, plant_sessions};
 use common::browser::{screenshots_dir, Browser};
 use common::*;
 use serde_json::{json, Value};
@@ -60,69 +61,6 @@ fn project(home: &Home, name: &str) -> PathBuf {
     dir
 }
 
-/// A process of this test that lives until it is killed (the fake's stand-in language server):
-/// its PID and start time, as a session's attachment names the `launch --share` bridge.
-fn bridge(home: &Home, reaper: &mut Reaper) -> (u32, u64) {
-    let mut cmd = Command::new(common::fake::exe());
-    home.env(&mut cmd);
-    let pid = reaper.adopt(
-        cmd.arg("fake-language-server")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    let start = wait_for("its start time", Duration::from_secs(10), || {
-        snapshot().get(pid).map(|p| p.start_time)
-    });
-    (pid, start)
-}
-
-/// An asleep shared session as `sessions.json` records it (the data contract of issue 31).
-#[allow(clippy::too_many_arguments)]
-fn asleep_record(
-    id: &str,
-    project: &Path,
-    reason: &str,
-    since: f64,
-    given_back: Option<u64>,
-    attached: Vec<Value>,
-    log: &Path,
-) -> Value {
-    json!({
-        "session_id": id,
-        "host": "127.0.0.1",
-        "port": 0,
-        "url": "",
-        "pid": 0,
-        "start_time": 0,
-        "dashboard_url": null,
-        "dashboard_port": null,
-        "project_path": project.to_str().expect("utf8"),
-        "context": null,
-        "modes": [],
-        "transport": "streamable-http",
-        "created_at": since - 600.0,
-        "log_path": log.to_str().expect("utf8"),
-        "shared": true,
-        "attached": attached,
-        "on_demand": reason == "not_started",
-        "sleep_minutes": 15,
-        "last_used": if reason == "unused" { json!(since - 900.0) } else { Value::Null },
-        "asleep_since": since,
-        "asleep_reason": reason,
-        "given_back_bytes": given_back,
-    })
-}
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64()
-}
-
 /// `HH:MM` of the epoch `t` in the browser's local time (not the page's own formatting).
 fn hh_mm(b: &Browser, t: f64) -> String {
     b.execute(
@@ -149,46 +87,38 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
     let mut reaper = Reaper::default();
     let sleepy = project(&home, "sleepy");
     let fresh = project(&home, "fresh");
-    let (bridge1, start1) = bridge(&home, &mut reaper);
-    let (bridge2, start2) = bridge(&home, &mut reaper);
-    let (bridge3, start3) = bridge(&home, &mut reaper);
-    let since = now() - 90.0;
+    let (bridge1, bridge2, bridge3) = (
+        bridge(&home, &mut reaper),
+        bridge(&home, &mut reaper),
+        bridge(&home, &mut reaper),
+    );
+    let since = epoch_now() - 90.0;
     let given = 412 * MIB;
-    let attachment = |pid: u32, start: u64, name: &str| {
-        json!({"pid": pid, "start_time": start, "client_pid": pid, "client_name": name,
-               "since": since - 300.0})
-    };
-    let logs = home.serena_home().join("tray/logs");
-    std::fs::create_dir_all(&logs).expect("mkdir");
-    let sessions = json!([
-        asleep_record(
-            "sleepy1",
-            &sleepy,
-            "unused",
-            since,
-            Some(given),
-            vec![
-                attachment(bridge1, start1, "claude"),
-                attachment(bridge2, start2, "cursor")
-            ],
-            &logs.join("sleepy1.log"),
-        ),
-        asleep_record(
-            "fresh1",
-            &fresh,
-            "not_started",
-            since,
-            None,
-            vec![attachment(bridge3, start3, "codex")],
-            &logs.join("fresh1.log"),
-        ),
-    ]);
-    let store = home.serena_home().join("tray/sessions.json");
-    std::fs::write(
-        &store,
-        serde_json::to_string_pretty(&sessions).expect("json"),
-    )
-    .expect("sessions.json");
+    let attached = since - 300.0;
+    plant_sessions(
+        &home,
+        &[
+            asleep_record(
+                "sleepy1",
+                &sleepy,
+                "unused",
+                since,
+                Some(given),
+                vec![
+                    attachment(bridge1, "claude", attached),
+                    attachment(bridge2, "cursor", attached),
+                ],
+            ),
+            asleep_record(
+                "fresh1",
+                &fresh,
+                "not_started",
+                since,
+                None,
+                vec![attachment(bridge3, "codex", attached)],
+            ),
+        ],
+    );
     let d = home.daemon();
     b.cdp(
         "Page.addScriptToEvaluateOnNewDocument",
@@ -233,12 +163,12 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
         .text()
         .ends_with("asleep - sleepy"));
     let clients = b.texts("#panel .asleep-client");
-    let then = hh_mm(&b, since - 300.0);
+    let then = hh_mm(&b, attached);
     assert_eq!(
         clients,
         [
-            format!("claude (PID {bridge1}), since {then}"),
-            format!("cursor (PID {bridge2}), since {then}")
+            format!("claude (PID {}), since {then}", bridge1.0),
+            format!("cursor (PID {}), since {then}", bridge2.0)
         ]
     );
     assert_eq!(
