@@ -72,6 +72,18 @@ fn hh_mm(b: &Browser, t: f64) -> String {
     .to_string()
 }
 
+/// The PID of the Serena of session `id` once it is awake.
+fn woken_pid(d: &Daemon, id: &str) -> u64 {
+    wait_for(&format!("session {id} to wake"), PAGE, || {
+        let (_, list) = d.call("GET", "/api/sessions", None);
+        list.as_array()?
+            .iter()
+            .find(|s| s["session_id"] == id && s["asleep_since"].is_null())?["pid"]
+            .as_u64()
+            .filter(|p| *p > 0)
+    })
+}
+
 fn posts(b: &Browser) -> Vec<Value> {
     b.execute("return window.__posts", vec![])
         .as_array()
@@ -87,7 +99,9 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
     let mut reaper = Reaper::default();
     let sleepy = project(&home, "sleepy");
     let fresh = project(&home, "fresh");
-    let (bridge1, bridge2, bridge3) = (
+    let napper = project(&home, "napper");
+    let (bridge1, bridge2, bridge3, bridge4) = (
+        bridge(&home, &mut reaper),
         bridge(&home, &mut reaper),
         bridge(&home, &mut reaper),
         bridge(&home, &mut reaper),
@@ -95,6 +109,16 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
     let since = epoch_now() - 90.0;
     let given = 412 * MIB;
     let attached = since - 300.0;
+    // It sleeps again 9 s after a wake.
+    let mut nap = asleep_record(
+        "napper1",
+        &napper,
+        "unused",
+        since,
+        None,
+        vec![attachment(bridge4, "claude", attached)],
+    );
+    nap["sleep_minutes"] = json!(0.15);
     plant_sessions(
         &home,
         &[
@@ -117,6 +141,7 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
                 None,
                 vec![attachment(bridge3, "codex", attached)],
             ),
+            nap,
         ],
     );
     let d = home.daemon();
@@ -142,7 +167,7 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
             Some(name)
         );
     }
-    assert_eq!(b.find("[data-count=asleep]").text(), "2");
+    assert_eq!(b.find("[data-count=asleep]").text(), "3");
     // Two clients of a session that gave back 412 MB: 824 MB against a Serena each.
     assert_eq!(
         b.attr_of("#saved", "data-saved-bytes"),
@@ -218,20 +243,30 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
             .iter()
             .any(|p| p[0] == "/api/sessions/sleepy1/wake")
     });
-    let pid = wait_for("the woken session's Serena", PAGE, || {
-        let (_, list) = d.call("GET", "/api/sessions", None);
-        list.as_array()?
-            .iter()
-            .find(|s| s["session_id"] == "sleepy1" && s["asleep_since"].is_null())?["pid"]
-            .as_u64()
-            .filter(|p| *p > 0)
-    });
+    let pid = woken_pid(&d, "sleepy1");
     reaper.watch(pid as u32);
     b.wait_until_js(&format!("location.hash == '#{pid}'"), PAGE);
     b.wait_until("the asleep tab to go", PAGE, |b| {
         b.try_find(sleepy_tab).is_none()
     });
-    assert!(!b.find(".count[data-colour=asleep]").is_displayed());
+    assert_eq!(b.find("[data-count=asleep]").text(), "1");
+
+    // A Serena that falls asleep while its tab is open: the page follows it to its asleep tab.
+    let napper_tab = "[role=tab][data-session='napper1']";
+    b.click(napper_tab);
+    b.wait_until_js("location.hash == '#asleep-napper1'", PAGE);
+    b.click("#panel [data-action=wake]");
+    let woken = woken_pid(&d, "napper1");
+    reaper.watch(woken as u32);
+    b.wait_until_js(&format!("location.hash == '#{woken}'"), PAGE);
+    b.wait_until_js("location.hash == '#asleep-napper1'", PAGE);
+    let reason = b.find("#panel .asleep-reason").text();
+    assert!(
+        reason.starts_with("asleep since ") && reason.ends_with(", no call for 9 s"),
+        "{reason}"
+    );
+    assert!(b.try_find(&tab(woken as u32)).is_none());
+    b.screenshot("dashboard-asleep-followed.png");
     let uncaught: Vec<_> = b
         .console_logs()
         .into_iter()

@@ -28,8 +28,13 @@ const state = {
   asleep: new Map(),
   /** The same-project groups by instance key (sharing.js `duplicates`). */
   same: new Map(),
-  /** A session woke from the open asleep tab: the PID of its new Serena, whose tab opens. */
-  followPid: null,
+  /**
+   * The open tab's session changed form: `{pid}` (woke: its new Serena's tab opens once shown)
+   * or `{key}` (fell asleep: its asleep tab opens once shown).
+   */
+  follow: null,
+  /** The PID of the last open instance tab that vanished (its Serena may have gone to sleep). */
+  vanished: null,
   selected: null,
   panel: null,
   loaded: false,
@@ -68,15 +73,24 @@ function render() {
     closePanel();
     return;
   }
-  const follow = state.followPid && instances.find((i) => i.pid === state.followPid && i.state_reason !== 'dead');
+  const follow = followed(instances);
   if (follow) {
-    state.followPid = null;
+    state.follow = null;
     select(follow.key, true);
   } else if (!state.selected || !entryOf(state.selected)) {
+    if (state.panel?.pid) state.vanished = state.panel.pid;
     select(fromHash() ?? list[0].key, false);
   } else if (state.panel) {
     state.panel.update(entryOf(state.selected));
   }
+}
+
+/** The entry that `state.follow` names, once it shows. */
+function followed(instances) {
+  const f = state.follow;
+  if (!f) return null;
+  if (f.key) return state.asleep.get(f.key) ?? null;
+  return instances.find((i) => i.pid === f.pid && i.state_reason !== 'dead') ?? null;
 }
 
 function renderHeader(list) {
@@ -150,7 +164,7 @@ function sessionFor(pid) {
 
 /** The Serena of the open asleep tab's session woke as `pid`: its tab opens when it shows. */
 function woken(pid) {
-  state.followPid = pid;
+  state.follow = { pid };
   render();
 }
 
@@ -293,10 +307,15 @@ const ON_EVENT = {
   session_expired: sessionsChanged,
   session_attached: sessionsChanged,
   session_detached: sessionsChanged,
-  session_asleep: sessionsChanged,
+  session_asleep(d) {
+    // The open tab's Serena was put to sleep (its tab may have gone already): the page follows
+    // the session to its asleep tab.
+    if (d.pid && (state.panel?.pid === d.pid || state.vanished === d.pid)) state.follow = { key: asleepKey(d.session_id) };
+    sessionsChanged();
+  },
   session_woke(d) {
     // Woken from its open tab elsewhere (a client's call, the CLI): the page follows it.
-    if (state.selected === asleepKey(d.session_id) && d.pid) state.followPid = d.pid;
+    if (state.selected === asleepKey(d.session_id) && d.pid) state.follow = { pid: d.pid };
     sessionsChanged();
   },
   // The bridge's cached handshake differed from a started Serena's: the timeline's news only.

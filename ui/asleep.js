@@ -6,16 +6,16 @@
 
 import { post } from './api.js';
 import { asleepLabel } from './sharing.js';
-import { el, fill, cue, bytes, hhmm } from './util.js';
+import { el, fill, cue, bytes, hhmm, projectName } from './util.js';
 
 /** Why it sleeps, in one line: `asleep since 14:02, no call for 15 min`. */
 export function asleepReason(session) {
   const since = hhmm(session.asleep_since);
   if (session.asleep_reason === 'not_started') return `waiting for its first call since ${since}`;
   const minutes = session.sleep_minutes;
-  return Number.isFinite(minutes) && minutes > 0
-    ? `asleep since ${since}, no call for ${Math.round(minutes)} min`
-    : `asleep since ${since}`;
+  if (!Number.isFinite(minutes) || minutes <= 0) return `asleep since ${since}`;
+  const span = minutes >= 1 ? `${Math.round(minutes)} min` : `${Math.round(minutes * 60)} s`;
+  return `asleep since ${since}, no call for ${span}`;
 }
 
 export class AsleepPanel {
@@ -79,7 +79,7 @@ export class AsleepPanel {
     this.wakeButton.textContent = 'Waking…';
     try {
       const woken = await post(`/api/sessions/${encodeURIComponent(s.session_id)}/wake`);
-      this.ctx.notify(`Session ${s.session_id} (${asleepLabel(s)}) woke: its Serena is PID ${woken?.pid ?? '?'}.`, 'ok');
+      this.ctx.notify(`Session ${s.session_id} on ${projectName(s.project_path)} woke: its Serena is PID ${woken?.pid ?? '?'}.`, 'ok');
       if (woken?.pid) this.ctx.woken(woken.pid);
     } catch (e) {
       this.ctx.notify(`Waking ${asleepLabel(s)} failed: ${e.message}`, 'error');
