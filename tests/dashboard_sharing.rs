@@ -205,6 +205,10 @@ fn an_asleep_session_has_a_grey_tab_with_its_reason_clients_and_memory_and_wakes
         .text()
         .starts_with("412 MB given back"));
     b.screenshot("dashboard-asleep.png");
+    b.set_dark(true);
+    b.wait_until_js("matchMedia('(prefers-color-scheme: dark)').matches", PAGE);
+    b.screenshot("dashboard-asleep-dark.png");
+    b.set_dark(false);
 
     // Waiting for a first call: its own reason, no memory given back.
     b.click(fresh_tab);
