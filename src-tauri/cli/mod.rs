@@ -434,7 +434,9 @@ fn launch(ctx: Settings, args: LaunchArgs) -> Result<ExitCode, CliError> {
         dashboard,
         share: args.share,
         on_demand: args.on_demand.unwrap_or(ctx.tray.share_on_demand),
-        sleep: args.share_sleep_minutes.unwrap_or(ctx.tray.share_sleep_minutes),
+        sleep: args
+            .share_sleep_minutes
+            .unwrap_or(ctx.tray.share_sleep_minutes),
         command: args.command,
     };
     Ok(crate::launch::run(ctx, launch)?)

@@ -84,18 +84,24 @@ pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> 
     if launch.share {
         // Shared when it can be; else, said once, privately as below.
         let why = match share::plan(&launch.command) {
-            Ok(target) => match rt.block_on(share::run(&settings, target, client)) {
-                Ok(code) => {
-                    // Its stdin reader is a blocking read that nothing can cancel: do not wait
-                    // for it (the client may be gone while another process holds the pipe).
-                    rt.shutdown_background();
-                    return Ok(code);
+            Ok(target) => {
+                let options = share::Options {
+                    on_demand: launch.on_demand,
+                    sleep: launch.sleep,
+                };
+                match rt.block_on(share::run(&settings, target, options, client)) {
+                    Ok(code) => {
+                        // Its stdin reader is a blocking read that nothing can cancel: do not wait
+                        // for it (the client may be gone while another process holds the pipe).
+                        rt.shutdown_background();
+                        return Ok(code);
+                    }
+                    Err((why, returned)) => {
+                        client = returned;
+                        why.to_string()
+                    }
                 }
-                Err((why, returned)) => {
-                    client = returned;
-                    why.to_string()
-                }
-            },
+            }
             Err(why) => why.to_string(),
         };
         eprintln!("serena-tray: launch --share: {why}; running a Serena of its own");

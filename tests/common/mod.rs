@@ -11,9 +11,9 @@
 //! - `stats`: medians and percentiles; `wait`: waiting for a condition; `skip`: a test that
 //!   cannot run here;
 //! - not re-exported: `asleep` (asleep shared sessions planted in `sessions.json`), `fake` (the
-//!   fake Serena's binary and commands), `mcp` (MCP over stdio), `desktop` (Xvfb, a session
-//!   bus, a tray host and a notification server), `browser` (headless Chromium or the app's
-//!   WebKit window over WebDriver).
+//!   fake Serena's binary and commands), `mcp` (MCP over stdio), `share` (`launch --share`
+//!   clients), `desktop` (Xvfb, a session bus, a tray host and a notification server),
+//!   `browser` (headless Chromium or the app's WebKit window over WebDriver).
 // Each test binary compiles all of it and uses a part.
 #![allow(dead_code, unused_imports)]
 
@@ -27,6 +27,7 @@ pub mod http;
 pub mod instances;
 pub mod mcp;
 pub mod processes;
+pub mod share;
 pub mod skip;
 pub mod sockets;
 pub mod stats;

@@ -528,7 +528,9 @@ async fn touch_session(
     ApiJson(req): ApiJson<TouchRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let touched = state.sessions().touch(&id, req.pid, req.busy).await;
-    touched.map(|()| Json(json!({"ok": true}))).map_err(session_error)
+    touched
+        .map(|()| Json(json!({"ok": true})))
+        .map_err(session_error)
 }
 
 /// The body of `POST /api/sessions/{id}/handshake-replaced`.
@@ -544,7 +546,8 @@ async fn handshake_replaced(
     ApiJson(req): ApiJson<ReplacedRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let said = state.sessions().handshake_replaced(&id, req.lists).await;
-    said.map(|()| Json(json!({"ok": true}))).map_err(session_error)
+    said.map(|()| Json(json!({"ok": true})))
+        .map_err(session_error)
 }
 
 #[cfg(test)]

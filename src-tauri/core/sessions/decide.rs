@@ -252,7 +252,8 @@ pub(crate) fn due<'a>(sessions: impl IntoIterator<Item = &'a Session>, now: Epoc
         }
     }
     // A session that ends is not put to sleep first.
-    due.sleeps.retain(|id| !due.ends.iter().any(|(e, _)| e == id));
+    due.sleeps
+        .retain(|id| !due.ends.iter().any(|(e, _)| e == id));
     due
 }
 

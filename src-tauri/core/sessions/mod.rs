@@ -21,7 +21,9 @@ pub use launch::LaunchFailure;
 use crate::core::engine::Core;
 use crate::core::events::{on_events, Event};
 use crate::core::files;
-use crate::core::model::{now, AsleepReason, Attachment, EndReason, ProcessId, Session, SessionKey};
+use crate::core::model::{
+    now, AsleepReason, Attachment, EndReason, ProcessId, Session, SessionKey,
+};
 use crate::core::procs::Snapshot;
 use crate::core::reaper::{self, ReapError};
 use crate::core::settings::SerenaCommandError;

@@ -356,7 +356,11 @@ fn a_shared_session_sleeps_after_its_minutes_without_a_call_unless_a_call_is_in_
     assert!(touch(&mut busy, 40, true, T0 + 100.0));
     assert_eq!(sleep_at(&busy), None, "a call in flight keeps it awake");
     assert!(touch(&mut busy, 40, false, T0 + 200.0));
-    assert_eq!(sleep_at(&busy), Some(T0 + 1100.0), "counted from the call's end");
+    assert_eq!(
+        sleep_at(&busy),
+        Some(T0 + 1100.0),
+        "counted from the call's end"
+    );
     assert!(!touch(&mut busy, 41, false, T0), "a client not attached");
 
     let never = Session {
@@ -371,7 +375,11 @@ fn a_shared_session_sleeps_after_its_minutes_without_a_call_unless_a_call_is_in_
         shared: false,
         ..s.clone()
     };
-    for (what, s) in [("never", never), ("no clients", no_clients), ("private", private)] {
+    for (what, s) in [
+        ("never", never),
+        ("no clients", no_clients),
+        ("private", private),
+    ] {
         assert_eq!(sleep_at(&s), None, "{what}");
     }
     let asleep = s.clone().asleep(AsleepReason::Unused, T0 + 900.0, Some(7));

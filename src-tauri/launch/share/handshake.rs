@@ -1,0 +1,295 @@
+//! The handshake cache of `launch --share` on demand: Serena's answers to `initialize` and to
+//! the list requests (`tools/list`, `prompts/list`, `resources/list`,
+//! `resources/templates/list`), kept so that a client's handshake is answered with no Serena
+//! running. One file per key in `$SERENA_HOME/tray/handshakes/` (0600, replaced atomically),
+//! named by a SHA-256 digest of what decides the answers:
+//! - the command the dashboard starts Serena with (`serena_command`, the program resolved) and
+//!   the client's project, context and modes;
+//! - Serena's version: the names of the `serena*.dist-info` folders of the environment the
+//!   program lives in (else the program file's size and modification time);
+//! - the content of `$SERENA_HOME/serena_config.yml` and of the project's `.serena/project.yml`.
+//!
+//! An entry is written only from a real Serena's answers (see `Bridge::check_cache`), and
+//! serves a client's `initialize` only when the client asks for the protocol version the entry
+//! was asked with. A file that does not parse is no entry (and is replaced by the next check).
+//!
+//! Deliberately not here: when the cache is used or checked (the bridge).
+
+use super::Target;
+use crate::core::files;
+use crate::core::settings::Settings;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The list requests answered from the cache (without a cursor: a later page is Serena's).
+pub const LISTS: [&str; 4] = [
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+];
+
+/// Serena's answers for one key. Each answer is the JSON-RPC response without its `id`
+/// (a `result`, or an `error`: a method Serena does not serve is cached as its refusal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The `protocolVersion` the `initialize` that filled it asked for.
+    pub asked: String,
+    pub initialize: Value,
+    /// By method, of [`LISTS`].
+    pub lists: BTreeMap<String, Value>,
+}
+
+impl Entry {
+    /// The cached answer to `method` for the request `id`, if it has one.
+    pub fn answer(&self, method: &str, id: &Value) -> Option<String> {
+        let cached = match method {
+            "initialize" => &self.initialize,
+            list => self.lists.get(list)?,
+        };
+        let mut answer = cached.clone();
+        answer["jsonrpc"] = json!("2.0");
+        answer["id"] = id.clone();
+        Some(answer.to_string())
+    }
+
+    /// Which lists' answers differ from `other`'s, as the names of their `list_changed`
+    /// notifications (`tools`, `prompts`, `resources`), each once.
+    pub fn changed_lists(&self, other: &Entry) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        for method in LISTS {
+            if self.lists.get(method) != other.lists.get(method) {
+                let kind = notification_kind(method);
+                if !changed.contains(&kind) {
+                    changed.push(kind);
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// `tools/list` -> `tools`; both resource lists -> `resources`.
+fn notification_kind(method: &str) -> &'static str {
+    match method {
+        "tools/list" => "tools",
+        "prompts/list" => "prompts",
+        _ => "resources",
+    }
+}
+
+/// The protocol version a client's `initialize` asks for.
+pub fn asked_version(initialize: &Value) -> Option<&str> {
+    initialize["params"]["protocolVersion"].as_str()
+}
+
+/// Whether a request may be answered from the cache: the handshake and the first page of a
+/// list.
+pub fn cacheable(msg: &Value) -> bool {
+    let method = msg["method"].as_str().unwrap_or_default();
+    let first_page = msg["params"]["cursor"].is_null();
+    method == "initialize" || (LISTS.contains(&method) && first_page)
+}
+
+/// The cache file of one key.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    path: PathBuf,
+}
+
+impl Cache {
+    /// The cache file for `target` as the dashboard would serve it (see the module docs);
+    /// reads a few small files.
+    pub fn of(settings: &Settings, target: &Target) -> Cache {
+        let command = settings.serena_command().unwrap_or_default();
+        let mut digest = Sha256::new();
+        let mut part = |name: &str, bytes: &[u8]| {
+            digest.update(name.as_bytes());
+            digest.update((bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        part("command", command.join("\0").as_bytes());
+        part("version", serena_version(command.first()).as_bytes());
+        part("project", target.project.as_os_str().as_encoded_bytes());
+        part(
+            "context",
+            target.context.as_deref().unwrap_or("").as_bytes(),
+        );
+        part("modes", target.modes.join("\0").as_bytes());
+        let config = crate::core::settings::serena_config_path(&settings.serena_home);
+        part(
+            "serena_config.yml",
+            &std::fs::read(config).unwrap_or_default(),
+        );
+        let project_yml = target.project.join(".serena").join("project.yml");
+        part(
+            "project.yml",
+            &std::fs::read(project_yml).unwrap_or_default(),
+        );
+        let name: String = digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Cache {
+            path: settings
+                .tray_dir()
+                .join("handshakes")
+                .join(format!("{name}.json")),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The entry, if there is one that parses.
+    pub fn load(&self) -> Option<Entry> {
+        let bytes = files::read(&self.path).ok()?;
+        serde_json::from_slice(&bytes)
+            .inspect_err(|e| tracing::warn!("{}: {e}; not used", self.path.display()))
+            .ok()
+    }
+
+    /// Replaces the entry.
+    pub fn store(&self, entry: &Entry) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            files::private_dir(dir)?;
+        }
+        let bytes = serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?;
+        files::write_atomic(&self.path, &bytes)
+    }
+}
+
+/// What names the installed Serena's version without running it: the `serena*.dist-info`
+/// folders of the environment its program lives in, else the program file's size and
+/// modification time.
+fn serena_version(program: Option<&String>) -> String {
+    let Some(program) = program.map(Path::new) else {
+        return String::new();
+    };
+    let real = program.canonicalize().unwrap_or_else(|_| program.into());
+    let env = real.parent().and_then(Path::parent);
+    let mut found: Vec<String> = env
+        .map(site_packages)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("serena") && n.ends_with(".dist-info"))
+        .collect();
+    found.sort();
+    if !found.is_empty() {
+        return found.join(",");
+    }
+    let meta = std::fs::metadata(&real).ok();
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    format!("{:?} {:?}", meta.map(|m| m.len()), modified)
+}
+
+/// The `site-packages` folders of a Python environment (`lib/python3.x/site-packages` on Unix,
+/// `Lib/site-packages` on Windows).
+fn site_packages(env: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![env.join("Lib").join("site-packages")];
+    let lib = std::fs::read_dir(env.join("lib")).into_iter().flatten();
+    dirs.extend(lib.flatten().map(|e| e.path().join("site-packages")));
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tools: Value) -> Entry {
+        Entry {
+            asked: "2025-06-18".into(),
+            initialize: json!({"result": {"protocolVersion": "2025-06-18"}}),
+            lists: LISTS
+                .iter()
+                .map(|m| (m.to_string(), json!({"result": {}})))
+                .chain([("tools/list".to_string(), tools)])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn answers_carry_the_request_id_and_changes_name_their_notification() {
+        let a = entry(json!({"result": {"tools": [{"name": "find_symbol"}]}}));
+        let answer: Value =
+            serde_json::from_str(&a.answer("tools/list", &json!(7)).expect("cached"))
+                .expect("json");
+        assert_eq!(answer["id"], 7);
+        assert_eq!(answer["jsonrpc"], "2.0");
+        assert_eq!(answer["result"]["tools"][0]["name"], "find_symbol");
+        assert!(a.answer("tools/call", &json!(1)).is_none());
+
+        let b = entry(json!({"result": {"tools": []}}));
+        assert_eq!(a.changed_lists(&b), ["tools"]);
+        assert!(a.changed_lists(&a.clone()).is_empty());
+        let mut c = a.clone();
+        c.lists
+            .insert("resources/list".into(), json!({"error": {}}));
+        c.lists
+            .insert("resources/templates/list".into(), json!({"error": {}}));
+        assert_eq!(a.changed_lists(&c), ["resources"], "one notification");
+    }
+
+    #[test]
+    fn only_the_handshake_and_first_pages_are_cacheable() {
+        assert!(cacheable(&json!({"method": "initialize"})));
+        assert!(cacheable(&json!({"method": "tools/list", "params": {}})));
+        assert!(!cacheable(
+            &json!({"method": "tools/list", "params": {"cursor": "2"}})
+        ));
+        assert!(!cacheable(&json!({"method": "tools/call"})));
+        assert!(
+            !cacheable(&json!({"method": "ping"})),
+            "answered, not cached"
+        );
+    }
+
+    #[test]
+    fn the_key_follows_the_project_yml_and_the_entry_survives_a_round_trip() {
+        let home = tempfile::tempdir().expect("home");
+        let project = tempfile::tempdir().expect("project");
+        let flags = crate::core::settings::Flags {
+            serena_home: Some(home.path().into()),
+            ..Default::default()
+        };
+        let (settings, _) = Settings::resolve(&flags).expect("settings");
+        let target = Target {
+            project: project.path().into(),
+            context: None,
+            modes: vec![],
+        };
+        let before = Cache::of(&settings, &target);
+        assert_eq!(before.path(), Cache::of(&settings, &target).path());
+        let other_mode = Target {
+            modes: vec!["planning".into()],
+            ..target.clone()
+        };
+        assert_ne!(before.path(), Cache::of(&settings, &other_mode).path());
+        std::fs::create_dir(project.path().join(".serena")).expect("mkdir");
+        std::fs::write(project.path().join(".serena/project.yml"), "x: 1\n").expect("write");
+        let after = Cache::of(&settings, &target);
+        assert_ne!(
+            before.path(),
+            after.path(),
+            "a changed project.yml is a new key"
+        );
+
+        assert!(after.load().is_none());
+        let e = entry(json!({"result": {"tools": []}}));
+        after.store(&e).expect("store");
+        assert_eq!(after.load(), Some(e));
+        std::fs::write(after.path(), "{not json").expect("corrupt");
+        assert!(after.load().is_none(), "a corrupt file is no entry");
+    }
+}

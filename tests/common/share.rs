@@ -1,0 +1,83 @@
+//! `launch --share` clients for the tests: a client as a process with its MCP stream, its
+//! requests and answers, the session list and the Serenas of a home.
+
+use super::mcp::*;
+use super::*;
+use serde_json::{json, Value};
+use std::process::Child;
+
+/// A `launch --share` client on `project`, with more `launch` options (after `--share`) and
+/// more Serena arguments; its stderr goes to `share-clients.log` in the home.
+pub fn client(
+    home: &Home,
+    d: &Daemon,
+    project: &str,
+    options: &[&str],
+    extra: &[&str],
+) -> (Child, Stream) {
+    let serena = serena_exe().display().to_string();
+    let mut cmd = serena_mcp(&serena, project).to_vec();
+    cmd.extend(extra);
+    let port = d.port.to_string();
+    let opts: Vec<&str> = ["--share"].iter().chain(options).copied().collect();
+    let args = launch_args(home, &["--port", &port], &opts, &cmd);
+    let log = home.path().join("share-clients.log");
+    let mut c = client_logged(home, &tray_exe(), &strs(&args), Some(&log));
+    let stream = Stream::of(&mut c).with_logs(vec![log, home.daemon_log(d.port)]);
+    (c, stream)
+}
+
+/// A JSON-RPC request and its answer (parsed).
+pub fn ask(stream: &mut Stream, id: u64, method: &str, params: Value) -> Value {
+    stream.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+    let line = stream.line(ANSWER);
+    let v: Value = serde_json::from_str(&line).expect("a JSON-RPC answer");
+    assert_eq!(v["id"], id, "{line}");
+    v
+}
+
+/// The text of a tool call's answer.
+pub fn tool_text(v: &Value) -> String {
+    v["result"]["content"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|x| x["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// The Serena session id `initial_instructions` tells this client.
+pub fn serena_session_id(stream: &mut Stream, id: u64) -> String {
+    let v = ask(
+        stream,
+        id,
+        "tools/call",
+        json!({"name": "initial_instructions", "arguments": {}}),
+    );
+    let text = tool_text(&v);
+    let at = text
+        .find("session")
+        .unwrap_or_else(|| panic!("no session id in: {text}"));
+    text[at..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .find(|w| w.len() >= 6 && w.chars().any(|c| c.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no session id in: {text}"))
+        .to_string()
+}
+
+/// The processes whose command line is Serena's, of this home.
+pub fn serenas(home: &Home) -> Vec<u32> {
+    home.list_json()
+        .iter()
+        .filter(|i| i["state_reason"] != "dead")
+        .filter_map(|i| i["pid"].as_u64().map(|p| p as u32))
+        .collect()
+}
+
+pub fn sessions(d: &Daemon) -> Vec<Value> {
+    let (_, list) = d.call("GET", "/api/sessions", None);
+    list.as_array().cloned().unwrap_or_default()
+}
