@@ -1,13 +1,16 @@
 // The page's state and wiring: the instance list from the server-sent events of `/api/events`
 // (a snapshot, then every change, each through one table of handlers; reconnecting by itself
 // after a daemon restart), notices (a kill made elsewhere, a recovered registry), the header's
-// counts and actions, the tab strip, the open tab (named by the URL fragment, so it survives
+// counts, what sharing and sleep save, and its actions, the tab strip (instances, then asleep
+// sessions), the open tab (named by the URL fragment, so it survives
 // reloads) and the one polling loop, which only serves the open tab and pauses while the page
 // is hidden.
 
 import { api, post } from './api.js';
 import { Tabs } from './tabs.js';
 import { Panel } from './panel.js';
+import { AsleepPanel } from './asleep.js';
+import { asleepEntries, asleepKey, duplicates, savedBytes, clientsBehind } from './sharing.js';
 import { confirm, setupSessionDialog } from './dialogs.js';
 import { setupClientsDialog } from './clients.js';
 import { readEvents } from './events.js';
@@ -21,6 +24,17 @@ const POLL_MS = 1000;
 const state = {
   instances: new Map(),
   sessions: [],
+  /** The asleep sessions as tab entries (sharing.js `asleepEntries`), by key. */
+  asleep: new Map(),
+  /** The same-project groups by instance key (sharing.js `duplicates`). */
+  same: new Map(),
+  /**
+   * The open tab's session changed form: `{pid}` (woke: its new Serena's tab opens once shown)
+   * or `{key}` (fell asleep: its asleep tab opens once shown).
+   */
+  follow: null,
+  /** The PID of the last open instance tab that vanished (its Serena may have gone to sleep). */
+  vanished: null,
   selected: null,
   panel: null,
   loaded: false,
@@ -33,6 +47,15 @@ function ordered() {
   return [...state.instances.values()].sort((a, b) => a.first_seen - b.first_seen || a.pid - b.pid || a.started_at - b.started_at);
 }
 
+/** Everything with a tab, in tab order: the instances, then the asleep sessions. */
+function entries() {
+  return [...ordered(), ...state.asleep.values()];
+}
+
+function entryOf(key) {
+  return state.instances.get(key) ?? state.asleep.get(key);
+}
+
 function put(inst) {
   inst.key = keyOf(inst.pid, inst.started_at);
   state.instances.set(inst.key, inst);
@@ -40,19 +63,34 @@ function put(inst) {
 }
 
 function render() {
-  const list = ordered();
-  tabs.render(list);
-  renderHeader(list);
+  const instances = ordered();
+  const list = entries();
+  state.same = duplicates(instances, state.sessions);
+  tabs.render(list, state.same);
+  renderHeader(instances);
   $('first-run').hidden = !state.loaded || list.length > 0;
   if (!list.length) {
     closePanel();
     return;
   }
-  if (!state.selected || !state.instances.has(state.selected)) {
+  const follow = followed(instances);
+  if (follow) {
+    state.follow = null;
+    select(follow.key, true);
+  } else if (!state.selected || !entryOf(state.selected)) {
+    if (state.panel?.pid) state.vanished = state.panel.pid;
     select(fromHash() ?? list[0].key, false);
   } else if (state.panel) {
-    state.panel.update(state.instances.get(state.selected));
+    state.panel.update(entryOf(state.selected));
   }
+}
+
+/** The entry that `state.follow` names, once it shows. */
+function followed(instances) {
+  const f = state.follow;
+  if (!f) return null;
+  if (f.key) return state.asleep.get(f.key) ?? null;
+  return instances.find((i) => i.pid === f.pid && i.state_reason !== 'dead') ?? null;
 }
 
 function renderHeader(list) {
@@ -66,6 +104,14 @@ function renderHeader(list) {
     document.querySelector(`[data-count="${c}"]`).textContent = String(n);
     document.querySelector(`.count[data-colour="${c}"]`).classList.toggle('zero', n === 0);
   }
+  const asleep = state.asleep.size;
+  document.querySelector('[data-count="asleep"]').textContent = String(asleep);
+  document.querySelector('.count[data-colour="asleep"]').hidden = asleep === 0;
+  const saved = savedBytes(list, state.sessions);
+  const save = $('saved');
+  save.hidden = saved <= 0;
+  save.textContent = saved > 0 ? `sharing and sleep save ${bytes(saved)}` : '';
+  save.dataset.savedBytes = String(saved);
   const total = $('total');
   total.textContent = `${list.length} ${list.length === 1 ? 'instance' : 'instances'}${memory ? `, ${bytes(memory)}` : ''}`;
   total.dataset.memoryBytes = String(memory);
@@ -75,6 +121,10 @@ function renderHeader(list) {
 }
 
 function fromHash() {
+  if (location.hash.startsWith('#asleep-')) {
+    const key = asleepKey(decodeURIComponent(location.hash.slice('#asleep-'.length)));
+    return state.asleep.has(key) ? key : null;
+  }
   const pid = Number.parseInt(location.hash.slice(1), 10);
   if (!Number.isInteger(pid)) return null;
   const matches = ordered().filter((i) => i.pid === pid);
@@ -82,7 +132,7 @@ function fromHash() {
 }
 
 function select(key, byUser) {
-  const inst = state.instances.get(key);
+  const inst = entryOf(key);
   if (!inst) return;
   tabs.select(key);
   if (state.selected !== key || !state.panel) {
@@ -91,10 +141,12 @@ function select(key, byUser) {
     const root = $('panel');
     root.hidden = false;
     root.setAttribute('aria-labelledby', $('tabs').querySelector(`[data-key="${key}"]`)?.id ?? '');
-    state.panel = new Panel(root, inst, { session: sessionFor, confirm, notify, killing });
+    state.panel = inst.state === 'asleep'
+      ? new AsleepPanel(root, inst, { confirm, notify, woken })
+      : new Panel(root, inst, { session: sessionFor, confirm, notify, killing, same: (k) => state.same.get(k) ?? null, share: shareFromNowOn });
     wake();
   }
-  const hash = `#${inst.pid}`;
+  const hash = inst.state === 'asleep' ? `#asleep-${encodeURIComponent(inst.session.session_id)}` : `#${inst.pid}`;
   if (location.hash !== hash && (byUser || location.hash)) history.replaceState(null, '', hash);
 }
 
@@ -110,11 +162,19 @@ function sessionFor(pid) {
   return state.sessions.find((s) => s.pid === pid && !s.ended_at) ?? null;
 }
 
+/** The Serena of the open asleep tab's session woke as `pid`: its tab opens when it shows. */
+function woken(pid) {
+  state.follow = { pid };
+  render();
+}
+
 async function loadSessions() {
   try {
     const list = await api('/api/sessions');
     state.sessions = Array.isArray(list) ? list : [];
-    if (state.panel) state.panel.update(state.panel.inst);
+    state.asleep = new Map(asleepEntries(state.sessions).map((e) => [e.key, e]));
+    if (state.loaded) render();
+    else if (state.panel) state.panel.update(state.panel.inst);
   } catch (e) {
     if (e.status === 401 || e.status === 403) signedOut();
   }
@@ -247,6 +307,19 @@ const ON_EVENT = {
   session_expired: sessionsChanged,
   session_attached: sessionsChanged,
   session_detached: sessionsChanged,
+  session_asleep(d) {
+    // The open tab's Serena was put to sleep (its tab may have gone already): the page follows
+    // the session to its asleep tab.
+    if (d.pid && (state.panel?.pid === d.pid || state.vanished === d.pid)) state.follow = { key: asleepKey(d.session_id) };
+    sessionsChanged();
+  },
+  session_woke(d) {
+    // Woken from its open tab elsewhere (a client's call, the CLI): the page follows it.
+    if (state.selected === asleepKey(d.session_id) && d.pid) state.follow = { pid: d.pid };
+    sessionsChanged();
+  },
+  // The bridge's cached handshake differed from a started Serena's: the timeline's news only.
+  handshake_replaced: () => {},
 };
 
 /** Hands one event (`name`, its data as text) to its handler; tells the open tab's timeline. */
@@ -346,8 +419,14 @@ const openSession = setupSessionDialog(() => loadSessions());
 $('new-session').addEventListener('click', openSession);
 $('first-run-session').addEventListener('click', openSession);
 const openClients = setupClientsDialog({ confirm, notify });
-$('clients').addEventListener('click', openClients);
-$('first-run-clients').addEventListener('click', openClients);
+$('clients').addEventListener('click', () => openClients());
+$('first-run-clients').addEventListener('click', () => openClients());
+
+/** "Share from now on" on a same-project badge: the Clients view on the clients behind it. */
+function shareFromNowOn(group) {
+  const { kinds, names } = clientsBehind(group);
+  openClients({ clients: kinds, names, why: `the ${group.unshared.length} Serenas on ${group.project}`, share: true });
+}
 
 // `#new-session` (the tray's "New session...") opens the form, then gives the fragment back to
 // the open tab, so that asking again opens it again.

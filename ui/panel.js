@@ -1,5 +1,6 @@
 // The open tab: the instance's header (state, facts, actions), why a red one is red and what Kill
-// will do, what it costs (memory and CPU of its whole process tree), Serena's eight sections,
+// will do, the other Serenas on its project when it does not share with them ("Share from now
+// on"), what it costs (memory and CPU of its whole process tree), Serena's eight sections,
 // its Logs and its Timeline. Only this panel polls, about once a second, and not while the page
 // is hidden (the caller drives `poll`).
 
@@ -7,13 +8,15 @@ import { api, post } from './api.js';
 import { SECTIONS, renderSection } from './sections.js';
 import { Logs } from './logs.js';
 import { Timeline } from './timeline.js';
+import { sameProjectText, sameProjectWhy } from './tabs.js';
 import { el, fill, label, colour, cue, stateWords, reasonText, client, ago, bytes, percent, clock } from './util.js';
 
 export class Panel {
   /**
    * `ctx`: `session(pid)` -> the live session serving that PID or null; `confirm(title, body,
    * ok)` -> Promise<boolean>; `notify(text, kind)`; `killing(pids)`: this page is killing
-   * them (it reports the result itself).
+   * them (it reports the result itself); `same(key)` -> its same-project group or null;
+   * `share(group)`: opens the Clients view on the clients behind that group.
    */
   constructor(root, inst, ctx) {
     this.root = root;
@@ -37,6 +40,7 @@ export class Panel {
     this.why = el('div', { class: 'why', role: 'note', hidden: true });
     this.noDashboard = el('p', { class: 'note', hidden: true });
     this.idle = el('p', { class: 'note idle', hidden: true });
+    this.same = el('div', { class: 'note same-project', role: 'note', hidden: true });
     this.cost = el('div', { class: 'cost' });
     this.sectionBodies = new Map();
     const card = ([id, title]) => {
@@ -50,6 +54,7 @@ export class Panel {
         this.actions),
       this.factsLine,
       this.why,
+      this.same,
       this.idle,
       this.noDashboard,
       this.cost,
@@ -102,6 +107,7 @@ export class Panel {
 
     this.renderCost(inst);
     this.renderWhy(inst);
+    this.renderSame(this.ctx.same(inst.key));
     const dead = inst.state_reason === 'dead';
     const young = Date.now() / 1000 - inst.started_at < 15;
     this.noDashboard.hidden = dead || !!inst.port;
@@ -137,6 +143,32 @@ export class Panel {
       ? 'Kill removes its stale record from the registry; there is no process to stop.'
       : `Kill asks Serena to shut down, then terminates its whole process tree${n ? ` (${n} ${n === 1 ? 'process' : 'processes'})` : ''} and removes it from the registry${inst.cost ? `, freeing about ${bytes(inst.cost.memory_bytes)}` : ''}.`;
     fill(this.why, el('strong', { text: `Why it is red: ${inst.state_reason ?? 'zombie'}. ` }), reasonText(inst.state_reason), ' ', what);
+  }
+
+  renderSame(group) {
+    this.same.hidden = !group;
+    // Rebuilt only when it says something else (the button stays under the pointer).
+    const shape = group ? JSON.stringify([group.project, group.members.map((i) => i.key), group.unshared.length, group.memory]) : null;
+    if (this.sameShape === shape) return;
+    this.sameShape = shape;
+    if (!group) {
+      fill(this.same);
+      return;
+    }
+    const others = group.members.filter((i) => i.key !== this.key).map(label);
+    fill(this.same,
+      el('strong', { class: 'same-count', text: `${sameProjectText(group)}: ` }),
+      sameProjectWhy(group),
+      ` The others: ${others.join(', ')}. `,
+      'Sharing makes the clients that start a Serena for this project use one (launch --share).',
+      ' ',
+      el('button', { type: 'button', class: 'small', dataset: { action: 'share-from-now-on' }, onclick: () => this.shareFromNowOn(), text: 'Share from now on' }));
+  }
+
+  /** The group as it is now (sessions load after the instances), not as the button was made. */
+  shareFromNowOn() {
+    const group = this.ctx.same(this.key);
+    if (group) this.ctx.share(group);
   }
 
   renderActions(inst) {

@@ -100,6 +100,15 @@ export function clock(epoch) {
   return d.toDateString() === today.toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
 }
 
+/** Local wall-clock time of an epoch (seconds) in hours and minutes: `14:02` (with the date when
+ * it is not today). */
+export function hhmm(epoch) {
+  if (!Number.isFinite(epoch)) return '–';
+  const d = new Date(epoch * 1000);
+  const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hour12: false });
+  return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString()} ${time}`;
+}
+
 /** Compact counts: `950`, `1.2k`, `3.4M`. */
 export function count(n) {
   if (!Number.isFinite(n)) return '–';
@@ -118,20 +127,26 @@ export function label(inst) {
   return `${inst.pid} - ${inst.project_name ?? 'NO PROJECT'}`;
 }
 
-/** The colour word of a state (as the core names it). */
+/** The last component of a project path, as tabs name projects: `/home/me/webapp` -> `webapp`. */
+export function projectName(path) {
+  return String(path ?? '').replace(/[\\/]+$/, '').split(/[\\/]/).pop() || String(path ?? '');
+}
+
+/** The colour word of a state (as the core names it; `asleep` is a session's, see asleep.js). */
 export function colour(state) {
-  return { starting: 'grey', live_with_project: 'green', live_no_project: 'yellow', zombie: 'red' }[state] ?? 'grey';
+  return { starting: 'grey', asleep: 'grey', live_with_project: 'green', live_no_project: 'yellow', zombie: 'red' }[state] ?? 'grey';
 }
 
 /** A shape besides the colour, for colour-blind users. */
 export function cue(state) {
-  return { starting: '…', live_with_project: '●', live_no_project: '◐', zombie: '✕' }[state] ?? '?';
+  return { starting: '…', asleep: '☾', live_with_project: '●', live_no_project: '◐', zombie: '✕' }[state] ?? '?';
 }
 
 /** The state in words: `zombie (orphaned)`, `live, no project`. */
 export function stateWords(inst) {
   switch (inst.state) {
     case 'starting': return 'starting';
+    case 'asleep': return 'asleep';
     case 'live_with_project': return 'live';
     case 'live_no_project': return 'live, no project';
     case 'zombie': return inst.state_reason ? `zombie (${inst.state_reason})` : 'zombie';

@@ -1,4 +1,5 @@
-//! The tray menu: a plain model computed from the instances ([`MenuModel::of`], unit tested),
+//! The tray menu: a plain model computed from the instances and the number of asleep shared
+//! sessions ([`MenuModel::of`], unit tested),
 //! the menu built from it ([`build`], muda's), and the ids its clicks come back with
 //! ([`Action::parse`]). The menu is rebuilt only when the model changes; a change of the
 //! summary line alone (memory moves all the time) is applied to that one item.
@@ -91,7 +92,7 @@ pub struct Entry {
 /// Everything the menu and the icon show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MenuModel {
-    /// `2 live, 1 zombie, 2.4 GB` (also the tooltip).
+    /// `2 live, 1 asleep, 1 zombie, 2.4 GB` (also the tooltip).
     pub summary: String,
     pub entries: Vec<Entry>,
     /// How many red instances "Kill all zombies" would act on.
@@ -102,8 +103,9 @@ pub struct MenuModel {
 }
 
 impl MenuModel {
-    /// The model of `instances` (the core's list, in its order).
-    pub fn of(instances: &[Instance], autostart: Option<bool>) -> MenuModel {
+    /// The model of `instances` (the core's list, in its order) and `asleep` shared sessions
+    /// (clients attached, no Serena running: no instance of theirs is in the list).
+    pub fn of(instances: &[Instance], asleep: usize, autostart: Option<bool>) -> MenuModel {
         let mut order: Vec<&Instance> = instances.iter().collect();
         // The page's tab order: first seen first.
         order.sort_by(|a, b| {
@@ -126,7 +128,7 @@ impl MenuModel {
             })
             .collect();
         MenuModel {
-            summary: summary(instances),
+            summary: summary(instances, asleep),
             entries,
             zombies: instances
                 .iter()
@@ -187,9 +189,11 @@ fn worst(instances: &[Instance]) -> Worst {
         .unwrap_or(Worst::None)
 }
 
-/// `2 live, 1 zombie, 2.4 GB`; `No Serena running` when there is none.
-pub fn summary(instances: &[Instance]) -> String {
-    if instances.is_empty() {
+/// `2 live, 1 asleep, 1 zombie, 2.4 GB`: each count that is not zero, the asleep shared sessions
+/// apart (they have no Serena, so neither an entry nor memory); `No Serena running` when there
+/// is nothing to count.
+pub fn summary(instances: &[Instance], asleep: usize) -> String {
+    if instances.is_empty() && asleep == 0 {
         return "No Serena running".into();
     }
     let count = |f: fn(&Instance) -> bool| instances.iter().filter(|i| f(i)).count();
@@ -199,6 +203,9 @@ pub fn summary(instances: &[Instance]) -> String {
     let mut parts = vec![];
     if live > 0 {
         parts.push(format!("{live} live"));
+    }
+    if asleep > 0 {
+        parts.push(format!("{asleep} asleep"));
     }
     if starting > 0 {
         parts.push(format!("{starting} starting"));
@@ -345,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_model_counts_orders_and_colours() {
-        let m = MenuModel::of(&three(), Some(false));
+        let m = MenuModel::of(&three(), 0, Some(false));
         assert_eq!(m.summary, "1 live, 2 zombies, 1.2 GB");
         assert_eq!(m.zombies, 2);
         assert_eq!(m.worst, Worst::Red);
@@ -358,23 +365,65 @@ mod tests {
         assert!(m.entries[0].dead && !m.entries[0].has_dashboard);
         assert!(m.entries[1].has_dashboard && m.entries[1].killable);
 
-        assert_eq!(MenuModel::of(&[], None).worst, Worst::None);
-        assert_eq!(MenuModel::of(&[], None).summary, "No Serena running");
+        assert_eq!(MenuModel::of(&[], 0, None).worst, Worst::None);
+        assert_eq!(MenuModel::of(&[], 0, None).summary, "No Serena running");
         let yellow = [
             instance(1, State::LiveNoProject, None),
             instance(2, State::LiveWithProject, Some("p")),
         ];
-        assert_eq!(MenuModel::of(&yellow, None).worst, Worst::Yellow);
+        assert_eq!(MenuModel::of(&yellow, 0, None).worst, Worst::Yellow);
         assert_eq!(
-            MenuModel::of(&[instance(1, State::Starting, None)], None).summary,
+            MenuModel::of(&[instance(1, State::Starting, None)], 0, None).summary,
             "1 starting, 600 MB"
         );
     }
 
     #[test]
+    fn the_summary_counts_asleep_sessions_apart_and_omits_zero_counts() {
+        let live = instance(10, State::LiveWithProject, Some("webapp"));
+        let zombie = instance(20, State::Zombie, Some("old"));
+        let starting = instance(30, State::Starting, None);
+        let cases: [(&[Instance], usize, &str); 8] = [
+            (&[], 0, "No Serena running"),
+            // Asleep sessions have no Serena: no memory, and the summary is not "nothing".
+            (&[], 1, "1 asleep"),
+            (&[], 2, "2 asleep"),
+            (std::slice::from_ref(&live), 0, "1 live, 600 MB"),
+            (std::slice::from_ref(&live), 3, "1 live, 3 asleep, 600 MB"),
+            (
+                &[live.clone(), zombie.clone()],
+                2,
+                "1 live, 2 asleep, 1 zombie, 1.2 GB",
+            ),
+            (
+                &[live.clone(), starting.clone(), zombie.clone()],
+                1,
+                "1 live, 1 asleep, 1 starting, 1 zombie, 1.8 GB",
+            ),
+            (
+                &[zombie.clone(), zombie.clone()],
+                1,
+                "1 asleep, 2 zombies, 1.2 GB",
+            ),
+        ];
+        for (instances, asleep, expected) in cases {
+            assert_eq!(summary(instances, asleep), expected, "{asleep} asleep");
+            assert_eq!(MenuModel::of(instances, asleep, None).summary, expected);
+        }
+        // Only asleep sessions: nothing runs, the icon is grey and there is no entry.
+        let m = MenuModel::of(&[], 2, None);
+        assert_eq!((m.worst, m.entries.len(), m.zombies), (Worst::None, 0, 0));
+        // A session falling asleep changes the summary line only.
+        let awake = MenuModel::of(std::slice::from_ref(&live), 0, Some(true));
+        let one_asleep = MenuModel::of(std::slice::from_ref(&live), 1, Some(true));
+        assert_ne!(awake, one_asleep);
+        assert!(awake.same_shape(&one_asleep));
+    }
+
+    #[test]
     fn a_shared_sessions_entry_counts_its_clients() {
         let clients = std::collections::HashMap::from([(20, 3), (10, 1)]);
-        let m = MenuModel::of(&three(), None).with_clients(&clients);
+        let m = MenuModel::of(&three(), 0, None).with_clients(&clients);
         let labels: Vec<&str> = m.entries.iter().map(|e| e.label.as_str()).collect();
         assert_eq!(
             labels,
@@ -388,15 +437,15 @@ mod tests {
 
     #[test]
     fn a_memory_change_keeps_the_shape_and_a_state_change_does_not() {
-        let before = MenuModel::of(&three(), Some(true));
+        let before = MenuModel::of(&three(), 0, Some(true));
         let mut list = three();
         list[0].cost.as_mut().expect("cost").memory_bytes *= 2;
-        let more = MenuModel::of(&list, Some(true));
+        let more = MenuModel::of(&list, 0, Some(true));
         assert_ne!(before, more);
         assert!(before.same_shape(&more));
         list[1].state = State::LiveWithProject;
-        assert!(!before.same_shape(&MenuModel::of(&list, Some(true))));
-        assert!(!before.same_shape(&MenuModel::of(&three(), Some(false))));
+        assert!(!before.same_shape(&MenuModel::of(&list, 0, Some(true))));
+        assert!(!before.same_shape(&MenuModel::of(&three(), 0, Some(false))));
     }
 
     #[test]
@@ -455,7 +504,7 @@ mod tests {
 
     #[test]
     fn the_built_menu_has_the_labels_ids_and_enabled_states_of_its_model() {
-        let model = MenuModel::of(&three(), Some(true));
+        let model = MenuModel::of(&three(), 0, Some(true));
         let built = build(&model).expect("the menu");
         let items = built.menu.items();
         let top: Vec<(String, String, bool, Option<bool>)> = items.iter().map(shown).collect();
@@ -513,7 +562,7 @@ mod tests {
         assert_eq!((sub[1].2, sub[2].1.as_str()), (false, "Remove record"));
 
         // Nothing to kill, autostart unknown: both disabled; no instance separator.
-        let empty = build(&MenuModel::of(&[], None)).expect("the menu");
+        let empty = build(&MenuModel::of(&[], 0, None)).expect("the menu");
         let top: Vec<_> = empty.menu.items().iter().map(shown).collect();
         let kill = top.iter().find(|(i, ..)| i == KILL_ZOMBIES).expect("kill");
         assert_eq!((kill.1.as_str(), kill.2), ("Kill all zombies (0)", false));

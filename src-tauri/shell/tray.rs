@@ -61,17 +61,21 @@ fn rgba(png_file: &[u8]) -> Result<(Vec<u8>, u32, u32), String> {
     Ok((pixels, frame.width, frame.height))
 }
 
-/// The model of what the tray shows now.
+/// The model of what the tray shows now: the instances, the shared sessions' clients on their
+/// Serenas' entries, and the asleep sessions (no Serena, so no entry) counted apart.
 pub async fn model(app: &App, autostart: Option<bool>) -> MenuModel {
-    let clients = app
+    let (asleep, awake): (Vec<_>, Vec<_>) = app
         .sessions()
         .list()
         .await
         .into_iter()
         .filter(|s| s.shared)
+        .partition(|s| s.is_asleep());
+    let clients = awake
+        .into_iter()
         .map(|s| (s.pid, s.attached.len()))
         .collect();
-    MenuModel::of(&app.core().instances(), autostart).with_clients(&clients)
+    MenuModel::of(&app.core().instances(), asleep.len(), autostart).with_clients(&clients)
 }
 
 /// What the tray shows, on the thread of the event loop: the icon (`None` where the platform

@@ -10,13 +10,14 @@
 //! - `http`: the one no-proxy HTTP client, JSON requests, MCP over streamable HTTP;
 //! - `stats`: medians and percentiles; `wait`: waiting for a condition; `skip`: a test that
 //!   cannot run here;
-//! - not re-exported: `fake` (the fake Serena's binary and commands), `mcp` (MCP over stdio),
-//!   `share` (`launch --share` clients),
-//!   `desktop` (Xvfb, a session bus, a tray host and a notification server), `browser`
-//!   (headless Chromium or the app's WebKit window over WebDriver).
+//! - not re-exported: `asleep` (asleep shared sessions planted in `sessions.json`), `fake` (the
+//!   fake Serena's binary and commands), `mcp` (MCP over stdio), `share` (`launch --share`
+//!   clients), `desktop` (Xvfb, a session bus, a tray host and a notification server),
+//!   `browser` (headless Chromium or the app's WebKit window over WebDriver).
 // Each test binary compiles all of it and uses a part.
 #![allow(dead_code, unused_imports)]
 
+pub mod asleep;
 pub mod browser;
 pub mod daemon;
 pub mod desktop;
