@@ -5,6 +5,7 @@
 
 use crate::core::configure::{self, Change, Client, FileReport, Wrapping};
 use crate::core::http::{ApiError, ApiJson};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -18,6 +19,15 @@ pub struct ChangeBody {
     #[serde(default)]
     clients: Vec<String>,
     /// Wrap with `launch --share`.
+    #[serde(default)]
+    share: bool,
+}
+
+/// What `GET /api/clients` may be told.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// The diffs of wrapping with `launch --share` (what `apply` with `share` writes).
     #[serde(default)]
     share: bool,
 }
@@ -58,10 +68,10 @@ fn file_json(r: &FileReport) -> Value {
     v
 }
 
-/// `GET /api/clients`: each config file found, its Serena entries, and the diff routing them
-/// through `launch` would make.
-pub async fn list() -> Result<Json<Value>, ApiError> {
-    let (reports, wrapping, warning) = plan(Vec::new(), Change::Wrap, false).await?;
+/// `GET /api/clients[?share=true]`: each config file found, its Serena entries, and the diff
+/// routing them through `launch` (`launch --share`) would make.
+pub async fn list(Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+    let (reports, wrapping, warning) = plan(Vec::new(), Change::Wrap, q.share).await?;
     Ok(Json(json!({
         "program": wrapping.program,
         "warning": warning,
