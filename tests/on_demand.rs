@@ -315,3 +315,74 @@ fn claude_codes_cli_connects_through_launch_share_and_its_check_starts_no_serena
     assert!(serenas(&home).is_empty());
     assert_eq!(launches(), before, "no Serena started by the check");
 }
+
+#[test]
+fn the_on_demand_api_refuses_bad_input_and_loses_nothing() {
+    let home = Home::new();
+    home.tray_config("serena_command = \"/nonexistent/serena\"\n");
+    let project = home.path().join("p");
+    std::fs::create_dir(&project).expect("mkdir");
+    let project = project.to_str().expect("utf8");
+    let d = home.daemon();
+    let code = |(status, v): (u16, Value)| (status, v["error"]["code"].as_str().map(String::from));
+    let bad = |body: Value| code(d.call("POST", "/request-session", Some(body)));
+    let refused = Some("bad_value".to_string());
+    let on_demand_private = json!({"project_path": project, "on_demand": true});
+    assert_eq!(bad(on_demand_private), (400, refused.clone()));
+    let negative = json!({"project_path": project, "shared": true, "sleep_minutes": -1});
+    assert_eq!(bad(negative), (400, refused));
+    let text = json!({"project_path": project, "shared": true, "sleep_minutes": "x"});
+    assert_eq!(bad(text).0, 422);
+    assert!(sessions(&d).is_empty(), "nothing recorded");
+
+    // On demand: recorded asleep, started by nothing (no Serena command is needed for that).
+    let ask = json!({"project_path": project, "shared": true, "on_demand": true});
+    let (status, s) = d.call("POST", "/request-session", Some(ask.clone()));
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(
+        (&s["asleep_reason"], &s["pid"]),
+        (&json!("not_started"), &json!(0))
+    );
+    let id = s["session_id"].as_str().expect("id").to_string();
+    let (_, again) = d.call("POST", "/request-session", Some(ask));
+    assert_eq!(again["session_id"], id.as_str(), "the same asleep session");
+
+    let touch = |pid: u32| {
+        let body = json!({"pid": pid, "busy": true});
+        code(d.call("POST", &format!("/api/sessions/{id}/touch"), Some(body)))
+    };
+    let me = std::process::id();
+    assert_eq!(touch(me), (409, Some("not_attached".into())));
+    let attach = json!({"pid": me});
+    let (status, _) = d.call("POST", &format!("/api/sessions/{id}/attach"), Some(attach));
+    assert_eq!(status, 200);
+    assert_eq!(touch(me), (200, None));
+    let unknown = json!({"pid": me, "busy": false});
+    let (status, _) = d.call("POST", "/api/sessions/nope/touch", Some(unknown));
+    assert_eq!(status, 404);
+    let replaced = json!({"lists": ["tools"]});
+    let (status, _) = d.call(
+        "POST",
+        "/api/sessions/nope/handshake-replaced",
+        Some(replaced),
+    );
+    assert_eq!(status, 404);
+
+    // Waking with no Serena to run: a clear error, and the session is still there, asleep.
+    let (status, e) = d.call("POST", &format!("/api/sessions/{id}/wake"), Some(json!({})));
+    assert_eq!(
+        (status, &e["error"]["code"]),
+        (424, &json!("serena_not_found")),
+        "{e}"
+    );
+    let kept = sessions(&d);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["asleep_reason"], "not_started");
+    assert_eq!(kept[0]["attached"][0]["busy"], true);
+
+    // Stopped: nothing to kill, gone from the list.
+    let stop = json!({"session_id": id});
+    let (status, r) = d.call("POST", "/release-session", Some(stop));
+    assert_eq!((status, &r["status"]), (200, &json!("already_gone")));
+    assert!(sessions(&d).is_empty());
+}

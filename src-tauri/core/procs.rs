@@ -97,6 +97,11 @@ pub fn identity(pid: u32) -> Option<ProcessId> {
     })
 }
 
+/// The name of the process `pid` now, if it runs. Blocking (well under a millisecond).
+pub fn name(pid: u32) -> Option<String> {
+    read_one(pid, |x| x.name().to_string_lossy().into_owned())
+}
+
 /// The parent of the process `pid` as the process table says, if it runs. On Windows that is
 /// the PID of the process that created it, which may have exited since (and the PID been
 /// reused): check it. Blocking.

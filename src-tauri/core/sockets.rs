@@ -228,6 +228,28 @@ mod linux {
             }
             out
         }
+
+        /// The IPv4 table first, the IPv6 one only if the listener is not there: reading a
+        /// table costs milliseconds (the kernel walks all its sockets), and this check runs
+        /// before every `launch --share` answers its client.
+        fn owns_port(&self, pid: u32, port: u16) -> bool {
+            let owned = socket_inodes(pid);
+            if owned.is_empty() {
+                return false;
+            }
+            TABLES.iter().any(|table| {
+                let Ok(text) = fs::read_to_string(table) else {
+                    return false;
+                };
+                let found = parse_tcp_table(&text).any(|r| {
+                    r.state == TCP_LISTEN
+                        && r.local.port() == port
+                        && reached_from_loopback(r.local.ip())
+                        && owned.contains(&r.inode)
+                });
+                found
+            })
+        }
     }
 }
 

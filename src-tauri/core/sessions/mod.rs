@@ -282,13 +282,8 @@ impl Sessions {
             .await?
             .ok_or(SessionError::NoProcess(pid))?;
         let client_name = match client_pid {
-            Some(c) => {
-                tokio::task::spawn_blocking(move || {
-                    let snap = Snapshot::capture(&mut sysinfo::System::new());
-                    snap.get(c).map(|p| p.name.clone())
-                })
-                .await?
-            }
+            // One process read, not the table: clients attach in bursts.
+            Some(c) => tokio::task::spawn_blocking(move || super::procs::name(c)).await?,
             None => None,
         };
         let mut sessions = self.inner.sessions.lock().await;
@@ -441,10 +436,24 @@ impl Sessions {
     /// woken for any other. Called under the key's lock.
     async fn find_shared(&self, wanted: &Wanted) -> Result<Option<Session>, SessionError> {
         let key = wanted.shared_key();
-        let snap = snapshot().await;
+        let recorded: Vec<ProcessId> = {
+            let sessions = self.inner.sessions.lock().await;
+            let live = sessions.values().filter(|s| s.is_awake() && s.shared);
+            live.map(|s| s.process_id()).collect()
+        };
+        // Each recorded Serena looked at alone, not the whole table: clients ask in bursts.
+        let running: std::collections::HashSet<ProcessId> =
+            tokio::task::spawn_blocking(move || {
+                let runs = |id: &ProcessId| super::procs::identity(id.pid) == Some(*id);
+                recorded
+                    .into_iter()
+                    .filter(|id| id.pid != 0 && runs(id))
+                    .collect()
+            })
+            .await?;
         let asleep = {
             let sessions = self.inner.sessions.lock().await;
-            let runs = |id| snap.get_id(id).is_some();
+            let runs = |id| running.contains(&id);
             if let Some(s) = decide::shared_match(sessions.values(), &key, runs) {
                 return Ok(Some(s.clone()));
             }
@@ -839,10 +848,4 @@ struct Serving<'a> {
     context: &'a Option<String>,
     modes: &'a Vec<String>,
     transport: crate::core::model::Transport,
-}
-
-async fn snapshot() -> Snapshot {
-    tokio::task::spawn_blocking(|| Snapshot::capture(&mut sysinfo::System::new()))
-        .await
-        .unwrap_or_default()
 }

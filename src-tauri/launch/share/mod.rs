@@ -221,8 +221,15 @@ async fn start(
     target: &Target,
     asking: Asking,
 ) -> Result<(Client, Start, Cache), Fallback> {
+    // The cache's key is read while the running daemon is looked for (each takes a few ms).
+    let cache = {
+        let (settings, target) = (settings.clone(), target.clone());
+        tokio::task::spawn_blocking(move || Cache::of(&settings, &target))
+    };
+    let (found, cache) = tokio::join!(Client::find(settings), cache);
+    let cache = cache.map_err(|_| Fallback::NoSession)?;
     // The running daemon (the warm case: one look); else start it.
-    let client = match Client::find(settings).await {
+    let client = match found {
         Some(client) => client,
         None => {
             super::ensure_dashboard(settings.clone()).await;
@@ -230,12 +237,6 @@ async fn start(
                 .await
                 .ok_or(Fallback::NoDaemon(settings.dashboard.port))?
         }
-    };
-    let cache = {
-        let (settings, target) = (settings.clone(), target.clone());
-        tokio::task::spawn_blocking(move || Cache::of(&settings, &target))
-            .await
-            .map_err(|_| Fallback::NoSession)?
     };
     if asking.on_demand {
         if let Some(entry) = cache.load() {
