@@ -24,6 +24,7 @@
 //! Deliberately not here: idle shutdown (the running dashboard does it; it reads
 //! `--idle-shutdown-minutes` from this process's command line) and anything of the MCP stream.
 
+pub mod handshake;
 pub mod share;
 
 use crate::core::files;

@@ -24,15 +24,14 @@
 //! themselves (the dashboard's instance manager).
 
 mod bridge;
-mod handshake;
 mod sse;
 
+use super::handshake::{Cache, KeyParts};
 use super::McpClient;
 use crate::core::cmdline;
 use crate::core::running::{Client, ClientError};
 use crate::core::settings::Settings;
 use bridge::{Bridge, Setup, Start};
-use handshake::Cache;
 use serde_json::json;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -233,9 +232,14 @@ async fn start(
     };
     let cache = {
         let (settings, target) = (settings.clone(), target.clone());
-        tokio::task::spawn_blocking(move || Cache::of(&settings, &target))
-            .await
-            .map_err(|_| Fallback::NoSession)?
+        tokio::task::spawn_blocking(move || {
+            let command = settings.serena_command().unwrap_or_default();
+            let (context, modes) = (target.context.as_deref(), &target.modes);
+            let key = KeyParts::shared(&command, &target.project, context, modes);
+            Cache::of(&settings, &key)
+        })
+        .await
+        .map_err(|_| Fallback::NoSession)?
     };
     if asking.on_demand {
         if let Some(entry) = cache.load() {
