@@ -20,6 +20,7 @@
 //! anything else Serena reads (its contexts and modes folders, a project registered by name, the
 //! environment): a change there shows only at the next start's check.
 
+use super::share::Target;
 use crate::core::files;
 use crate::core::settings::Settings;
 use serde::{Deserialize, Serialize};
@@ -156,8 +157,18 @@ impl KeyParts {
 }
 
 impl Cache {
+    /// The cache file of a `--share` client on `target`, as the dashboard would serve it.
+    pub fn of(settings: &Settings, target: &Target) -> Cache {
+        let command = settings.serena_command().unwrap_or_default();
+        let (context, modes) = (target.context.as_deref(), &target.modes);
+        Cache::keyed(
+            settings,
+            &KeyParts::shared(&command, &target.project, context, modes),
+        )
+    }
+
     /// The cache file of one key (see the module docs); reads a few small files.
-    pub fn of(settings: &Settings, key: &KeyParts) -> Cache {
+    pub fn keyed(settings: &Settings, key: &KeyParts) -> Cache {
         let mut digest = Sha256::new();
         let mut part = |name: &str, bytes: &[u8]| {
             digest.update(name.as_bytes());
@@ -317,14 +328,15 @@ mod tests {
         };
         let (settings, _) = Settings::resolve(&flags).expect("settings");
         let p = project.path();
-        let key = |modes: &[String]| Cache::of(&settings, &KeyParts::shared(&[], p, None, modes));
+        let key =
+            |modes: &[String]| Cache::keyed(&settings, &KeyParts::shared(&[], p, None, modes));
         let before = key(&[]);
         assert_eq!(before.path(), key(&[]).path());
         assert_ne!(before.path(), key(&["planning".into()]).path());
         let argv = |a: &str| -> Vec<std::ffi::OsString> { a.split(' ').map(Into::into).collect() };
         let private = |a: &str, project: Option<&Path>| {
             let key = KeyParts::private(&argv(a), Path::new("/bin/serena"), project);
-            Cache::of(&settings, &key)
+            Cache::keyed(&settings, &key)
         };
         let mine = private("serena start-mcp-server --project .", Some(p));
         assert_ne!(mine.path(), before.path(), "private and shared keys differ");

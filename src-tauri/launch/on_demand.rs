@@ -71,7 +71,7 @@ pub fn plan(
     Ok(Plan {
         program: program.to_path_buf(),
         args: command.iter().skip(1).cloned().collect(),
-        cache: Cache::of(settings, &key),
+        cache: Cache::keyed(settings, &key),
     })
 }
 

@@ -26,7 +26,7 @@
 mod bridge;
 mod sse;
 
-use super::handshake::{Cache, KeyParts};
+use super::handshake::Cache;
 use super::McpClient;
 use crate::core::cmdline;
 use crate::core::running::{Client, ClientError};
@@ -232,14 +232,9 @@ async fn start(
     };
     let cache = {
         let (settings, target) = (settings.clone(), target.clone());
-        tokio::task::spawn_blocking(move || {
-            let command = settings.serena_command().unwrap_or_default();
-            let (context, modes) = (target.context.as_deref(), &target.modes);
-            let key = KeyParts::shared(&command, &target.project, context, modes);
-            Cache::of(&settings, &key)
-        })
-        .await
-        .map_err(|_| Fallback::NoSession)?
+        tokio::task::spawn_blocking(move || Cache::of(&settings, &target))
+            .await
+            .map_err(|_| Fallback::NoSession)?
     };
     if asking.on_demand {
         if let Some(entry) = cache.load() {
