@@ -12,6 +12,11 @@
 //! clients start together. The dashboard learns of the instance by itself: it recognises this
 //! process as the instance's parent and shows the launcher's own parent as the client.
 //!
+//! With `--on-demand` given (and no `--share`, or one that cannot share), CMD starts only when
+//! a message needs it, with its stdin and stdout piped through this process (`on_demand`); it
+//! is spawned and watched as below all the same. `--share` bridges to a shared Serena instead
+//! (`share`); both answer the handshake from the cache in `handshake`.
+//!
 //! While CMD runs, the client (this process's parent) is watched (a pidfd on Linux; on Windows a
 //! handle to it opened as `launch` starts, checked to belong to a process created before this
 //! one; elsewhere a look at the parent PID every quarter second): when it goes, even while
@@ -22,7 +27,8 @@
 //! later. The exit code is CMD's (128 + the signal when a signal ended it).
 //!
 //! Deliberately not here: idle shutdown (the running dashboard does it; it reads
-//! `--idle-shutdown-minutes` from this process's command line) and anything of the MCP stream.
+//! `--idle-shutdown-minutes` from this process's command line) and, without `--on-demand` or
+//! `--share`, anything of the MCP stream.
 
 pub mod handshake;
 mod on_demand;
