@@ -1,10 +1,11 @@
-//! A private `serena-tray launch --on-demand` (no `--share`, no dashboard) with real Serena
-//! 2.1.0 under a stand-in MCP client: plain `launch` still hands Serena the client's own pipes;
-//! the first on-demand launch starts Serena at once and fills the handshake cache (0600); the
-//! next answers `initialize`, `tools/list` and `ping` with no process under it, and its first
-//! `tools/call` starts exactly one Serena and is answered right; a planted wrong tool list is
-//! served, then corrected with `notifications/tools/list_changed`; the client killed takes
-//! Serena's whole tree with it, whether Serena started at once or on demand.
+//! A private `serena-tray launch --on-demand` (no `--share`, no dashboard) with real Serena 2.1.0
+//! under a stand-in MCP client: plain `launch` still hands Serena the client's own pipes; the first
+//! on-demand launch starts Serena at once and fills the handshake cache (0600); the next answers
+//! `initialize`, `tools/list` and `ping` with no process under it, and its first `tools/call`
+//! starts exactly one Serena and is answered right (what comes meanwhile waits and is answered
+//! exactly once); a planted wrong tool list is served, then corrected with
+//! `notifications/tools/list_changed`; the client killed takes Serena's whole tree with it, whether
+//! Serena started at once or on demand.
 
 mod common;
 
@@ -135,15 +136,23 @@ fn a_second_launch_answers_the_handshake_with_no_serena_and_its_first_call_start
         tree_procs(launcher)
     );
 
-    // The first call starts exactly one Serena, and is answered by it.
+    // The first call starts exactly one Serena; what comes while it starts waits, and every
+    // request is answered exactly once, the call by Serena.
     s.send(&initial_instructions(10));
-    let v = next(&s);
-    assert_eq!(v["id"], 10, "{v}");
-    assert!(tool_text(&v).contains("Serena"), "{v}");
+    s.send(&json!({"jsonrpc": "2.0", "id": 11, "method": "ping"}));
+    s.send(&json!({"jsonrpc": "2.0", "id": 12, "method": "tools/list", "params": {}}));
+    let mut said: Vec<Value> = (0..3).map(|_| next(&s)).collect();
+    said.sort_by_key(|v| v["id"].as_u64());
+    let ids: Vec<&Value> = said.iter().map(|v| &v["id"]).collect();
+    assert_eq!(ids, [&json!(10), &json!(11), &json!(12)], "{said:?}");
+    assert!(tool_text(&said[0]).contains("Serena"), "{said:?}");
+    assert_eq!(tool_names(&said[2]), real_tools, "live from Serena");
+    assert!(
+        s.line_within(Duration::from_millis(500)).is_none(),
+        "nothing twice"
+    );
     let started = serenas_under(launcher);
     assert_eq!(started.len(), 1, "exactly one Serena: {started:?}");
-    let v = ask(&mut s, 11, "tools/list", json!({}));
-    assert_eq!(tool_names(&v), real_tools, "live from Serena");
     // Its check completed the entry with every list.
     wait_for("the entry completed", SOON, || {
         let text = std::fs::read_to_string(&cache_files(&home)[0]).ok()?;

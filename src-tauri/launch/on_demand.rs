@@ -473,3 +473,147 @@ impl Recorder {
         changed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tools: Value, lists: &[&str]) -> Entry {
+        let mut lists: BTreeMap<String, Value> = lists
+            .iter()
+            .map(|m| (m.to_string(), json!({"result": {}})))
+            .collect();
+        lists.insert("tools/list".into(), json!({"result": {"tools": tools}}));
+        Entry {
+            asked: "2025-06-18".into(),
+            initialize: json!({"result": {"protocolVersion": "2025-06-18"}}),
+            lists,
+        }
+    }
+
+    fn initialize(id: u64, version: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": "initialize",
+            "params": {"protocolVersion": version}})
+    }
+
+    #[test]
+    fn the_handshake_is_answered_and_kept_and_anything_else_needs_serena() {
+        let e = entry(json!([{"name": "find_symbol"}]), &[]);
+        let mut kept = Kept::default();
+        let here = |kept: &mut Kept, msg: Value| kept.here(&e, msg.to_string().as_bytes(), &msg);
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+        assert!(
+            matches!(here(&mut kept, list.clone()), Here::NeedsSerena),
+            "no list before initialize"
+        );
+        assert!(matches!(
+            here(&mut Kept::default(), initialize(1, "2024-11-05")),
+            Here::NeedsSerena
+        ));
+        let Here::Answer(a) = here(&mut kept, initialize(1, "2025-06-18")) else {
+            panic!("initialize from the cache");
+        };
+        assert!(a.contains("\"id\":1"), "{a}");
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        assert!(matches!(here(&mut kept, note), Here::Kept));
+        assert!(matches!(here(&mut kept, list), Here::Answer(_)));
+        let ping = json!({"jsonrpc": "2.0", "id": "p", "method": "ping"});
+        assert!(matches!(here(&mut kept, ping), Here::Answer(_)));
+        for msg in [
+            json!({"jsonrpc": "2.0", "id": 3, "method": "prompts/list"}),
+            json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"cursor": "2"}}),
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call"}),
+        ] {
+            assert!(
+                matches!(here(&mut kept, msg), Here::NeedsSerena),
+                "not cached"
+            );
+        }
+        assert_eq!(kept.notifications.len(), 1);
+        assert!(kept.initialize.is_some());
+    }
+
+    fn cache() -> (tempfile::TempDir, Cache) {
+        let home = tempfile::tempdir().expect("home");
+        let flags = crate::core::settings::Flags {
+            serena_home: Some(home.path().into()),
+            ..Default::default()
+        };
+        let (settings, _) = Settings::resolve(&flags).expect("settings");
+        let key = KeyParts::private(&["serena".into()], Path::new("/bin/serena"), None);
+        (home, Cache::keyed(&settings, &key))
+    }
+
+    /// Feeds CMD's answer `result` to the request `msg` through `r`.
+    fn answer(
+        r: &mut Recorder,
+        msg: &Value,
+        to_client: bool,
+        result: Value,
+    ) -> (bool, Vec<&'static str>) {
+        r.asking(msg, to_client);
+        let line = json!({"jsonrpc": "2.0", "id": msg["id"], "result": result}).to_string();
+        r.answered(line.as_bytes())
+    }
+
+    #[test]
+    fn the_check_swallows_its_answers_and_names_only_the_lists_served_that_changed() {
+        let (_home, cache) = cache();
+        let served = entry(json!([{"name": "planted"}]), &[]);
+        let mut r = Recorder::new(cache.clone(), Some(served));
+        let mut init = initialize(1, "2025-06-18");
+        init["id"] = json!(INITIALIZE_ID);
+        let told = answer(
+            &mut r,
+            &init,
+            false,
+            json!({"protocolVersion": "2025-06-18"}),
+        );
+        assert_eq!(
+            told,
+            (false, vec![]),
+            "swallowed; the check is not complete"
+        );
+        let serena_line = json!({"jsonrpc": "2.0", "method": "notifications/message"});
+        assert_eq!(
+            r.answered(serena_line.to_string().as_bytes()),
+            (true, vec![])
+        );
+        let mut notes = Vec::new();
+        for (i, method) in handshake::LISTS.iter().enumerate() {
+            let id = format!("serena-tray-check-{}", i + 1);
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}});
+            let result = match *method {
+                "tools/list" => json!({"tools": [{"name": "find_symbol"}]}),
+                _ => json!({}),
+            };
+            let (told, changed) = answer(&mut r, &request, false, result);
+            assert!(!told, "{method} swallowed");
+            notes.extend(changed);
+        }
+        assert_eq!(notes, ["tools"], "prompts and resources were never served");
+        let stored = cache.load().expect("stored");
+        assert_eq!(stored.lists.len(), 4);
+        assert_eq!(stored.asked, "2025-06-18");
+        // The client's own request goes on being told.
+        let list = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"});
+        assert!(answer(&mut r, &list, true, json!({"tools": []})).0);
+    }
+
+    #[test]
+    fn without_an_entry_the_clients_answers_fill_it_but_a_failed_initialize_does_not() {
+        let (_home, cache) = cache();
+        let mut r = Recorder::new(cache.clone(), None);
+        let init = initialize(1, "2025-06-18");
+        r.asking(&init, true);
+        let refusal = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -1}}).to_string();
+        assert_eq!(r.answered(refusal.as_bytes()), (true, vec![]));
+        assert!(cache.load().is_none(), "no entry from a refused initialize");
+        let told = answer(&mut r, &initialize(2, "2025-06-18"), true, json!({}));
+        assert_eq!(told, (true, vec![]));
+        let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+        answer(&mut r, &list, true, json!({"tools": []}));
+        let stored = cache.load().expect("stored");
+        assert_eq!(stored.lists.keys().collect::<Vec<_>>(), ["tools/list"]);
+    }
+}
