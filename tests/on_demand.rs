@@ -8,7 +8,7 @@
 mod common;
 
 use common::mcp::*;
-use common::share::{self, ask, serenas, sessions, tool_text};
+use common::share::{self, ask, cache_files, serenas, sessions, tool_names, tool_text};
 use common::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -16,32 +16,6 @@ use std::process::Child;
 
 /// The linger of these tests' daemons.
 const LINGER: &str = "2";
-
-/// The handshake cache's files of a home.
-fn cache_files(home: &Home) -> Vec<PathBuf> {
-    let dir = home.serena_home().join("tray/handshakes");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// The names of the tools in a `tools/list` answer.
-fn tool_names(answer: &Value) -> Vec<String> {
-    answer["result"]["tools"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .filter_map(|x| x["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// A first client on `project` fills the cache (Serena started at once), then goes; returns
 /// its tool list once the session is released and no Serena is left.

@@ -123,8 +123,8 @@ struct LaunchArgs {
     /// (started on first use, kept warm after its last client) instead of a Serena of its own
     #[arg(long)]
     share: bool,
-    /// With --share: answer the MCP handshake from a cache and start Serena on the first call
-    /// that needs it [default: share_on_demand in tray/config.toml, else true]
+    /// Answer the MCP handshake from a cache and start Serena on the first call that needs it
+    /// [default: with --share, share_on_demand in tray/config.toml, else true; without, false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     on_demand: Option<bool>,
     /// With --share: stop the shared Serena after this many minutes without a call, its
@@ -434,6 +434,7 @@ fn launch(ctx: Settings, args: LaunchArgs) -> Result<ExitCode, CliError> {
         dashboard,
         share: args.share,
         on_demand: args.on_demand.unwrap_or(ctx.tray.share_on_demand),
+        private_on_demand: args.on_demand == Some(true),
         sleep: args
             .share_sleep_minutes
             .unwrap_or(ctx.tray.share_sleep_minutes),

@@ -12,6 +12,11 @@
 //! clients start together. The dashboard learns of the instance by itself: it recognises this
 //! process as the instance's parent and shows the launcher's own parent as the client.
 //!
+//! With `--on-demand` given (and no `--share`, or one that cannot share), CMD starts only when
+//! a message needs it, with its stdin and stdout piped through this process (`on_demand`); it
+//! is spawned and watched as below all the same. `--share` bridges to a shared Serena instead
+//! (`share`); both answer the handshake from the cache in `handshake`.
+//!
 //! While CMD runs, the client (this process's parent) is watched (a pidfd on Linux; on Windows a
 //! handle to it opened as `launch` starts, checked to belong to a process created before this
 //! one; elsewhere a look at the parent PID every quarter second): when it goes, even while
@@ -22,8 +27,11 @@
 //! later. The exit code is CMD's (128 + the signal when a signal ended it).
 //!
 //! Deliberately not here: idle shutdown (the running dashboard does it; it reads
-//! `--idle-shutdown-minutes` from this process's command line) and anything of the MCP stream.
+//! `--idle-shutdown-minutes` from this process's command line) and, without `--on-demand` or
+//! `--share`, anything of the MCP stream.
 
+pub mod handshake;
+mod on_demand;
 pub mod share;
 
 use crate::core::files;
@@ -67,6 +75,9 @@ pub struct Launch {
     pub share: bool,
     /// With `share`: answer the handshake from the cache, start Serena on the first call.
     pub on_demand: bool,
+    /// `--on-demand` given: a Serena of its own (without `share`, or when it cannot share)
+    /// starts on demand too (`on_demand`); never by default.
+    pub private_on_demand: bool,
     /// With `share`: the shared session sleeps after this long without a call (zero: never).
     pub sleep: Duration,
     /// CMD and its arguments.
@@ -108,22 +119,48 @@ pub fn run(settings: Settings, launch: Launch) -> Result<ExitCode, LaunchError> 
     }
     let (program, args) = launch.command.split_first().ok_or(LaunchError::NoCommand)?;
     let program = settings::find_program(program)?;
+    if launch.private_on_demand {
+        match on_demand::plan(&settings, &launch.command, &program) {
+            Ok(key) => {
+                let code = rt.block_on(on_demand::run(settings, launch.dashboard, key, client));
+                // As above: the stdin reader cannot be cancelled.
+                rt.shutdown_background();
+                return code;
+            }
+            Err(why) => eprintln!("serena-tray: launch --on-demand: {why}; starting it at once"),
+        }
+    }
     rt.block_on(async move {
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(args).kill_on_drop(false);
-        die_with_this_process(&mut cmd);
-        let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
-        // Held for as long as this process runs (Windows: its job ends CMD's tree with it).
-        let _job = platform::Job::of(&child);
+        let (child, _job) = spawn(&program, args, false)?;
         if launch.dashboard {
             // Never waited for: CMD is already running.
             tokio::spawn(ensure_dashboard(settings));
         }
-        Ok(supervise(child, client).await)
+        Ok(supervise(child, client.gone(), Signals::new()).await)
     })
+}
+
+/// Starts CMD (`program`, resolved, and `args`) as its child: its stdio inherited, or with
+/// `piped` its stdin and stdout piped (its stderr inherited either way); it dies with this
+/// process. The job is to be held for as long as this process runs (Windows: it ends CMD's
+/// tree with it).
+fn spawn(
+    program: &std::path::Path,
+    args: &[OsString],
+    piped: bool,
+) -> Result<(tokio::process::Child, Option<platform::Job>), LaunchError> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).kill_on_drop(false);
+    if piped {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    }
+    die_with_this_process(&mut cmd);
+    let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
+    let job = platform::Job::of(&child);
+    Ok((child, job))
 }
 
 /// Even if this process is killed outright (SIGKILL, a crash), CMD does not outlive it: on
@@ -153,8 +190,13 @@ fn die_with_this_process(cmd: &mut tokio::process::Command) {
     let _ = cmd;
 }
 
-/// Waits for CMD, passing signals on; reaps its tree when the client goes.
-async fn supervise(mut child: tokio::process::Child, client: McpClient) -> ExitCode {
+/// Waits for CMD, passing signals on; reaps its tree when the client goes (`client_gone`, the
+/// client's [`McpClient::gone`]).
+async fn supervise(
+    mut child: tokio::process::Child,
+    client_gone: impl std::future::Future<Output = ()>,
+    mut signals: Signals,
+) -> ExitCode {
     let Some(pid) = child.id() else {
         return ExitCode::FAILURE;
     };
@@ -163,9 +205,7 @@ async fn supervise(mut child: tokio::process::Child, client: McpClient) -> ExitC
         .ok()
         .flatten()
         .unwrap_or(ProcessId { pid, start_time: 0 });
-    let client_gone = client.gone();
     tokio::pin!(client_gone);
-    let mut signals = Signals::new();
     let mut reap_at: Option<tokio::time::Instant> = None;
     loop {
         let deadline = async {
@@ -381,6 +421,19 @@ impl Signals {
         #[cfg(not(any(unix, windows)))]
         {
             std::future::pending().await
+        }
+    }
+
+    /// The exit code of this process when `sig` ends it before CMD runs (128 + the signal).
+    fn exit_code(sig: Received) -> ExitCode {
+        #[cfg(unix)]
+        {
+            ExitCode::from((128 + sig.as_raw()).clamp(0, 255) as u8)
+        }
+        #[cfg(not(unix))]
+        {
+            let () = sig;
+            ExitCode::FAILURE
         }
     }
 

@@ -73,6 +73,11 @@ impl Stream {
         })
     }
 
+    /// The next line if one comes within `timeout`.
+    pub fn line_within(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
     /// initialize, initialized, tools/list: the two answers, exactly as written.
     pub fn handshake(&mut self) -> (String, String) {
         let init = self.initialize("serena-tray-test");

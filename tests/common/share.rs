@@ -1,9 +1,11 @@
 //! `launch --share` clients for the tests: a client as a process with its MCP stream, its
-//! requests and answers, the session list and the Serenas of a home.
+//! requests and answers, the session list and the Serenas of a home, the handshake cache's
+//! files (also private `launch --on-demand`'s).
 
 use super::mcp::*;
 use super::*;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::process::Child;
 
 /// A `launch --share` client on `project`, with more `launch` options (after `--share`) and
@@ -80,4 +82,30 @@ pub fn serenas(home: &Home) -> Vec<u32> {
 pub fn sessions(d: &Daemon) -> Vec<Value> {
     let (_, list) = d.call("GET", "/api/sessions", None);
     list.as_array().cloned().unwrap_or_default()
+}
+
+/// The handshake cache's files of a home.
+pub fn cache_files(home: &Home) -> Vec<PathBuf> {
+    let dir = home.serena_home().join("tray/handshakes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The names of the tools in a `tools/list` answer.
+pub fn tool_names(answer: &Value) -> Vec<String> {
+    answer["result"]["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|x| x["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }

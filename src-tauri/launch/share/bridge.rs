@@ -17,10 +17,10 @@
 //! tool may have run. The client's calls in flight are reported to the dashboard (`touch`):
 //! a session does not sleep under a call, and sleeps after its `sleep_minutes` without one.
 
-use super::handshake::{self, Cache, Entry};
 use super::sse::Events;
 use super::{connect, Asking, Endpoint, Target};
 use crate::core::running::Client;
+use crate::launch::handshake::{self, Cache, Entry};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -24,15 +24,14 @@
 //! themselves (the dashboard's instance manager).
 
 mod bridge;
-mod handshake;
 mod sse;
 
+use super::handshake::Cache;
 use super::McpClient;
 use crate::core::cmdline;
 use crate::core::running::{Client, ClientError};
 use crate::core::settings::Settings;
 use bridge::{Bridge, Setup, Start};
-use handshake::Cache;
 use serde_json::json;
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -1,21 +1,26 @@
-//! The handshake cache of `launch --share` on demand: Serena's answers to `initialize` and to
-//! the list requests (`tools/list`, `prompts/list`, `resources/list`,
-//! `resources/templates/list`), kept so that a client's handshake is answered with no Serena
-//! running. One file per key in `$SERENA_HOME/tray/handshakes/` (0600, replaced atomically),
-//! named by a SHA-256 digest of what decides the answers:
-//! - the command the dashboard starts Serena with (`serena_command`, the program resolved) and
-//!   the client's project, context and modes;
+//! The handshake cache of `launch` on demand (`--share`, and private with `--on-demand`):
+//! Serena's answers to `initialize` and to the list requests (`tools/list`, `prompts/list`,
+//! `resources/list`, `resources/templates/list`), kept so that a client's handshake is answered
+//! with no Serena running. One file per key in `$SERENA_HOME/tray/handshakes/` (0600, replaced
+//! atomically), named by a SHA-256 digest of what decides the answers ([`KeyParts`]):
+//! - `--share`: the command the dashboard starts Serena with (`serena_command`, the program
+//!   resolved) and the client's project, context and modes; private: the client's own command
+//!   (CMD's argv, as given) and its project directory, if it names one;
 //! - Serena's version: the names of the `serena*.dist-info` folders of the environment the
 //!   program lives in (else the program file's size and modification time);
-//! - the content of `$SERENA_HOME/serena_config.yml` and of the project's `.serena/project.yml`.
+//! - the content of `$SERENA_HOME/serena_config.yml` and of the project's `.serena/project.yml`
+//!   (a private command without a project directory has no project file part).
 //!
-//! An entry is written only from a real Serena's answers (see `Bridge::check_cache`), and
-//! serves a client's `initialize` only when the client asks for the protocol version the entry
-//! was asked with. A file that does not parse is no entry (and is replaced by the next check).
+//! An entry is written only from a real Serena's answers (see `Bridge::check_cache` and
+//! `on_demand`), and serves a client's `initialize` only when the client asks for the protocol
+//! version the entry was asked with. A file that does not parse is no entry (and is replaced by
+//! the next check).
 //!
-//! Deliberately not here: when the cache is used or checked (the bridge).
+//! Deliberately not here: when the cache is used or checked (the bridge, `on_demand`), and
+//! anything else Serena reads (its contexts and modes folders, a project registered by name, the
+//! environment): a change there shows only at the next start's check.
 
-use super::Target;
+use super::share::Target;
 use crate::core::files;
 use crate::core::settings::Settings;
 use serde::{Deserialize, Serialize};
@@ -100,35 +105,93 @@ pub struct Cache {
     path: PathBuf,
 }
 
+/// What one cache key is made of (see the module docs), digested in this order.
+pub struct KeyParts {
+    /// What runs Serena, named: `command` (the dashboard's) or `argv` (the client's own).
+    pub command: (&'static str, Vec<u8>),
+    /// The program whose Serena version is part of the key.
+    pub program: Option<PathBuf>,
+    /// What the client asks of it beyond the command (`--share`: project, context, modes).
+    pub asks: Vec<(&'static str, Vec<u8>)>,
+    /// The project directory whose `.serena/project.yml` is part of the key.
+    pub project: Option<PathBuf>,
+}
+
+impl KeyParts {
+    /// The key of a `--share` client: the dashboard's `serena_command` (the program first) and
+    /// the project, context and modes the client asks for.
+    pub fn shared(
+        command: &[String],
+        project: &Path,
+        context: Option<&str>,
+        modes: &[String],
+    ) -> Self {
+        KeyParts {
+            command: ("command", command.join("\0").into_bytes()),
+            program: command.first().map(PathBuf::from),
+            asks: vec![
+                ("project", project.as_os_str().as_encoded_bytes().to_vec()),
+                ("context", context.unwrap_or("").as_bytes().to_vec()),
+                ("modes", modes.join("\0").into_bytes()),
+            ],
+            project: Some(project.to_path_buf()),
+        }
+    }
+
+    /// The key of a private `launch`: CMD's argv as given, the program it resolved to, and the
+    /// project directory CMD names (also a part, as a relative `--project` names another
+    /// directory from another working directory).
+    pub fn private(argv: &[std::ffi::OsString], program: &Path, project: Option<&Path>) -> Self {
+        let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_encoded_bytes()).collect();
+        let asks = project
+            .map(|p| ("project", p.as_os_str().as_encoded_bytes().to_vec()))
+            .into_iter()
+            .collect();
+        KeyParts {
+            command: ("argv", argv.join(&0u8)),
+            program: Some(program.to_path_buf()),
+            asks,
+            project: project.map(Path::to_path_buf),
+        }
+    }
+}
+
 impl Cache {
-    /// The cache file for `target` as the dashboard would serve it (see the module docs);
-    /// reads a few small files.
+    /// The cache file of a `--share` client on `target`, as the dashboard would serve it.
     pub fn of(settings: &Settings, target: &Target) -> Cache {
         let command = settings.serena_command().unwrap_or_default();
+        let (context, modes) = (target.context.as_deref(), &target.modes);
+        Cache::keyed(
+            settings,
+            &KeyParts::shared(&command, &target.project, context, modes),
+        )
+    }
+
+    /// The cache file of one key (see the module docs); reads a few small files.
+    pub fn keyed(settings: &Settings, key: &KeyParts) -> Cache {
         let mut digest = Sha256::new();
         let mut part = |name: &str, bytes: &[u8]| {
             digest.update(name.as_bytes());
             digest.update((bytes.len() as u64).to_le_bytes());
             digest.update(bytes);
         };
-        part("command", command.join("\0").as_bytes());
-        part("version", serena_version(command.first()).as_bytes());
-        part("project", target.project.as_os_str().as_encoded_bytes());
-        part(
-            "context",
-            target.context.as_deref().unwrap_or("").as_bytes(),
-        );
-        part("modes", target.modes.join("\0").as_bytes());
+        part(key.command.0, &key.command.1);
+        part("version", serena_version(key.program.as_deref()).as_bytes());
+        for (name, bytes) in &key.asks {
+            part(name, bytes);
+        }
         let config = crate::core::settings::serena_config_path(&settings.serena_home);
         part(
             "serena_config.yml",
             &std::fs::read(config).unwrap_or_default(),
         );
-        let project_yml = target.project.join(".serena").join("project.yml");
-        part(
-            "project.yml",
-            &std::fs::read(project_yml).unwrap_or_default(),
-        );
+        if let Some(project) = &key.project {
+            let project_yml = project.join(".serena").join("project.yml");
+            part(
+                "project.yml",
+                &std::fs::read(project_yml).unwrap_or_default(),
+            );
+        }
         let name: String = digest
             .finalize()
             .iter()
@@ -167,8 +230,8 @@ impl Cache {
 /// What names the installed Serena's version without running it: the `serena*.dist-info`
 /// folders of the environment its program lives in, else the program file's size and
 /// modification time.
-fn serena_version(program: Option<&String>) -> String {
-    let Some(program) = program.map(Path::new) else {
+fn serena_version(program: Option<&Path>) -> String {
+    let Some(program) = program else {
         return String::new();
     };
     let real = program.canonicalize().unwrap_or_else(|_| program.into());
@@ -264,25 +327,40 @@ mod tests {
             ..Default::default()
         };
         let (settings, _) = Settings::resolve(&flags).expect("settings");
-        let target = Target {
-            project: project.path().into(),
-            context: None,
-            modes: vec![],
+        let p = project.path();
+        let key =
+            |modes: &[String]| Cache::keyed(&settings, &KeyParts::shared(&[], p, None, modes));
+        let before = key(&[]);
+        assert_eq!(before.path(), key(&[]).path());
+        assert_ne!(before.path(), key(&["planning".into()]).path());
+        let argv = |a: &str| -> Vec<std::ffi::OsString> { a.split(' ').map(Into::into).collect() };
+        let private = |a: &str, project: Option<&Path>| {
+            let key = KeyParts::private(&argv(a), Path::new("/bin/serena"), project);
+            Cache::keyed(&settings, &key)
         };
-        let before = Cache::of(&settings, &target);
-        assert_eq!(before.path(), Cache::of(&settings, &target).path());
-        let other_mode = Target {
-            modes: vec!["planning".into()],
-            ..target.clone()
-        };
-        assert_ne!(before.path(), Cache::of(&settings, &other_mode).path());
+        let mine = private("serena start-mcp-server --project .", Some(p));
+        assert_ne!(mine.path(), before.path(), "private and shared keys differ");
+        assert_ne!(
+            mine.path(),
+            private("serena start-mcp-server --project .", Some(home.path())).path(),
+            "the same argv in another directory is another key"
+        );
+        assert_ne!(
+            private("serena start-mcp-server", None).path(),
+            private("serena start-mcp-server --context ide", None).path()
+        );
         std::fs::create_dir(project.path().join(".serena")).expect("mkdir");
         std::fs::write(project.path().join(".serena/project.yml"), "x: 1\n").expect("write");
-        let after = Cache::of(&settings, &target);
+        let after = key(&[]);
         assert_ne!(
             before.path(),
             after.path(),
             "a changed project.yml is a new key"
+        );
+        assert_ne!(
+            mine.path(),
+            private("serena start-mcp-server --project .", Some(p)).path(),
+            "a private key follows the project.yml too"
         );
 
         assert!(after.load().is_none());
