@@ -467,8 +467,10 @@ fn kill_all_phase(out: &mut Vec<Metric>) {
     );
 }
 
-/// Churn: instances started and killed one after another; the daemon's memory and fds after
-/// against before.
+/// Churn: instances started and killed one after another, in eighths; the daemon's memory and
+/// fds after against before. `churn_pss_growth_pct` is the PSS growth over the second half (what
+/// a leak shows: it grows with every instance; in the first half the heap reaches its working
+/// size), `churn_pss_growth_whole_run_pct` (a note) over the whole run.
 fn churn_phase(cfg: &Config, out: &mut Vec<Metric>) {
     let rounds = cfg.runs(2000, 300);
     progress(&format!(
@@ -499,39 +501,65 @@ fn churn_phase(cfg: &Config, out: &mut Vec<Metric>) {
         }
         done
     };
+    // Each reading of the daemon's memory is taken the same way: after a pause, with nothing
+    // starting or ending.
+    let pause = Duration::from_secs(2);
     // A first few, so that what is allocated once (pools, caches) is not counted as growth.
     warm(20);
+    std::thread::sleep(pause);
     let (pss0, rss0, _) = memory_mib(d.pid);
     let anon0 = anonymous_mib(d.pid);
     let fds0 = fd_count(d.pid);
-    // In steps, each with the memory then: a leak grows with every step, a pool levels off.
-    let step = (rounds / 8).max(1);
-    let (mut started, mut done) = (0, 0);
-    let mut path = vec![format!("{pss0:.1}")];
-    while started < rounds {
-        let n = step.min(rounds - started);
-        started += n;
+    // In eighths, each with the memory then: a leak grows with every step, a pool levels off.
+    let mut done = 0;
+    let mut path = vec![pss0];
+    let mut anon_half = anon0;
+    for eighth in 1..=8 {
+        let n = rounds * eighth / 8 - rounds * (eighth - 1) / 8;
         done += warm(n);
+        std::thread::sleep(pause);
         let (pss, _, _) = memory_mib(d.pid);
-        progress(&format!("churn: {done}/{rounds}, PSS {pss:.1} MiB"));
-        path.push(format!("{pss:.1}"));
+        let anon = anonymous_mib(d.pid);
+        progress(&format!(
+            "churn: {done}/{rounds}, PSS {pss:.1} MiB, anonymous {anon:.1} MiB"
+        ));
+        if eighth == 4 {
+            anon_half = anon;
+        }
+        path.push(pss);
     }
-    std::thread::sleep(Duration::from_secs(2));
     let (pss1, rss1, _) = memory_mib(d.pid);
     let anon1 = anonymous_mib(d.pid);
     let fds1 = fd_count(d.pid);
+    let pss_half = path[4];
+    let by_step = path
+        .iter()
+        .map(|p| format!("{p:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     out.push(
         Metric::new(
             "churn_pss_growth_pct",
-            100.0 * (pss1 - pss0) / pss0,
+            100.0 * (pss1 - pss_half) / pss_half,
             "%",
             done,
         )
         .goal(5.0)
         .note(format!(
-            "PSS {pss0:.1} -> {pss1:.1} MiB (by step: {}), RSS {rss0:.1} -> {rss1:.1}, \
-             anonymous {anon0:.1} -> {anon1:.1} MiB",
-            path.join(" ")
+            "the second half: PSS {pss_half:.1} -> {pss1:.1} MiB (by eighths: {by_step}), \
+             anonymous {anon_half:.1} -> {anon1:.1} MiB"
+        )),
+    );
+    out.push(
+        Metric::new(
+            "churn_pss_growth_whole_run_pct",
+            100.0 * (pss1 - pss0) / pss0,
+            "%",
+            done,
+        )
+        .note(format!(
+            "PSS {pss0:.1} -> {pss1:.1} MiB, RSS {rss0:.1} -> {rss1:.1}, anonymous \
+             {anon0:.1} -> {anon1:.1} MiB"
         )),
     );
     out.push(
@@ -653,7 +681,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<38} {:>10} {:<5} {:>6} {:>8}  note",
+        "{:<42} {:>10} {:<5} {:>6} {:>8}  note",
         "metric", "value", "unit", "n", "goal"
     );
     for m in &out {
@@ -663,7 +691,7 @@ fn main() {
             None => "",
         };
         println!(
-            "{:<38} {:>10.2} {:<5} {:>6} {:>8}  {verdict} {}",
+            "{:<42} {:>10.2} {:<5} {:>6} {:>8}  {verdict} {}",
             m.metric,
             m.value,
             m.unit,

@@ -17,11 +17,16 @@
 //!   the client's does.
 //! - `launch_initialize_overhead_ms`: what `serena-tray launch` adds to an MCP client's start:
 //!   from starting the command to the `initialize` answer on its stdout (stdio, as MCP clients
-//!   run Serena), through `launch` less directly, medians (cold).
-//!   Serena's own start-up varies by far more from run to run than `launch` adds, so on a busy
-//!   machine this figure is mostly noise: the note gives the spread, and `launch`'s own cost
-//!   measured without Serena (`launch -- true` against `true`). It also says whether the
-//!   answers (`initialize`, `tools/list`) are the same bytes both ways.
+//!   run Serena), through `launch` less directly, against an MCP server that answers at once
+//!   (the fake Serena with `FAKE_SERENA_STDIO_MCP=1`), so that no server's start-up spread hides
+//!   it: [`FAKE_RUNS`] runs each way, interleaved (launch, direct, launch, ...), cold (a process
+//!   each), the difference within each pair; the median of the differences, their p95 in
+//!   `launch_initialize_overhead_p95_ms`. The note gives `launch`'s own whole life
+//!   (`launch -- true` against `true`) and whether the answers (`initialize`, `tools/list`) are
+//!   the same bytes both ways.
+//! - `launch_initialize_overhead_real_serena_ms` (a note, not judged): the same against real
+//!   Serena, medians of fewer runs, in alternating order. Serena's own start-up varies by far
+//!   more from run to run than `launch` adds, so this is mostly noise: the note gives the spread.
 //! - `share_memory_ratio_5`: five MCP clients on one project: the PSS of the Serena processes
 //!   and their language servers when they share one Serena (`launch --share`) divided by the
 //!   same for five plain `launch`es (the bridges' and launchers' own processes apart, given in
@@ -35,6 +40,7 @@
 //! The clients here are `serena-tray` (or Serena) themselves with the benchmark's pipes, no
 //! stand-in client process between: what is timed is the program, not a Python start-up.
 
+use crate::common::fake;
 use crate::common::mcp::{launch_args, Stream};
 use crate::common::*;
 use crate::{progress, Config, Metric};
@@ -52,9 +58,12 @@ const READY: Duration = Duration::from_secs(120);
 const GONE: Duration = Duration::from_secs(20);
 /// The MCP client name the benchmark gives in `initialize`.
 pub(crate) const CLIENT: &str = "serena-tray-bench";
+/// Runs of each side of `launch_initialize_overhead_ms` (with `--quick` too: they take
+/// milliseconds).
+const FAKE_RUNS: usize = 50;
 
-/// `request_session_overhead_ratio`, `launch_initialize_overhead_ms`, `share_memory_ratio_5`,
-/// `share_warm_attach_ms`.
+/// `request_session_overhead_ratio`, `launch_initialize_overhead_ms` (and its p95 and real
+/// Serena's), `share_memory_ratio_5`, `share_warm_attach_ms`.
 pub(crate) fn serena_phase(cfg: &Config, out: &mut Vec<Metric>) {
     progress("serena: a home with real Serena and a jedi project");
     let home = home_with_serena();
@@ -182,12 +191,74 @@ fn session_start(d: &Daemon, project: &str, http: &Http) -> (f64, f64) {
     (ms, handout)
 }
 
-/// `launch_initialize_overhead_ms`.
+/// `launch_initialize_overhead_ms`, `launch_initialize_overhead_p95_ms`,
+/// `launch_initialize_overhead_real_serena_ms`.
 fn launch_overhead(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &str) {
+    launch_overhead_fake(cfg, out, home, project);
+    launch_overhead_real(cfg, out, home, project);
+}
+
+/// `launch_initialize_overhead_ms` and its p95: against the fake's stdio MCP server.
+fn launch_overhead_fake(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &str) {
+    progress(&format!(
+        "serena: the initialize answer of an MCP server that answers at once (the fake's stdio \
+         mode) through serena-tray launch and directly, {FAKE_RUNS} runs each"
+    ));
+    // One each first, not counted: the binaries' pages read from disk.
+    for via_launch in [true, false] {
+        stdio_start(home, project, Server::Fake, via_launch);
+        settle(home, &[]);
+    }
+    let (mut launched, mut direct, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+    let mut same = true;
+    let mut leftovers = 0;
+    for _ in 0..FAKE_RUNS {
+        let (l, l_answers) = stdio_start(home, project, Server::Fake, true);
+        leftovers += settle(home, &[]);
+        let (d, d_answers) = stdio_start(home, project, Server::Fake, false);
+        leftovers += settle(home, &[]);
+        same &= l_answers == d_answers;
+        launched.push(l);
+        direct.push(d);
+        diff.push(l - d);
+    }
+    let own = launch_own_cost(home, cfg.runs(50, 20));
+    let mut note = format!(
+        "median of {FAKE_RUNS} interleaved differences; launch {:.1} ms (p95 {:.1}), direct \
+         {:.1} ms (p95 {:.1}), medians; launch -- true exits {own:.1} ms after true; same \
+         answers: {}",
+        median(launched.clone()),
+        p95(launched),
+        median(direct.clone()),
+        p95(direct),
+        if same { "yes" } else { "NO" }
+    );
+    note_leftovers(&mut note, leftovers);
+    out.push(
+        Metric::new(
+            "launch_initialize_overhead_ms",
+            median(diff.clone()),
+            "ms",
+            FAKE_RUNS,
+        )
+        .goal(5.0)
+        .note(note),
+    );
+    out.push(Metric::new(
+        "launch_initialize_overhead_p95_ms",
+        p95(diff),
+        "ms",
+        FAKE_RUNS,
+    ));
+}
+
+/// `launch_initialize_overhead_real_serena_ms`: the same against real Serena (a note).
+fn launch_overhead_real(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &str) {
     // Even, so that each side goes first equally often.
     let runs = cfg.runs(20, 6);
     progress(&format!(
-        "serena: the initialize answer through serena-tray launch and directly, {runs} runs each"
+        "serena: real Serena's initialize answer through serena-tray launch and directly, \
+         {runs} runs each"
     ));
     let (mut direct, mut launched) = (Vec::new(), Vec::new());
     let mut same = true;
@@ -195,7 +266,7 @@ fn launch_overhead(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &s
     for run in 0..runs {
         let mut answers = Vec::new();
         for via_launch in [run % 2 == 1, run % 2 == 0] {
-            let (ms, bytes) = stdio_start(home, project, via_launch);
+            let (ms, bytes) = stdio_start(home, project, Server::Real, via_launch);
             if via_launch {
                 launched.push(ms);
             } else {
@@ -213,10 +284,9 @@ fn launch_overhead(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &s
             .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
         format!("{lo:.0}-{hi:.0}")
     };
-    let own = launch_own_cost(home, cfg.runs(50, 20));
     let mut note = format!(
         "medians: launch {launched_ms:.0} ms ({} ms), direct {direct_ms:.0} ms ({} ms); \
-         launch -- true exits {own:.1} ms after true; same answers: {}",
+         same answers: {}",
         spread(&launched),
         spread(&direct),
         if same { "yes" } else { "NO" }
@@ -224,12 +294,11 @@ fn launch_overhead(cfg: &Config, out: &mut Vec<Metric>, home: &Home, project: &s
     note_leftovers(&mut note, leftovers);
     out.push(
         Metric::new(
-            "launch_initialize_overhead_ms",
+            "launch_initialize_overhead_real_serena_ms",
             launched_ms - direct_ms,
             "ms",
             runs,
         )
-        .goal(5.0)
         .note(note),
     );
 }
@@ -268,22 +337,42 @@ fn launch_own_cost(home: &Home, runs: usize) -> f64 {
     median(launched) - median(direct)
 }
 
-/// Serena over stdio (through `serena-tray launch` or not), as an MCP client starts it: ms from
-/// starting the command to the `initialize` answer, and the answers to `initialize` and
+/// The MCP server whose start is timed over stdio.
+#[derive(Clone, Copy)]
+enum Server {
+    /// Real Serena 2.1.0.
+    Real,
+    /// The fake Serena's stdio MCP server, which answers at once.
+    Fake,
+}
+
+/// An MCP server over stdio (through `serena-tray launch` or not), as an MCP client starts it:
+/// ms from starting the command to the `initialize` answer, and the answers to `initialize` and
 /// `tools/list`. Its tree is killed at the end.
-fn stdio_start(home: &Home, project: &str, via_launch: bool) -> (f64, (String, String)) {
-    let serena = serena_exe();
+fn stdio_start(
+    home: &Home,
+    project: &str,
+    server: Server,
+    via_launch: bool,
+) -> (f64, (String, String)) {
+    let exe = match server {
+        Server::Real => serena_exe(),
+        Server::Fake => fake::exe(),
+    };
     let mut cmd = if via_launch {
         let mut c = Command::new(tray_exe());
         c.arg("--serena-home")
             .arg(home.serena_home())
             .args(["launch", "--web-dashboard-global=false", "--"])
-            .arg(&serena);
+            .arg(&exe);
         c
     } else {
-        Command::new(&serena)
+        Command::new(&exe)
     };
     home.env(&mut cmd);
+    if let Server::Fake = server {
+        cmd.env("FAKE_SERENA_STDIO_MCP", "1");
+    }
     cmd.args(["start-mcp-server", "--project", project])
         .args(["--open-web-dashboard", "False"]);
     let mut reaper = Reaper::default();

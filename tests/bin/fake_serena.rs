@@ -21,7 +21,8 @@
 //!   `FAKE_SERENA_DASHBOARD_PORT=<port>` (or `=none`) on stderr once everything listens. With
 //!   `--transport sse` or `streamable-http` it also listens on the MCP port (`--port`, default
 //!   8000), which answers 404 to everything (only the socket matters: it must not pass for the
-//!   dashboard). It never reads its stdin: a client that dies or closes it does not end it.
+//!   dashboard). It never reads its stdin (a client that dies or closes it does not end it)
+//!   unless `FAKE_SERENA_STDIO_MCP=1`.
 //! - `serena fake-language-server`: what the server starts as its children (like a language
 //!   server): sleeps for an hour. Not a Serena command line (the subcommand is not
 //!   `start-mcp-server`).
@@ -48,6 +49,11 @@
 //! - `FAKE_SERENA_START_DELAY=SECS`: wait that long before serving anything (a slow start-up).
 //! - `FAKE_SERENA_PORT_TAKEN_ONCE=FILE`: the first run (FILE absent: it is created) exits with
 //!   status 3, as Serena does when its MCP port was taken meanwhile.
+//! - `FAKE_SERENA_STDIO_MCP=1` (with the stdio transport): an MCP server over stdin and stdout
+//!   that answers at once, once everything else is up: one JSON-RPC message a line, `initialize`,
+//!   `ping` and `tools/list` (one tool, `fake_tool`) answered, notifications not, any other
+//!   request an error; the fake exits (status 0) when its stdin ends. For the benchmark's
+//!   measure of what `serena-tray launch` adds to a start, without Serena's own start-up.
 //!
 //! Signals (Unix only): SIGUSR1 makes the dashboard hang (it accepts connections and reads
 //! requests, never answers GET or POST); SIGUSR2 ends the hang. Both take effect at once: they
@@ -293,9 +299,57 @@ fn server(args: &[String]) -> ExitCode {
     }
     // The listeners, the children and this thread live until the process ends.
     let _keep = (listeners, kids);
+    if transport == "stdio" && env_is_1("FAKE_SERENA_STDIO_MCP") {
+        return stdio_mcp();
+    }
     loop {
         std::thread::park();
     }
+}
+
+/// MCP over stdio (`FAKE_SERENA_STDIO_MCP=1`): each request line answered at once, until stdin
+/// ends.
+fn stdio_mcp() -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let reply = match serde_json::from_str::<Value>(&line) {
+            Err(e) => json!({"jsonrpc": "2.0", "id": null,
+                "error": {"code": -32700, "message": format!("parse error: {e}")}}),
+            // A notification: nothing to answer.
+            Ok(msg) if msg.get("id").is_none() => continue,
+            Ok(msg) => {
+                let result = match msg["method"].as_str().unwrap_or_default() {
+                    "initialize" => Some(json!({
+                        "protocolVersion": msg["params"]["protocolVersion"]
+                            .as_str()
+                            .unwrap_or("2025-06-18"),
+                        "capabilities": {"tools": {"listChanged": false}},
+                        "serverInfo": {"name": "fake serena", "version": "0"},
+                    })),
+                    "ping" => Some(json!({})),
+                    "tools/list" => Some(json!({"tools": [{
+                        "name": "fake_tool",
+                        "description": "does nothing",
+                        "inputSchema": {"type": "object", "properties": {}},
+                    }]})),
+                    _ => None,
+                };
+                match result {
+                    Some(result) => json!({"jsonrpc": "2.0", "id": msg["id"], "result": result}),
+                    None => json!({"jsonrpc": "2.0", "id": msg["id"],
+                        "error": {"code": -32601, "message": "method not found"}}),
+                }
+            }
+        };
+        if writeln!(stdout, "{reply}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `serena fake-language-server`, as the server starts it (see [`language_server`]).
