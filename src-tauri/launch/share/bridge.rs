@@ -169,6 +169,9 @@ impl Bridge {
         tokio::spawn(self.clone().check_each_serena());
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         tokio::pin!(client_gone);
+        // A client that ends the server with a signal (SIGTERM, Ctrl+C) ends it as if it had
+        // closed stdin: the MCP session closed, the attachment given back.
+        let mut signals = crate::launch::Signals::new();
         loop {
             let line = tokio::select! {
                 line = lines.next_line() => match line {
@@ -176,6 +179,7 @@ impl Bridge {
                     _ => break,
                 },
                 () = &mut client_gone => break,
+                _ = signals.next() => break,
             };
             if line.trim().is_empty() {
                 continue;

@@ -11,12 +11,21 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long after a (re)connection the check waits before it looks whether a call is in
+/// flight.
+const CHECK_AFTER: Duration = Duration::from_millis(100);
+
 impl Bridge {
-    /// Checks the cache at each Serena the bridge goes live on.
+    /// Checks the cache at each Serena the bridge goes live on, once the client's calls in
+    /// flight are answered: a Serena just started is slow, and the check must not hold back
+    /// the call that woke it.
     pub(super) async fn check_each_serena(self: Arc<Self>) {
         let mut generations = self.generation.subscribe();
         while generations.changed().await.is_ok() {
             let generation = *generations.borrow_and_update();
+            // The message that woke the session is sent right after the wake: let it start.
+            tokio::time::sleep(CHECK_AFTER).await;
+            let _ = self.busy.subscribe().wait_for(|busy| !*busy).await;
             self.check_cache().await;
             self.checked.send_replace(generation);
         }
