@@ -10,7 +10,7 @@
 mod common;
 
 use common::mcp::*;
-use common::share::{ask, cache_files, tool_names, tool_text};
+use common::share::{self, ask, cache_files, initial_instructions, next, tool_names, tool_text};
 use common::*;
 use serde_json::{json, Value};
 use std::process::Child;
@@ -90,15 +90,6 @@ fn fill_the_cache(home: &Home, project: &str) -> Vec<String> {
     tool_names(&tools)
 }
 
-fn initial_instructions(id: u64) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": "initial_instructions", "arguments": {}}})
-}
-
-fn next(stream: &Stream) -> Value {
-    serde_json::from_str(&stream.line(ANSWER)).expect("JSON")
-}
-
 #[test]
 fn a_second_launch_answers_the_handshake_with_no_serena_and_its_first_call_starts_one() {
     let home = Home::new();
@@ -174,11 +165,7 @@ fn a_planted_wrong_tool_list_is_served_then_corrected_with_list_changed() {
     let real_tools = fill_the_cache(&home, project);
 
     let file = cache_files(&home)[0].clone();
-    let mut entry: Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("JSON");
-    entry["lists"]["tools/list"]["result"]["tools"] =
-        json!([{"name": "planted_tool", "inputSchema": {"type": "object"}}]);
-    std::fs::write(&file, entry.to_string()).expect("plant");
+    share::plant_wrong_tools(&file);
 
     let mut reaper = Reaper::default();
     let (c, mut s) = client(&home, project, true);
@@ -193,19 +180,8 @@ fn a_planted_wrong_tool_list_is_served_then_corrected_with_list_changed() {
     let launcher = launch_under(client_pid);
     assert!(descendants(launcher).is_empty(), "no Serena yet");
 
-    s.send(&initial_instructions(10));
-    let mut said = vec![next(&s), next(&s)];
-    said.sort_by_key(|v| v["id"].is_null());
-    assert_eq!(said[0]["id"], 10, "{said:?}");
-    assert!(tool_text(&said[0]).contains("Serena"), "{said:?}");
-    assert_eq!(
-        said[1]["method"], "notifications/tools/list_changed",
-        "{said:?}"
-    );
-    wait_for("the entry replaced", SOON, || {
-        let text = std::fs::read_to_string(&file).ok()?;
-        (!text.contains("planted_tool")).then_some(())
-    });
+    let v = share::first_call_corrects_the_list(&mut s, 10, &file);
+    assert!(tool_text(&v).contains("Serena"), "{v}");
     let v = ask(&mut s, 11, "tools/list", json!({}));
     assert_eq!(tool_names(&v), real_tools, "the real list, live");
     // Nothing else was told: the check's own answers were swallowed.

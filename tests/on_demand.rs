@@ -8,7 +8,9 @@
 mod common;
 
 use common::mcp::*;
-use common::share::{self, ask, cache_files, serenas, sessions, tool_names, tool_text};
+use common::share::{
+    self, ask, cache_files, initial_instructions, next, serenas, sessions, tool_names, tool_text,
+};
 use common::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -38,16 +40,6 @@ fn fill_the_cache(home: &Home, d: &Daemon, project: &str) -> Vec<String> {
     });
     drop(s);
     tool_names(&tools)
-}
-
-/// Reads one line of `stream` as JSON.
-fn next(stream: &Stream) -> Value {
-    serde_json::from_str(&stream.line(ANSWER)).expect("JSON")
-}
-
-fn initial_instructions(id: u64) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": "initial_instructions", "arguments": {}}})
 }
 
 #[test]
@@ -168,11 +160,7 @@ fn a_planted_wrong_tool_list_is_corrected_and_a_changed_project_yml_is_a_new_key
 
     // A wrong tool list planted in the entry: served, then corrected at the first start.
     let file = cache_files(&home)[0].clone();
-    let mut entry: Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("JSON");
-    entry["lists"]["tools/list"]["result"]["tools"] =
-        json!([{"name": "planted_tool", "inputSchema": {"type": "object"}}]);
-    std::fs::write(&file, entry.to_string()).expect("plant");
+    share::plant_wrong_tools(&file);
     let mut reaper = Reaper::default();
     let (c, mut s) = share::client(&home, &d, project, &[], &[]);
     reaper.adopt(c);
@@ -183,18 +171,8 @@ fn a_planted_wrong_tool_list_is_corrected_and_a_changed_project_yml_is_a_new_key
         ["planted_tool"],
         "served from the cache"
     );
-    s.send(&initial_instructions(10));
-    let mut said = vec![next(&s), next(&s)];
-    said.sort_by_key(|v| v["id"].is_null());
-    assert_eq!(said[0]["id"], 10, "{said:?}");
-    assert_eq!(
-        said[1]["method"], "notifications/tools/list_changed",
-        "{said:?}"
-    );
-    wait_for("the entry replaced", ANSWER, || {
-        let text = std::fs::read_to_string(&file).ok()?;
-        (!text.contains("planted_tool")).then_some(())
-    });
+    let v = share::first_call_corrects_the_list(&mut s, 10, &file);
+    assert!(tool_text(&v).contains("Serena"), "{v}");
     let v = ask(&mut s, 11, "tools/list", json!({}));
     assert_eq!(tool_names(&v), real_tools, "the real list, live");
     let timeline =

@@ -109,3 +109,42 @@ pub fn tool_names(answer: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The next line of `stream`, as JSON.
+pub fn next(stream: &Stream) -> Value {
+    serde_json::from_str(&stream.line(ANSWER)).expect("JSON")
+}
+
+/// A `tools/call` of `initial_instructions` (no language server work) with this id.
+pub fn initial_instructions(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "initial_instructions", "arguments": {}}})
+}
+
+/// Plants a wrong tool list (one tool, `planted_tool`) in the cache entry `file`.
+pub fn plant_wrong_tools(file: &std::path::Path) {
+    let text = std::fs::read_to_string(file).expect("the cache entry");
+    let mut entry: Value = serde_json::from_str(&text).expect("JSON");
+    entry["lists"]["tools/list"]["result"]["tools"] =
+        json!([{"name": "planted_tool", "inputSchema": {"type": "object"}}]);
+    std::fs::write(file, entry.to_string()).expect("plant");
+}
+
+/// The first call (`initial_instructions`, id `id`) of a client served the planted list from
+/// `file`: its answer, and `notifications/tools/list_changed` (in either order); then the
+/// entry is seen replaced. Returns the call's answer.
+pub fn first_call_corrects_the_list(stream: &mut Stream, id: u64, file: &std::path::Path) -> Value {
+    stream.send(&initial_instructions(id));
+    let mut said = vec![next(stream), next(stream)];
+    said.sort_by_key(|v| v["id"].is_null());
+    assert_eq!(said[0]["id"], id, "{said:?}");
+    assert_eq!(
+        said[1]["method"], "notifications/tools/list_changed",
+        "{said:?}"
+    );
+    super::wait_for("the entry replaced", ANSWER, || {
+        let text = std::fs::read_to_string(file).ok()?;
+        (!text.contains("planted_tool")).then_some(())
+    });
+    said.swap_remove(0)
+}

@@ -52,6 +52,17 @@ struct Conn {
     protocol: Option<String>,
 }
 
+/// Where the bridge's messages go, as one read of the connection.
+#[derive(Debug, Clone, Default)]
+struct Now {
+    /// Empty while the session has no Serena (or none is known yet).
+    url: String,
+    mcp_session: Option<String>,
+    protocol: Option<String>,
+    /// The shared session's ID, once registered.
+    session_id: Option<String>,
+}
+
 /// A POST that did not get its answer.
 enum Failure {
     /// It never reached a Serena (nothing listens, or the MCP session is unknown there): safe
@@ -439,17 +450,26 @@ impl Bridge {
         }
     }
 
+    /// The connection as it is now.
+    async fn now(&self) -> Now {
+        let c = self.conn.lock().await;
+        let e = c.endpoint.as_ref();
+        Now {
+            url: e.map(|e| e.url.clone()).unwrap_or_default(),
+            mcp_session: c.mcp_session.clone(),
+            protocol: c.protocol.clone(),
+            session_id: e.map(|e| e.session_id.clone()),
+        }
+    }
+
     /// POSTs `body` to the session; see [`Posting`] for what becomes of the answer.
     async fn post(&self, body: &str, how: Posting) -> Result<(), Failure> {
-        let (url, session, protocol) = {
-            let c = self.conn.lock().await;
-            let url = c
-                .endpoint
-                .as_ref()
-                .map(|e| e.url.clone())
-                .unwrap_or_default();
-            (url, c.mcp_session.clone(), c.protocol.clone())
-        };
+        let Now {
+            url,
+            mcp_session: session,
+            protocol,
+            ..
+        } = self.now().await;
         if url.is_empty() {
             return Err(Failure::NotDelivered);
         }
@@ -530,15 +550,12 @@ impl Bridge {
         let mut generations = self.generation.subscribe();
         loop {
             generations.borrow_and_update();
-            let (url, session, protocol) = {
-                let c = self.conn.lock().await;
-                let url = c
-                    .endpoint
-                    .as_ref()
-                    .map(|e| e.url.clone())
-                    .unwrap_or_default();
-                (url, c.mcp_session.clone(), c.protocol.clone())
-            };
+            let Now {
+                url,
+                mcp_session: session,
+                protocol,
+                ..
+            } = self.now().await;
             let Some(session) = session.filter(|_| !url.is_empty()) else {
                 if generations.changed().await.is_err() {
                     return;
@@ -583,13 +600,7 @@ impl Bridge {
         let mut busy = self.busy.subscribe();
         while busy.changed().await.is_ok() {
             let now = *busy.borrow_and_update();
-            let id = self
-                .conn
-                .lock()
-                .await
-                .endpoint
-                .as_ref()
-                .map(|e| e.session_id.clone());
+            let id = self.now().await.session_id;
             let Some(id) = id else { continue };
             let body = json!({"pid": self.asking.me, "busy": now});
             if let Err(e) = self
@@ -608,15 +619,12 @@ impl Bridge {
         let current = *self.generation.borrow();
         let mut checked = self.checked.subscribe();
         let _ = tokio::time::timeout(CHECK_AT_END, checked.wait_for(|c| *c >= current)).await;
-        let (url, session, id) = {
-            let c = self.conn.lock().await;
-            let e = c.endpoint.clone();
-            (
-                e.as_ref().map(|e| e.url.clone()).unwrap_or_default(),
-                c.mcp_session.clone(),
-                e.map(|e| e.session_id),
-            )
-        };
+        let Now {
+            url,
+            mcp_session: session,
+            session_id: id,
+            ..
+        } = self.now().await;
         if let Some(s) = session.filter(|_| !url.is_empty()) {
             let _ = self
                 .http

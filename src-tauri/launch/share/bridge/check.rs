@@ -38,13 +38,7 @@ impl Bridge {
         let Some(initialize) = self.handshake.lock().await.first().cloned() else {
             return;
         };
-        let url = {
-            let c = self.conn.lock().await;
-            c.endpoint
-                .as_ref()
-                .map(|e| e.url.clone())
-                .unwrap_or_default()
-        };
+        let url = self.now().await.url;
         let Some(real) = self.real_answers(&url, &initialize).await else {
             return;
         };
@@ -65,13 +59,7 @@ impl Bridge {
                 json!({"jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")});
             let _ = self.out.send(note.to_string());
         }
-        let id = self
-            .conn
-            .lock()
-            .await
-            .endpoint
-            .as_ref()
-            .map(|e| e.session_id.clone());
+        let id = self.now().await.session_id;
         if let Some(id) = id {
             let path = format!("/api/sessions/{id}/handshake-replaced");
             let _ = self.dashboard.post(&path, &json!({"lists": changed})).await;
