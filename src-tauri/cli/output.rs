@@ -145,9 +145,14 @@ pub fn render_sessions(sessions: &[Session], now: f64) -> String {
         let lease = s
             .expires_at
             .map_or_else(|| "-".to_string(), |at| age(at - now));
+        // An asleep shared session has no Serena: no PID, no URL.
+        let (pid, url) = match s.asleep_since {
+            Some(_) => ("asleep".to_string(), "-"),
+            None => (s.pid.to_string(), s.url.as_str()),
+        };
         out.push_str(&format!(
             "{:<33} {:<8} {:<32} {:<7} {}\n",
-            s.session_id, s.pid, s.url, lease, s.project_path,
+            s.session_id, pid, url, lease, s.project_path,
         ));
     }
     out
@@ -163,6 +168,28 @@ mod tests {
         assert_eq!(age(125.0), "2m");
         assert_eq!(age(3.0 * 3600.0 + 65.0), "3h01m");
         assert_eq!(age(-4.0), "0s");
+    }
+
+    #[test]
+    fn an_asleep_session_shows_no_pid_and_no_url() {
+        let session = |id: &str, asleep: bool| -> Session {
+            let mut v = serde_json::json!({
+                "session_id": id, "host": "127.0.0.1", "port": 40000,
+                "url": "http://127.0.0.1:40000/mcp", "pid": 4242, "start_time": 1,
+                "project_path": "/p", "transport": "streamable-http", "created_at": 1.0,
+                "log_path": "/l", "modes": [],
+            });
+            if asleep {
+                v["pid"] = 0.into();
+                v["url"] = "".into();
+                v["asleep_since"] = 2.0.into();
+            }
+            serde_json::from_value(v).expect("a session")
+        };
+        let table = render_sessions(&[session("awake", false), session("dozing", true)], 5.0);
+        let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[1][..3], ["awake", "4242", "http://127.0.0.1:40000/mcp"]);
+        assert_eq!(rows[2][..3], ["dozing", "asleep", "-"]);
     }
 
     #[test]
