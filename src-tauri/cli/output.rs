@@ -187,8 +187,14 @@ mod tests {
             serde_json::from_value(v).expect("a session")
         };
         let table = render_sessions(&[session("awake", false), session("dozing", true)], 5.0);
-        let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
-        assert_eq!(rows[1][..3], ["awake", "4242", "http://127.0.0.1:40000/mcp"]);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[1][..3],
+            ["awake", "4242", "http://127.0.0.1:40000/mcp"]
+        );
         assert_eq!(rows[2][..3], ["dozing", "asleep", "-"]);
     }
 

@@ -150,7 +150,9 @@ pub(crate) fn asleep_match<'a>(
 }
 
 /// The recorded sessions, adopted again after a restart: an active one whose Serena no longer
-/// `runs` has ended (at `now`).
+/// `runs` has ended (at `now`). A shared one's sleep counts anew from `now`, none of its clients
+/// in a call (a call's end may have been reported while this program was down; the bridges say
+/// so again at their next call).
 pub(crate) fn adopted(
     recorded: Vec<Session>,
     runs: impl Fn(ProcessId) -> bool,
@@ -162,7 +164,13 @@ pub(crate) fn adopted(
             true => s.ended(EndReason::Exited, now),
             false => s,
         })
-        .map(|s| (s.session_id.clone(), s))
+        .map(|mut s| {
+            if s.is_awake() && s.shared {
+                s.last_used = Some(now);
+                s.attached.iter_mut().for_each(|a| a.busy = false);
+            }
+            (s.session_id.clone(), s)
+        })
         .collect()
 }
 

@@ -436,3 +436,15 @@ fn a_session_ending_is_not_put_to_sleep_and_sleep_needs_a_shared_on_demand_reque
         assert_eq!(got, want, "{minutes}");
     }
 }
+
+#[test]
+fn after_a_restart_a_shared_session_sleeps_counting_from_then_with_no_call_in_flight() {
+    let mut s = sleepy("s", 1.0);
+    s.last_used = Some(T0 - 3600.0);
+    s.attached[0].busy = true;
+    let adopted = adopted(vec![s], |_| true, T0);
+    let s = &adopted["s"];
+    assert_eq!(s.last_used, Some(T0));
+    assert!(!s.attached[0].busy);
+    assert_eq!(sleep_at(s), Some(T0 + 60.0), "not at once, and not never");
+}
