@@ -45,6 +45,7 @@ const LAYERS: &[&[&str]] = &[
         "core::procs",
         "core::sockets",
         "core::watch",
+        "core::writes",
         "core::files",
         "core::heap",
         "core::http",

@@ -18,6 +18,7 @@ use super::refresh::{self, Decisions, Model, Scan, Scanner, Tracked};
 use super::registry::{write_entries, Registry, RegistryError, RegistryWrites};
 use super::settings::Settings;
 use super::sockets::{self, ListenerSource};
+use super::writes::{WriteFailure, Writes, Written};
 use futures::future::join_all;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,8 @@ pub(super) struct Inner {
     /// How many pages follow the events now (open `/api/events` streams).
     pub(super) pages: std::sync::atomic::AtomicUsize,
     pub(super) timings: Timings,
+    /// Which of this program's files fail to be written now.
+    pub(super) writes: Writes,
 }
 
 /// Why an instance is forgotten: killed, or a dead record pruned (whose registry entry is
@@ -116,6 +119,7 @@ impl Core {
                 exit_seen: Default::default(),
                 pages: Default::default(),
                 timings: Timings::default(),
+                writes: Writes::default(),
                 settings,
             }),
         }
@@ -135,6 +139,37 @@ impl Core {
     pub(crate) fn publish(&self, event: Event) {
         // No subscriber is fine: nobody is listening yet.
         let _ = self.inner.events.send(event);
+    }
+
+    /// Records how writing one of this program's files went (see `writes`): the first failure
+    /// and the recovery are logged and published.
+    pub(crate) fn wrote(
+        &self,
+        file: Written,
+        path: &std::path::Path,
+        result: std::result::Result<(), &dyn std::fmt::Display>,
+    ) {
+        if let Some(news) = self.inner.writes.outcome(file, path, result) {
+            self.publish(news);
+        }
+    }
+
+    /// The files that fail to be written now (the page shows them).
+    pub fn write_failures(&self) -> Vec<WriteFailure> {
+        self.inner.writes.failing()
+    }
+
+    /// [`Core::wrote`] for a registry update: an I/O error names its own path (the file, or
+    /// its lock file).
+    fn registry_written<T>(&self, result: &std::result::Result<T, RegistryError>) {
+        let registry = self.inner.registry.path();
+        match result {
+            Ok(_) => self.wrote(Written::Registry, registry, Ok(())),
+            Err(RegistryError::Io { path, source }) => {
+                self.wrote(Written::Registry, path, Err(source))
+            }
+            Err(e) => self.wrote(Written::Registry, registry, Err(e)),
+        }
     }
 
     /// Asks whoever runs the refresh loop for a refresh now (a process exited, a launch waits).
@@ -405,7 +440,8 @@ impl Core {
             self.publish(e);
         }
         if let Err(e) = written {
-            tracing::warn!("cannot update the registry: {e}");
+            // Logged once by `wrote`, at the write; a task that failed is a bug.
+            tracing::debug!("cannot update the registry: {e}");
         }
         Ok(busy)
     }
@@ -443,13 +479,14 @@ impl Core {
             return Ok(None);
         }
         let inner = self.inner.clone();
-        let (_, moved) = tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             inner
                 .registry
                 .update(|entries| write_entries(entries, &writes))
         })
-        .await??;
-        Ok(moved)
+        .await?;
+        self.registry_written(&written);
+        Ok(written?.1)
     }
 }
 
@@ -561,12 +598,16 @@ impl Core {
             .forget(key)
             .filter(|_| why == Forget::DeadRecord);
         let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             inner
                 .registry
                 .update(|entries| entries.retain(|e| !e.is_record_of(key, exact)))
         })
         .await;
+        // Not written: the next refresh removes the entry (it is of no live instance).
+        if let Ok(written) = &written {
+            self.registry_written(written);
+        }
         let _ = self.inner.events.send(Event::InstanceRemoved {
             pid: key.pid,
             started_at: key.start_time as Epoch,

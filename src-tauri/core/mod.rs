@@ -30,6 +30,7 @@ pub mod timeline;
 pub mod token;
 pub mod tray_protocol;
 pub mod watch;
+pub mod writes;
 
 pub use engine::{Core, CoreError};
 pub use events::Event;

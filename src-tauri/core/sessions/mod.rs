@@ -15,6 +15,7 @@
 mod decide;
 mod launch;
 mod store;
+mod unrecorded;
 
 pub use launch::LaunchFailure;
 
@@ -28,6 +29,7 @@ use crate::core::procs::Snapshot;
 use crate::core::reaper::{self, ReapError};
 use crate::core::settings::SerenaCommandError;
 use crate::core::token::{random_hex, TokenError};
+use crate::core::writes::Written;
 use decide::{SharedKey, Wanted};
 use launch::LaunchPlan;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How often a store that could not be written is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(2);
 
 /// How long a new shared session waits for the client that asked for it to attach, at least
 /// (with `share_linger_seconds` 0 it would otherwise end before its first client attaches).
@@ -164,6 +169,8 @@ pub struct Sessions {
 
 struct SessionsInner {
     core: Core,
+    /// `$SERENA_HOME/tray`.
+    tray: PathBuf,
     store: PathBuf,
     logs: PathBuf,
     serena_command: Result<Vec<String>, SerenaCommandError>,
@@ -184,6 +191,10 @@ struct SessionsInner {
     /// launch ends): Serenas started together can pick the same dashboard port, and the loser
     /// runs without a dashboard (SERENA.md), so this program starts one at a time.
     starting: Mutex<()>,
+    /// The last write of the store failed (see [`Sessions::keep_store_written`]).
+    unsaved: tokio::sync::Notify,
+    /// Found at the start: Serenas a previous run started and never recorded, to be reaped.
+    unrecorded: std::sync::Mutex<Vec<unrecorded::Unrecorded>>,
 }
 
 impl Sessions {
@@ -198,16 +209,30 @@ impl Sessions {
         let store = tray.join("sessions.json");
         let snap = Snapshot::capture(&mut sysinfo::System::new());
         let runs = |id| snap.get_id(id).is_some();
-        let sessions = decide::adopted(store::read(&store), runs, now());
+        let recorded = store::read(&store);
+        let awake = recorded.iter().filter(|s| s.is_awake()).count();
+        let mut sessions = decide::adopted(recorded, runs, now());
+        // Those whose Serena is gone are ended in the file too, at once: it says no more than
+        // what runs.
+        let unsaved = tokio::sync::Notify::new();
+        if sessions.values().filter(|s| s.is_awake()).count() != awake
+            && !write_store(&core, &store, &mut sessions)
+        {
+            unsaved.notify_one();
+        }
         for s in sessions.values().filter(|s| s.is_awake()) {
             core.mark_session_ready(s.process_id(), &s.session_id);
             core.set_session_idle(s.process_id(), s.idle_shutdown());
         }
+        // Before anything is launched: a Serena launched from now on is not one of these.
+        let marked = crate::core::procs::carrying(unrecorded::VAR);
+        let unrecorded = unrecorded::unrecorded(&marked, &tray, &sessions);
         Sessions {
             inner: Arc::new(SessionsInner {
                 core,
-                store,
                 logs: tray.join("logs"),
+                tray,
+                store,
                 serena_command,
                 ready_timeout,
                 sessions: Mutex::new(sessions),
@@ -217,25 +242,40 @@ impl Sessions {
                 linger,
                 shared_launches: Default::default(),
                 starting: Mutex::new(()),
+                unrecorded: std::sync::Mutex::new(unrecorded),
+                unsaved,
             }),
         }
     }
 
     /// After a restart: the recorded clients of shared sessions that still run are watched
-    /// again, the others detached (a task of the app's, in the background).
+    /// again, the others detached, and so are the adopted sessions' Serenas: one that exits
+    /// before the core first sees it (stopping when this program was killed in the middle of
+    /// its release) is never seen to go, and its session would stay (a task of the app's, in
+    /// the background).
     pub fn watch_recorded_attachments(&self) {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
-            let recorded: Vec<(String, Attachment)> = {
+            let (recorded, serenas): (Vec<(String, Attachment)>, Vec<ProcessId>) = {
                 let sessions = this.inner.sessions.lock().await;
-                sessions
-                    .values()
-                    .filter(|s| s.is_active())
-                    .flat_map(|s| s.attached.iter().map(|a| (s.session_id.clone(), a.clone())))
-                    .collect()
+                let active = || sessions.values().filter(|s| s.is_active());
+                (
+                    active()
+                        .flat_map(|s| s.attached.iter().map(|a| (s.session_id.clone(), a.clone())))
+                        .collect(),
+                    active()
+                        .filter(|s| s.is_awake())
+                        .map(|s| s.process_id())
+                        .collect(),
+                )
             };
             for (id, a) in recorded {
                 this.watch_attachment(&id, a.process_id());
+            }
+            for serena in serenas {
+                this.when_gone(serena, move |this| async move {
+                    this.ended_by_itself(serena).await
+                });
             }
             // A shared session with no client left when this program stopped lingers anew.
             let mut sessions = this.inner.sessions.lock().await;
@@ -245,28 +285,70 @@ impl Sessions {
         });
     }
 
+    /// After a restart: the Serenas that the previous run started and stopped before it
+    /// recorded them (found at [`Sessions::load`]) are reaped with their trees, each a
+    /// `session_failed` (a task of the app's, in the background).
+    pub fn reap_unrecorded(&self) {
+        let found = std::mem::take(&mut *crate::core::model::lock(&self.inner.unrecorded));
+        if found.is_empty() {
+            return;
+        }
+        let core = self.inner.core.clone();
+        self.inner.tasks.spawn(async move {
+            for u in found {
+                let survivors = reaper::kill_own_tree(u.root, &Default::default()).await;
+                let error = if survivors.is_empty() {
+                    format!(
+                        "Serena Tray stopped before this session was recorded; its Serena \
+                         (PID {}) was stopped at the next start",
+                        u.root.pid
+                    )
+                } else {
+                    format!(
+                        "Serena Tray stopped before this session was recorded; its Serena \
+                         (PID {}) could not be stopped: {survivors:?} still run",
+                        u.root.pid
+                    )
+                };
+                tracing::warn!(session_id = %u.session_id, "{error}");
+                core.publish(Event::SessionFailed {
+                    session_id: u.session_id,
+                    error,
+                });
+            }
+        });
+    }
+
     /// Detaches `launcher` from session `id` once its process exits, however it exits.
     fn watch_attachment(&self, id: &str, launcher: ProcessId) {
-        let (this, id) = (self.clone(), id.to_string());
+        let id = id.to_string();
+        self.when_gone(launcher, move |this| async move {
+            let _ = this.detach(&id, launcher.pid).await;
+        });
+    }
+
+    /// Runs `then` once `process` is gone, however it goes (watched where the platform can,
+    /// else looked at every few seconds); not at all if the app stops first.
+    fn when_gone<F, Fut>(&self, process: ProcessId, then: F)
+    where
+        F: FnOnce(Sessions) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let this = self.clone();
         let cancel = self.inner.cancel.clone();
         self.inner.tasks.spawn(async move {
             tokio::select! {
-                _ = super::watch::exited(launcher) => {}
+                _ = super::watch::exited(process) => {}
                 _ = cancel.cancelled() => return,
             }
-            // Gone (or not watchable: then gone already or never to be told).
-            if super::procs::identity(launcher.pid) != Some(launcher) {
-                let _ = this.detach(&id, launcher.pid).await;
-            } else {
-                // Cannot watch here (no pidfd): look every few seconds instead.
-                while super::procs::identity(launcher.pid) == Some(launcher) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = cancel.cancelled() => return,
-                    }
+            // Still there: it cannot be watched here (no pidfd), so it is looked at instead.
+            while super::procs::identity(process.pid) == Some(process) {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = cancel.cancelled() => return,
                 }
-                let _ = this.detach(&id, launcher.pid).await;
             }
+            then(this).await;
         });
     }
 
@@ -644,6 +726,7 @@ impl Sessions {
         })?;
         Ok(LaunchPlan {
             log: self.log_of(&session_id),
+            marker: unrecorded::marker(&session_id, &self.inner.tray),
             command,
             session_id,
             project: what.project.clone(),
@@ -833,13 +916,45 @@ impl Sessions {
     }
 
     /// Records the sessions (and forgets ended ones past the history's bound). A failed write
-    /// is logged, not returned: the change stands in memory and the next write records it.
+    /// (a full disk) is told once (see `writes`), not returned: the file keeps what it had, the
+    /// change stands in memory, and [`Sessions::keep_store_written`] writes it again until it
+    /// is written.
     fn persist(&self, sessions: &mut BTreeMap<String, Session>) {
-        decide::forget_old_history(sessions);
-        if let Err(e) = store::write(&self.inner.store, &decide::kept(sessions.values())) {
-            tracing::warn!("{e}");
+        if !write_store(&self.inner.core, &self.inner.store, sessions) {
+            self.inner.unsaved.notify_one();
         }
     }
+
+    /// After a failed write of the store: writes it again every [`STORE_RETRY`] until it is
+    /// written (space came back), so that what changed is on disk even if nothing changes
+    /// again. Runs until the app stops it.
+    pub async fn keep_store_written(self) {
+        loop {
+            self.inner.unsaved.notified().await;
+            tokio::time::sleep(STORE_RETRY).await;
+            // A failure notifies again, and the next round waits again.
+            self.persist(&mut *self.inner.sessions.lock().await);
+        }
+    }
+}
+
+/// Writes the sessions to `store` (forgetting ended ones past the history's bound) and tells
+/// `core` how it went; whether it was written.
+fn write_store(
+    core: &Core,
+    store: &std::path::Path,
+    sessions: &mut BTreeMap<String, Session>,
+) -> bool {
+    decide::forget_old_history(sessions);
+    let written = store::write(store, &decide::kept(sessions.values()));
+    match &written {
+        Ok(()) => core.wrote(Written::Sessions, store, Ok(())),
+        Err(SessionError::Store { path, source }) => {
+            core.wrote(Written::Sessions, path, Err(source))
+        }
+        Err(e) => core.wrote(Written::Sessions, store, Err(e)),
+    }
+    written.is_ok()
 }
 
 /// What a session's Serena serves: its project, context, modes and transport.
