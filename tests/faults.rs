@@ -418,3 +418,44 @@ fn a_daemon_killed_at_any_moment_of_a_request_or_a_release_leaves_every_record_t
     }
     assert!(fake::servers_on(&project).is_empty());
 }
+
+#[test]
+fn the_page_says_which_file_cannot_be_written_until_it_is_written_again() {
+    let Some(b) = common::browser::Browser::start() else {
+        return;
+    };
+    let home = Home::new();
+    let Some(disk) = small_disk(&home) else {
+        return;
+    };
+    let d = home.daemon();
+    let mut reaper = Reaper::default();
+    let page = Duration::from_secs(30);
+    b.goto(&d.url(&format!("/?token={}", d.token)));
+    b.wait_until_js("document.documentElement.dataset.ready == '1'", page);
+
+    disk.fill();
+    reaper.adopt(spawn_fake(&home, &[], &[]));
+    let notice = "document.getElementById('notice')";
+    let failing = format!(
+        "!{notice}.hidden && {notice}.dataset.kind == 'error' \
+         && {notice}.textContent.includes('Cannot write {}') \
+         && {notice}.textContent.includes('No space left on device')",
+        home.registry_path().display()
+    );
+    b.wait_until_js(&failing, page);
+    // A page opened meanwhile shows it too.
+    b.goto(&d.url("/"));
+    b.wait_until_js(&failing, page);
+    let shot = common::browser::screenshots_dir().join("dashboard-disk-full.png");
+    b.screenshot(&shot);
+
+    disk.free();
+    b.wait_until_js(
+        &format!(
+            "!{notice}.hidden && {notice}.dataset.kind == 'ok' \
+             && {notice}.textContent.includes('written again')"
+        ),
+        page,
+    );
+}
