@@ -1,9 +1,9 @@
-//! Faults the program must survive, each made for real on the release-less test build: a full
-//! disk and a read-only `SERENA_HOME` (a small tmpfs of the test's own, as root), a first
-//! start on a full disk, and the daemon SIGKILLed in the middle of a launch and at a sweep of
-//! moments of requests and releases. The fake Serena stands in where a real one cannot be made
-//! to misbehave on demand (a slow start-up); the soak (`cargo bench --bench system -- soak`)
-//! puts these faults together over time.
+//! Faults the program must survive, each made for real: a full disk and a read-only
+//! `SERENA_HOME` (a small tmpfs of the test's own, as root), a first start on a full disk, what
+//! the page says meanwhile (Chromium), and the daemon SIGKILLed in the middle of a launch and
+//! at a sweep of moments of requests, releases and "Kill all zombies". The fake Serena stands
+//! in where a real one cannot be made to misbehave on demand (a slow start-up); the soak
+//! (`cargo bench --bench system -- soak`) puts these faults together over time.
 
 mod common;
 
@@ -458,4 +458,65 @@ fn the_page_says_which_file_cannot_be_written_until_it_is_written_again() {
         ),
         page,
     );
+}
+
+/// The PIDs the daemon lists as zombies now.
+fn listed_zombies(d: &Daemon) -> Vec<u64> {
+    let (_, list) = d.call("GET", "/api/instances", None);
+    (list.as_array().into_iter().flatten())
+        .filter(|i| i["state"] == "zombie")
+        .filter_map(|i| i["pid"].as_u64())
+        .collect()
+}
+
+#[test]
+fn a_daemon_killed_in_the_middle_of_kill_all_zombies_kills_only_zombies_and_forgets_none() {
+    let home = Home::new();
+    home.tray_config("zombie_grace = 1\n");
+    let mut reaper = Reaper::default();
+    let mut d = home.daemon();
+    // A live Serena with its client, which nothing may touch.
+    let (_, live) = spawn_fake_client(&home, &mut reaper);
+    for delay_ms in [0, 20, 100, 400] {
+        let zombies: Vec<u32> = (0..3)
+            .map(|_| {
+                let (client, serena) = spawn_fake_client(&home, &mut reaper);
+                kill_one(client);
+                serena
+            })
+            .collect();
+        wait_for("three zombies", Duration::from_secs(20), || {
+            let listed = listed_zombies(&d);
+            zombies
+                .iter()
+                .all(|z| listed.contains(&u64::from(*z)))
+                .then_some(())
+        });
+        let asking = handle(&d);
+        let kill_all = std::thread::spawn(move || {
+            asking.call_cut("POST", "/api/zombies/kill", Some(json!({})))
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        d = restarted(&home, d);
+        let (status, _) = kill_all.join().expect("kill-all");
+        let killed = zombies.iter().filter(|z| !alive(**z)).count();
+        eprintln!("kill-all killed after {delay_ms} ms: {status}, {killed} of 3 gone");
+        // Each zombie is gone or shown again as a zombie; the live one runs.
+        wait_for(
+            "every zombie gone or shown",
+            Duration::from_secs(20),
+            || {
+                let listed = listed_zombies(&d);
+                zombies
+                    .iter()
+                    .all(|z| !alive(*z) || listed.contains(&u64::from(*z)))
+                    .then_some(())
+            },
+        );
+        assert!(alive(live), "the live Serena was killed");
+        let (status, r) = d.call("POST", "/api/zombies/kill", Some(json!({})));
+        assert_eq!(status, 200, "{r}");
+        assert!(zombies.iter().all(|z| !alive(*z)), "{r}");
+    }
+    assert!(alive(live), "the live Serena was killed");
 }
