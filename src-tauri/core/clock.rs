@@ -16,10 +16,10 @@
 //! in the frame of the last look (its wall time plus the monotonic time since).
 //!
 //! Deliberately not moved: times that are compared with other processes' wall times, which do
-//! not follow this program's steps: process start times (the identity of a process, and "young"
-//! processes whose command line is read again), the registry's `started_at` and the
-//! `last_heartbeat`s others write there, the age behind a first CPU measurement. A step while
-//! this program is not running is not seen: the stamps it reads back are wall times.
+//! not follow this program's steps: process start times (the identity of a process, "young"
+//! processes whose command line is read again, a new instance's first minute), the `started_at`
+//! of the registry's entries, the age behind a first CPU measurement. A step while this program
+//! is not running is not seen: the stamps it reads back are wall times.
 
 use super::model::{now, Epoch};
 use std::time::Instant;
