@@ -35,6 +35,7 @@ const LAYERS: &[&[&str]] = &[
         "core::timeline",
         "core::cost",
         "core::classify",
+        "core::clock",
         "core::probe",
         "core::registry",
         "core::token",

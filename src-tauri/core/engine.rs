@@ -9,9 +9,10 @@
 //!
 //! [`App`]: crate::core::app::App
 
+use super::clock::Reading;
 use super::events::Event;
 use super::kill::{KillError, SweepFailure, ZombieSweep};
-use super::model::{lock, now, Epoch, Instance, ProcessId, Registration, State, ZombieReason};
+use super::model::{lock, Epoch, Instance, ProcessId, Registration, State, ZombieReason};
 use super::probe::Prober;
 use super::reaper::{self, KillReport, Timings};
 use super::refresh::{self, Decisions, Model, Scan, Scanner, Tracked};
@@ -244,8 +245,11 @@ impl Core {
         let Some(key) = self.tracked_id(pid) else {
             return;
         };
-        if let Some(t) = lock(&self.inner.model).tracked.get_mut(&key) {
-            t.viewed_at = Some(super::model::now());
+        let mut model = lock(&self.inner.model);
+        // In the frame of the model's stamps (see `clock`).
+        let now = model.clock.frame_now();
+        if let Some(t) = model.tracked.get_mut(&key) {
+            t.viewed_at = Some(now);
         }
     }
 
@@ -263,8 +267,10 @@ impl Core {
     /// announced or is due. The refresh loop looks again at that moment.
     pub(crate) fn next_deadline(&self) -> Option<std::time::Duration> {
         let grace = self.inner.settings.tray.zombie_grace.as_secs_f64();
-        let now = super::model::now();
-        lock(&self.inner.model)
+        let model = lock(&self.inner.model);
+        // Now in the frame of the last look: a step of the wall clock since is not counted.
+        let now = model.clock.frame_now();
+        model
             .tracked
             .values()
             .filter(|t| t.alive && t.inst.state.is_live())
@@ -401,11 +407,16 @@ impl Core {
     pub(crate) async fn refresh_round(&self) -> Result<bool> {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let scan = self.scan().await?;
-        let now = now();
-        let jobs = {
+        let (now, jobs) = {
             let mut model = lock(&self.inner.model);
             model.idle_default = self.inner.settings.dashboard.idle_shutdown;
-            refresh::plan(&mut model, &scan, now)
+            let (now, step) = model.look(Reading::now());
+            if step != 0.0 {
+                tracing::info!(
+                    "the wall clock stepped by {step:+.0} s: the instances' graces and idle times keep what remained of them"
+                );
+            }
+            (now, refresh::plan(&mut model, &scan, now))
         };
         let results = refresh::probe_all(&self.inner.prober, jobs).await;
         let grace = self.inner.settings.tray.zombie_grace;

@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod background;
 pub mod classify;
+pub mod clock;
 pub mod cmdline;
 pub mod configure;
 mod cost;

@@ -19,6 +19,7 @@ mod unrecorded;
 
 pub use launch::LaunchFailure;
 
+use crate::core::clock::{Reading, StepWatch};
 use crate::core::engine::Core;
 use crate::core::events::{on_events, Event};
 use crate::core::files;
@@ -184,6 +185,9 @@ struct SessionsInner {
     leases_changed: tokio::sync::Notify,
     /// How long a shared session outlives its last client.
     linger: Duration,
+    /// The wall clock's steps since the sessions' last look (see [`Sessions::look`]); locked
+    /// only under `sessions`.
+    clock: std::sync::Mutex<StepWatch>,
     /// One lock per shared session's key (project, context, modes, transport): two clients
     /// asking at once get one session, not two.
     shared_launches: std::sync::Mutex<HashMap<SharedKey, Arc<Mutex<()>>>>,
@@ -240,6 +244,7 @@ impl Sessions {
                 cancel,
                 leases_changed: tokio::sync::Notify::new(),
                 linger,
+                clock: std::sync::Mutex::new(StepWatch::started()),
                 shared_launches: Default::default(),
                 starting: Mutex::new(()),
                 unrecorded: std::sync::Mutex::new(unrecorded),
@@ -279,7 +284,8 @@ impl Sessions {
             }
             // A shared session with no client left when this program stopped lingers anew.
             let mut sessions = this.inner.sessions.lock().await;
-            decide::linger_anew(&mut sessions, now(), this.inner.linger.as_secs_f64());
+            let now = this.look(&mut sessions);
+            decide::linger_anew(&mut sessions, now, this.inner.linger.as_secs_f64());
             drop(sessions);
             this.inner.leases_changed.notify_one();
         });
@@ -369,6 +375,7 @@ impl Sessions {
             None => None,
         };
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = decide::active(&mut sessions, id)?;
         if !session.shared {
             return Err(SessionError::NotShared(id.to_string()));
@@ -378,7 +385,7 @@ impl Sessions {
             start_time: launcher.start_time,
             client_pid,
             client_name,
-            since: now(),
+            since: now,
             busy: false,
         };
         decide::attach(session, attachment);
@@ -398,11 +405,12 @@ impl Sessions {
     /// the linger. Returns the session.
     pub async fn detach(&self, id: &str, pid: u32) -> Result<Session, SessionError> {
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = match sessions.get_mut(id) {
             None => return Err(SessionError::UnknownSession(id.to_string())),
             Some(s) => s,
         };
-        if !decide::detach(session, pid, now(), self.inner.linger.as_secs_f64()) {
+        if !decide::detach(session, pid, now, self.inner.linger.as_secs_f64()) {
             return Ok(session.clone());
         }
         let detached = session.clone();
@@ -435,6 +443,7 @@ impl Sessions {
 
     async fn ended_by_itself(&self, id: ProcessId) {
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let Some(s) = sessions
             .values()
             .find(|s| s.is_awake() && s.process_id() == id)
@@ -442,7 +451,7 @@ impl Sessions {
         else {
             return;
         };
-        let ended = s.ended(EndReason::Exited, now());
+        let ended = s.ended(EndReason::Exited, now);
         sessions.insert(ended.session_id.clone(), ended.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -560,8 +569,9 @@ impl Sessions {
             sleep_minutes: wanted.sleep_minutes,
             log: self.log_of(&session_id).display().to_string(),
         };
-        let session = Session::on_demand(session_id, key, now(), self.first_linger());
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
+        let session = Session::on_demand(session_id, key, now, self.first_linger());
         sessions.insert(session.session_id.clone(), session.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -609,6 +619,7 @@ impl Sessions {
             Err(e) => return Err(self.failed(&plan, e)),
         };
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let Some(current) = sessions.get(&id).filter(|s| s.is_asleep()).cloned() else {
             // Stopped while it woke: its new Serena goes too.
             drop(sessions);
@@ -616,7 +627,7 @@ impl Sessions {
             reaper::kill_own_tree(serena.process_id(), &Default::default()).await;
             return Err(SessionError::Ended(id));
         };
-        let woken = current.woken(serena, now());
+        let woken = current.woken(serena, now);
         sessions.insert(id.clone(), woken.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -635,8 +646,9 @@ impl Sessions {
     /// use, and it does not sleep while a call is in flight.
     pub async fn touch(&self, id: &str, pid: u32, busy: bool) -> Result<(), SessionError> {
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = decide::active(&mut sessions, id)?;
-        if !decide::touch(session, pid, busy, now()) {
+        if !decide::touch(session, pid, busy, now) {
             return Err(SessionError::NotAttached(id.to_string(), pid));
         }
         drop(sessions);
@@ -669,7 +681,8 @@ impl Sessions {
         let _one_launch = self.shared_lock(key).await;
         let (awake, asleep) = {
             let mut sessions = self.inner.sessions.lock().await;
-            let due = |s: &&Session| decide::sleep_at(s).is_some_and(|at| at <= now());
+            let now = self.look(&mut sessions);
+            let due = |s: &&Session| decide::sleep_at(s).is_some_and(|at| at <= now);
             let Some(awake) = sessions.get(id).filter(due).cloned() else {
                 return Ok(());
             };
@@ -680,7 +693,7 @@ impl Sessions {
                 .filter(|i| i.process_id() == awake.process_id())
                 .and_then(|i| i.cost)
                 .map(|c| c.memory_bytes);
-            let asleep = awake.clone().asleep(AsleepReason::Unused, now(), cost);
+            let asleep = awake.clone().asleep(AsleepReason::Unused, now, cost);
             sessions.insert(id.to_string(), asleep.clone());
             (awake, asleep)
         };
@@ -716,6 +729,26 @@ impl Sessions {
         lock.lock_owned().await
     }
 
+    /// Now, for a decision over `sessions` or a new stamp in them (under their lock): after a
+    /// step of the wall clock since the last look, every session's stamps move by the step first
+    /// and are recorded (see `clock`), so that what remains of each lease, linger and sleep is
+    /// what the monotonic clock says.
+    fn look(&self, sessions: &mut BTreeMap<String, Session>) -> f64 {
+        let r = Reading::now();
+        let step = decide::look(
+            sessions,
+            &mut crate::core::model::lock(&self.inner.clock),
+            r,
+        );
+        if step != 0.0 {
+            tracing::info!(
+                "the wall clock stepped by {step:+.0} s: the sessions' leases, lingers and sleeps keep what remained of them"
+            );
+            self.persist(sessions);
+        }
+        r.wall
+    }
+
     /// What a launch for the session `session_id` (new, or woken) starts: the Serena command
     /// for `what` and its log.
     fn plan(&self, session_id: String, what: Serving) -> Result<LaunchPlan, SessionError> {
@@ -748,25 +781,27 @@ impl Sessions {
     }
 
     /// Records a launched session with what the request asked of it (shared, a lease, its own
-    /// idle shutdown), and says it is ready.
+    /// idle shutdown), and says it is ready. Its lease and its first linger count from now, as
+    /// the session is handed out (a step of the wall clock during the launch is then no matter).
     async fn launched(&self, mut session: Session, wanted: &Wanted) -> Session {
         let core = &self.inner.core;
+        let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         session.shared = wanted.shared;
         if wanted.shared {
             // Until its first client attaches, it lingers as if its last had left (for long
             // enough that the client who asked for it attaches first, whatever the linger).
-            session.linger_until = Some(session.created_at + self.first_linger());
+            session.linger_until = Some(now + self.first_linger());
             self.inner.leases_changed.notify_one();
         }
         session.lease_seconds = wanted.lease;
-        session.expires_at = wanted.lease.map(|l| session.created_at + l);
+        session.expires_at = wanted.lease.map(|l| now + l);
         session.idle_shutdown_minutes = wanted.idle_minutes;
         session.sleep_minutes = wanted.sleep_minutes;
         core.set_session_idle(session.process_id(), wanted.idle);
         if wanted.lease.is_some() {
             self.inner.leases_changed.notify_one();
         }
-        let mut sessions = self.inner.sessions.lock().await;
         sessions.insert(session.session_id.clone(), session.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -802,12 +837,13 @@ impl Sessions {
     ) -> Result<Session, SessionError> {
         let lease = lease_seconds.map(decide::lease_of).transpose()?;
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = decide::active(&mut sessions, id)?;
         let lease = lease
             .or(session.lease_seconds)
             .ok_or_else(|| SessionError::NoLease(id.to_string()))?;
         session.lease_seconds = Some(lease);
-        session.expires_at = Some(now() + lease);
+        session.expires_at = Some(now + lease);
         let renewed = session.clone();
         self.persist(&mut sessions);
         drop(sessions);
@@ -825,9 +861,12 @@ impl Sessions {
     /// app stops.
     pub async fn keep_leases(self) {
         loop {
-            let now = now();
-            let decide::Due { ends, sleeps, next } =
-                decide::due(self.inner.sessions.lock().await.values(), now);
+            let (now, due) = {
+                let mut sessions = self.inner.sessions.lock().await;
+                let now = self.look(&mut sessions);
+                (now, decide::due(sessions.values(), now))
+            };
+            let decide::Due { ends, sleeps, next } = due;
             for (id, why) in ends {
                 match self.end(&id, why).await {
                     Ok(_) => tracing::info!("session {id} released ({why:?})"),
@@ -860,12 +899,13 @@ impl Sessions {
         // exit (seen by `follow`) takes it for a live session meanwhile; put back if it fails.
         let session = {
             let mut sessions = self.inner.sessions.lock().await;
+            let now = self.look(&mut sessions);
             let session = match sessions.get(id) {
                 None => return Err(SessionError::UnknownSession(id.to_string())),
                 Some(s) if !s.is_active() => return Ok(ReleaseStatus::AlreadyGone),
                 Some(s) => s.clone(),
             };
-            sessions.insert(id.to_string(), session.clone().ended(reason, now()));
+            sessions.insert(id.to_string(), session.clone().ended(reason, now));
             if session.is_asleep() {
                 // No Serena to reap.
                 self.persist(&mut sessions);
