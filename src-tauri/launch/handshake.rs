@@ -61,6 +61,21 @@ impl Entry {
         Some(answer.to_string())
     }
 
+    /// What this entry answers in Serena's stead, if it may: `initialize` (asked with the
+    /// protocol version it was filled with), `ping`, and the first page of a list; `None` for
+    /// anything that needs Serena. What a caller keeps of the client's handshake is its own.
+    pub fn reply(&self, msg: &Value) -> Option<String> {
+        let method = msg["method"].as_str().unwrap_or_default();
+        match method {
+            "initialize" if asked_version(msg) != Some(self.asked.as_str()) => None,
+            "ping" if !msg["id"].is_null() => {
+                Some(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {}}).to_string())
+            }
+            _ if cacheable(msg) => self.answer(method, &msg["id"]),
+            _ => None,
+        }
+    }
+
     /// Which lists' answers differ from `other`'s, as the names of their `list_changed`
     /// notifications (`tools`, `prompts`, `resources`), each once.
     pub fn changed_lists(&self, other: &Entry) -> Vec<&'static str> {
@@ -89,6 +104,16 @@ fn notification_kind(method: &str) -> &'static str {
 /// The protocol version a client's `initialize` asks for.
 pub fn asked_version(initialize: &Value) -> Option<&str> {
     initialize["params"]["protocolVersion"].as_str()
+}
+
+/// The requests that read a started Serena's lists, to check the cache against them: one per
+/// list of [`LISTS`] (first page), with IDs no client uses (`serena-tray-check-1`, ...).
+pub fn check_requests() -> impl Iterator<Item = (&'static str, Value)> {
+    LISTS.iter().enumerate().map(|(i, method)| {
+        let id = format!("serena-tray-check-{}", i + 1);
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}});
+        (*method, request)
+    })
 }
 
 /// Whether a request may be answered from the cache: the handshake and the first page of a
@@ -280,6 +305,28 @@ mod tests {
                 .chain([("tools/list".to_string(), tools)])
                 .collect(),
         }
+    }
+
+    #[test]
+    fn an_entry_replies_to_the_handshake_ping_and_first_pages_only() {
+        let e = entry(json!({"result": {"tools": []}}));
+        let ask = |method: &str, params: Value| {
+            let msg = json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": params});
+            e.reply(&msg)
+                .map(|a| serde_json::from_str::<Value>(&a).expect("json"))
+        };
+        let init = ask("initialize", json!({"protocolVersion": "2025-06-18"}));
+        assert_eq!(init.expect("answered")["id"], 3);
+        assert!(ask("initialize", json!({"protocolVersion": "2024-11-05"})).is_none());
+        assert_eq!(ask("ping", json!({})).expect("pong")["result"], json!({}));
+        assert!(ask("tools/list", json!({})).is_some());
+        assert!(ask("tools/list", json!({"cursor": "2"})).is_none());
+        assert!(ask("tools/call", json!({"name": "find_symbol"})).is_none());
+        let ping_notification = json!({"jsonrpc": "2.0", "method": "ping"});
+        assert!(e.reply(&ping_notification).is_none());
+        let ids: Vec<Value> = check_requests().map(|(_, r)| r["id"].clone()).collect();
+        assert_eq!(ids.len(), LISTS.len());
+        assert_eq!(ids[0], "serena-tray-check-1");
     }
 
     #[test]

@@ -189,26 +189,21 @@ enum Here {
 impl Kept {
     fn here(&mut self, entry: &Entry, line: &[u8], msg: &Value) -> Here {
         let method = msg["method"].as_str().unwrap_or_default();
-        let request = !msg["id"].is_null();
-        let answer = match method {
-            "initialize" if handshake::asked_version(msg) != Some(entry.asked.as_str()) => None,
-            "initialize" if self.initialize.is_none() => {
-                self.initialize = Some(msg.clone());
-                entry.answer(method, &msg["id"])
-            }
-            "ping" if request => {
-                Some(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {}}).to_string())
-            }
-            m if !m.is_empty() && !request => {
-                self.notifications.push((line.to_vec(), msg.clone()));
-                return Here::Kept;
-            }
-            _ if handshake::cacheable(msg) && self.initialize.is_some() => {
-                entry.answer(method, &msg["id"])
-            }
-            _ => None,
+        if !method.is_empty() && msg["id"].is_null() {
+            self.notifications.push((line.to_vec(), msg.clone()));
+            return Here::Kept;
+        }
+        // The lists only after the client's own `initialize`.
+        if handshake::LISTS.contains(&method) && self.initialize.is_none() {
+            return Here::NeedsSerena;
+        }
+        let Some(answer) = entry.reply(msg) else {
+            return Here::NeedsSerena;
         };
-        answer.map_or(Here::NeedsSerena, Here::Answer)
+        if method == "initialize" && self.initialize.is_none() {
+            self.initialize = Some(msg.clone());
+        }
+        Here::Answer(answer)
     }
 }
 
@@ -307,9 +302,7 @@ impl Feed {
             return Ok(());
         }
         *checks_due = false;
-        for (i, method) in handshake::LISTS.iter().enumerate() {
-            let id = format!("serena-tray-check-{}", i + 1);
-            let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}});
+        for (_, request) in handshake::check_requests() {
             self.send(cmd, request.to_string().as_bytes(), &request, false)
                 .await?;
         }
@@ -580,10 +573,8 @@ mod tests {
             (true, vec![])
         );
         let mut notes = Vec::new();
-        for (i, method) in handshake::LISTS.iter().enumerate() {
-            let id = format!("serena-tray-check-{}", i + 1);
-            let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}});
-            let result = match *method {
+        for (method, request) in handshake::check_requests() {
+            let result = match method {
                 "tools/list" => json!({"tools": [{"name": "find_symbol"}]}),
                 _ => json!({}),
             };

@@ -22,13 +22,13 @@ mod check;
 use super::sse::Events;
 use super::{connect, Asking, Endpoint, Target};
 use crate::core::running::Client;
-use crate::launch::handshake::{self, Cache, Entry};
+use crate::launch::handshake::{Cache, Entry};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Mutex, OnceCell};
+use tokio::sync::{mpsc, watch, Mutex};
 
 /// How long the end waits for a check of the cache under way.
 const CHECK_AT_END: Duration = Duration::from_secs(5);
@@ -102,8 +102,11 @@ pub(super) struct Bridge {
     /// The client's `initialize` and `notifications/initialized`, replayed to a new Serena.
     handshake: Mutex<Vec<String>>,
     out: mpsc::UnboundedSender<String>,
-    /// The session registered (on demand, in the background): its result, once.
-    registered: OnceCell<Result<(), String>>,
+    /// Whether it starts on demand: it registers with the session in the background, while
+    /// the handshake is answered here.
+    registers: bool,
+    /// That registration, under way until the first message that needs Serena waits for it.
+    registration: Mutex<Option<tokio::task::JoinHandle<()>>>,
     reconnecting: Mutex<()>,
     /// Requests in flight to Serena; the dashboard is told when it goes from and to zero.
     in_flight: AtomicUsize,
@@ -136,10 +139,11 @@ impl Bridge {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
-        let (endpoint, served, registered) = match start {
-            Start::Connected(e) => (Some(e.clone()), None, OnceCell::new_with(Some(Ok(())))),
-            Start::OnDemand(entry) => (None, Some(entry.clone()), OnceCell::new()),
+        let (endpoint, served) = match start {
+            Start::Connected(e) => (Some(e.clone()), None),
+            Start::OnDemand(entry) => (None, Some(entry.clone())),
         };
+        let registers = served.is_some();
         let bridge = Bridge {
             http,
             dashboard: setup.dashboard,
@@ -154,7 +158,8 @@ impl Bridge {
             generation: watch::Sender::new(0),
             handshake: Mutex::new(Vec::new()),
             out,
-            registered,
+            registers,
+            registration: Mutex::new(None),
             reconnecting: Mutex::new(()),
             in_flight: AtomicUsize::new(0),
             busy: watch::Sender::new(false),
@@ -170,8 +175,9 @@ impl Bridge {
         client_gone: impl std::future::Future<Output = ()>,
     ) {
         let writer = tokio::spawn(write_out(out_rx));
-        if self.registered.get().is_none() {
-            tokio::spawn(self.clone().register());
+        if self.registers {
+            // Before the dispatcher starts: its first message waits for this.
+            *self.registration.lock().await = Some(tokio::spawn(self.clone().register()));
         }
         let (to_serena, queue) = mpsc::unbounded_channel();
         let dispatcher = tokio::spawn(self.clone().dispatch(queue));
@@ -227,23 +233,17 @@ impl Bridge {
             return Here::NeedsSerena;
         };
         let method = msg["method"].as_str().unwrap_or_default();
-        let answer = match method {
-            "initialize" if handshake::asked_version(msg) != Some(entry.asked.as_str()) => None,
-            "initialize" => {
-                self.handshake.lock().await.push(line.to_string());
-                entry.answer(method, &msg["id"])
-            }
-            "notifications/initialized" => {
-                self.handshake.lock().await.push(line.to_string());
-                return Here::Kept;
-            }
-            "ping" if !msg["id"].is_null() => {
-                Some(json!({"jsonrpc": "2.0", "id": msg["id"], "result": {}}).to_string())
-            }
-            _ if handshake::cacheable(msg) => entry.answer(method, &msg["id"]),
-            _ => None,
+        if method == "notifications/initialized" {
+            self.handshake.lock().await.push(line.to_string());
+            return Here::Kept;
+        }
+        let Some(answer) = entry.reply(msg) else {
+            return Here::NeedsSerena;
         };
-        answer.map_or(Here::NeedsSerena, Here::Answer)
+        if method == "initialize" {
+            self.handshake.lock().await.push(line.to_string());
+        }
+        Here::Answer(answer)
     }
 
     /// Sends the messages that need Serena, in the order they came: the first wakes the
@@ -279,16 +279,9 @@ impl Bridge {
     /// Registers this client with its session on demand (in the background: the handshake is
     /// answered meanwhile).
     async fn register(self: Arc<Self>) {
-        let result = self
-            .registered
-            .get_or_init(|| async {
-                let endpoint = self.connect(true).await?;
-                self.conn.lock().await.endpoint = Some(endpoint);
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!("cannot register with the shared session: {e}");
+        match self.connect(true).await {
+            Ok(endpoint) => self.conn.lock().await.endpoint = Some(endpoint),
+            Err(e) => tracing::warn!("cannot register with the shared session: {e}"),
         }
     }
 
@@ -304,8 +297,11 @@ impl Bridge {
     /// Makes sure the client's handshake reached a running Serena: the session woken if it
     /// has none, the handshake replayed to it.
     async fn ensure_live(&self) -> Result<(), Unreachable> {
-        // Waits for a registration under way (a failed one leaves no endpoint: woken below).
-        let _ = self.registered.get_or_init(|| async { Ok(()) }).await;
+        // The registration under way ends first (a failed one leaves no endpoint: woken below).
+        let registering = self.registration.lock().await.take();
+        if let Some(registering) = registering {
+            let _ = registering.await;
+        }
         let _one = self.reconnecting.lock().await;
         if self.conn.lock().await.mcp_session.is_some() {
             return Ok(());

@@ -107,8 +107,7 @@ impl Bridge {
             .await
             .ok()?;
         let mut lists = std::collections::BTreeMap::new();
-        for (i, method) in handshake::LISTS.iter().enumerate() {
-            let request = json!({"jsonrpc": "2.0", "id": format!("serena-tray-check-{}", i + 1), "method": method, "params": {}});
+        for (method, request) in handshake::check_requests() {
             let answer = read_answer(send(request).await.ok()?)
                 .await
                 .0
