@@ -344,8 +344,9 @@ pub struct Registration {
     pub project: Option<String>,
 }
 
-/// One launched session, as persisted and as returned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One launched session, as persisted and as returned. `Default` is for building one with the
+/// struct update syntax (a default session is no session: no process, no URL).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub session_id: String,
     pub host: String,
@@ -522,32 +523,19 @@ impl Session {
         Session {
             session_id,
             host: "127.0.0.1".into(),
-            port: 0,
-            url: String::new(),
-            pid: 0,
-            start_time: 0,
-            dashboard_url: None,
-            dashboard_port: None,
             project_path: key.project,
             context: key.context,
             modes: key.modes,
             transport: key.transport,
             created_at: at,
             log_path: key.log,
-            ended_at: None,
-            end_reason: None,
-            lease_seconds: None,
-            expires_at: None,
-            idle_shutdown_minutes: None,
             shared: true,
-            attached: Vec::new(),
             linger_until: Some(at + linger),
             on_demand: true,
             sleep_minutes: key.sleep_minutes,
-            last_used: None,
             asleep_since: Some(at),
             asleep_reason: Some(AsleepReason::NotStarted),
-            given_back_bytes: None,
+            ..Session::default()
         }
     }
 

@@ -149,20 +149,7 @@ impl LaunchPlan {
             transport: self.transport,
             created_at: now(),
             log_path: self.log.display().to_string(),
-            ended_at: None,
-            end_reason: None,
-            lease_seconds: None,
-            expires_at: None,
-            idle_shutdown_minutes: None,
-            shared: false,
-            attached: Vec::new(),
-            linger_until: None,
-            on_demand: false,
-            sleep_minutes: None,
-            last_used: None,
-            asleep_since: None,
-            asleep_reason: None,
-            given_back_bytes: None,
+            ..Session::default()
         }
     }
 }

@@ -72,14 +72,12 @@ mod tests {
     }
 
     fn awake(id: &str, pid: u32) -> Session {
-        let mut s: Session = serde_json::from_value(serde_json::json!({
-            "session_id": id, "host": "127.0.0.1", "port": 1, "url": "u", "pid": pid,
-            "start_time": 100 + u64::from(pid), "project_path": "/p", "modes": [],
-            "transport": "streamable-http", "created_at": 1.0, "log_path": "l",
-        }))
-        .expect("a session");
-        s.ended_at = None;
-        s
+        Session {
+            session_id: id.into(),
+            pid,
+            start_time: 100 + u64::from(pid),
+            ..Session::default()
+        }
     }
 
     #[test]

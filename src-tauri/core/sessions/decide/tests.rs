@@ -22,20 +22,8 @@ fn session(id: &str, pid: u32) -> Session {
         transport: Transport::StreamableHttp,
         created_at: T0,
         log_path: "/l".into(),
-        ended_at: None,
-        end_reason: None,
-        lease_seconds: None,
-        expires_at: None,
-        idle_shutdown_minutes: None,
         shared: true,
-        attached: vec![],
-        linger_until: None,
-        on_demand: false,
-        sleep_minutes: None,
-        last_used: None,
-        asleep_since: None,
-        asleep_reason: None,
-        given_back_bytes: None,
+        ..Session::default()
     }
 }
 
