@@ -104,6 +104,32 @@ pub fn shift_opt(stamp: &mut Option<Epoch>, step: Epoch) {
     }
 }
 
+/// The two clocks of a test, passed in: the monotonic one from the test's start, the wall one
+/// from `t0`.
+#[cfg(test)]
+pub(crate) struct TestClocks {
+    start: Instant,
+    t0: Epoch,
+}
+
+#[cfg(test)]
+impl TestClocks {
+    pub(crate) fn new(t0: Epoch) -> TestClocks {
+        TestClocks {
+            start: Instant::now(),
+            t0,
+        }
+    }
+
+    /// `mono` seconds after the start, the wall clock stepped by `step` since.
+    pub(crate) fn at(&self, mono: f64, step: Epoch) -> Reading {
+        Reading {
+            wall: self.t0 + mono + step,
+            mono: self.start + std::time::Duration::from_secs_f64(mono),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

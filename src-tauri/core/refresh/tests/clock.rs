@@ -4,27 +4,9 @@
 //! early) and an hour back (nothing waits an hour more).
 
 use super::*;
-use crate::core::clock::Reading;
-use std::time::Instant;
+use crate::core::clock::{Reading, TestClocks};
 
 const HOUR: Epoch = 3600.0;
-
-/// The two clocks of a test: the monotonic one from its start, the wall one from [`T0`].
-struct Clocks(Instant);
-
-impl Clocks {
-    fn new() -> Clocks {
-        Clocks(Instant::now())
-    }
-
-    /// `mono` seconds after the start, the wall clock stepped by `step` since.
-    fn at(&self, mono: f64, step: Epoch) -> Reading {
-        Reading {
-            wall: T0 + mono + step,
-            mono: self.0 + Duration::from_secs_f64(mono),
-        }
-    }
-}
 
 /// One refresh as `Core::refresh_round` runs it: a look at the clocks (the model's stamps follow
 /// a step), then plan and apply at the look's now.
@@ -42,7 +24,7 @@ fn refresh_looking(
 #[test]
 fn an_orphans_grace_follows_the_monotonic_clock_across_a_step() {
     for step in [HOUR, -HOUR] {
-        let c = Clocks::new();
+        let c = TestClocks::new(T0);
         let s = serena(200, 100, "");
         let mut world = World::of([init(), client(100), s.clone()]);
         world.ports = vec![(200, DASH)];
@@ -77,7 +59,7 @@ fn an_orphans_grace_follows_the_monotonic_clock_across_a_step() {
 #[test]
 fn a_silent_dashboards_grace_follows_the_monotonic_clock_across_a_step() {
     for step in [HOUR, -HOUR] {
-        let c = Clocks::new();
+        let c = TestClocks::new(T0);
         let s = serena(200, 100, "");
         let mut world = World::of([init(), client(100), s.clone()]);
         world.ports = vec![(200, DASH)];
@@ -114,7 +96,7 @@ fn a_silent_dashboards_grace_follows_the_monotonic_clock_across_a_step() {
 #[test]
 fn an_idle_shutdown_follows_the_monotonic_clock_across_a_step() {
     for step in [HOUR, -HOUR] {
-        let c = Clocks::new();
+        let c = TestClocks::new(T0);
         let s = serena(200, 100, "");
         let world = World::of([init(), client(100), s.clone()]);
         let mut model = Model::default();

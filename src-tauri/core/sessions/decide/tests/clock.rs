@@ -4,30 +4,12 @@
 //! sleeps early) and an hour back (nothing waits an hour more).
 
 use super::*;
-use crate::core::clock::{Reading, StepWatch};
-use std::time::Instant;
+use crate::core::clock::{Reading, StepWatch, TestClocks};
 
 const HOUR: Epoch = 3600.0;
 
-/// The two clocks of a test: the monotonic one from its start, the wall one from [`T0`].
-struct Clocks(Instant);
-
-impl Clocks {
-    fn new() -> Clocks {
-        Clocks(Instant::now())
-    }
-
-    /// `mono` seconds after the start, the wall clock stepped by `step` since.
-    fn at(&self, mono: f64, step: Epoch) -> Reading {
-        Reading {
-            wall: T0 + mono + step,
-            mono: self.0 + Duration::from_secs_f64(mono),
-        }
-    }
-}
-
 /// The sessions as `Sessions` holds them, with the watch of their last look (at the start).
-fn held(c: &Clocks, sessions: impl IntoIterator<Item = Session>) -> (Held, StepWatch) {
+fn held(c: &TestClocks, sessions: impl IntoIterator<Item = Session>) -> (Held, StepWatch) {
     let map = sessions
         .into_iter()
         .map(|s| (s.session_id.clone(), s))
@@ -47,7 +29,7 @@ fn pass(sessions: &mut Held, watch: &mut StepWatch, r: Reading) -> Due {
 #[test]
 fn a_lease_runs_out_after_its_seconds_on_the_monotonic_clock_across_a_step() {
     for step in [HOUR, -HOUR] {
-        let c = Clocks::new();
+        let c = TestClocks::new(T0);
         let leased = Session {
             shared: false,
             lease_seconds: Some(30.0),
@@ -73,7 +55,7 @@ fn a_lease_runs_out_after_its_seconds_on_the_monotonic_clock_across_a_step() {
 #[test]
 fn a_linger_ends_after_its_seconds_on_the_monotonic_clock_across_a_step() {
     for step in [HOUR, -HOUR] {
-        let c = Clocks::new();
+        let c = TestClocks::new(T0);
         let mut shared = session("shared", 10);
         attach(&mut shared, attachment(20));
         let (mut sessions, mut watch) = held(&c, [shared]);
@@ -96,7 +78,7 @@ fn a_linger_ends_after_its_seconds_on_the_monotonic_clock_across_a_step() {
 #[test]
 fn a_sleep_comes_after_its_minutes_on_the_monotonic_clock_across_a_step() {
     for step in [HOUR, -HOUR] {
-        let c = Clocks::new();
+        let c = TestClocks::new(T0);
         // Its client's last call ended at the start; it sleeps after a minute without one.
         let (mut sessions, mut watch) = held(&c, [sleepy("s", 1.0)]);
         let d = pass(&mut sessions, &mut watch, c.at(30.0, step));
@@ -115,7 +97,7 @@ fn a_sleep_comes_after_its_minutes_on_the_monotonic_clock_across_a_step() {
 
 #[test]
 fn a_step_moves_every_stamp_of_every_session_but_its_process_start() {
-    let c = Clocks::new();
+    let c = TestClocks::new(T0);
     let mut s = sleepy("s", 1.0);
     s.expires_at = Some(T0 + 30.0);
     s.linger_until = Some(T0 + 20.0);
