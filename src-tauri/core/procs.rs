@@ -33,6 +33,7 @@ impl Sys {
             let after = boot::btime();
             tries += 1;
             if before == after || tries == 3 {
+                boot::seen(after);
                 return Sys {
                     inner,
                     counted_from: after,
