@@ -6,10 +6,15 @@
 //! `/proc/stat` whose `btime` is an hour later or earlier over the real one. Ticks since boot
 //! in `/proc/PID/stat` stay as they are, as they do in a real step. Each test runs its half in
 //! there by running this binary again (the environment variable [`INSIDE`] says which half);
-//! where unprivileged user namespaces are not allowed it says so and is skipped.
+//! where unprivileged user namespaces are not allowed it says so and is skipped. Checked: the
+//! process table's readers one by one, a restart after a step in the same boot, and a core that
+//! lists a (fake) Serena before the step and kills it after.
 #![cfg(target_os = "linux")]
 
-use serena_tray::core::model::ProcessId;
+mod common;
+
+use common::*;
+use serena_tray::core::model::{Outcome, ProcessId};
 use serena_tray::core::procs::{self, boot, ProcTable, Snapshot, Sys};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -229,4 +234,39 @@ fn a_restart_in_the_same_boot_after_a_step_keeps_the_start_times() {
             start_time: start
         })
     );
+}
+
+#[test]
+fn a_core_keeps_its_instance_across_a_step_and_kills_it() {
+    const TEST: &str = "a_core_keeps_its_instance_across_a_step_and_kills_it";
+    if !inside(TEST) {
+        in_namespace(TEST, "", &[]);
+        return;
+    }
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let fake = reaper.adopt(spawn_fake(&home, &[], &[]));
+    let core = home.core(1.0);
+    let seen = wait_for("the fake's dashboard", Duration::from_secs(20), || {
+        block_on(core.refresh())
+            .ok()?
+            .into_iter()
+            .find(|i| i.pid == fake && i.port.is_some())
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("stat");
+    fake_stat(&file, real_btime() + 3600);
+    bind_stat(&file);
+    // The refresh after the step: the same instance (its identity, its start), nothing new.
+    let now = block_on(core.refresh()).expect("refresh");
+    let listed: Vec<_> = now.iter().filter(|i| i.pid == fake).collect();
+    assert_eq!(listed.len(), 1, "{now:?}");
+    assert_eq!(listed[0].started_at, seen.started_at);
+    assert_eq!(listed[0].state, seen.state);
+    // Killing it: the reaper's own table, made after the step, finds that very process.
+    let report = block_on(core.kill(fake)).expect("killed");
+    assert_ne!(report.outcome, Outcome::AlreadyGone, "{report:?}");
+    wait_for("the fake gone", Duration::from_secs(10), || {
+        (!alive(fake)).then_some(())
+    });
 }
