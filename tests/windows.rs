@@ -27,7 +27,7 @@ mod wait;
 use serde_json::{json, Value};
 use serena_tray::core::files;
 use serena_tray::core::model::{ProcessId, State, ZombieReason};
-use serena_tray::core::procs::{self, Scope, Snapshot, SCOPE_VAR};
+use serena_tray::core::procs::{self, Scope, Snapshot, Sys, SCOPE_VAR};
 use serena_tray::core::registry::{Registry, RegistryEntry};
 use serena_tray::core::{token, Core, Settings};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -35,7 +35,6 @@ use std::os::windows::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use sysinfo::System;
 use wait::{block_on, wait_for, wait_for_every};
 
 /// How long a fake or a CLI run may take to show up (Wine starts processes slowly when busy).
@@ -135,7 +134,7 @@ fn children_with(parent: u32, arg: &str, n: usize) -> Vec<ProcessId> {
         &format!("{n} process(es) `{arg}` under {parent}"),
         STARTUP,
         || {
-            let snap = Snapshot::capture(&mut System::new());
+            let snap = Snapshot::capture(&mut Sys::new());
             let found: Vec<ProcessId> = snap
                 .iter()
                 .filter(|p| p.ppid == Some(parent) && p.cmdline.iter().any(|a| a == arg))
@@ -316,7 +315,7 @@ impl Drop for Home {
         for child in &mut self.children {
             let _ = child.kill();
         }
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let snap = Snapshot::capture(&mut sys);
         let pids: Vec<u32> = snap.iter().map(|p| p.pid).collect();
         let ours = Scope::Marked(self.scope())

@@ -143,6 +143,8 @@ impl App {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
         let core = Core::new(settings);
         let token = load_token(&core)?;
+        // The tray directory exists now: record this boot's frame if it is not recorded yet.
+        crate::core::procs::boot::settle(&core.settings().serena_home);
         let token_unsaved = (core.write_failures().iter()).any(|f| f.file == Written::Token);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();

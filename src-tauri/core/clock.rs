@@ -15,11 +15,13 @@
 //! fires nothing early, a step back delays nothing. Between looks, [`StepWatch::frame_now`] is now
 //! in the frame of the last look (its wall time plus the monotonic time since).
 //!
-//! Deliberately not moved: times that are compared with other processes' wall times, which do
-//! not follow this program's steps: process start times (the identity of a process, "young"
-//! processes whose command line is read again, a new instance's first minute), the `started_at`
-//! of the registry's entries, the age behind a first CPU measurement. A step while this program
-//! is not running is not seen: the stamps it reads back are wall times.
+//! Deliberately not moved here: the `started_at` of the registry's entries (other processes'
+//! wall times, which do not follow this program's steps) and process start times, which have a
+//! clock of their own: the time since boot, counted from one boot time per boot whatever the
+//! wall clock did (see `procs::boot`); what is measured against them (the "young" processes
+//! whose command line is read again, a new instance's first minute, the age behind a first CPU
+//! measurement) uses now in that frame (`procs::now_in_frame`). A step while this program is
+//! not running is not seen by the stamps here: those it reads back are wall times.
 
 use super::model::{now, Epoch};
 use std::time::Instant;

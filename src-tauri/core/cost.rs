@@ -9,10 +9,10 @@
 //! Deliberately not here: which processes are instances (`refresh`), and signalling anything.
 
 use super::model::{Cost, ProcessCost, ProcessId};
-use super::procs::{Proc, Snapshot};
+use super::procs::{Proc, Snapshot, Sys};
 use std::collections::HashMap;
 use std::time::Instant;
-use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate};
 
 /// Keeps each process's last CPU sample between refreshes.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ impl CostMeter {
     /// and CPU time). A root that is not in `snap` has no cost.
     pub(crate) fn measure(
         &mut self,
-        sys: &mut System,
+        sys: &mut Sys,
         snap: &Snapshot,
         roots: &[u32],
     ) -> HashMap<u32, Cost> {
@@ -52,6 +52,8 @@ impl CostMeter {
             .without_tasks();
         sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), false, kind);
         let now = Instant::now();
+        // What a first sight's age is measured against (start times are in that frame).
+        let frame_now = super::procs::now_in_frame();
         let mut seen = HashMap::with_capacity(ids.len());
         let costs = trees
             .into_iter()
@@ -74,7 +76,7 @@ impl CostMeter {
                             }
                             // First sight: its average since it started.
                             _ => {
-                                let age = super::model::now() - p.start_time as f64;
+                                let age = frame_now.saturating_sub(p.start_time) as f64;
                                 cpu_ms as f64 / (age.max(1.0) * 1000.0) * 100.0
                             }
                         };
@@ -255,7 +257,7 @@ mod tests {
 
     #[test]
     fn the_meter_reads_this_process_tree() {
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let snap = Snapshot::capture(&mut sys);
         let me = std::process::id();
         let mut meter = CostMeter::default();

@@ -105,6 +105,8 @@ impl Core {
 
     /// A core with a given socket source (tests; other platforms).
     pub fn with_listeners(settings: Settings, listeners: Box<dyn ListenerSource>) -> Core {
+        // Before any start time is read: this boot's frame, as the last run of it recorded.
+        crate::core::procs::boot::settle(&settings.serena_home);
         let (events, _) = broadcast::channel(1024);
         Core {
             inner: Arc::new(Inner {

@@ -1,11 +1,87 @@
 //! A snapshot of the process table (through `sysinfo`): PID, parent, start time, name, command
 //! line and working directory of every process, plus tree helpers, and the [`Scope`] that limits
 //! which processes this program may treat as instances. Read-only: signalling processes is the
-//! reaper's business, not this module's.
+//! reaper's business, not this module's. Every `sysinfo::System` of the program is a [`Sys`],
+//! and every start time is read through [`Sys::start_time`]: in one frame, whatever the wall
+//! clock did (see [`boot`]).
+
+pub mod boot;
 
 use super::model::ProcessId;
 use std::collections::{HashMap, HashSet};
 use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+
+/// A `sysinfo::System` and the boot time it counts start times from (Linux: the kernel's
+/// `btime` when it was made, which a step of the wall clock moves; see [`boot`]). The only way
+/// this program makes one (`clippy.toml` disallows `System::new` and `Process::start_time`
+/// elsewhere), so that every start time is read in the one frame of [`boot::frame`].
+pub struct Sys {
+    inner: System,
+    counted_from: Option<u64>,
+}
+
+impl Sys {
+    /// An empty table (nothing read yet).
+    pub fn new() -> Sys {
+        // sysinfo reads `btime` while it makes the System: the same value just before and just
+        // after is the one it read (a step between the two reads is seen and read again).
+        let mut tries = 0;
+        loop {
+            let before = boot::btime();
+            #[allow(clippy::disallowed_methods)]
+            let inner = System::new();
+            let after = boot::btime();
+            tries += 1;
+            if before == after || tries == 3 {
+                boot::seen(after);
+                return Sys {
+                    inner,
+                    counted_from: after,
+                };
+            }
+        }
+    }
+
+    /// The start time of `p`, a process of this table: epoch seconds in the frame of
+    /// [`boot::frame`] (elsewhere than Linux: as sysinfo reads it).
+    pub fn start_time(&self, p: &sysinfo::Process) -> u64 {
+        #[allow(clippy::disallowed_methods)]
+        let start = p.start_time();
+        match (self.counted_from, boot::frame()) {
+            (Some(from), Some(frame)) => boot::corrected(start, from, frame),
+            _ => start,
+        }
+    }
+}
+
+impl Default for Sys {
+    fn default() -> Sys {
+        Sys::new()
+    }
+}
+
+impl std::ops::Deref for Sys {
+    type Target = System;
+    fn deref(&self) -> &System {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Sys {
+    fn deref_mut(&mut self) -> &mut System {
+        &mut self.inner
+    }
+}
+
+/// Now in the frame of the start times (epoch seconds, whole): the frame plus the time since
+/// boot, which no step of the wall clock moves (elsewhere than Linux: the wall clock). What a
+/// process's age is measured against.
+pub fn now_in_frame() -> u64 {
+    match boot::frame() {
+        Some(frame) => frame.saturating_add(System::uptime()),
+        None => super::model::now() as u64,
+    }
+}
 
 /// One process as seen in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +135,7 @@ impl Scope {
 
     /// Those of `pids` inside the scope; `None` means every process is (no look needed).
     /// Blocking: reads the environment of just these processes.
-    pub fn admitted(&self, sys: &mut System, pids: &[u32]) -> Option<HashSet<u32>> {
+    pub fn admitted(&self, sys: &mut Sys, pids: &[u32]) -> Option<HashSet<u32>> {
         let Scope::Marked(value) = self else {
             return None;
         };
@@ -85,7 +161,7 @@ impl Scope {
 /// environment (a few milliseconds a hundred processes), so for a start-up, not a loop. A
 /// process whose environment cannot be read (another user's) does not hold it.
 pub fn carrying(var: &str) -> Vec<(Proc, String)> {
-    let mut sys = System::new();
+    let mut sys = Sys::new();
     let kind = table_kind().with_environ(UpdateKind::Always);
     sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
     let prefix = format!("{var}=");
@@ -96,26 +172,26 @@ pub fn carrying(var: &str) -> Vec<(Proc, String)> {
                 let kv = kv.to_str()?;
                 kv.strip_prefix(prefix.as_str()).map(str::to_string)
             })?;
-            Some((as_proc(p)?, value))
+            Some((as_proc(&sys, p)?, value))
         })
         .collect()
 }
 
 /// `f` of the process `pid` as it is now (only that one process is read), if it runs.
-fn read_one<T>(pid: u32, f: impl FnOnce(&sysinfo::Process) -> T) -> Option<T> {
-    let mut sys = System::new();
+fn read_one<T>(pid: u32, f: impl FnOnce(&Sys, &sysinfo::Process) -> T) -> Option<T> {
+    let mut sys = Sys::new();
     let p = sysinfo::Pid::from_u32(pid);
     sys.refresh_processes(ProcessesToUpdate::Some(&[p]), true);
-    sys.process(p).map(f)
+    sys.process(p).map(|x| f(&sys, x))
 }
 
 /// The identity of the process `pid` now, if it runs (an exited process not yet reaped by its
 /// parent does not). Blocking (well under a millisecond).
 pub fn identity(pid: u32) -> Option<ProcessId> {
-    read_one(pid, |x| {
+    read_one(pid, |sys, x| {
         (x.status() != ProcessStatus::Zombie).then_some(ProcessId {
             pid,
-            start_time: x.start_time(),
+            start_time: sys.start_time(x),
         })
     })
     .flatten()
@@ -123,14 +199,14 @@ pub fn identity(pid: u32) -> Option<ProcessId> {
 
 /// The name of the process `pid` now, if it runs. Blocking (well under a millisecond).
 pub fn name(pid: u32) -> Option<String> {
-    read_one(pid, |x| x.name().to_string_lossy().into_owned())
+    read_one(pid, |_, x| x.name().to_string_lossy().into_owned())
 }
 
 /// The parent of the process `pid` as the process table says, if it runs. On Windows that is
 /// the PID of the process that created it, which may have exited since (and the PID been
 /// reused): check it. Blocking.
 pub fn parent_pid(pid: u32) -> Option<u32> {
-    read_one(pid, |x| x.parent().map(|pp| pp.as_u32())).flatten()
+    read_one(pid, |_, x| x.parent().map(|pp| pp.as_u32())).flatten()
 }
 
 /// Processes by PID at one moment.
@@ -185,7 +261,7 @@ impl Default for ProcTable {
 impl ProcTable {
     /// The table now (blocking). Working directories are not read here, see
     /// [`ProcTable::fill_cwd`].
-    pub fn look(&mut self, sys: &mut System, watched: &[u32]) -> std::sync::Arc<Snapshot> {
+    pub fn look(&mut self, sys: &mut Sys, watched: &[u32]) -> std::sync::Arc<Snapshot> {
         let due = self.full_at.is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
         // Read before the listing: a process made after it changes it, so the next look lists.
         let newest = newest_pid();
@@ -210,8 +286,8 @@ impl ProcTable {
     /// snapshot is made. sysinfo keeps every process it has read, in a map as large as it ever
     /// was, and the incremental looks need none of them (each reads what it asks about), so
     /// their table starts empty again too: a burst of processes leaves neither behind.
-    fn read_all(&mut self, sys: &mut System) {
-        let mut all = System::new();
+    fn read_all(&mut self, sys: &mut Sys) {
+        let mut all = Sys::new();
         let snap = std::sync::Arc::make_mut(&mut self.snap);
         snap.recapture(&mut all);
         snap.procs.shrink_to_fit();
@@ -224,7 +300,7 @@ impl ProcTable {
         self.full_at = Some(std::time::Instant::now());
         self.cwd_read.clear();
         drop(all);
-        *sys = System::new();
+        *sys = Sys::new();
         // The read's peak is past (every process and command line read anew, each compared
         // with the snapshot's): its pages go back rather than stay as the heap's high-water
         // mark.
@@ -234,8 +310,8 @@ impl ProcTable {
     /// An incremental look: see the type's docs. `listed` is what `/proc` lists now; `None`
     /// when nothing can be new since the last listing (nothing is gone then either, as far as
     /// this look knows).
-    fn look_again(&mut self, sys: &mut System, listed: Option<&HashSet<u32>>, watched: &[u32]) {
-        let young_since = super::model::now() as u64 - self.young_secs;
+    fn look_again(&mut self, sys: &mut Sys, listed: Option<&HashSet<u32>>, watched: &[u32]) {
+        let young_since = now_in_frame().saturating_sub(self.young_secs);
         let snap = std::sync::Arc::make_mut(&mut self.snap);
         // Gone: sysinfo forgets them too (asked about with `remove_dead`, it drops what it
         // cannot read), so churn does not grow its table.
@@ -282,7 +358,10 @@ impl ProcTable {
         }
         let stat_only = read_stat_lines(sys, snap, watched, &again);
         for pid in again.into_iter().chain(stat_only) {
-            match sys.process(sysinfo::Pid::from_u32(pid)).and_then(as_proc) {
+            match sys
+                .process(sysinfo::Pid::from_u32(pid))
+                .and_then(|p| as_proc(sys, p))
+            {
                 Some(mut fresh) => {
                     if let Some(old) = snap.procs.get(&pid).filter(|o| o.id() == fresh.id()) {
                         fresh.cwd = old.cwd.clone();
@@ -301,7 +380,7 @@ impl ProcTable {
 
     /// Reads the working directory of those of `pids` not read since the last full read (it
     /// is only needed for a few, and a Serena does not change it).
-    pub fn fill_cwd(&mut self, sys: &mut System, pids: &[u32]) -> std::sync::Arc<Snapshot> {
+    pub fn fill_cwd(&mut self, sys: &mut Sys, pids: &[u32]) -> std::sync::Arc<Snapshot> {
         let snap = std::sync::Arc::make_mut(&mut self.snap);
         let unread: Vec<u32> = pids
             .iter()
@@ -354,14 +433,14 @@ fn table_kind() -> ProcessRefreshKind {
 
 /// A process as a snapshot keeps it; `None` for a thread or an exited, unreaped process (a
 /// "zombie" in the kernel's sense), gone for every purpose here.
-fn as_proc(p: &sysinfo::Process) -> Option<Proc> {
+fn as_proc(sys: &Sys, p: &sysinfo::Process) -> Option<Proc> {
     if p.thread_kind().is_some() || p.status() == ProcessStatus::Zombie {
         return None;
     }
     Some(Proc {
         pid: p.pid().as_u32(),
         ppid: p.parent().map(|pp| pp.as_u32()),
-        start_time: p.start_time(),
+        start_time: sys.start_time(p),
         name: p.name().to_string_lossy().into_owned(),
         cmdline: p
             .cmd()
@@ -374,10 +453,10 @@ fn as_proc(p: &sysinfo::Process) -> Option<Proc> {
 
 /// Whether `p` is still the process `old` was, as [`as_proc`] would make it (a name or an
 /// argument that is not UTF-8 counts as changed).
-fn unchanged(old: &Proc, p: &sysinfo::Process) -> bool {
+fn unchanged(sys: &Sys, old: &Proc, p: &sysinfo::Process) -> bool {
     p.thread_kind().is_none()
         && p.status() != ProcessStatus::Zombie
-        && old.start_time == p.start_time()
+        && old.start_time == sys.start_time(p)
         && old.ppid == p.parent().map(|pp| pp.as_u32())
         && p.name().to_str() == Some(old.name.as_str())
         && p.cmd().len() == old.cmdline.len()
@@ -403,7 +482,7 @@ const ADOPTERS: [&str; 8] = [
 impl Snapshot {
     /// Reads the whole process table (without working directories, see [`Snapshot::fill_cwd`]).
     /// Blocking (a few ms); call from `spawn_blocking` in async code.
-    pub fn capture(sys: &mut System) -> Snapshot {
+    pub fn capture(sys: &mut Sys) -> Snapshot {
         let mut snap = Snapshot::default();
         snap.recapture(sys);
         snap
@@ -413,19 +492,19 @@ impl Snapshot {
     /// working directories) of processes that did not change: a full read allocates only for
     /// what is new, rather than a second copy of every command line while the first still
     /// lives, whose turns scatter the long-lived heap.
-    pub fn recapture(&mut self, sys: &mut System) {
+    pub fn recapture(&mut self, sys: &mut Sys) {
         // Command lines are re-read every time: a PID caught between fork and exec would
         // otherwise keep its parent's command line forever.
         sys.refresh_processes_specifics(ProcessesToUpdate::All, true, table_kind());
         self.procs.retain(|pid, old| {
             sys.process(sysinfo::Pid::from_u32(*pid))
-                .is_some_and(|p| unchanged(old, p))
+                .is_some_and(|p| unchanged(sys, old, p))
         });
         for p in sys.processes().values() {
             if let std::collections::hash_map::Entry::Vacant(slot) =
                 self.procs.entry(p.pid().as_u32())
             {
-                if let Some(fresh) = as_proc(p) {
+                if let Some(fresh) = as_proc(sys, p) {
                     slot.insert(fresh);
                 }
             }
@@ -433,7 +512,7 @@ impl Snapshot {
     }
 
     /// Reads the working directory of just these processes (it is only needed for a few).
-    pub fn fill_cwd(&mut self, sys: &mut System, pids: &[u32]) {
+    pub fn fill_cwd(&mut self, sys: &mut Sys, pids: &[u32]) {
         let ids: Vec<sysinfo::Pid> = pids.iter().map(|p| sysinfo::Pid::from_u32(*p)).collect();
         let kind = ProcessRefreshKind::nothing()
             .with_cwd(UpdateKind::Always)
@@ -540,7 +619,7 @@ impl Snapshot {
 /// lines (parent, state), their command lines as read before (read only when sysinfo has none:
 /// since the last full read its table has not seen them). Which PIDs were read so.
 fn read_stat_lines(
-    sys: &mut System,
+    sys: &mut Sys,
     snap: &Snapshot,
     watched: &[u32],
     again: &HashSet<u32>,
@@ -629,7 +708,7 @@ mod tests {
         // Not waited for yet: it lingers as a defunct entry in the process table.
         std::thread::sleep(std::time::Duration::from_millis(300));
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let snap = Snapshot::capture(&mut System::new());
+        let snap = Snapshot::capture(&mut Sys::new());
         let _ = child.wait();
         if cfg!(target_os = "linux") {
             assert!(stat.contains(") Z"), "the child is defunct: {stat}");
@@ -641,7 +720,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_full_read_keeps_what_did_not_change_and_corrects_the_rest() {
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let mut snap = Snapshot::capture(&mut sys);
         let me = std::process::id();
         let real = snap.get(me).expect("we are in it").clone();
@@ -662,7 +741,7 @@ mod tests {
             .expect("spawn sleep");
         // Until it has exec'd: a look between fork and exec sees this test's command line.
         let since = std::time::Instant::now();
-        while Snapshot::capture(&mut System::new())
+        while Snapshot::capture(&mut Sys::new())
             .get(child.id())
             .is_none_or(|p| p.name != "sleep")
         {
@@ -671,7 +750,7 @@ mod tests {
         }
 
         snap.recapture(&mut sys);
-        let fresh = Snapshot::capture(&mut System::new());
+        let fresh = Snapshot::capture(&mut Sys::new());
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(
@@ -714,7 +793,7 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let admitted = Scope::Marked(marker).admitted(&mut sys, &pids);
         assert_eq!(admitted, Some(HashSet::from([inside.id()])));
         assert_eq!(Scope::All.admitted(&mut sys, &pids), None);
@@ -729,7 +808,7 @@ mod tests {
     fn a_look_after_the_first_reads_new_gone_and_watched_processes() {
         use std::io::{BufRead, Write};
         use std::process::{Command, Stdio};
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let mut table = ProcTable::default();
         table.look(&mut sys, &[]);
         // A shell that starts a sleep in the background and waits for a line before it exits.

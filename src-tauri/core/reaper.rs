@@ -20,11 +20,11 @@
 use super::cmdline;
 use super::model::ProcessId;
 use super::probe::{ProbeError, Prober};
-use super::procs::Snapshot;
+use super::procs::{Snapshot, Sys};
 use super::sockets;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, UpdateKind};
 use tokio::time::Instant;
 
 /// How often the reaper looks whether processes have exited.
@@ -147,7 +147,7 @@ pub async fn reap(
         pid: target.pid,
         pids,
     };
-    let mut sys = System::new();
+    let mut sys = Sys::new();
     let snap = on_table(&mut sys, Snapshot::capture)
         .await
         .ok_or_else(|| not_confirmed(vec![target.pid]))?;
@@ -210,7 +210,7 @@ pub async fn reap(
 /// re-checked first. No Serena check: the caller owns the child, so `root` is verifiably the
 /// process it started. Returns the PIDs still alive at the end.
 pub async fn kill_own_tree(root: ProcessId, timings: &Timings) -> Vec<u32> {
-    let mut sys = System::new();
+    let mut sys = Sys::new();
     let Some(snap) = on_table(&mut sys, Snapshot::capture).await else {
         return vec![root.pid];
     };
@@ -240,7 +240,7 @@ enum Halt {
 /// `verify_wait`. With `serena_root`, a round is not sent once that root stops looking like
 /// Serena. Returns who got which signal.
 async fn escalate(
-    sys: &mut System,
+    sys: &mut Sys,
     tree: &[ProcessId],
     serena_root: Option<ProcessId>,
     timings: &Timings,
@@ -268,10 +268,10 @@ async fn escalate(
 
 /// Runs `f` on the process table off the async threads. `None` if the task failed (then `sys`
 /// is a fresh table).
-async fn on_table<T, F>(sys: &mut System, f: F) -> Option<T>
+async fn on_table<T, F>(sys: &mut Sys, f: F) -> Option<T>
 where
     T: Send + 'static,
-    F: FnOnce(&mut System) -> T + Send + 'static,
+    F: FnOnce(&mut Sys) -> T + Send + 'static,
 {
     let mut owned = std::mem::take(sys);
     let done = tokio::task::spawn_blocking(move || {
@@ -314,7 +314,7 @@ async fn ask_to_shut_down(prober: &Prober, port: u16) -> bool {
 
 /// Waits up to `limit` for every process of `ids` to be gone; returns those still there
 /// (all of them if the table could not be read). `limit` zero looks once.
-async fn wait_gone(sys: &mut System, ids: &[ProcessId], limit: Duration) -> Vec<ProcessId> {
+async fn wait_gone(sys: &mut Sys, ids: &[ProcessId], limit: Duration) -> Vec<ProcessId> {
     let deadline = Instant::now() + limit;
     loop {
         let owned = ids.to_vec();
@@ -335,7 +335,7 @@ fn exited(status: ProcessStatus) -> bool {
 }
 
 /// Re-reads just these processes: the ones that are still the same, running process.
-fn still_there(sys: &mut System, ids: &[ProcessId]) -> Vec<ProcessId> {
+fn still_there(sys: &mut Sys, ids: &[ProcessId]) -> Vec<ProcessId> {
     let pids: Vec<Pid> = ids.iter().map(|id| Pid::from_u32(id.pid)).collect();
     sys.refresh_processes_specifics(
         ProcessesToUpdate::Some(&pids),
@@ -349,9 +349,9 @@ fn still_there(sys: &mut System, ids: &[ProcessId]) -> Vec<ProcessId> {
 }
 
 /// Whether the table (freshly refreshed for `id.pid`) holds this very process, not exited.
-fn is_same(sys: &System, id: ProcessId) -> bool {
+fn is_same(sys: &Sys, id: ProcessId) -> bool {
     sys.process(Pid::from_u32(id.pid))
-        .is_some_and(|p| p.start_time() == id.start_time && !exited(p.status()))
+        .is_some_and(|p| sys.start_time(p) == id.start_time && !exited(p.status()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,7 +374,7 @@ struct Round {
 /// Sends `sig` to each process of `ids` that is still the same process. A given `serena_root`
 /// must also still look like Serena, else nothing is signalled.
 fn signal_all(
-    sys: &mut System,
+    sys: &mut Sys,
     serena_root: Option<ProcessId>,
     ids: &[ProcessId],
     sig: Sig,
@@ -397,7 +397,7 @@ fn signal_all(
 
 /// False only if the root is alive, the same process, and its command line is readable and not
 /// Serena's. (An exiting process shows an empty command line; it is not signalled this round.)
-fn root_still_serena(sys: &mut System, root: ProcessId) -> bool {
+fn root_still_serena(sys: &mut Sys, root: ProcessId) -> bool {
     let pid = Pid::from_u32(root.pid);
     sys.refresh_processes_specifics(
         ProcessesToUpdate::Some(&[pid]),
@@ -419,7 +419,7 @@ fn root_still_serena(sys: &mut System, root: ProcessId) -> bool {
 
 /// Sends `sig` to `id` if the PID still names that process. Returns the signal actually sent
 /// (on Windows a SIGTERM becomes a hard kill), `None` if nothing was sent.
-fn signal(sys: &mut System, id: ProcessId, sig: Sig) -> Option<Sig> {
+fn signal(sys: &mut Sys, id: ProcessId, sig: Sig) -> Option<Sig> {
     // Pin the process first (Linux): whatever the PID names later, the pin names this one.
     let pin = pin::open(id.pid);
     let pid = Pid::from_u32(id.pid);
@@ -573,7 +573,7 @@ mod tests {
             .arg("60")
             .spawn()
             .expect("spawn sleep");
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let snap = Snapshot::capture(&mut sys);
         let me = snap.get(child.id()).expect("sleep in the table").id();
         (child, me)
@@ -583,7 +583,7 @@ mod tests {
     #[test]
     fn a_pid_with_another_start_time_is_never_signalled() {
         let (mut child, me) = sleeper();
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let impostor = id(me.pid, me.start_time - 100);
         assert_eq!(signal(&mut sys, impostor, Sig::Kill), None);
         assert_eq!(still_there(&mut sys, &[impostor]), vec![]);
@@ -609,7 +609,7 @@ mod tests {
     #[test]
     fn a_root_that_is_not_serena_is_not_signalled() {
         let (mut child, me) = sleeper();
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         assert!(!root_still_serena(&mut sys, me));
         assert_eq!(
             signal_all(&mut sys, Some(me), &[me], Sig::Kill),

@@ -83,12 +83,17 @@ impl RegistryEntry {
 
     /// Whether this entry is the record of the instance `key`: the entry recorded at exactly
     /// `exact_started_at` when given (an instance known only from the registry), else any
-    /// entry that can describe that process (see [`same_process`]).
+    /// entry that can describe that process (see [`same_process`]). `started_at` is the
+    /// writer's wall clock (Serena's `time.time()`), which a step back of the clock since this
+    /// program's start times were settled puts before theirs (see `procs::boot::wall_shift`).
     pub fn is_record_of(&self, key: ProcessId, exact_started_at: Option<Epoch>) -> bool {
+        let start = key
+            .start_time
+            .saturating_sub(super::procs::boot::wall_shift());
         self.pid == key.pid
             && match exact_started_at {
                 Some(t) => self.started_at == t,
-                None => same_process(self.started_at(), key.start_time),
+                None => same_process(self.started_at(), start),
             }
     }
 }

@@ -326,8 +326,8 @@ async fn verify_registration(
 
 /// The start time of this PID's process if its command line is a Serena MCP server's.
 fn serena_start_time(pid: u32) -> Option<u64> {
-    use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
-    let mut sys = System::new();
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, UpdateKind};
+    let mut sys = crate::core::procs::Sys::new();
     let p = Pid::from_u32(pid);
     let kind = ProcessRefreshKind::nothing().with_cmd(UpdateKind::Always);
     sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[p]), true, kind);
@@ -339,7 +339,7 @@ fn serena_start_time(pid: u32) -> Option<u64> {
         .collect();
     let serena =
         proc.status() != ProcessStatus::Zombie && crate::core::cmdline::parse(&cmdline).is_some();
-    serena.then(|| proc.start_time())
+    serena.then(|| sys.start_time(proc))
 }
 
 /// The caller is this user's and is `pid`, one of its ancestors or one of its descendants.
@@ -404,7 +404,7 @@ fn caller_verdict(caller: Caller, pid: u32) -> CallerVerdict {
     if has_socket(pid, socket.inode) {
         return CallerVerdict::Ok;
     }
-    let snap = crate::core::procs::Snapshot::capture(&mut sysinfo::System::new());
+    let snap = crate::core::procs::Snapshot::capture(&mut crate::core::procs::Sys::new());
     if family(&snap, pid)
         .into_iter()
         .any(|p| has_socket(p, socket.inode))

@@ -5,12 +5,11 @@
 
 use super::processes::kill_one;
 use serde_json::Value;
-use serena_tray::core::procs::{Scope, Snapshot, SCOPE_VAR};
+use serena_tray::core::procs::{Scope, Snapshot, Sys, SCOPE_VAR};
 use serena_tray::core::{Core, Settings};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use sysinfo::System;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -190,7 +189,7 @@ impl Home {
     /// The processes running now that carry this home's scope marker: everything its test
     /// started, and what those started (language servers, orphans, a daemon's sessions).
     pub fn scoped_pids(&self) -> Vec<u32> {
-        let mut sys = System::new();
+        let mut sys = Sys::new();
         let snap = Snapshot::capture(&mut sys);
         let pids: Vec<u32> = snap.iter().map(|p| p.pid).collect();
         Scope::Marked(self.scope())

@@ -6,13 +6,12 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serena_tray::core::procs::{Proc, Snapshot};
+use serena_tray::core::procs::{Proc, Snapshot, Sys};
 use std::process::Child;
-use sysinfo::System;
 
 /// The processes running now.
 pub fn snapshot() -> Snapshot {
-    Snapshot::capture(&mut System::new())
+    Snapshot::capture(&mut Sys::new())
 }
 
 /// The PIDs under `pid` now (its children, theirs, ...).

@@ -82,11 +82,13 @@ pub(crate) fn apply(
         writes.upsert.extend(upsert_for(t, key, scan));
         true
     });
+    // A live instance's `started_at` is its process's start time: its age is in that frame.
+    let age_now = scan.frame_now.unwrap_or(now);
     let rescan = tracked.values().any(|t| {
         t.alive
             && (t.silent_since.is_some()
                 || t.inst.state == State::Starting
-                || (t.inst.port.is_none() && now - t.inst.started_at < NEW_INSTANCE_WINDOW))
+                || (t.inst.port.is_none() && age_now - t.inst.started_at < NEW_INSTANCE_WINDOW))
     });
     let pending = tracked
         .values()

@@ -5,14 +5,13 @@
 
 use crate::core::cmdline::{self, SerenaArgs};
 use crate::core::cost::CostMeter;
-use crate::core::model::{lock, Cost, ProcessId};
-use crate::core::procs::{Proc, ProcTable, Scope, Snapshot, YOUNG_SECS};
+use crate::core::model::{lock, Cost, Epoch, ProcessId};
+use crate::core::procs::{Proc, ProcTable, Scope, Snapshot, Sys, YOUNG_SECS};
 use crate::core::registry::{Registry, RegistryEntry, Stamp};
 use crate::core::sockets::{ListenerSource, PortMap};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use sysinfo::System;
 
 /// Mapping sockets to PIDs reads the kernel's TCP tables, which costs milliseconds whatever
 /// their size; the answer rarely changes. It is reused while the set of PIDs is the same, for
@@ -42,6 +41,9 @@ pub(crate) struct Scan {
     pub(crate) admitted: Option<HashSet<u32>>,
     /// What the tree of each live instance PID costs.
     pub(crate) costs: HashMap<u32, Cost>,
+    /// Now in the frame of the processes' start times (`procs::now_in_frame`), what a live
+    /// instance's age is measured against; `None` (tests): the refresh's now.
+    pub(crate) frame_now: Option<Epoch>,
 }
 
 impl Scan {
@@ -64,7 +66,7 @@ pub(crate) struct Scanner {
 
 #[derive(Default)]
 struct Table {
-    sys: System,
+    sys: Sys,
     procs: ProcTable,
     /// The instance PIDs of the last scan (watched by the next look).
     pids: Vec<u32>,
@@ -173,6 +175,7 @@ impl Scanner {
             ports,
             admitted,
             costs,
+            frame_now: Some(crate::core::procs::now_in_frame() as Epoch),
         }
     }
 

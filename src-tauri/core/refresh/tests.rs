@@ -99,6 +99,7 @@ impl World {
             ports,
             admitted: self.admitted.clone(),
             costs: self.costs.clone(),
+            frame_now: None,
         }
     }
 }

@@ -211,7 +211,7 @@ impl Sessions {
         let ready_timeout = settings.tray.session_start_timeout;
         let linger = settings.tray.share_linger_seconds;
         let store = tray.join("sessions.json");
-        let snap = Snapshot::capture(&mut sysinfo::System::new());
+        let snap = Snapshot::capture(&mut super::procs::Sys::new());
         let runs = |id| snap.get_id(id).is_some();
         let recorded = store::read(&store);
         let awake = recorded.iter().filter(|s| s.is_awake()).count();
