@@ -102,12 +102,21 @@ fn due(at: Option<Instant>, every: Duration) -> bool {
 }
 
 /// The Serena servers in a process table, by PID; a launcher (e.g. Windows' `serena.exe`) whose
-/// child is the real server is not one.
+/// child is the real server is not one, nor is a fork of a server caught before its `exec`
+/// (Serena starting its language server): it has its parent's very command line.
 pub(crate) fn serena_candidates(snap: &Snapshot) -> Vec<(Proc, SerenaArgs)> {
     let mut candidates: Vec<(Proc, SerenaArgs)> = snap
         .iter()
         .filter_map(|p| cmdline::parse(&p.cmdline).map(|a| (p.clone(), a)))
         .collect();
+    let cmdlines: HashMap<u32, &Vec<String>> = (candidates.iter())
+        .map(|(p, _)| (p.pid, &p.cmdline))
+        .collect();
+    let forks: HashSet<u32> = (candidates.iter())
+        .filter(|(p, _)| p.ppid.and_then(|pp| cmdlines.get(&pp)) == Some(&&p.cmdline))
+        .map(|(p, _)| p.pid)
+        .collect();
+    candidates.retain(|(p, _)| !forks.contains(&p.pid));
     let parents_of_candidates: HashSet<u32> =
         candidates.iter().filter_map(|(p, _)| p.ppid).collect();
     candidates.retain(|(p, _)| !parents_of_candidates.contains(&p.pid));

@@ -772,6 +772,23 @@ fn a_launched_session_is_starting_until_its_dashboard_answers_and_its_mcp_port_l
 }
 
 #[test]
+fn a_fork_of_a_launched_serena_before_its_exec_is_not_the_launch() {
+    // PIDs wrapped: the fork (Serena's command line, before its exec) has the lower PID.
+    let s = serena(32742, 100, "--transport streamable-http --port 8123");
+    let mut fork = s.clone();
+    (fork.pid, fork.ppid) = (337, Some(32742));
+    let world = World::of([init(), client(100), s.clone(), fork.clone()]);
+    let mut model = Model::default();
+    model.launching.insert(id(&s));
+    refresh(&mut model, &world, T0, &[]);
+    assert_eq!(model.tracked[&id(&s)].launch_root, Some(id(&s)));
+    assert!(
+        !model.tracked.contains_key(&id(&fork)),
+        "the fork is not an instance"
+    );
+}
+
+#[test]
 fn nothing_outside_the_scope_is_seen() {
     let (mine, theirs) = (serena(200, 100, ""), serena(300, 100, ""));
     let mut world = World::of([init(), client(100), mine.clone(), theirs.clone()]);
