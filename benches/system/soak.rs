@@ -3,7 +3,8 @@
 //! overrides) under a busy desk's traffic, with one fault injected every [`fault_every`]
 //! seconds (20 with `--quick`, else 30; `SOAK_FAULT_SECONDS` overrides). Everything random comes
 //! from one seed, printed at the start and in the notes (`SOAK_SEED` sets it); the threads'
-//! timing is not replayed by a seed, only their choices.
+//! timing is not replayed by a seed, only their choices. `SOAK_FAULTS=kind,kind` draws from
+//! those kinds only (to chase one).
 //!
 //! The traffic, all in the run's own home and discovery scope (the tests' marker), its
 //! `SERENA_HOME` a 64 MiB tmpfs the harness mounts (as root):
@@ -21,9 +22,10 @@
 //!   can land in the middle of a request or a release).
 //!
 //! The faults, one at a time, drawn uniformly:
-//! - `daemon_kill`: SIGKILL to the daemon (whoever owns its port), started again at once; only
-//!   in the first [`DAEMON_KILLS_UNTIL`] of the run, so that one daemon lives through the second
-//!   half that the memory figures cover;
+//! - `daemon_kill`: SIGKILL to the daemon (whoever owns its port), started again at once; half
+//!   of them 0.3 to 1.5 s after a session request was sent (while the daemon launches its
+//!   Serena); only in the first [`DAEMON_KILLS_UNTIL`] of the run, so that one daemon, warmed
+//!   up for a quarter of the run, lives through the second half that the memory figures cover;
 //! - `client_kill`: SIGKILL to a client (plain, `launch` or `launch --share`) drawn at random;
 //!   a plain client's Serena is left an orphan, which the harness then kills through
 //!   `POST /api/instances/{pid}/kill` once the grace has passed, as a user would;
@@ -49,10 +51,11 @@
 //!   expected it to live (or a burst process ended by a signal) was ended by someone else: a
 //!   wrong kill, listed with the last fault before it. A process is marked as allowed to end
 //!   before the harness signals it, kills its client, or asks the API to kill or release it.
-//! - `soak_daemon_pss_growth_pct` and `soak_fd_growth`: the daemon's PSS and open files at
-//!   the half and at the end, each read after a 2 s pause with no action; no daemon kill after
-//!   [`DAEMON_KILLS_UNTIL`] of the run, so both readings are of one daemon process (if one
-//!   died meanwhile, the figure says so and is not judged as met).
+//! - `soak_daemon_pss_growth_pct` and `soak_fd_growth`: the daemon's PSS and open files from
+//!   the half to the end (read at the half, each eighth after it and the end, each after a 2 s
+//!   pause with no action; the path and the anonymous memory in the note); no daemon kill after
+//!   [`DAEMON_KILLS_UNTIL`] of the run, so every reading is of one daemon process (if one died
+//!   meanwhile, the figure says so and is not met).
 //! - `soak_daemon_failures`: the daemon found dead without a kill of the harness, or not
 //!   answering within [`DAEMON_START`] after a (re)start.
 
@@ -83,7 +86,7 @@ const GRACE: f64 = 2.0;
 const SHARE_LINGER_SECONDS: f64 = 5.0;
 const SHARE_SLEEP_MINUTES: f64 = 0.5;
 /// The part of the run in which the daemon may be killed.
-const DAEMON_KILLS_UNTIL: f64 = 0.4;
+const DAEMON_KILLS_UNTIL: f64 = 0.25;
 /// How long a (re)started daemon may take to answer.
 const DAEMON_START: Duration = Duration::from_secs(60);
 const RECORDS_WAIT: Duration = Duration::from_secs(30);
@@ -302,7 +305,13 @@ struct Api {
 
 impl Api {
     /// An authorised call: (status, JSON body or Null); status 0 when there was no answer.
-    fn call(&self, method: &str, path: &str, body: Option<Value>, timeout: Duration) -> (u16, Value) {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> (u16, Value) {
         let url = format!("http://127.0.0.1:{}{path}", self.port);
         block_on(async {
             let client = http::client_with_timeout(timeout);
@@ -382,7 +391,9 @@ impl DaemonProc {
         self.child = Some(child);
         self.starts += 1;
         let owner = poll(Duration::from_millis(100), DAEMON_START, || {
-            let (status, _) = self.api().call("GET", "/api/health", None, Duration::from_secs(2));
+            let (status, _) = self
+                .api()
+                .call("GET", "/api/health", None, Duration::from_secs(2));
             (status == 200).then_some(())?;
             port_owner(home, self.port)
         });
@@ -683,7 +694,11 @@ fn share_client(w: &World, side: Side, project: &str, life: Duration, calls: usi
     let log = w.home.path().join("share-clients.log");
     let mut cmd = fake::client(tray_exe(), &argv);
     w.home.env(&mut cmd);
-    let Ok(err) = std::fs::OpenOptions::new().create(true).append(true).open(&log) else {
+    let Ok(err) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+    else {
         return;
     };
     let Ok(mut child) = cmd
@@ -708,7 +723,12 @@ fn share_client(w: &World, side: Side, project: &str, life: Duration, calls: usi
         let at = w.at();
         w.tally().share_failed.push(format!("{at:.0} s: {what}"));
     };
-    let init = pipe.ask(1, "initialize", http::mcp_initialize("soak")["params"].clone(), Duration::from_secs(90));
+    let init = pipe.ask(
+        1,
+        "initialize",
+        http::mcp_initialize("soak")["params"].clone(),
+        Duration::from_secs(90),
+    );
     let gone = || !alive(client);
     if init.is_none() {
         if !gone() {
@@ -724,9 +744,7 @@ fn share_client(w: &World, side: Side, project: &str, life: Duration, calls: usi
             }
             let call = json!({"name": "initial_instructions", "arguments": {}});
             match pipe.ask(10 + i as u64, "tools/call", call, Duration::from_secs(120)) {
-                Some(v) if v.get("result").is_some() => {
-                    w.tally().share_calls_ok += 1
-                }
+                Some(v) if v.get("result").is_some() => w.tally().share_calls_ok += 1,
                 Some(v) if !gone() => failed(format!("client {client}: call answered {v}")),
                 None if !gone() => failed(format!("client {client}: no answer to a call")),
                 _ => {}
@@ -747,7 +765,9 @@ fn share_client(w: &World, side: Side, project: &str, life: Duration, calls: usi
         child.try_wait().ok().flatten()
     });
     if ended.is_none() {
-        failed(format!("client {client}: still running 30 s after its stdin closed"));
+        failed(format!(
+            "client {client}: still running 30 s after its stdin closed"
+        ));
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -762,15 +782,23 @@ fn bridge_name(client: u32) -> String {
 /// release is retried (the daemon may be down) until it is answered.
 fn api_session(w: &World, side: Side, project: &str, hold: Duration) {
     let body = json!({"project_path": project, "transport": "streamable-http"});
-    let (status, v) = w.api.call("POST", "/request-session", Some(body), Duration::from_secs(180));
+    let (status, v) = w.api.call(
+        "POST",
+        "/request-session",
+        Some(body),
+        Duration::from_secs(180),
+    );
     let at = w.at();
     let (Some(id), Some(pid)) = (v["session_id"].as_str(), v["pid"].as_u64()) else {
-        w.tally().requests_failed.push(format!("{at:.0} s: HTTP {status} {v}"));
+        w.tally()
+            .requests_failed
+            .push(format!("{at:.0} s: HTTP {status} {v}"));
         return;
     };
     let pid = pid as u32;
     w.tally().requests_ok += 1;
-    w.ledger().own(pid, &format!("session {id}'s Serena"), Fate::Lives);
+    w.ledger()
+        .own(pid, &format!("session {id}'s Serena"), Fate::Lives);
     *side.pid.lock().expect("pid") = Some(pid);
     w.held.lock().expect("held").insert(id.to_string(), pid);
     side.wait(hold);
@@ -825,7 +853,14 @@ struct Soak {
 }
 
 /// A daemon reading: its PID, PSS (MiB) and open files.
-type Reading = (u32, f64, usize);
+/// A reading of the daemon: its PID, PSS and anonymous memory (MiB), open files.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    pid: u32,
+    pss: f64,
+    anon: f64,
+    fds: usize,
+}
 
 /// What the end's checks found.
 struct Findings {
@@ -854,11 +889,11 @@ pub(crate) fn soak_phase(cfg: &Config, out: &mut Vec<Metric>) {
     }
     let mut soak = Soak::new(home, disk, seed, duration, every);
     let wall = Instant::now();
-    let (half, end) = soak.run();
+    let readings = soak.run();
     let found = soak.finish();
     soak.keep_logs();
     soak.cleanup();
-    soak.metrics(out, half, end, &found, wall.elapsed());
+    soak.metrics(out, &readings, &found, wall.elapsed());
 }
 
 impl Soak {
@@ -908,11 +943,11 @@ impl Soak {
         self.w.at()
     }
 
-    /// The soak itself: traffic every second, a fault every `every`; the daemon read at the half
-    /// and at the end.
-    fn run(&mut self) -> (Option<Reading>, Option<Reading>) {
+    /// The soak itself: traffic every second, a fault every `every`; the daemon read at the
+    /// half, at each eighth after it, and at the end.
+    fn run(&mut self) -> Vec<Option<Reading>> {
         let mut next_fault = Instant::now() + self.every;
-        let mut half = None;
+        let mut readings = Vec::new();
         let mut minute = 0;
         while self.w.started.elapsed() < self.duration {
             self.check();
@@ -922,8 +957,8 @@ impl Soak {
                 self.fault();
                 next_fault = Instant::now() + self.every;
             }
-            if half.is_none() && self.w.started.elapsed() >= self.duration / 2 {
-                half = self.quiet_reading();
+            if self.w.started.elapsed() >= self.duration * (4 + readings.len() as u32) / 8 {
+                readings.push(self.quiet_reading());
             }
             let m = self.w.started.elapsed().as_secs() / 60;
             if m > minute {
@@ -934,7 +969,8 @@ impl Soak {
         }
         self.disk.full(true);
         self.check();
-        (half, self.quiet_reading())
+        readings.push(self.quiet_reading());
+        readings
     }
 
     fn say_progress(&self) {
@@ -952,7 +988,12 @@ impl Soak {
     fn quiet_reading(&mut self) -> Option<Reading> {
         std::thread::sleep(Duration::from_secs(2));
         let pid = self.daemon.pid.filter(|p| alive(*p))?;
-        Some((pid, memory_mib(pid).0, fd_count(pid)))
+        Some(Reading {
+            pid,
+            pss: memory_mib(pid).0,
+            anon: proc_kib(pid, "smaps_rollup", "Anonymous") as f64 / 1024.0,
+            fds: fd_count(pid),
+        })
     }
 
     /// The ledger judged; the daemon checked (and started again if it is not there).
@@ -964,10 +1005,9 @@ impl Soak {
             return;
         }
         if let Some(pid) = self.daemon.pid {
-            self.w
-                .tally()
-                .daemon_failures
-                .push(format!("{at:.0} s: daemon {pid} gone, not killed by the harness"));
+            self.w.tally().daemon_failures.push(format!(
+                "{at:.0} s: daemon {pid} gone, not killed by the harness"
+            ));
         }
         self.restart_daemon();
     }
@@ -1008,7 +1048,10 @@ impl Soak {
         });
         if self.crowd.len() < CROWD {
             let child = spawn_fake(&self.w.home, &[], &[]);
-            let pid = self.w.ledger().own_child(child, "crowd fake Serena", Fate::Lives);
+            let pid = self
+                .w
+                .ledger()
+                .own_child(child, "crowd fake Serena", Fate::Lives);
             self.crowd.push(pid);
             self.w.tally().started("crowd");
         } else if self.rng.chance(0.03) {
@@ -1040,10 +1083,15 @@ impl Soak {
         let mut cmd = fake::client_of_server(&[]);
         self.w.home.env(&mut cmd);
         let child = cmd.spawn().expect("spawn a plain client");
-        let client = self.w.ledger().own_child(child, "plain client", Fate::Lives);
+        let client = self
+            .w
+            .ledger()
+            .own_child(child, "plain client", Fate::Lives);
         let serena = under(client, fake::SERVER);
         if let Some(s) = serena {
-            self.w.ledger().own(s, "plain client's fake Serena", Fate::Lives);
+            self.w
+                .ledger()
+                .own(s, "plain client's fake Serena", Fate::Lives);
         }
         self.w.tally().started("plain");
         Client {
@@ -1135,22 +1183,33 @@ impl Soak {
             self.w.tally().started("share");
         }
         if self.sessions.len() < API_SESSIONS && self.rng.chance(0.05) {
-            let (w, project) = (self.w.clone(), self.api_project.clone());
-            let hold = self.rng.secs(15.0, 60.0);
-            self.sessions
-                .push(actor(move |side| api_session(&w, side, &project, hold)));
-            self.w.tally().started("api session");
+            self.start_api_session();
         }
+    }
+
+    fn start_api_session(&mut self) {
+        let (w, project) = (self.w.clone(), self.api_project.clone());
+        let hold = self.rng.secs(15.0, 60.0);
+        self.sessions
+            .push(actor(move |side| api_session(&w, side, &project, hold)));
+        self.w.tally().started("api session");
     }
 
     /// The harness's orphans, killed through the API once the grace has passed.
     fn orphans_step(&mut self) {
         self.orphans.retain(|o| alive(o.serena));
         let due = Duration::from_secs_f64(GRACE + 3.0);
-        for o in self.orphans.iter_mut().filter(|o| !o.asked && o.since.elapsed() > due) {
+        for o in self
+            .orphans
+            .iter_mut()
+            .filter(|o| !o.asked && o.since.elapsed() > due)
+        {
             self.w.ledger.lock().expect("ledger").may_end(o.serena);
             let path = format!("/api/instances/{}/kill", o.serena);
-            let (status, _) = self.w.api.call("POST", &path, None, Duration::from_secs(30));
+            let (status, _) = self
+                .w
+                .api
+                .call("POST", &path, None, Duration::from_secs(30));
             if (200..300).contains(&status) {
                 o.asked = true;
                 self.w.tally.lock().expect("tally").orphan_kills += 1;
@@ -1163,13 +1222,17 @@ impl Soak {
     fn fault(&mut self) {
         let daemon_ok = self.w.started.elapsed().as_secs_f64()
             < self.duration.as_secs_f64() * DAEMON_KILLS_UNTIL;
+        let only = std::env::var("SOAK_FAULTS").unwrap_or_default();
         let kinds: Vec<&'static str> = FAULTS
             .iter()
             .copied()
+            .filter(|k| only.is_empty() || only.split(',').any(|o| o.trim() == *k))
             .filter(|k| *k != "daemon_kill" || daemon_ok)
             .filter(|k| *k != "client_kill" || self.killable() > 0)
             .collect();
-        let kind = kinds[self.rng.below(kinds.len())];
+        let Some(kind) = kinds.get(self.rng.below(kinds.len())).copied() else {
+            return;
+        };
         let what = match kind {
             "daemon_kill" => self.kill_daemon(),
             "client_kill" => self.kill_client(),
@@ -1183,12 +1246,20 @@ impl Soak {
         *self.w.tally().faults.entry(kind).or_default() += 1;
     }
 
+    /// Half the time in the middle of a session request: one is started and the daemon killed
+    /// 0.3 to 1.5 s later, while the daemon launches its Serena.
     fn kill_daemon(&mut self) -> String {
         let pid = self.daemon.pid;
+        let mid_request = self.rng.chance(0.5);
+        if mid_request {
+            self.start_api_session();
+            std::thread::sleep(self.rng.secs(0.3, 1.5));
+        }
         self.w.ledger().last_fault = format!("daemon_kill at {:.0} s", self.at());
         self.daemon.kill();
         self.restart_daemon();
-        format!("{pid:?} killed, now {:?}", self.daemon.pid)
+        let when = if mid_request { " mid-request" } else { "" };
+        format!("{pid:?} killed{when}, now {:?}", self.daemon.pid)
     }
 
     /// The clients a fault can kill: the main loop's and the share threads'.
@@ -1276,7 +1347,9 @@ impl Soak {
             self.w.home.env(&mut cmd);
             cmd.arg(secs).stdin(Stdio::null()).stdout(Stdio::null());
             if let Ok(child) = cmd.spawn() {
-                self.w.ledger().own_child(child, "burst process", Fate::EndsByItself);
+                self.w
+                    .ledger()
+                    .own_child(child, "burst process", Fate::EndsByItself);
                 started += 1;
             }
         }
@@ -1421,10 +1494,14 @@ impl Soak {
                 continue;
             }
             if sessions.get(pid) != Some(id) {
-                lost.push(format!("held session {id} (Serena {pid}): not active in /api/sessions"));
+                lost.push(format!(
+                    "held session {id} (Serena {pid}): not active in /api/sessions"
+                ));
             }
             if !stored.contains(id.as_str()) {
-                lost.push(format!("held session {id} (Serena {pid}): not in sessions.json"));
+                lost.push(format!(
+                    "held session {id} (Serena {pid}): not in sessions.json"
+                ));
             }
         }
         lost
@@ -1439,9 +1516,9 @@ impl Soak {
         let ledger = self.w.ledger();
         let harness = std::process::id();
         let owner_lives = |pid: u32| {
-            ancestors(&snap, pid).iter().any(|a| {
-                *a == harness || ledger.fate(*a) == Some(Fate::Lives) && alive(*a)
-            })
+            ancestors(&snap, pid)
+                .iter()
+                .any(|a| *a == harness || ledger.fate(*a) == Some(Fate::Lives) && alive(*a))
         };
         let mut left: Vec<String> = serenas
             .iter()
@@ -1450,12 +1527,17 @@ impl Soak {
             .collect();
         let scoped: HashSet<u32> = self.w.home.scoped_pids().into_iter().collect();
         let serena_set: HashSet<u32> = serenas.iter().copied().collect();
-        for p in snap.iter().filter(|p| scoped.contains(&p.pid) && alive(p.pid)) {
+        for p in snap
+            .iter()
+            .filter(|p| scoped.contains(&p.pid) && alive(p.pid))
+        {
             let server = p
                 .cmdline
                 .iter()
                 .any(|a| a == "fake-language-server" || a.contains("jedi-language-server"));
-            let has_serena = ancestors(&snap, p.pid).iter().any(|a| serena_set.contains(a));
+            let has_serena = ancestors(&snap, p.pid)
+                .iter()
+                .any(|a| serena_set.contains(a));
             if server && !has_serena {
                 left.push(format!("language server {} ({})", p.pid, short_name(p)));
             }
@@ -1472,7 +1554,9 @@ impl Soak {
 
     /// Copies the run's logs (the daemon's, the share clients') to `<target>/bench/soak-<seed>/`.
     fn keep_logs(&self) {
-        let dir = crate::target_dir().join("bench").join(format!("soak-{}", self.seed));
+        let dir = crate::target_dir()
+            .join("bench")
+            .join(format!("soak-{}", self.seed));
         let _ = std::fs::create_dir_all(&dir);
         for name in ["daemon.log", "share-clients.log"] {
             let _ = std::fs::copy(self.w.home.path().join(name), dir.join(name));
@@ -1481,7 +1565,10 @@ impl Soak {
         for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
             let _ = std::fs::copy(e.path(), dir.join(e.file_name()));
         }
-        let _ = std::fs::write(dir.join("registry-at-end.json"), std::fs::read(self.w.home.registry_path()).unwrap_or_default());
+        let _ = std::fs::write(
+            dir.join("registry-at-end.json"),
+            std::fs::read(self.w.home.registry_path()).unwrap_or_default(),
+        );
         eprintln!("soak: logs kept in {}", dir.display());
     }
 
@@ -1498,7 +1585,13 @@ impl Soak {
         self.disk.full(true);
     }
 
-    fn metrics(&self, out: &mut Vec<Metric>, half: Option<Reading>, end: Option<Reading>, f: &Findings, wall: Duration) {
+    fn metrics(
+        &self,
+        out: &mut Vec<Metric>,
+        readings: &[Option<Reading>],
+        f: &Findings,
+        wall: Duration,
+    ) {
         let t = self.w.tally();
         let ledger = self.w.ledger();
         let total: usize = t.faults.values().sum();
@@ -1538,32 +1631,56 @@ impl Soak {
         ));
         out.push(Metric::new("soak_faults", total as f64, "", total).note(note));
         out.push(
-            Metric::new("soak_orphans_left", f.orphans.len() as f64, "", f.orphans.len())
-                .goal(0.0)
-                .note(format!(
-                    "{}; launch processes left without their client: {}; active sessions at the \
+            Metric::new(
+                "soak_orphans_left",
+                f.orphans.len() as f64,
+                "",
+                f.orphans.len(),
+            )
+            .goal(0.0)
+            .note(format!(
+                "{}; launch processes left without their client: {}; active sessions at the \
                      end (after every holder released): {}",
-                    evidence(&f.orphans),
-                    f.bridges_left.len(),
-                    f.unheld_sessions
-                )),
+                evidence(&f.orphans),
+                f.bridges_left.len(),
+                f.unheld_sessions
+            )),
         );
         out.push(
-            Metric::new("soak_records_lost", f.records_lost.len() as f64, "", f.records_lost.len())
-                .goal(0.0)
-                .note(evidence(&f.records_lost)),
+            Metric::new(
+                "soak_records_lost",
+                f.records_lost.len() as f64,
+                "",
+                f.records_lost.len(),
+            )
+            .goal(0.0)
+            .note(evidence(&f.records_lost)),
         );
         out.push(
-            Metric::new("soak_wrong_kills", ledger.wrong.len() as f64, "", ledger.wrong.len())
-                .goal(0.0)
-                .note(evidence(&ledger.wrong)),
+            Metric::new(
+                "soak_wrong_kills",
+                ledger.wrong.len() as f64,
+                "",
+                ledger.wrong.len(),
+            )
+            .goal(0.0)
+            .note(evidence(&ledger.wrong)),
         );
         out.push(
-            Metric::new("soak_daemon_failures", t.daemon_failures.len() as f64, "", self.daemon.starts)
-                .goal(0.0)
-                .note(format!("{} starts; {}", self.daemon.starts, evidence(&t.daemon_failures))),
+            Metric::new(
+                "soak_daemon_failures",
+                t.daemon_failures.len() as f64,
+                "",
+                self.daemon.starts,
+            )
+            .goal(0.0)
+            .note(format!(
+                "{} starts; {}",
+                self.daemon.starts,
+                evidence(&t.daemon_failures)
+            )),
         );
-        let (pss, fds) = growth(half, end);
+        let (pss, fds) = growth(readings);
         out.push(pss.goal(2.0));
         out.push(fds.goal(5.0));
         for (what, list) in [
@@ -1584,17 +1701,47 @@ impl Soak {
 }
 
 /// The daemon's PSS growth (%) and fd growth from the half to the end, if one daemon process
-/// lived through both readings.
-fn growth(half: Option<Reading>, end: Option<Reading>) -> (Metric, Metric) {
-    match (half, end) {
-        (Some((p0, pss0, fd0)), Some((p1, pss1, fd1))) if p0 == p1 => (
-            Metric::new("soak_daemon_pss_growth_pct", 100.0 * (pss1 - pss0) / pss0, "%", 2)
-                .note(format!("daemon {p0}, the second half: PSS {pss0:.1} -> {pss1:.1} MiB")),
-            Metric::new("soak_fd_growth", fd1 as f64 - fd0 as f64, "fds", 2)
-                .note(format!("daemon {p0}: {fd0} -> {fd1}")),
-        ),
+/// lived through every reading of the second half.
+fn growth(readings: &[Option<Reading>]) -> (Metric, Metric) {
+    let all: Vec<Reading> = readings.iter().flatten().copied().collect();
+    let one = all.len() == readings.len() && all.windows(2).all(|w| w[0].pid == w[1].pid);
+    match (all.first(), all.last()) {
+        (Some(a), Some(b)) if one && all.len() >= 2 => {
+            let path = |f: fn(&Reading) -> String| all.iter().map(f).collect::<Vec<_>>().join(" ");
+            (
+                Metric::new(
+                    "soak_daemon_pss_growth_pct",
+                    100.0 * (b.pss - a.pss) / a.pss,
+                    "%",
+                    all.len(),
+                )
+                .note(format!(
+                    "daemon {}, the second half: PSS {:.1} -> {:.1} MiB (by eighths: {}), \
+                         anonymous {:.1} -> {:.1} MiB",
+                    a.pid,
+                    a.pss,
+                    b.pss,
+                    path(|r| format!("{:.1}", r.pss)),
+                    a.anon,
+                    b.anon
+                )),
+                Metric::new(
+                    "soak_fd_growth",
+                    b.fds as f64 - a.fds as f64,
+                    "fds",
+                    all.len(),
+                )
+                .note(format!(
+                    "daemon {}: {} -> {} (by eighths: {})",
+                    a.pid,
+                    a.fds,
+                    b.fds,
+                    path(|r| r.fds.to_string())
+                )),
+            )
+        }
         _ => {
-            let why = format!("not one daemon process at the half and the end: {half:?} {end:?}");
+            let why = format!("not one daemon process through the second half: {readings:?}");
             (
                 Metric::new("soak_daemon_pss_growth_pct", f64::NAN, "%", 0).note(why.clone()),
                 Metric::new("soak_fd_growth", f64::NAN, "fds", 0).note(why),
