@@ -7,7 +7,9 @@
 //! those kinds only (to chase one).
 //!
 //! The traffic, all in the run's own home and discovery scope (the tests' marker), its
-//! `SERENA_HOME` a 64 MiB tmpfs the harness mounts (as root):
+//! `SERENA_HOME` a 64 MiB tmpfs the harness mounts (as root), after one real Serena session
+//! requested and released before the clock starts ([`warm_up`]: Serena writes a file of its
+//! own there at its first start):
 //! - a steady crowd of [`CROWD`] fake Serenas (tests/bin/fake_serena.rs), children of the
 //!   harness, one now and then stopped (SIGTERM) and replaced;
 //! - plain clients (the fake's `fake-client` running a fake Serena), started and ended;
@@ -906,6 +908,8 @@ impl Soak {
             serena_exe().to_str().expect("utf8"),
             daemon.tray_port
         ));
+        // Built (if it is not up to date) before the clock starts.
+        fake::exe();
         progress("soak: two jedi projects");
         let api_project = home.jedi_project("soak-api").display().to_string();
         let share_project = home.jedi_project("soak-share").display().to_string();
@@ -913,6 +917,7 @@ impl Soak {
             .start(&home)
             .unwrap_or_else(|e| panic!("the daemon did not start: {e}"));
         progress(&format!("soak: daemon PID {pid} on port {}", daemon.port));
+        warm_up(&daemon.api(), &api_project);
         let w = World {
             home,
             ledger: Default::default(),
@@ -1355,6 +1360,32 @@ impl Soak {
         }
         format!("{started} processes")
     }
+}
+
+/// One real Serena session requested and released before the clock starts: Serena 2.1.0
+/// writes a file of its own in `SERENA_HOME` at its first start (the news it has shown, a
+/// pickle) and fails every start after if that write was cut short by a full disk. On a desk
+/// Serena has run before; so here.
+fn warm_up(api: &Api, project: &str) {
+    progress("soak: one real Serena session first (Serena's own files written)");
+    let body = json!({"project_path": project, "transport": "streamable-http"});
+    let (status, v) = api.call(
+        "POST",
+        "/request-session",
+        Some(body),
+        Duration::from_secs(180),
+    );
+    let id = v["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the first session did not start: HTTP {status} {v}"));
+    let release = json!({"session_id": id});
+    let (status, v) = api.call(
+        "POST",
+        "/release-session",
+        Some(release),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 200, "the first session's release: {v}");
 }
 
 /// SIGTERM to `pid`.
