@@ -212,24 +212,6 @@ fn ports_come_from_serena_config_and_bad_settings_files_warn_with_file_and_line(
     );
 }
 
-/// The fake Serena as the configured Serena command.
-fn fake_command_config(extra: &str) -> String {
-    format!(
-        "serena_command = [{:?}]\n{extra}",
-        fake::exe().to_str().expect("utf8")
-    )
-}
-
-/// The fake Serena servers running on `dir`.
-fn fakes_for(dir: &std::path::Path) -> Vec<u32> {
-    let snap = snapshot();
-    let d = dir.to_str().unwrap_or_default();
-    snap.iter()
-        .filter(|p| p.cmdline.iter().any(|a| a == d) && fake::is_server(&p.cmdline))
-        .map(|p| p.pid)
-        .collect()
-}
-
 /// A session asked of a daemon whose Serena command is the fake with `fake_env`, on a new
 /// project `name`, with `session_start_timeout` seconds: the daemon, the project, and the
 /// answer.
@@ -241,7 +223,7 @@ fn failing_launch(
 ) -> (Daemon, std::path::PathBuf, u16, Value) {
     let dir = home.path().join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config(&format!(
+    home.tray_config(&fake::command_config(&format!(
         "session_start_timeout = {session_start_timeout}\n"
     )));
     let d = home.daemon_with(free_port(), free_port(), &[fake_env]);
@@ -264,7 +246,7 @@ fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
         msg.contains("dying at start-up as asked"),
         "the log's last lines: {msg}"
     );
-    assert!(fakes_for(&dir).is_empty());
+    assert!(fake::servers_on(&dir).is_empty());
     let (_, sessions) = d.call("GET", "/api/sessions", None);
     assert_eq!(sessions, json!([]));
     wait_for(
@@ -295,9 +277,9 @@ fn a_launch_that_never_answers_times_out_and_leaves_nothing_running() {
         .is_some_and(|m| m.contains("did not answer within 3 s")));
     // The answer comes only once the cleanup is done: nothing is left by then.
     assert!(
-        fakes_for(&dir).is_empty(),
+        fake::servers_on(&dir).is_empty(),
         "the failed launch left {:?}",
-        fakes_for(&dir)
+        fake::servers_on(&dir)
     );
 }
 
@@ -306,7 +288,7 @@ fn a_fake_session_launches_through_the_configured_command_and_is_released() {
     let home = Home::new();
     let dir = home.path().join("fakesession");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config(""));
+    home.tray_config(&fake::command_config(""));
     let d = home.daemon();
     let (status, s) = d.call(
         "POST",
@@ -346,7 +328,7 @@ fn a_session_is_a_series_of_events_and_one_whose_serena_exits_by_itself_is_ended
     let home = Home::new();
     let dir = home.path().join("eventful");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config(""));
+    home.tray_config(&fake::command_config(""));
     let d = home.daemon();
     let rx = events(&d);
     let (status, s) = d.call(
@@ -505,7 +487,7 @@ fn a_launch_whose_port_is_lost_to_a_race_is_retried_on_another() {
     let home = Home::new();
     let dir = home.path().join("raced");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config(""));
+    home.tray_config(&fake::command_config(""));
     // The fake exits with Serena's "port taken" status 3 on its first run only.
     let marker = home.path().join("port-taken-once");
     let d = home.daemon_with(
@@ -650,7 +632,11 @@ fn a_wrapper_that_exits_mid_launch_leaves_no_serena_behind() {
     assert!(v["error"]["message"]
         .as_str()
         .is_some_and(|m| m.contains("exited with")));
-    assert!(fakes_for(&dir).is_empty(), "left {:?}", fakes_for(&dir));
+    assert!(
+        fake::servers_on(&dir).is_empty(),
+        "left {:?}",
+        fake::servers_on(&dir)
+    );
 }
 
 #[test]
@@ -676,7 +662,11 @@ fn a_wrapped_launch_that_never_answers_leaves_neither_wrapper_nor_serena() {
         "the request came back"
     );
     // The answer comes only once the cleanup is done: nothing is left by then.
-    assert!(fakes_for(&dir).is_empty(), "left {:?}", fakes_for(&dir));
+    assert!(
+        fake::servers_on(&dir).is_empty(),
+        "left {:?}",
+        fake::servers_on(&dir)
+    );
     let snap = snapshot();
     let wrap = home.path().join("wrap.sh");
     assert!(
@@ -693,7 +683,7 @@ fn a_client_that_hangs_up_mid_launch_leaves_a_recorded_session_not_a_stray() {
     let home = Home::new();
     let dir = home.path().join("hangup");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    home.tray_config(&fake_command_config(""));
+    home.tray_config(&fake::command_config(""));
     let d = home.daemon_with(
         free_port(),
         free_port(),
@@ -728,7 +718,7 @@ fn a_client_that_hangs_up_mid_launch_leaves_a_recorded_session_not_a_stray() {
         Some(json!({"session_id": session["session_id"]})),
     );
     assert_eq!((status, &r["status"]), (200, &json!("terminated")), "{r:?}");
-    assert!(fakes_for(&dir).is_empty());
+    assert!(fake::servers_on(&dir).is_empty());
 }
 
 #[test]

@@ -49,10 +49,7 @@ fn login(b: &Browser, d: &Daemon) {
 
 /// The fake Serena as the daemon's Serena command (sessions and wakes start it).
 fn fake_serena_command(home: &Home) {
-    home.tray_config(&format!(
-        "serena_command = [{:?}]\n",
-        common::fake::exe().to_str().expect("utf8")
-    ));
+    home.tray_config(&common::fake::command_config(""));
 }
 
 fn project(home: &Home, name: &str) -> PathBuf {

@@ -1,5 +1,6 @@
 //! The reaper against real processes: the fake Serena with a child tree (shut down through its
-//! dashboard, the children TERMed from the snapshot), a fake that ignores SIGTERM (SIGKILL), PID
+//! dashboard, the children TERMed from the snapshot), a fake that ignores SIGTERM (SIGKILL, also
+//! within the default escalation's time, as is one whose language server ignores it), PID
 //! reuse and non-Serena processes (never signalled), and REAL Serena 2.1.0 orphaned with its
 //! jedi language server (stopped through `PUT /shutdown`) or stopped by SIGTERM alone.
 
@@ -141,6 +142,74 @@ fn a_fake_that_ignores_sigterm_dies_by_sigkill() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// What the default escalation may take at most: the shutdown wait, SIGTERM's wait, SIGKILL's
+/// verification, and a second of slack for a shared machine.
+fn escalation_limit() -> Duration {
+    let t = Timings::default();
+    t.shutdown_wait + t.term_wait + t.verify_wait + Duration::from_secs(1)
+}
+
+#[test]
+fn a_serena_that_ignores_sigterm_is_killed_within_the_escalation_time() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    // No dashboard to ask (it lost the port race): straight to SIGTERM, which it ignores.
+    let env = [
+        ("FAKE_SERENA_IGNORE_TERM", "1"),
+        ("FAKE_SERENA_NO_DASHBOARD", "1"),
+        ("FAKE_SERENA_CHILDREN", "1"),
+    ];
+    let fake = reaper.adopt(spawn_fake(&home, &[], &env));
+    // Its child starts once its own SIGTERM is ignored.
+    let child = wait_for("its child", FAKE_STARTUP, || {
+        descendants(fake).first().copied()
+    });
+    reaper.watch(child);
+
+    let started = Instant::now();
+    let report = block_on(reap(identity(fake), None, &prober(), &Timings::default()));
+    let took = started.elapsed();
+    eprintln!("a Serena that ignores SIGTERM: {took:?}, {report:?}");
+    let report = report.expect("reaped");
+    assert_eq!(report.outcome, Outcome::Killed, "{report:?}");
+    assert!(report.signalled_kill.contains(&fake), "{report:?}");
+    assert!(all_gone(&[fake, child]));
+    assert!(took <= escalation_limit(), "{took:?}");
+}
+
+#[test]
+fn a_serena_whose_language_server_ignores_sigterm_is_reaped_within_the_escalation_time() {
+    let home = Home::new();
+    let mut reaper = Reaper::default();
+    let env = [
+        ("FAKE_SERENA_CHILDREN_IGNORE_TERM", "1"),
+        ("FAKE_SERENA_CHILDREN", "1"),
+    ];
+    let fake = reaper.adopt(spawn_fake(&home, &[], &env));
+    let child = wait_for("its child", FAKE_STARTUP, || {
+        descendants(fake).first().copied()
+    });
+    reaper.watch(child);
+    let port = dashboard_port(&home.core(1.0), fake, FAKE_STARTUP);
+
+    let started = Instant::now();
+    let report = block_on(reap(
+        identity(fake),
+        Some(port),
+        &prober(),
+        &Timings::default(),
+    ));
+    let took = started.elapsed();
+    eprintln!("a Serena whose language server ignores SIGTERM: {took:?}, {report:?}");
+    let report = report.expect("reaped");
+    // The Serena obeyed its dashboard; its language server took SIGTERM and then SIGKILL.
+    assert_eq!(report.outcome, Outcome::ShutDown, "{report:?}");
+    assert!(report.signalled_term.contains(&child), "{report:?}");
+    assert_eq!(report.signalled_kill, vec![child], "{report:?}");
+    assert!(all_gone(&[fake, child]));
+    assert!(took <= escalation_limit(), "{took:?}");
 }
 
 #[test]

@@ -21,10 +21,7 @@ fn the_menu_counts_an_asleep_session_apart_until_it_wakes() {
     let desktop = Desktop::start();
     let watcher = Watcher::start(&desktop);
     let home = Home::new();
-    home.tray_config(&format!(
-        "serena_command = [{:?}]\n",
-        common::fake::exe().to_str().expect("utf8")
-    ));
+    home.tray_config(&common::fake::command_config(""));
     let mut reaper = Reaper::default();
     let project = home.path().join("dozing");
     std::fs::create_dir_all(&project).expect("mkdir");

@@ -218,6 +218,19 @@ function notify(text, kind = 'ok') {
 
 $('notice-close').addEventListener('click', () => { $('notice').hidden = true; });
 
+/** The files of Serena Tray that cannot be written now (a full disk), file -> failure. */
+const failingWrites = new Map();
+
+/** Says which files cannot be written, or, with none left, that `recovered` is written again. */
+function showWrites(recovered) {
+  if (failingWrites.size) {
+    const each = [...failingWrites.values()].map((f) => `Cannot write ${f.path}: ${f.error}.`);
+    notify(`${each.join(' ')} The old ${failingWrites.size > 1 ? 'files are' : 'file is'} kept and nothing else stops; every change is written as soon as a write succeeds (free some space, or make the folder writable).`, 'error');
+  } else if (recovered) {
+    notify(`${recovered} ${recovered.endsWith('files') ? 'are' : 'is'} written again.`);
+  }
+}
+
 // ---- the event stream ---------------------------------------------------------------------------
 
 /** Kills this page asked for, PID -> until when (ms): their `instance_killed` is no news. */
@@ -255,6 +268,10 @@ const ON_EVENT = {
     $('signed-out').hidden = true;
     setConn('open', 'live');
     render();
+    const had = failingWrites.size;
+    failingWrites.clear();
+    for (const f of d.write_failures ?? []) failingWrites.set(f.file, f);
+    if (had || failingWrites.size) showWrites("Serena Tray's files");
     if (document.documentElement.dataset.ready !== '1') {
       performance.mark('serena-tray-ready');
       document.documentElement.dataset.ready = '1';
@@ -294,6 +311,14 @@ const ON_EVENT = {
     ownKills.delete(d.pid);
     // Killed elsewhere (the tray, the CLI, auto-kill, idle shutdown): say so.
     if (!own) notify(`Serena Tray killed ${name} (${String(d.outcome ?? 'done').replaceAll('_', ' ')}).`);
+  },
+  write_failed(d) {
+    failingWrites.set(d.file, d);
+    showWrites();
+  },
+  write_recovered(d) {
+    failingWrites.delete(d.file);
+    showWrites(d.path ?? d.file);
   },
   registry_recovered(d) {
     notify(`The registry file did not parse: it was moved aside to ${d.moved_to ?? '?'} (kept, not deleted) and a fresh one was started.`, 'warning');

@@ -18,7 +18,8 @@ use crate::core::engine::Core;
 use crate::core::running::{self, verified_pid};
 use crate::core::sessions::Sessions;
 use crate::core::settings::Settings;
-use crate::core::token;
+use crate::core::token::{self, TokenError};
+use crate::core::writes::Written;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +88,8 @@ struct Inner {
     core: Core,
     sessions: Sessions,
     token: String,
+    /// The token could not be written at the start (see [`load_token`]).
+    token_unsaved: std::sync::atomic::AtomicBool,
     /// The API's port, as bound (the settings may say 0: any free port).
     port: u16,
     cancel: CancellationToken,
@@ -96,6 +99,20 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// Requests to show the dashboard window, to whichever window host subscribed.
     show: broadcast::Sender<Show>,
+}
+
+/// The API token: the file's, or a new one. When it cannot be written (a full disk or a
+/// read-only home at the first start) the new token is kept in memory and the failure told, so
+/// that the program runs: the page signs in with it, and the background writes it once it can
+/// (`App::save_token`); until then the command line cannot read it.
+fn load_token(core: &Core) -> Result<String, AppError> {
+    match token::load_or_create(&core.settings().serena_home) {
+        Err(TokenError::Write { path, source }) => {
+            core.wrote(Written::Token, &path, Err(&source));
+            Ok(token::random_hex(32)?)
+        }
+        other => Ok(other?),
+    }
 }
 
 impl App {
@@ -124,15 +141,17 @@ impl App {
             Err(source) => return Err(AppError::Bind { port, source }),
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-        let token = token::load_or_create(&settings.serena_home)?;
+        let core = Core::new(settings);
+        let token = load_token(&core)?;
+        let token_unsaved = (core.write_failures().iter()).any(|f| f.file == Written::Token);
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let core = Core::new(settings);
         let sessions = Sessions::load(core.clone(), tasks.clone(), cancel.clone());
         let app = App {
             inner: Arc::new(Inner {
                 core,
                 sessions,
+                token_unsaved: token_unsaved.into(),
                 token,
                 port,
                 cancel,
@@ -177,6 +196,29 @@ impl App {
 
     pub fn token(&self) -> &str {
         &self.inner.token
+    }
+
+    /// Writes the token that could not be written at the start, if so: whether it is written
+    /// now (or was). A token file that appeared meanwhile is kept and told; this program keeps
+    /// answering to its own token until it restarts.
+    pub fn save_token(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.inner.token_unsaved.load(Ordering::SeqCst) {
+            return true;
+        }
+        let home = &self.settings().serena_home;
+        let saved = token::save(home, self.token());
+        let path = token::token_path(home);
+        match &saved {
+            Ok(()) => self.core().wrote(Written::Token, &path, Ok(())),
+            Err(TokenError::Write { path, source }) => {
+                self.core().wrote(Written::Token, path, Err(source))
+            }
+            Err(e) => self.core().wrote(Written::Token, &path, Err(e)),
+        }
+        let done = !matches!(saved, Err(TokenError::Write { .. }));
+        self.inner.token_unsaved.store(!done, Ordering::SeqCst);
+        done
     }
 
     /// The port of the API and dashboard.

@@ -14,6 +14,8 @@ use crate::core::model::{now, ProcessId, State, ZombieReason};
 use crate::core::settings::Settings;
 use crate::core::timeline::{self, Timeline};
 use crate::core::tray_protocol;
+use crate::core::writes::Written;
+use crate::core::Core;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +37,8 @@ const GRACE_SLACK: Duration = Duration::from_millis(5);
 
 /// How often a taken tray-protocol port is tried again.
 const TRAY_PORT_RETRY: Duration = Duration::from_secs(5);
+/// How often a token that could not be written is tried again.
+const WRITE_RETRY: Duration = Duration::from_secs(2);
 
 /// The outcome of [`start`].
 pub enum Started {
@@ -61,11 +65,12 @@ pub async fn start(settings: Settings) -> Result<Started, AppError> {
 fn spawn_tasks(app: &App, listener: TcpListener) {
     let core = app.core();
     app.sessions().watch_recorded_attachments();
+    app.sessions().reap_unrecorded();
     // Subscribed here, before the first refresh runs, so that no event is missed.
     let timeline = Arc::new(Timeline::new(
         core.settings().tray_dir().join(timeline::FILE_NAME),
     ));
-    app.spawn(record_timeline(timeline, core.subscribe()));
+    app.spawn(record_timeline(core.clone(), timeline, core.subscribe()));
     app.spawn(watch_exits(app.clone(), core.subscribe()));
     if app.settings().tray.auto_kill_zombies {
         app.spawn(auto_kill(app.clone(), core.subscribe()));
@@ -73,6 +78,8 @@ fn spawn_tasks(app: &App, listener: TcpListener) {
     app.spawn(idle_shutdown(app.clone(), core.subscribe()));
     app.spawn(app.sessions().clone().follow(core.subscribe()));
     app.spawn(app.sessions().clone().keep_leases());
+    app.spawn(app.sessions().clone().keep_store_written());
+    app.spawn(keep_token_written(app.clone()));
     app.spawn(refresh_loop(app.clone()));
     app.track(tray_protocol_loop(app.clone()));
     let api_app = app.clone();
@@ -114,6 +121,21 @@ async fn refresh_loop(app: App) {
             _ = tokio::time::sleep(next) => {}
             _ = core.woken() => {}
         }
+    }
+}
+
+/// Writes the token that could not be written at the start (a full disk, a read-only home),
+/// once it can be; at once done otherwise.
+async fn keep_token_written(app: App) {
+    loop {
+        let this = app.clone();
+        if tokio::task::spawn_blocking(move || this.save_token())
+            .await
+            .unwrap_or(true)
+        {
+            return;
+        }
+        tokio::time::sleep(WRITE_RETRY).await;
     }
 }
 
@@ -183,15 +205,19 @@ async fn watch_exits(app: App, mut rx: broadcast::Receiver<Event>) {
 
 /// Appends every event to the timeline, with a timestamp; not what an instance costs (it moves
 /// all the time, and the page shows it live).
-async fn record_timeline(timeline: Arc<Timeline>, rx: broadcast::Receiver<Event>) {
+async fn record_timeline(core: Core, timeline: Arc<Timeline>, rx: broadcast::Receiver<Event>) {
     on_events(rx, |event| {
         let line = (!matches!(event, Event::CostChanged { .. })).then(|| timeline_line(&event));
-        let timeline = timeline.clone();
+        let (core, timeline) = (core.clone(), timeline.clone());
         async move {
             let Some(line) = line else { return };
+            let path = timeline.path().to_path_buf();
             let written = tokio::task::spawn_blocking(move || timeline.append(&line)).await;
-            if let Ok(Err(e)) = written {
-                tracing::warn!("cannot write the timeline: {e}");
+            // A line that cannot be written (a full disk) is lost: the timeline is a record,
+            // not a queue; the page says the writes fail.
+            if let Ok(written) = &written {
+                let result = written.as_ref().map(|_| ());
+                core.wrote(Written::Timeline, &path, result.map_err(|e| e as _));
             }
         }
     })

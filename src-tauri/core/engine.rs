@@ -9,15 +9,17 @@
 //!
 //! [`App`]: crate::core::app::App
 
+use super::clock::Reading;
 use super::events::Event;
 use super::kill::{KillError, SweepFailure, ZombieSweep};
-use super::model::{lock, now, Epoch, Instance, ProcessId, Registration, State, ZombieReason};
+use super::model::{lock, Epoch, Instance, ProcessId, Registration, State, ZombieReason};
 use super::probe::Prober;
 use super::reaper::{self, KillReport, Timings};
 use super::refresh::{self, Decisions, Model, Scan, Scanner, Tracked};
 use super::registry::{write_entries, Registry, RegistryError, RegistryWrites};
 use super::settings::Settings;
 use super::sockets::{self, ListenerSource};
+use super::writes::{WriteFailure, Writes, Written};
 use futures::future::join_all;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -62,6 +64,8 @@ pub(super) struct Inner {
     /// How many pages follow the events now (open `/api/events` streams).
     pub(super) pages: std::sync::atomic::AtomicUsize,
     pub(super) timings: Timings,
+    /// Which of this program's files fail to be written now.
+    pub(super) writes: Writes,
 }
 
 /// Why an instance is forgotten: killed, or a dead record pruned (whose registry entry is
@@ -116,6 +120,7 @@ impl Core {
                 exit_seen: Default::default(),
                 pages: Default::default(),
                 timings: Timings::default(),
+                writes: Writes::default(),
                 settings,
             }),
         }
@@ -135,6 +140,37 @@ impl Core {
     pub(crate) fn publish(&self, event: Event) {
         // No subscriber is fine: nobody is listening yet.
         let _ = self.inner.events.send(event);
+    }
+
+    /// Records how writing one of this program's files went (see `writes`): the first failure
+    /// and the recovery are logged and published.
+    pub(crate) fn wrote(
+        &self,
+        file: Written,
+        path: &std::path::Path,
+        result: std::result::Result<(), &dyn std::fmt::Display>,
+    ) {
+        if let Some(news) = self.inner.writes.outcome(file, path, result) {
+            self.publish(news);
+        }
+    }
+
+    /// The files that fail to be written now (the page shows them).
+    pub fn write_failures(&self) -> Vec<WriteFailure> {
+        self.inner.writes.failing()
+    }
+
+    /// [`Core::wrote`] for a registry update: an I/O error names its own path (the file, or
+    /// its lock file).
+    fn registry_written<T>(&self, result: &std::result::Result<T, RegistryError>) {
+        let registry = self.inner.registry.path();
+        match result {
+            Ok(_) => self.wrote(Written::Registry, registry, Ok(())),
+            Err(RegistryError::Io { path, source }) => {
+                self.wrote(Written::Registry, path, Err(source))
+            }
+            Err(e) => self.wrote(Written::Registry, registry, Err(e)),
+        }
     }
 
     /// Asks whoever runs the refresh loop for a refresh now (a process exited, a launch waits).
@@ -209,8 +245,11 @@ impl Core {
         let Some(key) = self.tracked_id(pid) else {
             return;
         };
-        if let Some(t) = lock(&self.inner.model).tracked.get_mut(&key) {
-            t.viewed_at = Some(super::model::now());
+        let mut model = lock(&self.inner.model);
+        // In the frame of the model's stamps (see `clock`).
+        let now = model.clock.frame_now();
+        if let Some(t) = model.tracked.get_mut(&key) {
+            t.viewed_at = Some(now);
         }
     }
 
@@ -228,8 +267,10 @@ impl Core {
     /// announced or is due. The refresh loop looks again at that moment.
     pub(crate) fn next_deadline(&self) -> Option<std::time::Duration> {
         let grace = self.inner.settings.tray.zombie_grace.as_secs_f64();
-        let now = super::model::now();
-        lock(&self.inner.model)
+        let model = lock(&self.inner.model);
+        // Now in the frame of the last look: a step of the wall clock since is not counted.
+        let now = model.clock.frame_now();
+        model
             .tracked
             .values()
             .filter(|t| t.alive && t.inst.state.is_live())
@@ -366,11 +407,16 @@ impl Core {
     pub(crate) async fn refresh_round(&self) -> Result<bool> {
         let _one_at_a_time = self.inner.refreshing.lock().await;
         let scan = self.scan().await?;
-        let now = now();
-        let jobs = {
+        let (now, jobs) = {
             let mut model = lock(&self.inner.model);
             model.idle_default = self.inner.settings.dashboard.idle_shutdown;
-            refresh::plan(&mut model, &scan, now)
+            let (now, step) = model.look(Reading::now());
+            if step != 0.0 {
+                tracing::info!(
+                    "the wall clock stepped by {step:+.0} s: the instances' graces and idle times keep what remained of them"
+                );
+            }
+            (now, refresh::plan(&mut model, &scan, now))
         };
         let results = refresh::probe_all(&self.inner.prober, jobs).await;
         let grace = self.inner.settings.tray.zombie_grace;
@@ -405,7 +451,8 @@ impl Core {
             self.publish(e);
         }
         if let Err(e) = written {
-            tracing::warn!("cannot update the registry: {e}");
+            // Logged once by `wrote`, at the write; a task that failed is a bug.
+            tracing::debug!("cannot update the registry: {e}");
         }
         Ok(busy)
     }
@@ -443,13 +490,14 @@ impl Core {
             return Ok(None);
         }
         let inner = self.inner.clone();
-        let (_, moved) = tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             inner
                 .registry
                 .update(|entries| write_entries(entries, &writes))
         })
-        .await??;
-        Ok(moved)
+        .await?;
+        self.registry_written(&written);
+        Ok(written?.1)
     }
 }
 
@@ -561,12 +609,16 @@ impl Core {
             .forget(key)
             .filter(|_| why == Forget::DeadRecord);
         let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             inner
                 .registry
                 .update(|entries| entries.retain(|e| !e.is_record_of(key, exact)))
         })
         .await;
+        // Not written: the next refresh removes the entry (it is of no live instance).
+        if let Ok(written) = &written {
+            self.registry_written(written);
+        }
         let _ = self.inner.events.send(Event::InstanceRemoved {
             pid: key.pid,
             started_at: key.start_time as Epoch,

@@ -42,6 +42,16 @@ pub enum Event {
     IdleShutdown { instance: Instance },
     /// The registry file did not parse and was moved aside.
     RegistryRecovered { moved_to: String },
+    /// A file of this program (`file`: registry, sessions, token, timeline) cannot be written
+    /// (`error`, e.g. no space left): the old file is kept, and the change is written by the
+    /// first write that succeeds. Once until a `write_recovered` (see `writes`).
+    WriteFailed {
+        file: String,
+        path: String,
+        error: String,
+    },
+    /// A file that failed to be written was written again.
+    WriteRecovered { file: String, path: String },
     /// A session's Serena was started; it does not answer yet.
     SessionLaunching {
         session_id: String,

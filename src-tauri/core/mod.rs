@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod background;
 pub mod classify;
+pub mod clock;
 pub mod cmdline;
 pub mod configure;
 mod cost;
@@ -30,6 +31,7 @@ pub mod timeline;
 pub mod token;
 pub mod tray_protocol;
 pub mod watch;
+pub mod writes;
 
 pub use engine::{Core, CoreError};
 pub use events::Event;

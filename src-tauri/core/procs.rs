@@ -81,6 +81,26 @@ impl Scope {
     }
 }
 
+/// Every process whose environment holds `var`, with its value. Blocking: reads every process's
+/// environment (a few milliseconds a hundred processes), so for a start-up, not a loop. A
+/// process whose environment cannot be read (another user's) does not hold it.
+pub fn carrying(var: &str) -> Vec<(Proc, String)> {
+    let mut sys = System::new();
+    let kind = table_kind().with_environ(UpdateKind::Always);
+    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    let prefix = format!("{var}=");
+    sys.processes()
+        .values()
+        .filter_map(|p| {
+            let value = p.environ().iter().find_map(|kv| {
+                let kv = kv.to_str()?;
+                kv.strip_prefix(prefix.as_str()).map(str::to_string)
+            })?;
+            Some((as_proc(p)?, value))
+        })
+        .collect()
+}
+
 /// `f` of the process `pid` as it is now (only that one process is read), if it runs.
 fn read_one<T>(pid: u32, f: impl FnOnce(&sysinfo::Process) -> T) -> Option<T> {
     let mut sys = System::new();
@@ -89,12 +109,16 @@ fn read_one<T>(pid: u32, f: impl FnOnce(&sysinfo::Process) -> T) -> Option<T> {
     sys.process(p).map(f)
 }
 
-/// The identity of the process `pid` now, if it runs. Blocking (well under a millisecond).
+/// The identity of the process `pid` now, if it runs (an exited process not yet reaped by its
+/// parent does not). Blocking (well under a millisecond).
 pub fn identity(pid: u32) -> Option<ProcessId> {
-    read_one(pid, |x| ProcessId {
-        pid,
-        start_time: x.start_time(),
+    read_one(pid, |x| {
+        (x.status() != ProcessStatus::Zombie).then_some(ProcessId {
+            pid,
+            start_time: x.start_time(),
+        })
     })
+    .flatten()
 }
 
 /// The name of the process `pid` now, if it runs. Blocking (well under a millisecond).

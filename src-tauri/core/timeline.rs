@@ -80,13 +80,17 @@ impl Timeline {
             files::private_dir(dir)?;
         }
         let mut file = files::open_append(&self.path)?;
-        let len = file.metadata()?.len();
+        let mut len = file.metadata()?.len();
         if len > 0 && len.saturating_add(record.len() as u64) > self.limit {
             drop(file);
             std::fs::rename(&self.path, &self.previous)?;
             file = files::open_append(&self.path)?;
+            len = 0;
         }
-        file.write_all(record.as_bytes())
+        // A write cut short (a full disk) is taken back: never half a line.
+        file.write_all(record.as_bytes()).inspect_err(|_| {
+            let _ = file.set_len(len);
+        })
     }
 
     /// The entries about `pid`, oldest first, at most the last `max`: from the previous file,

@@ -17,6 +17,13 @@ pub enum TokenError {
         #[source]
         source: std::io::Error,
     },
+    /// Creating `tray/` or writing the token failed (a full disk, a read-only home).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no secure random source: {0}")]
     Random(#[source] getrandom::Error),
     #[error("{0} holds no usable token (delete it to have a new one made)")]
@@ -46,12 +53,22 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> TokenError {
     }
 }
 
+fn write_error(path: &Path) -> impl Fn(std::io::Error) -> TokenError {
+    let path = path.to_path_buf();
+    move |source| TokenError::Write {
+        path: path.clone(),
+        source,
+    }
+}
+
 /// Reads the token, creating it (and `tray/`) if there is none, after checking that both are
 /// the user's alone.
+/// A failure to write them is a [`TokenError::Write`]: the caller may go on with a token held
+/// in memory and [`save`] it later.
 pub fn load_or_create(serena_home: &Path) -> Result<String, TokenError> {
     let path = token_path(serena_home);
     let dir = serena_home.join("tray");
-    files::private_dir(&dir).map_err(io_error(&dir))?;
+    files::private_dir(&dir).map_err(write_error(&dir))?;
     files::check_private(&dir, "Serena Tray's directory")?;
     if let Some(token) = existing(&path)? {
         return Ok(token);
@@ -63,7 +80,21 @@ pub fn load_or_create(serena_home: &Path) -> Result<String, TokenError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             existing(&path)?.ok_or(TokenError::Bad(path))
         }
-        Err(e) => Err(io_error(&path)(e)),
+        Err(e) => Err(write_error(&path)(e)),
+    }
+}
+
+/// Writes `token` as the token file, which must not exist (a token that could not be written
+/// at the start, written once the disk takes it). A file that appeared meanwhile is kept, and
+/// is an error: its token is not the one this program answers to.
+pub fn save(serena_home: &Path, token: &str) -> Result<(), TokenError> {
+    let path = token_path(serena_home);
+    let dir = serena_home.join("tray");
+    files::private_dir(&dir).map_err(write_error(&dir))?;
+    files::check_private(&dir, "Serena Tray's directory")?;
+    match files::create_atomic(&path, token.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(TokenError::Bad(path)),
+        other => other.map_err(write_error(&path)),
     }
 }
 
@@ -90,7 +121,7 @@ fn existing(path: &Path) -> Result<Option<String>, TokenError> {
         path.display()
     );
     let token = random_hex(32)?;
-    files::write_atomic(path, token.as_bytes()).map_err(io_error(path))?;
+    files::write_atomic(path, token.as_bytes()).map_err(write_error(path))?;
     Ok(Some(token))
 }
 

@@ -100,7 +100,20 @@ pub fn idle_text(inst: &Instance, now: f64) -> (String, String) {
     )
 }
 
-/// Announces new zombies for as long as the app runs.
+/// The notification of a file that cannot be written (once until it is written again, see
+/// `core::writes`): `Serena Tray cannot write its files`, the path and the system's words.
+pub fn write_text(path: &str, error: &str) -> (String, String) {
+    (
+        "Serena Tray cannot write its files".into(),
+        format!(
+            "{path}: {error}. The old file is kept and nothing else stops; the change is \
+             written as soon as a write succeeds."
+        ),
+    )
+}
+
+/// Announces new zombies for as long as the app runs (and idle shutdowns that near, and files
+/// that cannot be written).
 pub fn follow(app: &App) {
     let mut rx = app.core().subscribe();
     let a = app.clone();
@@ -136,8 +149,15 @@ pub fn follow(app: &App) {
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             };
-            if let Event::IdleWarning { instance } = &first {
-                let (a, n) = (a.clone(), idle_text(instance, crate::core::model::now()));
+            let told = match &first {
+                Event::IdleWarning { instance } => {
+                    Some(idle_text(instance, crate::core::model::now()))
+                }
+                Event::WriteFailed { path, error, .. } => Some(write_text(path, error)),
+                _ => None,
+            };
+            if let Some(n) = told {
+                let a = a.clone();
                 let _ = tokio::task::spawn_blocking(move || show(&a, n, None)).await;
                 continue;
             }
@@ -352,6 +372,21 @@ mod tests {
         assert!(idle_text(&i, 1000.0 + 1790.0)
             .1
             .contains("in 1 minute unless"));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_named_with_the_systems_words() {
+        let (summary, body) = write_text(
+            "/home/u/.serena/instances.json",
+            "No space left on device (os error 28)",
+        );
+        assert_eq!(summary, "Serena Tray cannot write its files");
+        assert!(
+            body.starts_with(
+                "/home/u/.serena/instances.json: No space left on device (os error 28). The old"
+            ),
+            "{body}"
+        );
     }
 
     #[test]

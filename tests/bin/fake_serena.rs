@@ -41,6 +41,8 @@
 //!   the child mode blocks it too when it sees the variable, which children inherit); on Windows
 //!   (no signals) PUT `/shutdown` is answered but not obeyed, and Ctrl+C and Ctrl+Break console
 //!   events are ignored, by the children too.
+//! - `FAKE_SERENA_CHILDREN_IGNORE_TERM=1`: only its children ignore SIGTERM (a language server
+//!   that does), the fake itself obeys it.
 //! - `FAKE_SERENA_CHILDREN=N`: start N children (`serena fake-language-server`), each in a new
 //!   session on Unix (setsid), a detached process in a new process group on Windows
 //!   (`DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP`). They outlive the fake when it dies: a
@@ -234,7 +236,7 @@ fn server(args: &[String]) -> ExitCode {
     };
     let mut kids: Vec<Child> = Vec::with_capacity(children);
     for _ in 0..children {
-        match language_server_command(ignore_term).spawn() {
+        match language_server_command(ignore_term || children_ignore_term()).spawn() {
             Ok(child) => kids.push(child),
             Err(e) => return fail(&format!("cannot start a child: {e}")),
         }
@@ -394,10 +396,15 @@ fn detach(cmd: &mut Command, _ignore_term: bool) {
     cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
 }
 
+/// Whether only the children ignore SIGTERM (`FAKE_SERENA_CHILDREN_IGNORE_TERM=1`).
+fn children_ignore_term() -> bool {
+    env_is_1("FAKE_SERENA_CHILDREN_IGNORE_TERM")
+}
+
 /// `serena fake-language-server`: sleeps for an hour (SIGTERM, or Ctrl+C and Ctrl+Break,
-/// ignored if `FAKE_SERENA_IGNORE_TERM=1`).
+/// ignored if `FAKE_SERENA_IGNORE_TERM=1` or `FAKE_SERENA_CHILDREN_IGNORE_TERM=1`).
 fn language_server() -> ExitCode {
-    if env_is_1("FAKE_SERENA_IGNORE_TERM") {
+    if env_is_1("FAKE_SERENA_IGNORE_TERM") || children_ignore_term() {
         // Already so when the fake started it; also when started some other way.
         let _ = signals::ignore_term();
     }

@@ -47,6 +47,27 @@ impl Home {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Daemon {
+        let mut d = self.daemon_answering(port, tray_port, env, args);
+        d.token = std::fs::read_to_string(self.serena_home().join("tray/token"))
+            .expect("token file")
+            .trim()
+            .to_string();
+        d
+    }
+
+    /// A daemon on free ports once it answers, without reading its token (it may not be on
+    /// disk: a first start on a full disk); `token` is empty.
+    pub fn daemon_without_token(&self) -> Daemon {
+        self.daemon_answering(free_port(), free_port(), &[], &[])
+    }
+
+    fn daemon_answering(
+        &self,
+        port: u16,
+        tray_port: u16,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Daemon {
         let mut cmd = Command::new(tray_exe());
         self.env(&mut cmd);
         for (k, v) in env {
@@ -66,7 +87,7 @@ impl Home {
             .spawn()
             .expect("spawn daemon");
         let pid = child.id();
-        let mut d = Daemon {
+        let d = Daemon {
             port,
             tray_port,
             token: String::new(),
@@ -76,10 +97,6 @@ impl Home {
         wait_for("the daemon to answer", Duration::from_secs(30), || {
             (d.call("GET", "/api/health", None).0 == 200).then_some(())
         });
-        d.token = std::fs::read_to_string(self.serena_home().join("tray/token"))
-            .expect("token file")
-            .trim()
-            .to_string();
         d
     }
 }
@@ -131,6 +148,14 @@ impl Daemon {
         self.raw(method, path, body.map(|b| b.to_string()), &headers)
     }
 
+    /// [`Daemon::call`] for a call the daemon may be killed in the middle of: a connection that
+    /// breaks, like one refused, is status 0.
+    pub fn call_cut(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let auth = format!("Bearer {}", self.token);
+        let headers = [("authorization", auth.as_str())];
+        self.send(method, path, body.map(|b| b.to_string()), &headers, true)
+    }
+
     /// A call with exactly these headers and this raw body (JSON content type if a body).
     pub fn raw(
         &self,
@@ -138,6 +163,17 @@ impl Daemon {
         path: &str,
         body: Option<String>,
         headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        self.send(method, path, body, headers, false)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+        cut: bool,
     ) -> (u16, Value) {
         let url = self.url(path);
         block_on(async {
@@ -156,8 +192,8 @@ impl Daemon {
                     let text = resp.text().await.unwrap_or_default();
                     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
                 }
-                // Not listening (yet): status 0.
-                Err(e) if e.is_connect() => (0, Value::Null),
+                // Not listening (yet), or (`cut`) killed meanwhile: status 0.
+                Err(e) if e.is_connect() || cut => (0, Value::Null),
                 Err(e) => panic!("{url}: {e}"),
             }
         })

@@ -157,3 +157,22 @@ pub fn spawn_reading_port(mut cmd: Command) -> (Child, Option<u16>) {
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     (child, port)
 }
+
+/// `config.toml` with the fake as the Serena command (sessions and wakes start it), then
+/// `extra` settings.
+pub fn command_config(extra: &str) -> String {
+    format!(
+        "serena_command = [{:?}]\n{extra}",
+        exe().to_str().expect("utf8")
+    )
+}
+
+/// The fake servers running for the project `dir` (their command line names it).
+pub fn servers_on(dir: &Path) -> Vec<u32> {
+    let d = dir.to_str().unwrap_or_default();
+    super::processes::snapshot()
+        .iter()
+        .filter(|p| p.cmdline.iter().any(|a| a == d) && is_server(&p.cmdline))
+        .map(|p| p.pid)
+        .collect()
+}

@@ -21,6 +21,7 @@ pub mod asleep;
 pub mod browser;
 pub mod daemon;
 pub mod desktop;
+pub mod disk;
 pub mod fake;
 pub mod home;
 pub mod http;

@@ -354,15 +354,19 @@ async fn show_window(
     }
 }
 
-/// Server-sent events: first a `snapshot` of every instance, then every core event as it
-/// happens (`event:` is the event's type, `data:` its JSON).
+/// Server-sent events: first a `snapshot` of every instance and of the files that cannot be
+/// written now (`write_failures`), then every core event as it happens (`event:` is the
+/// event's type, `data:` its JSON).
 async fn events(State(state): State<App>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.core().subscribe();
     // The refresh keeps its one-second pace while this page follows (the stream holds it).
     let page = state.core().page_open();
     let snapshot = SseEvent::default()
         .event("snapshot")
-        .json_data(json!({"instances": state.core().instances()}))
+        .json_data(json!({
+            "instances": state.core().instances(),
+            "write_failures": state.core().write_failures(),
+        }))
         .unwrap_or_default();
     let live = BroadcastStream::new(rx).filter_map(move |item| {
         let _following = &page;

@@ -301,12 +301,24 @@ fn staged(path: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
     let mut tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
-        .tempfile_in(dir)?;
+        .tempfile_in(dir)
+        .map_err(without_temp_path)?;
     // Private before the first byte goes in (tempfile makes it 0600 on Unix).
     #[cfg(windows)]
     windows::make_owner_only(tmp.path(), false)?;
-    tmp.write_all(bytes)?;
+    tmp.write_all(bytes).map_err(without_temp_path)?;
     Ok(tmp)
+}
+
+/// `tempfile`'s error without the ` at path ".name.XXXXXX.tmp"` it adds (the system's error
+/// is kept only as text there): the caller names the file it was replacing, and a temporary
+/// name means nothing to a user. Any other error is left as it is.
+fn without_temp_path(e: io::Error) -> io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path \"") {
+        Some((system, _)) if e.get_ref().is_some() => io::Error::new(e.kind(), system),
+        _ => e,
+    }
 }
 
 /// Replaces `path` with `bytes` atomically (a reader sees the old or the new file, never half of
@@ -382,6 +394,14 @@ mod tests {
 
     fn chmod(path: &Path, mode: u32) {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn a_failed_replacement_is_the_system_error_without_the_temporary_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = write_atomic(&tmp.path().join("gone/file.json"), b"{}").expect_err("no dir");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(!err.to_string().contains(".tmp"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+mod clock;
+
 const GRACE: Duration = Duration::from_secs(10);
 /// "Now" at the first refresh of every test.
 const T0: Epoch = 1_700_000_000.0;

@@ -3,6 +3,7 @@
 //! starts, at first sight of a process or from a dead registry entry. Plain data, no I/O.
 
 use crate::core::classify::BEFORE_FIRST_LOOK;
+use crate::core::clock::{shift, shift_opt, Reading, StepWatch};
 use crate::core::cmdline::{self, LauncherArgs, SerenaArgs};
 use crate::core::model::{
     ClientInfo, Cost, Epoch, Instance, ProcessId, Registration, Source, State, Transport,
@@ -29,9 +30,23 @@ pub(crate) struct Model {
     pub(crate) launching: HashSet<ProcessId>,
     /// Sessions' own idle shutdown (zero: never), over the launcher's and the default.
     pub(crate) session_idle: HashMap<ProcessId, Duration>,
+    /// The wall clock's steps since the last refresh (see [`Model::look`]).
+    pub(crate) clock: StepWatch,
 }
 
 impl Model {
+    /// Looks at the clocks, as read in `r`, for a refresh: after a step of the wall clock since
+    /// the last look, every stamp of this program's own moves by the step (see `clock`), so that
+    /// what remains of each grace and idle time is what the monotonic clock says. Returns now
+    /// and the step (0: none).
+    pub(crate) fn look(&mut self, r: Reading) -> (Epoch, Epoch) {
+        let step = self.clock.look(r);
+        if step != 0.0 {
+            self.tracked.values_mut().for_each(|t| t.shift(step));
+        }
+        (r.wall, step)
+    }
+
     /// Drops every trace of an instance (after a kill, or a pruned record). Returns the
     /// `started_at` of its registry entry if it was known only from there.
     pub(crate) fn forget(&mut self, key: ProcessId) -> Option<Epoch> {
@@ -263,6 +278,31 @@ pub(crate) fn first_sight(snap: &Snapshot, proc: &Proc, how: Sighting, now: Epoc
 }
 
 impl Tracked {
+    /// Moves its own stamps by a step of the wall clock (see [`Model::look`]); the process's
+    /// start time and what the registry holds are others' wall times and stay.
+    fn shift(&mut self, step: Epoch) {
+        let i = &mut self.inst;
+        shift(&mut i.first_seen, step);
+        shift(&mut i.state_since, step);
+        for s in [
+            &mut i.last_heartbeat,
+            &mut i.last_activity,
+            &mut i.idle_since,
+            &mut i.idle_shutdown_at,
+            &mut self.orphaned_since,
+            &mut self.last_ok,
+            &mut self.silent_since,
+            &mut self.mcp_listening_since,
+            &mut self.idle_warned,
+            &mut self.idle_expired,
+            &mut self.probed_at,
+            &mut self.viewed_at,
+            &mut self.idle_next,
+        ] {
+            shift_opt(s, step);
+        }
+    }
+
     /// A live record with nothing learnt yet beyond its instance, its options and its client.
     fn fresh(inst: Instance, args: SerenaArgs, client: Option<ClientInfo>) -> Tracked {
         Tracked {

@@ -1,13 +1,15 @@
 //! The instance manager's decisions, as functions over plain data: what a request asks for (and
 //! whether it may), which shared session serves it, which recorded sessions are adopted again,
 //! what an attachment or a detachment does to a session, which leases and lingers are due and
-//! when the next one is, which history is kept. The clock is passed in; the one look outside is
-//! that a request's project must be an existing directory.
+//! when the next one is, how a step of the wall clock moves them, which history is kept. The
+//! clock is passed in; the one look outside is that a request's project must be an existing
+//! directory.
 //!
 //! Deliberately not here: starting and reaping processes, the store, the wait loop (the rest of
 //! `sessions`).
 
 use super::{SessionError, SessionRequest};
+use crate::core::clock::{shift, shift_opt, Reading, StepWatch};
 use crate::core::model::{minutes, Attachment, EndReason, Epoch, ProcessId, Session, Transport};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -263,6 +265,38 @@ pub(crate) fn due<'a>(sessions: impl IntoIterator<Item = &'a Session>, now: Epoc
     due.sleeps
         .retain(|id| !due.ends.iter().any(|(e, _)| e == id));
     due
+}
+
+/// A look at the clocks, as read in `r`, before a decision over `sessions` or a new stamp in
+/// them: after a step of the wall clock since `clock`'s last look, every session's stamps move
+/// by the step (see `clock`), so that what remains of each lease, linger and sleep is what the
+/// monotonic clock says. A session's process start time is the system's and stays. Returns the
+/// step (0: none); now is `r.wall`.
+pub(crate) fn look(
+    sessions: &mut BTreeMap<String, Session>,
+    clock: &mut StepWatch,
+    r: Reading,
+) -> Epoch {
+    let step = clock.look(r);
+    if step == 0.0 {
+        return 0.0;
+    }
+    for s in sessions.values_mut() {
+        shift(&mut s.created_at, step);
+        for stamp in [
+            &mut s.ended_at,
+            &mut s.expires_at,
+            &mut s.linger_until,
+            &mut s.last_used,
+            &mut s.asleep_since,
+        ] {
+            shift_opt(stamp, step);
+        }
+        s.attached
+            .iter_mut()
+            .for_each(|a| shift(&mut a.since, step));
+    }
+    step
 }
 
 /// When an awake shared session with clients, none in a call, falls asleep: `sleep_minutes`

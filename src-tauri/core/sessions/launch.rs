@@ -32,6 +32,9 @@ pub(super) struct LaunchPlan {
     pub modes: Vec<String>,
     pub transport: Transport,
     pub log: PathBuf,
+    /// Its [`unrecorded::VAR`](super::unrecorded::VAR) value: found again after a restart if
+    /// this program stops before the session is recorded.
+    pub marker: String,
 }
 
 /// Why a launch did not give a live Serena.
@@ -112,7 +115,8 @@ impl LaunchPlan {
         };
         let out = files::open_append(&self.log).map_err(log_failed)?;
         let err = out.try_clone().map_err(log_failed)?;
-        cmd.stdin(std::process::Stdio::null())
+        cmd.env(super::unrecorded::VAR, &self.marker)
+            .stdin(std::process::Stdio::null())
             .stdout(out)
             .stderr(err)
             .kill_on_drop(false);

@@ -15,9 +15,11 @@
 mod decide;
 mod launch;
 mod store;
+mod unrecorded;
 
 pub use launch::LaunchFailure;
 
+use crate::core::clock::{Reading, StepWatch};
 use crate::core::engine::Core;
 use crate::core::events::{on_events, Event};
 use crate::core::files;
@@ -28,6 +30,7 @@ use crate::core::procs::Snapshot;
 use crate::core::reaper::{self, ReapError};
 use crate::core::settings::SerenaCommandError;
 use crate::core::token::{random_hex, TokenError};
+use crate::core::writes::Written;
 use decide::{SharedKey, Wanted};
 use launch::LaunchPlan;
 use serde::{Deserialize, Serialize};
@@ -38,6 +41,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How often a store that could not be written is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(2);
 
 /// How long a new shared session waits for the client that asked for it to attach, at least
 /// (with `share_linger_seconds` 0 it would otherwise end before its first client attaches).
@@ -164,6 +170,8 @@ pub struct Sessions {
 
 struct SessionsInner {
     core: Core,
+    /// `$SERENA_HOME/tray`.
+    tray: PathBuf,
     store: PathBuf,
     logs: PathBuf,
     serena_command: Result<Vec<String>, SerenaCommandError>,
@@ -177,6 +185,9 @@ struct SessionsInner {
     leases_changed: tokio::sync::Notify,
     /// How long a shared session outlives its last client.
     linger: Duration,
+    /// The wall clock's steps since the sessions' last look (see [`Sessions::look`]); locked
+    /// only under `sessions`.
+    clock: std::sync::Mutex<StepWatch>,
     /// One lock per shared session's key (project, context, modes, transport): two clients
     /// asking at once get one session, not two.
     shared_launches: std::sync::Mutex<HashMap<SharedKey, Arc<Mutex<()>>>>,
@@ -184,6 +195,10 @@ struct SessionsInner {
     /// launch ends): Serenas started together can pick the same dashboard port, and the loser
     /// runs without a dashboard (SERENA.md), so this program starts one at a time.
     starting: Mutex<()>,
+    /// The last write of the store failed (see [`Sessions::keep_store_written`]).
+    unsaved: tokio::sync::Notify,
+    /// Found at the start: Serenas a previous run started and never recorded, to be reaped.
+    unrecorded: std::sync::Mutex<Vec<unrecorded::Unrecorded>>,
 }
 
 impl Sessions {
@@ -198,16 +213,30 @@ impl Sessions {
         let store = tray.join("sessions.json");
         let snap = Snapshot::capture(&mut sysinfo::System::new());
         let runs = |id| snap.get_id(id).is_some();
-        let sessions = decide::adopted(store::read(&store), runs, now());
+        let recorded = store::read(&store);
+        let awake = recorded.iter().filter(|s| s.is_awake()).count();
+        let mut sessions = decide::adopted(recorded, runs, now());
+        // Those whose Serena is gone are ended in the file too, at once: it says no more than
+        // what runs.
+        let unsaved = tokio::sync::Notify::new();
+        if sessions.values().filter(|s| s.is_awake()).count() != awake
+            && !write_store(&core, &store, &mut sessions)
+        {
+            unsaved.notify_one();
+        }
         for s in sessions.values().filter(|s| s.is_awake()) {
             core.mark_session_ready(s.process_id(), &s.session_id);
             core.set_session_idle(s.process_id(), s.idle_shutdown());
         }
+        // Before anything is launched: a Serena launched from now on is not one of these.
+        let marked = crate::core::procs::carrying(unrecorded::VAR);
+        let unrecorded = unrecorded::unrecorded(&marked, &tray, &sessions);
         Sessions {
             inner: Arc::new(SessionsInner {
                 core,
-                store,
                 logs: tray.join("logs"),
+                tray,
+                store,
                 serena_command,
                 ready_timeout,
                 sessions: Mutex::new(sessions),
@@ -215,58 +244,117 @@ impl Sessions {
                 cancel,
                 leases_changed: tokio::sync::Notify::new(),
                 linger,
+                clock: std::sync::Mutex::new(StepWatch::started()),
                 shared_launches: Default::default(),
                 starting: Mutex::new(()),
+                unrecorded: std::sync::Mutex::new(unrecorded),
+                unsaved,
             }),
         }
     }
 
     /// After a restart: the recorded clients of shared sessions that still run are watched
-    /// again, the others detached (a task of the app's, in the background).
+    /// again, the others detached, and so are the adopted sessions' Serenas: one that exits
+    /// before the core first sees it (stopping when this program was killed in the middle of
+    /// its release) is never seen to go, and its session would stay (a task of the app's, in
+    /// the background).
     pub fn watch_recorded_attachments(&self) {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
-            let recorded: Vec<(String, Attachment)> = {
+            let (recorded, serenas): (Vec<(String, Attachment)>, Vec<ProcessId>) = {
                 let sessions = this.inner.sessions.lock().await;
-                sessions
-                    .values()
-                    .filter(|s| s.is_active())
-                    .flat_map(|s| s.attached.iter().map(|a| (s.session_id.clone(), a.clone())))
-                    .collect()
+                let active = || sessions.values().filter(|s| s.is_active());
+                (
+                    active()
+                        .flat_map(|s| s.attached.iter().map(|a| (s.session_id.clone(), a.clone())))
+                        .collect(),
+                    active()
+                        .filter(|s| s.is_awake())
+                        .map(|s| s.process_id())
+                        .collect(),
+                )
             };
             for (id, a) in recorded {
                 this.watch_attachment(&id, a.process_id());
             }
+            for serena in serenas {
+                this.when_gone(serena, move |this| async move {
+                    this.ended_by_itself(serena).await
+                });
+            }
             // A shared session with no client left when this program stopped lingers anew.
             let mut sessions = this.inner.sessions.lock().await;
-            decide::linger_anew(&mut sessions, now(), this.inner.linger.as_secs_f64());
+            let now = this.look(&mut sessions);
+            decide::linger_anew(&mut sessions, now, this.inner.linger.as_secs_f64());
             drop(sessions);
             this.inner.leases_changed.notify_one();
         });
     }
 
+    /// After a restart: the Serenas that the previous run started and stopped before it
+    /// recorded them (found at [`Sessions::load`]) are reaped with their trees, each a
+    /// `session_failed` (a task of the app's, in the background).
+    pub fn reap_unrecorded(&self) {
+        let found = std::mem::take(&mut *crate::core::model::lock(&self.inner.unrecorded));
+        if found.is_empty() {
+            return;
+        }
+        let core = self.inner.core.clone();
+        self.inner.tasks.spawn(async move {
+            for u in found {
+                let survivors = reaper::kill_own_tree(u.root, &Default::default()).await;
+                let error = if survivors.is_empty() {
+                    format!(
+                        "Serena Tray stopped before this session was recorded; its Serena \
+                         (PID {}) was stopped at the next start",
+                        u.root.pid
+                    )
+                } else {
+                    format!(
+                        "Serena Tray stopped before this session was recorded; its Serena \
+                         (PID {}) could not be stopped: {survivors:?} still run",
+                        u.root.pid
+                    )
+                };
+                tracing::warn!(session_id = %u.session_id, "{error}");
+                core.publish(Event::SessionFailed {
+                    session_id: u.session_id,
+                    error,
+                });
+            }
+        });
+    }
+
     /// Detaches `launcher` from session `id` once its process exits, however it exits.
     fn watch_attachment(&self, id: &str, launcher: ProcessId) {
-        let (this, id) = (self.clone(), id.to_string());
+        let id = id.to_string();
+        self.when_gone(launcher, move |this| async move {
+            let _ = this.detach(&id, launcher.pid).await;
+        });
+    }
+
+    /// Runs `then` once `process` is gone, however it goes (watched where the platform can,
+    /// else looked at every few seconds); not at all if the app stops first.
+    fn when_gone<F, Fut>(&self, process: ProcessId, then: F)
+    where
+        F: FnOnce(Sessions) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let this = self.clone();
         let cancel = self.inner.cancel.clone();
         self.inner.tasks.spawn(async move {
             tokio::select! {
-                _ = super::watch::exited(launcher) => {}
+                _ = super::watch::exited(process) => {}
                 _ = cancel.cancelled() => return,
             }
-            // Gone (or not watchable: then gone already or never to be told).
-            if super::procs::identity(launcher.pid) != Some(launcher) {
-                let _ = this.detach(&id, launcher.pid).await;
-            } else {
-                // Cannot watch here (no pidfd): look every few seconds instead.
-                while super::procs::identity(launcher.pid) == Some(launcher) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = cancel.cancelled() => return,
-                    }
+            // Still there: it cannot be watched here (no pidfd), so it is looked at instead.
+            while super::procs::identity(process.pid) == Some(process) {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = cancel.cancelled() => return,
                 }
-                let _ = this.detach(&id, launcher.pid).await;
             }
+            then(this).await;
         });
     }
 
@@ -287,6 +375,7 @@ impl Sessions {
             None => None,
         };
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = decide::active(&mut sessions, id)?;
         if !session.shared {
             return Err(SessionError::NotShared(id.to_string()));
@@ -296,7 +385,7 @@ impl Sessions {
             start_time: launcher.start_time,
             client_pid,
             client_name,
-            since: now(),
+            since: now,
             busy: false,
         };
         decide::attach(session, attachment);
@@ -316,11 +405,12 @@ impl Sessions {
     /// the linger. Returns the session.
     pub async fn detach(&self, id: &str, pid: u32) -> Result<Session, SessionError> {
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = match sessions.get_mut(id) {
             None => return Err(SessionError::UnknownSession(id.to_string())),
             Some(s) => s,
         };
-        if !decide::detach(session, pid, now(), self.inner.linger.as_secs_f64()) {
+        if !decide::detach(session, pid, now, self.inner.linger.as_secs_f64()) {
             return Ok(session.clone());
         }
         let detached = session.clone();
@@ -353,6 +443,7 @@ impl Sessions {
 
     async fn ended_by_itself(&self, id: ProcessId) {
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let Some(s) = sessions
             .values()
             .find(|s| s.is_awake() && s.process_id() == id)
@@ -360,7 +451,7 @@ impl Sessions {
         else {
             return;
         };
-        let ended = s.ended(EndReason::Exited, now());
+        let ended = s.ended(EndReason::Exited, now);
         sessions.insert(ended.session_id.clone(), ended.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -478,8 +569,9 @@ impl Sessions {
             sleep_minutes: wanted.sleep_minutes,
             log: self.log_of(&session_id).display().to_string(),
         };
-        let session = Session::on_demand(session_id, key, now(), self.first_linger());
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
+        let session = Session::on_demand(session_id, key, now, self.first_linger());
         sessions.insert(session.session_id.clone(), session.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -527,6 +619,7 @@ impl Sessions {
             Err(e) => return Err(self.failed(&plan, e)),
         };
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let Some(current) = sessions.get(&id).filter(|s| s.is_asleep()).cloned() else {
             // Stopped while it woke: its new Serena goes too.
             drop(sessions);
@@ -534,7 +627,7 @@ impl Sessions {
             reaper::kill_own_tree(serena.process_id(), &Default::default()).await;
             return Err(SessionError::Ended(id));
         };
-        let woken = current.woken(serena, now());
+        let woken = current.woken(serena, now);
         sessions.insert(id.clone(), woken.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -553,8 +646,9 @@ impl Sessions {
     /// use, and it does not sleep while a call is in flight.
     pub async fn touch(&self, id: &str, pid: u32, busy: bool) -> Result<(), SessionError> {
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = decide::active(&mut sessions, id)?;
-        if !decide::touch(session, pid, busy, now()) {
+        if !decide::touch(session, pid, busy, now) {
             return Err(SessionError::NotAttached(id.to_string(), pid));
         }
         drop(sessions);
@@ -587,7 +681,8 @@ impl Sessions {
         let _one_launch = self.shared_lock(key).await;
         let (awake, asleep) = {
             let mut sessions = self.inner.sessions.lock().await;
-            let due = |s: &&Session| decide::sleep_at(s).is_some_and(|at| at <= now());
+            let now = self.look(&mut sessions);
+            let due = |s: &&Session| decide::sleep_at(s).is_some_and(|at| at <= now);
             let Some(awake) = sessions.get(id).filter(due).cloned() else {
                 return Ok(());
             };
@@ -598,7 +693,7 @@ impl Sessions {
                 .filter(|i| i.process_id() == awake.process_id())
                 .and_then(|i| i.cost)
                 .map(|c| c.memory_bytes);
-            let asleep = awake.clone().asleep(AsleepReason::Unused, now(), cost);
+            let asleep = awake.clone().asleep(AsleepReason::Unused, now, cost);
             sessions.insert(id.to_string(), asleep.clone());
             (awake, asleep)
         };
@@ -634,6 +729,26 @@ impl Sessions {
         lock.lock_owned().await
     }
 
+    /// Now, for a decision over `sessions` or a new stamp in them (under their lock): after a
+    /// step of the wall clock since the last look, every session's stamps move by the step first
+    /// and are recorded (see `clock`), so that what remains of each lease, linger and sleep is
+    /// what the monotonic clock says.
+    fn look(&self, sessions: &mut BTreeMap<String, Session>) -> f64 {
+        let r = Reading::now();
+        let step = decide::look(
+            sessions,
+            &mut crate::core::model::lock(&self.inner.clock),
+            r,
+        );
+        if step != 0.0 {
+            tracing::info!(
+                "the wall clock stepped by {step:+.0} s: the sessions' leases, lingers and sleeps keep what remained of them"
+            );
+            self.persist(sessions);
+        }
+        r.wall
+    }
+
     /// What a launch for the session `session_id` (new, or woken) starts: the Serena command
     /// for `what` and its log.
     fn plan(&self, session_id: String, what: Serving) -> Result<LaunchPlan, SessionError> {
@@ -644,6 +759,7 @@ impl Sessions {
         })?;
         Ok(LaunchPlan {
             log: self.log_of(&session_id),
+            marker: unrecorded::marker(&session_id, &self.inner.tray),
             command,
             session_id,
             project: what.project.clone(),
@@ -665,25 +781,27 @@ impl Sessions {
     }
 
     /// Records a launched session with what the request asked of it (shared, a lease, its own
-    /// idle shutdown), and says it is ready.
+    /// idle shutdown), and says it is ready. Its lease and its first linger count from now, as
+    /// the session is handed out (a step of the wall clock during the launch is then no matter).
     async fn launched(&self, mut session: Session, wanted: &Wanted) -> Session {
         let core = &self.inner.core;
+        let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         session.shared = wanted.shared;
         if wanted.shared {
             // Until its first client attaches, it lingers as if its last had left (for long
             // enough that the client who asked for it attaches first, whatever the linger).
-            session.linger_until = Some(session.created_at + self.first_linger());
+            session.linger_until = Some(now + self.first_linger());
             self.inner.leases_changed.notify_one();
         }
         session.lease_seconds = wanted.lease;
-        session.expires_at = wanted.lease.map(|l| session.created_at + l);
+        session.expires_at = wanted.lease.map(|l| now + l);
         session.idle_shutdown_minutes = wanted.idle_minutes;
         session.sleep_minutes = wanted.sleep_minutes;
         core.set_session_idle(session.process_id(), wanted.idle);
         if wanted.lease.is_some() {
             self.inner.leases_changed.notify_one();
         }
-        let mut sessions = self.inner.sessions.lock().await;
         sessions.insert(session.session_id.clone(), session.clone());
         self.persist(&mut sessions);
         drop(sessions);
@@ -719,12 +837,13 @@ impl Sessions {
     ) -> Result<Session, SessionError> {
         let lease = lease_seconds.map(decide::lease_of).transpose()?;
         let mut sessions = self.inner.sessions.lock().await;
+        let now = self.look(&mut sessions);
         let session = decide::active(&mut sessions, id)?;
         let lease = lease
             .or(session.lease_seconds)
             .ok_or_else(|| SessionError::NoLease(id.to_string()))?;
         session.lease_seconds = Some(lease);
-        session.expires_at = Some(now() + lease);
+        session.expires_at = Some(now + lease);
         let renewed = session.clone();
         self.persist(&mut sessions);
         drop(sessions);
@@ -742,9 +861,12 @@ impl Sessions {
     /// app stops.
     pub async fn keep_leases(self) {
         loop {
-            let now = now();
-            let decide::Due { ends, sleeps, next } =
-                decide::due(self.inner.sessions.lock().await.values(), now);
+            let (now, due) = {
+                let mut sessions = self.inner.sessions.lock().await;
+                let now = self.look(&mut sessions);
+                (now, decide::due(sessions.values(), now))
+            };
+            let decide::Due { ends, sleeps, next } = due;
             for (id, why) in ends {
                 match self.end(&id, why).await {
                     Ok(_) => tracing::info!("session {id} released ({why:?})"),
@@ -777,12 +899,13 @@ impl Sessions {
         // exit (seen by `follow`) takes it for a live session meanwhile; put back if it fails.
         let session = {
             let mut sessions = self.inner.sessions.lock().await;
+            let now = self.look(&mut sessions);
             let session = match sessions.get(id) {
                 None => return Err(SessionError::UnknownSession(id.to_string())),
                 Some(s) if !s.is_active() => return Ok(ReleaseStatus::AlreadyGone),
                 Some(s) => s.clone(),
             };
-            sessions.insert(id.to_string(), session.clone().ended(reason, now()));
+            sessions.insert(id.to_string(), session.clone().ended(reason, now));
             if session.is_asleep() {
                 // No Serena to reap.
                 self.persist(&mut sessions);
@@ -833,13 +956,45 @@ impl Sessions {
     }
 
     /// Records the sessions (and forgets ended ones past the history's bound). A failed write
-    /// is logged, not returned: the change stands in memory and the next write records it.
+    /// (a full disk) is told once (see `writes`), not returned: the file keeps what it had, the
+    /// change stands in memory, and [`Sessions::keep_store_written`] writes it again until it
+    /// is written.
     fn persist(&self, sessions: &mut BTreeMap<String, Session>) {
-        decide::forget_old_history(sessions);
-        if let Err(e) = store::write(&self.inner.store, &decide::kept(sessions.values())) {
-            tracing::warn!("{e}");
+        if !write_store(&self.inner.core, &self.inner.store, sessions) {
+            self.inner.unsaved.notify_one();
         }
     }
+
+    /// After a failed write of the store: writes it again every [`STORE_RETRY`] until it is
+    /// written (space came back), so that what changed is on disk even if nothing changes
+    /// again. Runs until the app stops it.
+    pub async fn keep_store_written(self) {
+        loop {
+            self.inner.unsaved.notified().await;
+            tokio::time::sleep(STORE_RETRY).await;
+            // A failure notifies again, and the next round waits again.
+            self.persist(&mut *self.inner.sessions.lock().await);
+        }
+    }
+}
+
+/// Writes the sessions to `store` (forgetting ended ones past the history's bound) and tells
+/// `core` how it went; whether it was written.
+fn write_store(
+    core: &Core,
+    store: &std::path::Path,
+    sessions: &mut BTreeMap<String, Session>,
+) -> bool {
+    decide::forget_old_history(sessions);
+    let written = store::write(store, &decide::kept(sessions.values()));
+    match &written {
+        Ok(()) => core.wrote(Written::Sessions, store, Ok(())),
+        Err(SessionError::Store { path, source }) => {
+            core.wrote(Written::Sessions, path, Err(source))
+        }
+        Err(e) => core.wrote(Written::Sessions, store, Err(e)),
+    }
+    written.is_ok()
 }
 
 /// What a session's Serena serves: its project, context, modes and transport.

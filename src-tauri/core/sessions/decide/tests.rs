@@ -448,3 +448,5 @@ fn after_a_restart_a_shared_session_sleeps_counting_from_then_with_no_call_in_fl
     assert!(!s.attached[0].busy);
     assert_eq!(sleep_at(s), Some(T0 + 60.0), "not at once, and not never");
 }
+
+mod clock;
