@@ -23,7 +23,9 @@
 //!   random while and `POST /release-session`d (each in a thread of its own, so that a fault
 //!   can land in the middle of a request or a release).
 //!
-//! The faults, one at a time, drawn uniformly:
+//! The faults, one at a time, drawn uniformly (a daemon kill weighing 1 / [`DAEMON_KILLS_UNTIL`]
+//! while it may be drawn, so that there are as many as a uniform draw over the whole run
+//! would give):
 //! - `daemon_kill`: SIGKILL to the daemon (whoever owns its port), started again at once; half
 //!   of them 0.3 to 1.5 s after a session request was sent (while the daemon launches its
 //!   Serena); only in the first [`DAEMON_KILLS_UNTIL`] of the run, so that one daemon, warmed
@@ -53,11 +55,15 @@
 //!   expected it to live (or a burst process ended by a signal) was ended by someone else: a
 //!   wrong kill, listed with the last fault before it. A process is marked as allowed to end
 //!   before the harness signals it, kills its client, or asks the API to kill or release it.
-//! - `soak_daemon_pss_growth_pct` and `soak_fd_growth`: the daemon's PSS and open files from
-//!   the half to the end (read at the half, each eighth after it and the end, each after a 2 s
-//!   pause with no action; the path and the anonymous memory in the note); no daemon kill after
+//! - `soak_daemon_pss_growth_pct`: the daemon's PSS from the half to the end (read at the half,
+//!   each eighth after it and the end, each after a 2 s pause with no action of the main loop;
+//!   the path and the anonymous memory in the note). No daemon kill after
 //!   [`DAEMON_KILLS_UNTIL`] of the run, so every reading is of one daemon process (if one died
 //!   meanwhile, the figure says so and is not met).
+//! - `soak_fd_growth`: the same daemon's open files, read every second of the second half: the
+//!   fewest of the last quarter less the fewest of the third. The count at a moment follows the
+//!   clients (their connections, the processes watched): up to 20 apart from one second to the
+//!   next here; what a leak holds raises the floor.
 //! - `soak_daemon_failures`: the daemon found dead without a kill of the harness, or not
 //!   answering within [`DAEMON_START`] after a (re)start.
 
@@ -864,6 +870,10 @@ struct Reading {
     fds: usize,
 }
 
+/// The daemon's open files at a moment of the second half: (the part of the run, its PID,
+/// how many).
+type FdSample = (f64, u32, usize);
+
 /// What the end's checks found.
 struct Findings {
     records_lost: Vec<String>,
@@ -891,11 +901,11 @@ pub(crate) fn soak_phase(cfg: &Config, out: &mut Vec<Metric>) {
     }
     let mut soak = Soak::new(home, disk, seed, duration, every);
     let wall = Instant::now();
-    let readings = soak.run();
+    let (readings, fds) = soak.run();
     let found = soak.finish();
     soak.keep_logs();
     soak.cleanup();
-    soak.metrics(out, &readings, &found, wall.elapsed());
+    soak.metrics(out, (&readings, &fds), &found, wall.elapsed());
 }
 
 impl Soak {
@@ -950,9 +960,10 @@ impl Soak {
 
     /// The soak itself: traffic every second, a fault every `every`; the daemon read at the
     /// half, at each eighth after it, and at the end.
-    fn run(&mut self) -> Vec<Option<Reading>> {
+    fn run(&mut self) -> (Vec<Option<Reading>>, Vec<FdSample>) {
         let mut next_fault = Instant::now() + self.every;
         let mut readings = Vec::new();
+        let mut fds = Vec::new();
         let mut minute = 0;
         while self.w.started.elapsed() < self.duration {
             self.check();
@@ -965,6 +976,10 @@ impl Soak {
             if self.w.started.elapsed() >= self.duration * (4 + readings.len() as u32) / 8 {
                 readings.push(self.quiet_reading());
             }
+            let part = self.w.started.elapsed().as_secs_f64() / self.duration.as_secs_f64();
+            if let Some(pid) = self.daemon.pid.filter(|p| part >= 0.5 && alive(*p)) {
+                fds.push((part, pid, fd_count(pid)));
+            }
             let m = self.w.started.elapsed().as_secs() / 60;
             if m > minute {
                 minute = m;
@@ -975,7 +990,7 @@ impl Soak {
         self.disk.full(true);
         self.check();
         readings.push(self.quiet_reading());
-        readings
+        (readings, fds)
     }
 
     fn say_progress(&self) {
@@ -1228,12 +1243,18 @@ impl Soak {
         let daemon_ok = self.w.started.elapsed().as_secs_f64()
             < self.duration.as_secs_f64() * DAEMON_KILLS_UNTIL;
         let only = std::env::var("SOAK_FAULTS").unwrap_or_default();
+        // A daemon kill weighs 1 / DAEMON_KILLS_UNTIL while it may be drawn: as many as a
+        // uniform draw over the whole run would give, all in its first part.
+        let daemon_weight = (1.0 / DAEMON_KILLS_UNTIL).round() as usize;
         let kinds: Vec<&'static str> = FAULTS
             .iter()
             .copied()
             .filter(|k| only.is_empty() || only.split(',').any(|o| o.trim() == *k))
             .filter(|k| *k != "daemon_kill" || daemon_ok)
             .filter(|k| *k != "client_kill" || self.killable() > 0)
+            .flat_map(|k| {
+                std::iter::repeat_n(k, if k == "daemon_kill" { daemon_weight } else { 1 })
+            })
             .collect();
         let Some(kind) = kinds.get(self.rng.below(kinds.len())).copied() else {
             return;
@@ -1619,7 +1640,7 @@ impl Soak {
     fn metrics(
         &self,
         out: &mut Vec<Metric>,
-        readings: &[Option<Reading>],
+        (readings, fds): (&[Option<Reading>], &[FdSample]),
         f: &Findings,
         wall: Duration,
     ) {
@@ -1711,9 +1732,8 @@ impl Soak {
                 evidence(&t.daemon_failures)
             )),
         );
-        let (pss, fds) = growth(readings);
-        out.push(pss.goal(2.0));
-        out.push(fds.goal(5.0));
+        out.push(pss_growth(readings).goal(2.0));
+        out.push(fd_growth(readings, fds).goal(5.0));
         for (what, list) in [
             ("orphan", &f.orphans),
             ("record lost", &f.records_lost),
@@ -1731,54 +1751,77 @@ impl Soak {
     }
 }
 
-/// The daemon's PSS growth (%) and fd growth from the half to the end, if one daemon process
-/// lived through every reading of the second half.
-fn growth(readings: &[Option<Reading>]) -> (Metric, Metric) {
+/// Whether every reading of the second half is of one daemon process: the readings.
+fn one_daemon(readings: &[Option<Reading>]) -> Option<Vec<Reading>> {
     let all: Vec<Reading> = readings.iter().flatten().copied().collect();
-    let one = all.len() == readings.len() && all.windows(2).all(|w| w[0].pid == w[1].pid);
-    match (all.first(), all.last()) {
-        (Some(a), Some(b)) if one && all.len() >= 2 => {
-            let path = |f: fn(&Reading) -> String| all.iter().map(f).collect::<Vec<_>>().join(" ");
-            (
-                Metric::new(
-                    "soak_daemon_pss_growth_pct",
-                    100.0 * (b.pss - a.pss) / a.pss,
-                    "%",
-                    all.len(),
-                )
-                .note(format!(
-                    "daemon {}, the second half: PSS {:.1} -> {:.1} MiB (by eighths: {}), \
-                         anonymous {:.1} -> {:.1} MiB",
-                    a.pid,
-                    a.pss,
-                    b.pss,
-                    path(|r| format!("{:.1}", r.pss)),
-                    a.anon,
-                    b.anon
-                )),
-                Metric::new(
-                    "soak_fd_growth",
-                    b.fds as f64 - a.fds as f64,
-                    "fds",
-                    all.len(),
-                )
-                .note(format!(
-                    "daemon {}: {} -> {} (by eighths: {})",
-                    a.pid,
-                    a.fds,
-                    b.fds,
-                    path(|r| r.fds.to_string())
-                )),
-            )
-        }
-        _ => {
-            let why = format!("not one daemon process through the second half: {readings:?}");
-            (
-                Metric::new("soak_daemon_pss_growth_pct", f64::NAN, "%", 0).note(why.clone()),
-                Metric::new("soak_fd_growth", f64::NAN, "fds", 0).note(why),
-            )
-        }
-    }
+    let one = all.len() >= 2
+        && all.len() == readings.len()
+        && all.windows(2).all(|w| w[0].pid == w[1].pid);
+    one.then_some(all)
+}
+
+fn not_one_daemon(metric: &str, unit: &'static str, readings: &[Option<Reading>]) -> Metric {
+    Metric::new(metric, f64::NAN, unit, 0).note(format!(
+        "not one daemon process through the second half: {readings:?}"
+    ))
+}
+
+/// The daemon's PSS growth (%) from the half to the end, if one daemon process lived through
+/// every reading of the second half.
+fn pss_growth(readings: &[Option<Reading>]) -> Metric {
+    let Some(all) = one_daemon(readings) else {
+        return not_one_daemon("soak_daemon_pss_growth_pct", "%", readings);
+    };
+    let (a, b) = (all[0], all[all.len() - 1]);
+    let path: Vec<String> = all.iter().map(|r| format!("{:.1}", r.pss)).collect();
+    Metric::new(
+        "soak_daemon_pss_growth_pct",
+        100.0 * (b.pss - a.pss) / a.pss,
+        "%",
+        all.len(),
+    )
+    .note(format!(
+        "daemon {}, the second half: PSS {:.1} -> {:.1} MiB (by eighths: {}), anonymous \
+             {:.1} -> {:.1} MiB",
+        a.pid,
+        a.pss,
+        b.pss,
+        path.join(" "),
+        a.anon,
+        b.anon
+    ))
+}
+
+/// The daemon's open files: the floor (fewest) of the last quarter less that of the third.
+/// Connections and watched processes come and go with the clients above the floor; what a
+/// leak holds raises it.
+fn fd_growth(readings: &[Option<Reading>], fds: &[FdSample]) -> Metric {
+    let Some(all) = one_daemon(readings) else {
+        return not_one_daemon("soak_fd_growth", "fds", readings);
+    };
+    let pid = all[0].pid;
+    let floor = |from: f64, to: f64| {
+        fds.iter()
+            .filter(|(part, p, _)| *p == pid && (from..to).contains(part))
+            .map(|(_, _, n)| *n)
+            .min()
+    };
+    let (Some(third), Some(last)) = (floor(0.5, 0.75), floor(0.75, 2.0)) else {
+        return not_one_daemon("soak_fd_growth", "fds", readings);
+    };
+    let path: Vec<String> = all.iter().map(|r| r.fds.to_string()).collect();
+    Metric::new(
+        "soak_fd_growth",
+        last as f64 - third as f64,
+        "fds",
+        fds.len(),
+    )
+    .note(format!(
+        "daemon {pid}: the fewest open files in the third quarter {third}, in the last {last} \
+         ({} readings, one a second); at the eighths {}",
+        fds.len(),
+        path.join(" ")
+    ))
 }
 
 /// A Serena process, as the ledger names it (else fake or real, not the harness's).
