@@ -1061,11 +1061,8 @@ impl Soak {
 
     fn crowd_step(&mut self) {
         let ledger = self.w.ledger.clone();
-        self.crowd.retain(|p| {
-            ledger
-                .lock()
-                .map_or(false, |l| l.fate(*p) == Some(Fate::Lives))
-        });
+        self.crowd
+            .retain(|p| ledger.lock().is_ok_and(|l| l.fate(*p) == Some(Fate::Lives)));
         if self.crowd.len() < CROWD {
             let child = spawn_fake(&self.w.home, &[], &[]);
             let pid = self
