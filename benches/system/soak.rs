@@ -804,6 +804,9 @@ fn api_session(w: &World, side: Side, project: &str, hold: Duration) {
         return;
     };
     let pid = pid as u32;
+    progress(&format!(
+        "soak: {at:.0} s: session {id} ready, Serena {pid}"
+    ));
     w.tally().requests_ok += 1;
     w.ledger()
         .own(pid, &format!("session {id}'s Serena"), Fate::Lives);
