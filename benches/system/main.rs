@@ -6,7 +6,9 @@
 //!
 //! Usage: `cargo bench --bench system [-- [--quick] [PHASE...]]` (`--quick`: the same metrics,
 //! fewer runs and shorter windows; a PHASE word, e.g. `idle`, runs only the phases whose name
-//! contains it).
+//! contains it). The fault soak (`soak`, soak.rs: 5 minutes with `--quick`, 30 without) runs
+//! only when named (`-- --quick soak`), never in the run of every phase; `SOAK_SEED`,
+//! `SOAK_MINUTES` and `SOAK_FAULT_SECONDS` set its seed, length and fault interval.
 //!
 //! Memory is PSS (`/proc/PID/smaps_rollup`), with RSS and USS (private) in the note; CPU is
 //! time on a CPU over wall time: the daemon's and the tray manager's from each thread's
@@ -21,6 +23,7 @@ mod anchor;
 mod desktop;
 mod on_demand;
 mod serena;
+mod soak;
 
 use common::*;
 use serde_json::{json, Value};
@@ -623,7 +626,7 @@ fn svg(points: &[(usize, f64, f64)]) -> String {
     out
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
@@ -672,6 +675,10 @@ fn main() {
     // Part of the serena phase; `serena-on-demand` (or `on-demand`) runs it alone.
     if run("serena-on-demand") {
         on_demand::on_demand_phase(&cfg, &mut out);
+    }
+    // Only when named: it takes 5 minutes with --quick, 30 without.
+    if only.iter().any(|o| "soak".contains(o.as_str())) {
+        soak::soak_phase(&cfg, &mut out);
     }
 
     println!(
