@@ -55,9 +55,11 @@
 //!   expected it to live (or a burst process ended by a signal) was ended by someone else: a
 //!   wrong kill, listed with the last fault before it. A process is marked as allowed to end
 //!   before the harness signals it, kills its client, or asks the API to kill or release it.
-//! - `soak_daemon_pss_growth_pct`: the daemon's PSS from the half to the end (read at the half,
-//!   each eighth after it and the end, each after a 2 s pause with no action of the main loop;
-//!   the path and the anonymous memory in the note). No daemon kill after
+//! - `soak_daemon_pss_growth_pct`: the PSS of the daemon's anonymous memory (`Pss_Anon`: heap
+//!   and stacks, what a leak grows) from the half to the end (read at the half, each eighth
+//!   after it and the end, each after a 2 s pause with no action of the main loop; the path and
+//!   the whole PSS in the note: the share of the binary's pages it is charged rises as the
+//!   `launch` clients that map the same binary end). No daemon kill after
 //!   [`DAEMON_KILLS_UNTIL`] of the run, so every reading is of one daemon process (if one died
 //!   meanwhile, the figure says so and is not met).
 //! - `soak_fd_growth`: the same daemon's open files, read every second of the second half: the
@@ -864,7 +866,8 @@ struct Soak {
 }
 
 /// A daemon reading: its PID, PSS (MiB) and open files.
-/// A reading of the daemon: its PID, PSS and anonymous memory (MiB), open files.
+/// A reading of the daemon: its PID, PSS and the PSS of its anonymous memory (MiB), open
+/// files.
 #[derive(Clone, Copy, Debug)]
 struct Reading {
     pid: u32,
@@ -1014,7 +1017,7 @@ impl Soak {
         Some(Reading {
             pid,
             pss: memory_mib(pid).0,
-            anon: proc_kib(pid, "smaps_rollup", "Anonymous") as f64 / 1024.0,
+            anon: proc_kib(pid, "smaps_rollup", "Pss_Anon") as f64 / 1024.0,
             fds: fd_count(pid),
         })
     }
@@ -1767,28 +1770,35 @@ fn not_one_daemon(metric: &str, unit: &'static str, readings: &[Option<Reading>]
 }
 
 /// The daemon's PSS growth (%) from the half to the end, if one daemon process lived through
-/// every reading of the second half.
+/// every reading of the second half: the PSS of its anonymous memory (heap, stacks: what a leak
+/// grows). Its whole PSS is in the note: the share of its code pages it is charged moves with
+/// how many other processes map the same binary (every `serena-tray launch` client does), so
+/// it rises when clients end, without a byte more in the daemon.
 fn pss_growth(readings: &[Option<Reading>]) -> Metric {
     let Some(all) = one_daemon(readings) else {
         return not_one_daemon("soak_daemon_pss_growth_pct", "%", readings);
     };
     let (a, b) = (all[0], all[all.len() - 1]);
-    let path: Vec<String> = all.iter().map(|r| format!("{:.1}", r.pss)).collect();
+    let path = |f: fn(&Reading) -> f64| {
+        let v: Vec<String> = all.iter().map(|r| format!("{:.2}", f(r))).collect();
+        v.join(" ")
+    };
     Metric::new(
         "soak_daemon_pss_growth_pct",
-        100.0 * (b.pss - a.pss) / a.pss,
+        100.0 * (b.anon - a.anon) / a.anon,
         "%",
         all.len(),
     )
     .note(format!(
-        "daemon {}, the second half: PSS {:.1} -> {:.1} MiB (by eighths: {}), anonymous \
-             {:.1} -> {:.1} MiB",
+        "daemon {}, the second half: anonymous PSS {:.2} -> {:.2} MiB (by eighths: {}); \
+         whole PSS {:.1} -> {:.1} MiB (by eighths: {})",
         a.pid,
+        a.anon,
+        b.anon,
+        path(|r| r.anon),
         a.pss,
         b.pss,
-        path.join(" "),
-        a.anon,
-        b.anon
+        path(|r| r.pss),
     ))
 }
 
