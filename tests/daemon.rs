@@ -246,7 +246,7 @@ fn a_launch_that_fails_answers_with_the_log_and_leaves_nothing_running() {
         msg.contains("dying at start-up as asked"),
         "the log's last lines: {msg}"
     );
-    assert!(fake::servers_on(&dir).is_empty());
+    assert!(fake_servers_on(&dir).is_empty());
     let (_, sessions) = d.call("GET", "/api/sessions", None);
     assert_eq!(sessions, json!([]));
     wait_for(
@@ -277,9 +277,9 @@ fn a_launch_that_never_answers_times_out_and_leaves_nothing_running() {
         .is_some_and(|m| m.contains("did not answer within 3 s")));
     // The answer comes only once the cleanup is done: nothing is left by then.
     assert!(
-        fake::servers_on(&dir).is_empty(),
+        fake_servers_on(&dir).is_empty(),
         "the failed launch left {:?}",
-        fake::servers_on(&dir)
+        fake_servers_on(&dir)
     );
 }
 
@@ -633,9 +633,9 @@ fn a_wrapper_that_exits_mid_launch_leaves_no_serena_behind() {
         .as_str()
         .is_some_and(|m| m.contains("exited with")));
     assert!(
-        fake::servers_on(&dir).is_empty(),
+        fake_servers_on(&dir).is_empty(),
         "left {:?}",
-        fake::servers_on(&dir)
+        fake_servers_on(&dir)
     );
 }
 
@@ -663,9 +663,9 @@ fn a_wrapped_launch_that_never_answers_leaves_neither_wrapper_nor_serena() {
     );
     // The answer comes only once the cleanup is done: nothing is left by then.
     assert!(
-        fake::servers_on(&dir).is_empty(),
+        fake_servers_on(&dir).is_empty(),
         "left {:?}",
-        fake::servers_on(&dir)
+        fake_servers_on(&dir)
     );
     let snap = snapshot();
     let wrap = home.path().join("wrap.sh");
@@ -718,7 +718,7 @@ fn a_client_that_hangs_up_mid_launch_leaves_a_recorded_session_not_a_stray() {
         Some(json!({"session_id": session["session_id"]})),
     );
     assert_eq!((status, &r["status"]), (200, &json!("terminated")), "{r:?}");
-    assert!(fake::servers_on(&dir).is_empty());
+    assert!(fake_servers_on(&dir).is_empty());
 }
 
 #[test]

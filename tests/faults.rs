@@ -296,7 +296,7 @@ fn assert_every_serena_recorded(home: &Home, project: &Path) {
     let settled = poll(Duration::from_millis(50), Duration::from_secs(30), || {
         let snap = snapshot();
         let awake = recorded_awake(home);
-        let running = fake::servers_on(project);
+        let running = fake_servers_on(project);
         let unrecorded: Vec<&u32> = (running.iter())
             .filter(|pid| {
                 let p = snap.get(**pid);
@@ -349,7 +349,7 @@ fn a_daemon_killed_mid_launch_leaves_no_serena_without_a_record() {
     let request =
         std::thread::spawn(move || asking.call_cut("POST", "/request-session", Some(body)));
     let serena = wait_for("the launched Serena", Duration::from_secs(20), || {
-        fake::servers_on(&project).first().copied()
+        fake_servers_on(&project).first().copied()
     });
 
     let d = restarted(&home, d);
@@ -416,7 +416,7 @@ fn a_daemon_killed_at_any_moment_of_a_request_or_a_release_leaves_every_record_t
         assert_eq!(status, 200, "{r}");
         assert!(!alive(pid as u32));
     }
-    assert!(fake::servers_on(&project).is_empty());
+    assert!(fake_servers_on(&project).is_empty());
 }
 
 #[test]

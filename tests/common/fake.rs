@@ -166,13 +166,3 @@ pub fn command_config(extra: &str) -> String {
         exe().to_str().expect("utf8")
     )
 }
-
-/// The fake servers running for the project `dir` (their command line names it).
-pub fn servers_on(dir: &Path) -> Vec<u32> {
-    let d = dir.to_str().unwrap_or_default();
-    super::processes::snapshot()
-        .iter()
-        .filter(|p| p.cmdline.iter().any(|a| a == d) && is_server(&p.cmdline))
-        .map(|p| p.pid)
-        .collect()
-}

@@ -169,3 +169,14 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// The fake Serena servers (tests/common/fake.rs) running for the project `dir` (their command
+/// line names it).
+pub fn fake_servers_on(dir: &std::path::Path) -> Vec<u32> {
+    let d = dir.to_str().unwrap_or_default();
+    snapshot()
+        .iter()
+        .filter(|p| p.cmdline.iter().any(|a| a == d) && super::fake::is_server(&p.cmdline))
+        .map(|p| p.pid)
+        .collect()
+}
