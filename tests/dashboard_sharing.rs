@@ -298,15 +298,26 @@ fn client_with_fake(
     let fake = common::fake::exe();
     let mut cmd = Command::new(program);
     home.env(&mut cmd);
+    cmd.arg("fake-client")
+        .arg(&fake)
+        .arg(common::fake::SERVER)
+        .args(["--project", project.to_str().expect("utf8")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // The copied client may still be open for writing in a child another thread is forking
+    // (ETXTBSY): tried again until that child has exec'd.
+    let spawned = poll(
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+        || match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => None,
+            other => Some(other),
+        },
+    );
     let client = reaper.adopt(
-        cmd.arg("fake-client")
-            .arg(&fake)
-            .arg(common::fake::SERVER)
-            .args(["--project", project.to_str().expect("utf8")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        spawned
+            .expect("the client's file stays busy")
             .expect("spawn the client"),
     );
     let serena = serena_under(client);
