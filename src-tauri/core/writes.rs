@@ -120,7 +120,8 @@ mod tests {
     fn the_first_failure_and_the_recovery_are_told_once_each() {
         let writes = Writes::default();
         let path = Path::new("/h/tray/sessions.json");
-        let full = std::io::Error::from_raw_os_error(28);
+        // As Linux says it (error 28 is another error on Windows).
+        let full = std::io::Error::other("No space left on device (os error 28)");
         assert_eq!(writes.outcome(Written::Sessions, path, Ok(())), None);
         let told = writes.outcome(Written::Sessions, path, Err(&full));
         let Some(Event::WriteFailed { file, error, .. }) = told else {
