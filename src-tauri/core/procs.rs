@@ -157,22 +157,25 @@ impl Scope {
     }
 }
 
-/// Every process whose environment holds `var`, with its value. Blocking: reads every process's
-/// environment (a few milliseconds a hundred processes), so for a start-up, not a loop. A
-/// process whose environment cannot be read (another user's) does not hold it.
-pub fn carrying(var: &str) -> Vec<(Proc, String)> {
-    let mut sys = Sys::new();
-    let kind = table_kind().with_environ(UpdateKind::Always);
-    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+/// The processes of `snap` (read through `sys`) whose environment holds `var`, with its value.
+/// Blocking: reads every process's environment (a few milliseconds a hundred processes), so
+/// for a start-up, not a loop. A process whose environment cannot be read (another user's)
+/// does not hold it.
+pub fn carrying(sys: &mut Sys, snap: &Snapshot, var: &str) -> Vec<(Proc, String)> {
+    let ids: Vec<sysinfo::Pid> = snap.iter().map(|p| sysinfo::Pid::from_u32(p.pid)).collect();
+    let kind = ProcessRefreshKind::nothing()
+        .with_environ(UpdateKind::Always)
+        .without_tasks();
+    sys.refresh_processes_specifics(ProcessesToUpdate::Some(&ids), false, kind);
     let prefix = format!("{var}=");
-    sys.processes()
-        .values()
+    snap.iter()
         .filter_map(|p| {
-            let value = p.environ().iter().find_map(|kv| {
+            let environ = sys.process(sysinfo::Pid::from_u32(p.pid))?.environ();
+            let value = environ.iter().find_map(|kv| {
                 let kv = kv.to_str()?;
                 kv.strip_prefix(prefix.as_str()).map(str::to_string)
             })?;
-            Some((as_proc(&sys, p)?, value))
+            Some((p.clone(), value))
         })
         .collect()
 }

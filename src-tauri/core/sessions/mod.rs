@@ -211,7 +211,8 @@ impl Sessions {
         let ready_timeout = settings.tray.session_start_timeout;
         let linger = settings.tray.share_linger_seconds;
         let store = tray.join("sessions.json");
-        let snap = Snapshot::capture(&mut super::procs::Sys::new());
+        let mut sys = super::procs::Sys::new();
+        let snap = Snapshot::capture(&mut sys);
         let runs = |id| snap.get_id(id).is_some();
         let recorded = store::read(&store);
         let awake = recorded.iter().filter(|s| s.is_awake()).count();
@@ -229,7 +230,7 @@ impl Sessions {
             core.set_session_idle(s.process_id(), s.idle_shutdown());
         }
         // Before anything is launched: a Serena launched from now on is not one of these.
-        let marked = crate::core::procs::carrying(unrecorded::VAR);
+        let marked = crate::core::procs::carrying(&mut sys, &snap, unrecorded::VAR);
         let unrecorded = unrecorded::unrecorded(&marked, &tray, &sessions);
         Sessions {
             inner: Arc::new(SessionsInner {
