@@ -210,14 +210,7 @@ impl App {
         }
         let home = &self.settings().serena_home;
         let saved = token::save(home, self.token());
-        let path = token::token_path(home);
-        match &saved {
-            Ok(()) => self.core().wrote(Written::Token, &path, Ok(())),
-            Err(TokenError::Write { path, source }) => {
-                self.core().wrote(Written::Token, path, Err(source))
-            }
-            Err(e) => self.core().wrote(Written::Token, &path, Err(e)),
-        }
+        (self.core()).wrote_result(Written::Token, &token::token_path(home), &saved);
         let done = !matches!(saved, Err(TokenError::Write { .. }));
         self.inner.token_unsaved.store(!done, Ordering::SeqCst);
         done

@@ -19,7 +19,7 @@ use super::refresh::{self, Decisions, Model, Scan, Scanner, Tracked};
 use super::registry::{write_entries, Registry, RegistryError, RegistryWrites};
 use super::settings::Settings;
 use super::sockets::{self, ListenerSource};
-use super::writes::{WriteFailure, Writes, Written};
+use super::writes::{WriteError, WriteFailure, Writes, Written};
 use futures::future::join_all;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -162,16 +162,18 @@ impl Core {
         self.inner.writes.failing()
     }
 
-    /// [`Core::wrote`] for a registry update: an I/O error names its own path (the file, or
-    /// its lock file).
-    fn registry_written<T>(&self, result: &std::result::Result<T, RegistryError>) {
-        let registry = self.inner.registry.path();
-        match result {
-            Ok(_) => self.wrote(Written::Registry, registry, Ok(())),
-            Err(RegistryError::Io { path, source }) => {
-                self.wrote(Written::Registry, path, Err(source))
-            }
-            Err(e) => self.wrote(Written::Registry, registry, Err(e)),
+    /// [`Core::wrote`] for the result of a write of `file` at `path`; an error that names a
+    /// path of its own (a lock file, a directory) is told with it.
+    pub(crate) fn wrote_result<T, E: WriteError>(
+        &self,
+        file: Written,
+        path: &std::path::Path,
+        result: &std::result::Result<T, E>,
+    ) {
+        match result.as_ref().map_err(|e| (e, e.io())) {
+            Ok(_) => self.wrote(file, path, Ok(())),
+            Err((_, Some((named, source)))) => self.wrote(file, named, Err(source)),
+            Err((e, None)) => self.wrote(file, path, Err(e)),
         }
     }
 
@@ -498,7 +500,7 @@ impl Core {
                 .update(|entries| write_entries(entries, &writes))
         })
         .await?;
-        self.registry_written(&written);
+        self.wrote_result(Written::Registry, self.inner.registry.path(), &written);
         Ok(written?.1)
     }
 }
@@ -619,7 +621,7 @@ impl Core {
         .await;
         // Not written: the next refresh removes the entry (it is of no live instance).
         if let Ok(written) = &written {
-            self.registry_written(written);
+            self.wrote_result(Written::Registry, self.inner.registry.path(), written);
         }
         let _ = self.inner.events.send(Event::InstanceRemoved {
             pid: key.pid,

@@ -33,6 +33,15 @@ pub enum RegistryError {
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
+impl super::writes::WriteError for RegistryError {
+    fn io(&self) -> Option<(&Path, &std::io::Error)> {
+        match self {
+            RegistryError::Io { path, source } => Some((path, source)),
+            RegistryError::Corrupt { .. } => None,
+        }
+    }
+}
+
 /// One entry, in the seed's schema. `extra` holds keys other writers added; they are written back
 /// untouched and never added by this program.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,6 +33,15 @@ pub enum TokenError {
     NotPrivate(#[from] FilesError),
 }
 
+impl super::writes::WriteError for TokenError {
+    fn io(&self) -> Option<(&Path, &std::io::Error)> {
+        match self {
+            TokenError::Write { path, source } => Some((path, source)),
+            _ => None,
+        }
+    }
+}
+
 /// `n` random bytes as lowercase hex.
 pub fn random_hex(n: usize) -> Result<String, TokenError> {
     let mut bytes = vec![0u8; n];
@@ -61,15 +70,19 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> TokenError {
     }
 }
 
-/// Reads the token, creating it (and `tray/`) if there is none, after checking that both are
-/// the user's alone.
-/// A failure to write them is a [`TokenError::Write`]: the caller may go on with a token held
-/// in memory and [`save`] it later.
-pub fn load_or_create(serena_home: &Path) -> Result<String, TokenError> {
-    let path = token_path(serena_home);
+/// The token's path, once `tray/` is there (made if missing) and checked to be the user's alone.
+fn private_token_path(serena_home: &Path) -> Result<PathBuf, TokenError> {
     let dir = serena_home.join("tray");
     files::private_dir(&dir).map_err(write_error(&dir))?;
     files::check_private(&dir, "Serena Tray's directory")?;
+    Ok(token_path(serena_home))
+}
+
+/// Reads the token, creating it (and `tray/`) if there is none, after checking that both are
+/// the user's alone. A failure to write them is a [`TokenError::Write`]: the caller may go on
+/// with a token held in memory and [`save`] it later.
+pub fn load_or_create(serena_home: &Path) -> Result<String, TokenError> {
+    let path = private_token_path(serena_home)?;
     if let Some(token) = existing(&path)? {
         return Ok(token);
     }
@@ -88,10 +101,7 @@ pub fn load_or_create(serena_home: &Path) -> Result<String, TokenError> {
 /// at the start, written once the disk takes it). A file that appeared meanwhile is kept, and
 /// is an error: its token is not the one this program answers to.
 pub fn save(serena_home: &Path, token: &str) -> Result<(), TokenError> {
-    let path = token_path(serena_home);
-    let dir = serena_home.join("tray");
-    files::private_dir(&dir).map_err(write_error(&dir))?;
-    files::check_private(&dir, "Serena Tray's directory")?;
+    let path = private_token_path(serena_home)?;
     match files::create_atomic(&path, token.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(TokenError::Bad(path)),
         other => other.map_err(write_error(&path)),

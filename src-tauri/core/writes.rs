@@ -42,6 +42,12 @@ impl Written {
     }
 }
 
+/// An error of writing one of the files: the path and the system's error it names (the file,
+/// its lock file, its directory), if it names one; told as a whole otherwise.
+pub trait WriteError: std::fmt::Display {
+    fn io(&self) -> Option<(&Path, &std::io::Error)>;
+}
+
 /// A file whose writes fail, since its first failed write.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WriteFailure {

@@ -154,6 +154,15 @@ pub enum SessionError {
     Task(#[from] tokio::task::JoinError),
 }
 
+impl crate::core::writes::WriteError for SessionError {
+    fn io(&self) -> Option<(&std::path::Path, &std::io::Error)> {
+        match self {
+            SessionError::Store { path, source } => Some((path, source)),
+            _ => None,
+        }
+    }
+}
+
 /// What `release` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -304,19 +313,15 @@ impl Sessions {
         self.inner.tasks.spawn(async move {
             for u in found {
                 let survivors = reaper::kill_own_tree(u.root, &Default::default()).await;
-                let error = if survivors.is_empty() {
-                    format!(
-                        "Serena Tray stopped before this session was recorded; its Serena \
-                         (PID {}) was stopped at the next start",
-                        u.root.pid
-                    )
-                } else {
-                    format!(
-                        "Serena Tray stopped before this session was recorded; its Serena \
-                         (PID {}) could not be stopped: {survivors:?} still run",
-                        u.root.pid
-                    )
+                let outcome = match survivors.is_empty() {
+                    true => "was stopped at the next start".to_string(),
+                    false => format!("could not be stopped: {survivors:?} still run"),
                 };
+                let error = format!(
+                    "Serena Tray stopped before this session was recorded; its Serena (PID {}) \
+                     {outcome}",
+                    u.root.pid
+                );
                 tracing::warn!(session_id = %u.session_id, "{error}");
                 core.publish(Event::SessionFailed {
                     session_id: u.session_id,
@@ -988,13 +993,7 @@ fn write_store(
 ) -> bool {
     decide::forget_old_history(sessions);
     let written = store::write(store, &decide::kept(sessions.values()));
-    match &written {
-        Ok(()) => core.wrote(Written::Sessions, store, Ok(())),
-        Err(SessionError::Store { path, source }) => {
-            core.wrote(Written::Sessions, path, Err(source))
-        }
-        Err(e) => core.wrote(Written::Sessions, store, Err(e)),
-    }
+    core.wrote_result(Written::Sessions, store, &written);
     written.is_ok()
 }
 
