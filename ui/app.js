@@ -221,13 +221,13 @@ $('notice-close').addEventListener('click', () => { $('notice').hidden = true; }
 /** The files of Serena Tray that cannot be written now (a full disk), file -> failure. */
 const failingWrites = new Map();
 
-/** Says which files cannot be written, or, with none left, that `recovered` is written again. */
+/** Says which files cannot be written, or, with none left, `recovered` (what is written again). */
 function showWrites(recovered) {
   if (failingWrites.size) {
     const each = [...failingWrites.values()].map((f) => `Cannot write ${f.path}: ${f.error}.`);
     notify(`${each.join(' ')} The old ${failingWrites.size > 1 ? 'files are' : 'file is'} kept and nothing else stops; every change is written as soon as a write succeeds (free some space, or make the folder writable).`, 'error');
   } else if (recovered) {
-    notify(`${recovered} ${recovered.endsWith('files') ? 'are' : 'is'} written again.`);
+    notify(recovered);
   }
 }
 
@@ -271,7 +271,7 @@ const ON_EVENT = {
     const had = failingWrites.size;
     failingWrites.clear();
     for (const f of d.write_failures ?? []) failingWrites.set(f.file, f);
-    if (had || failingWrites.size) showWrites("Serena Tray's files");
+    if (had || failingWrites.size) showWrites("Serena Tray's files are written again.");
     if (document.documentElement.dataset.ready !== '1') {
       performance.mark('serena-tray-ready');
       document.documentElement.dataset.ready = '1';
@@ -318,7 +318,7 @@ const ON_EVENT = {
   },
   write_recovered(d) {
     failingWrites.delete(d.file);
-    showWrites(d.path ?? d.file);
+    showWrites(`${d.path ?? d.file} is written again.`);
   },
   registry_recovered(d) {
     notify(`The registry file did not parse: it was moved aside to ${d.moved_to ?? '?'} (kept, not deleted) and a fresh one was started.`, 'warning');
