@@ -1685,55 +1685,30 @@ impl Soak {
             t.orphan_kills
         ));
         out.push(Metric::new("soak_faults", total as f64, "", total).note(note));
-        out.push(
-            Metric::new(
-                "soak_orphans_left",
-                f.orphans.len() as f64,
-                "",
-                f.orphans.len(),
-            )
-            .goal(0.0)
-            .note(format!(
-                "{}; launch processes left without their client: {}; active sessions at the \
-                     end (after every holder released): {}",
-                evidence(&f.orphans),
-                f.bridges_left.len(),
-                f.unheld_sessions
-            )),
+        let orphans_note = format!(
+            "launch processes left without their client: {}; active sessions at the end (after \
+             every holder released): {}",
+            f.bridges_left.len(),
+            f.unheld_sessions
         );
         out.push(
-            Metric::new(
-                "soak_records_lost",
-                f.records_lost.len() as f64,
-                "",
-                f.records_lost.len(),
-            )
-            .goal(0.0)
-            .note(evidence(&f.records_lost)),
+            none_of("soak_orphans_left", &f.orphans, f.orphans.len())
+                .note(format!("{}; {orphans_note}", evidence(&f.orphans))),
         );
+        out.push(none_of(
+            "soak_records_lost",
+            &f.records_lost,
+            f.records_lost.len(),
+        ));
+        out.push(none_of(
+            "soak_wrong_kills",
+            &ledger.wrong,
+            ledger.wrong.len(),
+        ));
+        let starts = self.daemon.starts;
         out.push(
-            Metric::new(
-                "soak_wrong_kills",
-                ledger.wrong.len() as f64,
-                "",
-                ledger.wrong.len(),
-            )
-            .goal(0.0)
-            .note(evidence(&ledger.wrong)),
-        );
-        out.push(
-            Metric::new(
-                "soak_daemon_failures",
-                t.daemon_failures.len() as f64,
-                "",
-                self.daemon.starts,
-            )
-            .goal(0.0)
-            .note(format!(
-                "{} starts; {}",
-                self.daemon.starts,
-                evidence(&t.daemon_failures)
-            )),
+            none_of("soak_daemon_failures", &t.daemon_failures, starts)
+                .note(format!("{starts} starts; {}", evidence(&t.daemon_failures))),
         );
         out.push(pss_growth(readings).goal(2.0));
         out.push(fd_growth(readings, fds).goal(5.0));
@@ -1847,6 +1822,14 @@ fn describe(ledger: &Ledger, snap: &Snapshot, pid: u32) -> String {
 }
 
 /// The first few of a list of evidence, and how many more.
+/// A figure that must be 0: how many of `list` there are (over `n` looked at), the first few
+/// in the note.
+fn none_of(metric: &str, list: &[String], n: usize) -> Metric {
+    Metric::new(metric, list.len() as f64, "", n)
+        .goal(0.0)
+        .note(evidence(list))
+}
+
 fn evidence(list: &[String]) -> String {
     if list.is_empty() {
         return "none".into();
